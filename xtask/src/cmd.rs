@@ -1,0 +1,94 @@
+//! Running child commands as named, timed steps.
+
+use std::ffi::OsString;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+use crate::env::BuildEnv;
+
+/// One named step of a pipeline: a command line plus environment overrides.
+pub(crate) struct Step {
+    name: &'static str,
+    program: &'static str,
+    args: Vec<OsString>,
+    envs: Vec<(&'static str, OsString)>,
+}
+
+impl Step {
+    pub(crate) fn new(name: &'static str, program: &'static str) -> Self {
+        Self {
+            name,
+            program,
+            args: Vec::new(),
+            envs: Vec::new(),
+        }
+    }
+
+    pub(crate) fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    pub(crate) fn env(mut self, key: &'static str, value: impl Into<OsString>) -> Self {
+        self.envs.push((key, value.into()));
+        self
+    }
+
+    /// Runs the command with the prepared build environment; a non-zero exit
+    /// fails the step with the step's name.
+    pub(crate) fn run(self, build_env: &BuildEnv) -> Result<()> {
+        let name = self.name;
+        let rendered = self.render();
+        self.run_fn(|| {
+            eprintln!("  $ {rendered}");
+            let mut command = Command::new(self.program);
+            command.args(&self.args).stdin(Stdio::null());
+            build_env.apply(&mut command);
+            for (key, value) in &self.envs {
+                command.env(key, value);
+            }
+            let status = command
+                .status()
+                .with_context(|| format!("could not start `{}`", self.program))?;
+            if !status.success() {
+                bail!("step `{name}` failed ({status})");
+            }
+            Ok(())
+        })
+    }
+
+    /// Runs an in-process step with the same banner and timing as a command.
+    pub(crate) fn run_fn(&self, f: impl FnOnce() -> Result<()>) -> Result<()> {
+        eprintln!("==> {}", self.name);
+        let started = Instant::now();
+        let result = f();
+        let verdict = if result.is_ok() { "ok" } else { "FAILED" };
+        eprintln!("<== {} {verdict} in {:.1?}", self.name, started.elapsed());
+        result
+    }
+
+    fn render(&self) -> String {
+        let mut out = String::from(self.program);
+        for arg in &self.args {
+            out.push(' ');
+            out.push_str(&arg.to_string_lossy());
+        }
+        out
+    }
+}
+
+/// Whether `cargo <name>` exists (an installed `cargo-<name>` binary).
+pub(crate) fn cargo_subcommand_available(name: &str) -> bool {
+    Command::new("cargo")
+        .args([name, "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}

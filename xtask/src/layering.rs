@@ -1,0 +1,165 @@
+//! The layering check: each crate depends only on layers below it, and the
+//! piggyback promise (no tonic, no RocksDB without opting in) is enforced.
+//!
+//! Rules are checked against `cargo tree`, i.e. against what really gets
+//! compiled, not against what the manifests intend.
+
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+use crate::env::BuildEnv;
+
+/// One rule: building `package` with `args` must not compile any `forbidden`
+/// crate. A trailing `*` matches a name prefix.
+struct Rule {
+    package: &'static str,
+    no_default_features: bool,
+    forbidden: &'static [&'static str],
+    why: &'static str,
+}
+
+const RULES: &[Rule] = &[
+    Rule {
+        package: "tsoracle-paxos-epoch",
+        no_default_features: false,
+        forbidden: &[
+            "tsoracle-paxos-*",
+            "tokio",
+            "rocksdb",
+            "tonic",
+            "tsoracle-consensus",
+        ],
+        why: "the epoch codec is layer 0: only omnipaxos and tsoracle-core",
+    },
+    Rule {
+        package: "tsoracle-paxos-state",
+        no_default_features: false,
+        forbidden: &["tsoracle-paxos-toolkit", "tokio", "rocksdb", "tonic"],
+        why: "the state crate is pure: no I/O, no runtime, no transport",
+    },
+    Rule {
+        package: "tsoracle-paxos-toolkit",
+        no_default_features: false,
+        forbidden: &["tsoracle-*", "tonic"],
+        why: "the toolkit is generic OmniPaxos glue with no tsoracle types and no transport",
+    },
+    Rule {
+        package: "tsoracle-paxos-toolkit",
+        no_default_features: true,
+        forbidden: &["rocksdb", "librocksdb-sys"],
+        why: "piggyback hosts turn default features off and must not compile RocksDB",
+    },
+];
+
+pub(crate) fn check(build_env: &BuildEnv) -> Result<()> {
+    let mut violations = Vec::new();
+    for rule in RULES {
+        let names = dependency_names(build_env, rule)?;
+        for found in forbidden_found(rule, &names) {
+            violations.push(format!(
+                "{}{} depends on {found}: {}",
+                rule.package,
+                if rule.no_default_features {
+                    " (no default features)"
+                } else {
+                    ""
+                },
+                rule.why
+            ));
+        }
+    }
+    if violations.is_empty() {
+        eprintln!("layering: {} rules hold", RULES.len());
+        return Ok(());
+    }
+    bail!("layering violations:\n  {}", violations.join("\n  "));
+}
+
+/// Names of every crate compiled for `rule.package` (normal and build edges),
+/// the package itself excluded.
+fn dependency_names(build_env: &BuildEnv, rule: &Rule) -> Result<Vec<String>> {
+    let mut command = Command::new("cargo");
+    command.args([
+        "tree",
+        "--locked",
+        "-p",
+        rule.package,
+        "-e",
+        "normal,build",
+        "--prefix",
+        "none",
+        "--format",
+        "{p}",
+    ]);
+    if rule.no_default_features {
+        command.arg("--no-default-features");
+    }
+    build_env.apply(&mut command);
+    let output = command
+        .stderr(Stdio::inherit())
+        .output()
+        .context("could not run cargo tree")?;
+    if !output.status.success() {
+        bail!("cargo tree -p {} failed ({})", rule.package, output.status);
+    }
+    Ok(parse_tree(&String::from_utf8_lossy(&output.stdout)))
+}
+
+fn parse_tree(stdout: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn forbidden_found<'a>(rule: &Rule, names: &'a [String]) -> Vec<&'a str> {
+    let mut found: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|name| *name != rule.package)
+        .filter(|name| {
+            rule.forbidden
+                .iter()
+                .any(|pattern| match pattern.strip_suffix('*') {
+                    Some(prefix) => name.starts_with(prefix),
+                    None => name == pattern,
+                })
+        })
+        .collect();
+    found.sort_unstable();
+    found.dedup();
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TREE: &str = "tsoracle-paxos-toolkit v0.1.0 (/w/crates/toolkit)\n\
+        omnipaxos v0.2.4\n\
+        rocksdb v0.25.0\n\
+        librocksdb-sys v0.19.0+11.8.1\n\
+        tsoracle-core v2.3.0\n\
+        serde v1.0.228 (*)\n";
+
+    #[test]
+    fn a_forbidden_dependency_is_reported() {
+        let names = parse_tree(TREE);
+        let no_rocksdb = &RULES[3];
+        assert_eq!(
+            forbidden_found(no_rocksdb, &names),
+            ["librocksdb-sys", "rocksdb"]
+        );
+        let no_tsoracle = &RULES[2];
+        assert_eq!(forbidden_found(no_tsoracle, &names), ["tsoracle-core"]);
+    }
+
+    #[test]
+    fn the_package_itself_is_not_a_violation() {
+        let names = parse_tree("tsoracle-paxos-epoch v0.1.0\nomnipaxos v0.2.4\n");
+        assert!(forbidden_found(&RULES[0], &names).is_empty());
+    }
+}

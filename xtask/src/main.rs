@@ -1,0 +1,133 @@
+//! Project automation for tsoracle-paxos, run as `cargo xtask <command>`.
+//!
+//! Everything CI does is a subcommand here, so a newcomer's machine and CI run
+//! the same steps. `cargo xtask --help` lists them.
+
+mod cmd;
+mod env;
+mod layering;
+
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::cmd::Step;
+
+#[derive(Parser)]
+#[command(
+    name = "xtask",
+    bin_name = "cargo xtask",
+    about = "Build, check and test automation for tsoracle-paxos",
+    long_about = "Build, check and test automation for tsoracle-paxos.\n\n\
+        Every command first prepares the build environment: it points PROTOC at the \
+        protoc binary vendored by the protoc-bin-vendored crate (unless PROTOC is already \
+        set) and makes sure libclang, which RocksDB's bindgen loads, is installed \
+        (installing Debian's libclang-dev with apt-get when running as root, or \
+        stopping with the exact command to run)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Everything CI checks: fmt, clippy, layering, tests, docs, cargo-deny.
+    Ci,
+    /// Run the workspace tests (nextest when installed, then doctests).
+    Test {
+        /// Extra arguments passed to the test runner, after `--`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Check that no crate depends on a layer above it (see docs/architecture.md).
+    Layering,
+    /// Prepare the build environment (protoc, libclang) and print what was set.
+    Env,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let started = Instant::now();
+    let build_env = env::prepare()?;
+    match cli.command {
+        Command::Ci => ci(&build_env)?,
+        Command::Test { args } => test(&build_env, &args)?,
+        Command::Layering => layering::check(&build_env)?,
+        Command::Env => build_env.describe(),
+    }
+    eprintln!("xtask: done in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+/// The CI pipeline. Cheap checks first so a formatting slip fails in seconds,
+/// not after a seven-minute RocksDB build.
+fn ci(build_env: &env::BuildEnv) -> Result<()> {
+    let locked = ["--locked"];
+    Step::new("rustfmt", "cargo")
+        .args(["fmt", "--all", "--check"])
+        .run(build_env)?;
+    Step::new("layering", "").run_fn(|| layering::check(build_env))?;
+    Step::new("clippy (all targets, all features)", "cargo")
+        .args(["clippy", "--workspace", "--all-targets", "--all-features"])
+        .args(locked)
+        .args(["--", "-D", "warnings"])
+        .run(build_env)?;
+    Step::new("clippy (toolkit without RocksDB)", "cargo")
+        .args([
+            "clippy",
+            "-p",
+            "tsoracle-paxos-toolkit",
+            "--no-default-features",
+            "--all-targets",
+        ])
+        .args(locked)
+        .args(["--", "-D", "warnings"])
+        .run(build_env)?;
+    test(build_env, &[])?;
+    Step::new("rustdoc (warnings denied)", "cargo")
+        .args(["doc", "--workspace", "--no-deps", "--all-features"])
+        .args(locked)
+        .env("RUSTDOCFLAGS", "-D warnings")
+        .run(build_env)?;
+    if cmd::cargo_subcommand_available("deny") {
+        // The advisory database cannot be fetched on this network, so only the
+        // offline checks run (see deny.toml).
+        Step::new("cargo deny (licenses, bans, sources)", "cargo")
+            .args(["deny", "--locked", "check", "licenses", "bans", "sources"])
+            .run(build_env)?;
+    } else {
+        eprintln!(
+            "xtask: cargo-deny is not installed, skipping the license/duplicate check \
+             (install it with `cargo install cargo-deny --locked`)"
+        );
+    }
+    Ok(())
+}
+
+fn test(build_env: &env::BuildEnv, extra: &[String]) -> Result<()> {
+    if cmd::cargo_subcommand_available("nextest") {
+        Step::new("tests (nextest)", "cargo")
+            .args([
+                "nextest",
+                "run",
+                "--workspace",
+                "--all-features",
+                "--locked",
+                "--no-fail-fast",
+            ])
+            .args(extra)
+            .run(build_env)?;
+        // nextest does not run doctests; the crate-level examples must compile and pass.
+        Step::new("doctests", "cargo")
+            .args(["test", "--workspace", "--all-features", "--locked", "--doc"])
+            .run(build_env)?;
+    } else {
+        Step::new("tests (cargo test)", "cargo")
+            .args(["test", "--workspace", "--all-features", "--locked"])
+            .args(extra)
+            .run(build_env)?;
+    }
+    Ok(())
+}
