@@ -1,0 +1,262 @@
+//! The exact OmniPaxos snapshot of the apply state.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::codec;
+use crate::{ApplyState, Command, PaxosEntry, PaxosEnvelope, StateError};
+
+/// Format version written in front of every encoded [`PaxosSnapshot`].
+pub const SNAPSHOT_FORMAT_VERSION: u8 = 1;
+
+/// A snapshot meaning "fold `tail` onto `folded`".
+///
+/// Why not just a folded state: fencing, deduplication, the key cap and
+/// overflow all depend on the state a command is applied to, so a delta made
+/// by folding a slice of the log onto the *empty* state would decide those
+/// differently than the real fold. [`Snapshot::create`](omnipaxos::storage::Snapshot::create)
+/// therefore keeps the raw commands, and [`merge`](omnipaxos::storage::Snapshot::merge)
+/// folds them onto the state they really follow. Merging is exact: the merged
+/// snapshot's state equals folding every command in log order.
+///
+/// OmniPaxos stores the first snapshot of a fresh log without merging it into
+/// anything, so a stored snapshot may carry a raw tail. That tail is bounded by
+/// the snapshot interval and is folded at the next compaction (or by
+/// [`to_state`](Self::to_state) / [`into_state`](Self::into_state)).
+///
+/// Equality is structural: two snapshots with the same state may compare
+/// unequal if one is not normalized; compare [`to_state`](Self::to_state).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PaxosSnapshot {
+    folded: ApplyState,
+    tail: Vec<Command>,
+}
+
+impl PaxosSnapshot {
+    /// A snapshot of an already folded state.
+    #[must_use]
+    pub fn from_state(state: ApplyState) -> Self {
+        Self {
+            folded: state,
+            tail: Vec::new(),
+        }
+    }
+
+    /// A delta holding the commands of `entries` (a host's own entries are
+    /// skipped), for use in a piggyback host's composite `Snapshot::create`.
+    #[must_use]
+    pub fn create_from_envelopes<E: PaxosEnvelope>(entries: &[E]) -> Self {
+        Self {
+            folded: ApplyState::default(),
+            tail: entries
+                .iter()
+                .filter_map(PaxosEnvelope::paxos_command)
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// Folds the raw tail into the state, leaving the tail empty.
+    pub fn normalize(&mut self) {
+        let tail = std::mem::take(&mut self.tail);
+        self.folded.apply_all(&tail);
+    }
+
+    /// The state this snapshot stands for.
+    #[must_use]
+    pub fn to_state(&self) -> ApplyState {
+        let mut state = self.folded.clone();
+        state.apply_all(&self.tail);
+        state
+    }
+
+    /// The state this snapshot stands for, consuming it.
+    #[must_use]
+    pub fn into_state(mut self) -> ApplyState {
+        self.normalize();
+        self.folded
+    }
+
+    /// Number of raw, not yet folded commands.
+    #[must_use]
+    pub fn tail_len(&self) -> usize {
+        self.tail.len()
+    }
+
+    /// Merges `delta`, a snapshot of the log that follows this one (or a full
+    /// snapshot of a later point of the same log). The result is normalized.
+    ///
+    /// Steps: fold our own tail; take the later value of every component of
+    /// `delta`'s folded state (a no-op for a delta made by `create`, whose
+    /// folded state is empty, and exactly the later state for a full later
+    /// snapshot, since every component is monotone); then fold `delta`'s tail.
+    pub fn merge_delta(&mut self, delta: PaxosSnapshot) {
+        self.normalize();
+        self.folded.merge_later(&delta.folded);
+        self.folded.apply_all(&delta.tail);
+    }
+
+    /// Encodes the snapshot (version byte, then postcard).
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::Encode`] if postcard fails.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, StateError> {
+        codec::to_bytes(self, "snapshot")
+    }
+
+    /// Decodes exactly one snapshot from `bytes`.
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::UnsupportedVersion`], [`StateError::Decode`] or
+    /// [`StateError::TrailingBytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, StateError> {
+        codec::from_bytes(bytes, SNAPSHOT_FORMAT_VERSION, "snapshot")
+    }
+}
+
+impl omnipaxos::storage::Snapshot<PaxosEntry> for PaxosSnapshot {
+    fn create(entries: &[PaxosEntry]) -> Self {
+        Self::create_from_envelopes(entries)
+    }
+
+    fn merge(&mut self, delta: Self) {
+        self.merge_delta(delta);
+    }
+
+    fn use_snapshots() -> bool {
+        true
+    }
+}
+
+impl Serialize for PaxosSnapshot {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        codec::serialize_versioned(
+            serializer,
+            SNAPSHOT_FORMAT_VERSION,
+            &(&self.folded, &self.tail),
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for PaxosSnapshot {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (folded, tail) =
+            codec::deserialize_versioned(deserializer, SNAPSHOT_FORMAT_VERSION, "snapshot")?;
+        Ok(Self { folded, tail })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use omnipaxos::storage::Snapshot;
+    use tsoracle_core::{Epoch, SeqKey};
+
+    use super::*;
+    use crate::{Lease, ProposalId};
+
+    fn commands() -> Vec<Command> {
+        let p = |seq| ProposalId::new(1, 0, seq);
+        vec![
+            Command::Advance {
+                at_least: 500,
+                epoch: Epoch(3),
+                proposal: p(1),
+            },
+            Command::DenseAdvance {
+                entries: vec![(SeqKey::try_new("orders").unwrap(), 4)],
+                key_cap: 8,
+                epoch: Epoch(3),
+                proposal: p(2),
+            },
+            Command::ReplaceLeases {
+                leases: vec![Lease {
+                    lease_id: 500,
+                    holder: b"h".to_vec(),
+                    holder_epoch: 1,
+                    ttl_ms: 5_000,
+                    ts_upper_bound: 500,
+                    expires_at_ms: 9_000,
+                    superseded: false,
+                }],
+                epoch: Epoch(3),
+                proposal: p(3),
+            },
+            Command::Barrier {
+                epoch: Epoch(3),
+                proposal: p(4),
+            },
+        ]
+    }
+
+    fn entries(cmds: &[Command]) -> Vec<PaxosEntry> {
+        cmds.iter().cloned().map(PaxosEntry).collect()
+    }
+
+    fn golden_snapshot() -> PaxosSnapshot {
+        let cmds = commands();
+        let mut snapshot = PaxosSnapshot::from_state(ApplyState::new());
+        snapshot.merge(PaxosSnapshot::create(&entries(&cmds[..3])));
+        let mut with_tail = PaxosSnapshot::create(&entries(&cmds[3..]));
+        with_tail.folded = snapshot.into_state();
+        with_tail
+    }
+
+    #[test]
+    fn golden_bytes_are_pinned() {
+        use crate::command::tests::{hex, unhex};
+        let golden = include_str!("../testdata/snapshot_v1.hex");
+        let snapshot = golden_snapshot();
+        assert_eq!(snapshot.tail_len(), 1);
+        assert_eq!(hex(&snapshot.to_bytes().unwrap()), hex(&unhex(golden)));
+        assert_eq!(PaxosSnapshot::from_bytes(&unhex(golden)).unwrap(), snapshot);
+    }
+
+    #[test]
+    fn unknown_version_is_a_typed_error() {
+        let mut bytes = golden_snapshot().to_bytes().unwrap();
+        bytes[0] = 7;
+        assert!(matches!(
+            PaxosSnapshot::from_bytes(&bytes),
+            Err(StateError::UnsupportedVersion { found: 7, .. })
+        ));
+    }
+
+    #[test]
+    fn create_keeps_raw_commands_and_merge_folds_them_in_order() {
+        let cmds = commands();
+        let mut s = PaxosSnapshot::create(&entries(&cmds[..2]));
+        assert_eq!(s.tail_len(), 2);
+        s.merge(PaxosSnapshot::create(&entries(&cmds[2..])));
+        assert_eq!(s.tail_len(), 0);
+        let mut folded = ApplyState::new();
+        folded.apply_all(&cmds);
+        assert_eq!(s.into_state(), folded);
+    }
+
+    #[test]
+    fn delta_is_folded_onto_the_real_base_not_the_empty_state() {
+        // The replay of proposal 1 inside the delta must be seen as a duplicate.
+        let cmds = commands();
+        let mut s = PaxosSnapshot::create(&entries(&cmds[..2]));
+        s.merge(PaxosSnapshot::create(&entries(&cmds[1..2])));
+        let mut folded = ApplyState::new();
+        folded.apply_all(&cmds[..2]);
+        assert_eq!(s.to_state(), folded);
+    }
+
+    #[test]
+    fn merging_a_full_later_snapshot_yields_the_later_state() {
+        let cmds = commands();
+        let mut early = PaxosSnapshot::create(&entries(&cmds[..1]));
+        let mut late = ApplyState::new();
+        late.apply_all(&cmds);
+        early.merge(PaxosSnapshot::from_state(late.clone()));
+        assert_eq!(early.into_state(), late);
+    }
+
+    #[test]
+    fn snapshots_are_enabled() {
+        assert!(<PaxosSnapshot as Snapshot<PaxosEntry>>::use_snapshots());
+    }
+}
