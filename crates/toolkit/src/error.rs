@@ -1,0 +1,142 @@
+//! The crate's one error type.
+
+use std::path::PathBuf;
+
+use crate::storage::StorageIdentity;
+
+/// Everything that can go wrong in this crate.
+///
+/// OmniPaxos panics on any storage error, so every variant here means "stop
+/// this node and tell the operator why": none of them is expected in normal
+/// operation. The type is `Send + Sync + 'static`, so it boxes into the
+/// `Box<dyn std::error::Error>` that [`omnipaxos::storage::Storage`] returns.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A persisted record failed its length, checksum or payload check, or a
+    /// record that must exist is missing. The node must not start from it.
+    #[error("corrupt {what}: {reason}")]
+    Corrupt {
+        /// Which record, e.g. `meta/promise` or `log entry 17`.
+        what: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A record was written by a newer (or unknown) format version.
+    #[error(
+        "{what} has record format version {found}, this build reads only version {supported}; \
+         run a build that understands version {found}"
+    )]
+    UnsupportedFormat {
+        /// Which record.
+        what: String,
+        /// The version byte found on disk.
+        found: u8,
+        /// The version this build writes and reads.
+        supported: u8,
+    },
+
+    /// A value could not be serialized; nothing was written.
+    #[error("cannot encode {what}: {reason}")]
+    Encode {
+        /// Which record.
+        what: String,
+        /// The serializer's message.
+        reason: String,
+    },
+
+    /// A write would break the log's structure (a gap, a rewrite of trimmed
+    /// entries, a compacted index past the end of the log). Nothing was
+    /// written. OmniPaxos never issues such a write; it means a caller bug.
+    #[error("invalid storage operation: {reason}")]
+    InvalidOperation {
+        /// Why the write was refused.
+        reason: String,
+    },
+
+    /// Another process, or another open storage in this process, holds the
+    /// directory.
+    #[error(
+        "storage directory {} is in use: another process (or another open storage in this \
+         process) holds its lock file; stop it before opening the directory again",
+        path.display()
+    )]
+    Locked {
+        /// The storage directory.
+        path: PathBuf,
+    },
+
+    /// The directory belongs to another cluster or another node.
+    #[error(
+        "storage directory {} belongs to {found}, but this node is {expected}; refusing to \
+         open it (wrong --data-dir?)",
+        path.display()
+    )]
+    ForeignDirectory {
+        /// The storage directory.
+        path: PathBuf,
+        /// The identity the caller asked for.
+        expected: StorageIdentity,
+        /// The identity recorded in the directory.
+        found: StorageIdentity,
+    },
+
+    /// The directory holds something that is not a tsoracle-paxos storage.
+    #[error("{} is not a tsoracle-paxos storage directory: {reason}", path.display())]
+    NotStorageDirectory {
+        /// The directory.
+        path: PathBuf,
+        /// What was found instead.
+        reason: String,
+    },
+
+    /// A file-system operation outside RocksDB failed.
+    #[error("I/O error on {}: {source}", path.display())]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// RocksDB reported an error.
+    #[cfg(feature = "rocksdb")]
+    #[error("RocksDB {operation} failed: {source}")]
+    Rocksdb {
+        /// What was being done, e.g. `write`.
+        operation: &'static str,
+        /// The underlying error.
+        #[source]
+        source: rocksdb::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn corrupt(what: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Corrupt {
+            what: what.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn invalid(reason: impl Into<String>) -> Self {
+        Error::InvalidOperation {
+            reason: reason.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_is_send_sync_and_boxes_into_omnipaxos_result() {
+        fn assert_bounds<E: std::error::Error + Send + Sync + 'static>() {}
+        assert_bounds::<Error>();
+        let boxed: Box<dyn std::error::Error> = Box::new(Error::invalid("x"));
+        assert!(boxed.to_string().contains("invalid storage operation"));
+    }
+}
