@@ -111,6 +111,39 @@ pub enum Error {
         #[source]
         source: rocksdb::Error,
     },
+
+    /// A runner or transport setting is out of range.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+
+    /// The consensus thread could not be started.
+    #[error("cannot start the consensus thread ({what}): {source}")]
+    Thread {
+        /// Which step failed.
+        what: &'static str,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The runner was shut down; nothing more can be proposed to it.
+    #[error("the consensus runner has stopped")]
+    RunnerStopped,
+
+    /// The runner stopped on an error or a panic of its OmniPaxos instance
+    /// (OmniPaxos panics on storage errors). The node must not go on serving.
+    #[error("the consensus runner failed: {0}")]
+    RunnerFailed(String),
+
+    /// The decided-entry hook refused the log (for example, state that can
+    /// no longer be rebuilt); the runner stops.
+    #[error("the decided-entry hook failed: {0}")]
+    Hook(String),
+
+    /// The configuration is stopped or being replaced (a StopSign is
+    /// pending or decided); a new configuration must take the proposal.
+    #[error("the OmniPaxos configuration is stopped for reconfiguration")]
+    ConfigurationStopped,
 }
 
 impl Error {

@@ -52,7 +52,13 @@
 // the default-feature doc build (CI) still denies broken links.
 #![cfg_attr(not(feature = "rocksdb"), allow(rustdoc::broken_intra_doc_links))]
 
+pub mod durability;
 mod error;
+pub mod runner;
+pub mod sink;
 pub mod storage;
 
+pub use durability::{Durability, SyncedWrites};
 pub use error::Error;
+pub use runner::{DecidedHook, Runner, RunnerConfig, RunnerStatus};
+pub use sink::{Inbox, InboxStats, MessageSink, Refusal};

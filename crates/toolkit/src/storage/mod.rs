@@ -46,6 +46,6 @@ mod rocksdb;
 mod state;
 
 #[cfg(feature = "rocksdb")]
-pub use self::rocksdb::{RocksdbOptions, RocksdbStorage};
+pub use self::rocksdb::{RocksdbGroupCommit, RocksdbOptions, RocksdbStorage};
 pub use identity::StorageIdentity;
 pub use memory::MemoryStorage;

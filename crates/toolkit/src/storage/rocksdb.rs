@@ -5,6 +5,10 @@ use std::{
     fmt,
     marker::PhantomData,
     path::{Path, PathBuf},
+    sync::{
+        Arc, Weak,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use ::rocksdb::{
@@ -23,7 +27,7 @@ use super::{
     identity::StorageIdentity,
     state::{LogEdit, Meta, Plan, plan},
 };
-use crate::Error;
+use crate::{Durability, Error};
 
 const META_CF: &str = "meta";
 const LOG_CF: &str = "log";
@@ -141,12 +145,14 @@ impl RocksdbOptions {
 /// deletes in the same batch as the rest of the write.
 pub struct RocksdbStorage<T: Entry> {
     // Field order matters: the database is closed before the lock is released.
-    db: DB,
+    db: Arc<DB>,
+    group_commit: Arc<GroupCommitState>,
     meta: Meta,
     snapshot: Option<T::Snapshot>,
     identity: StorageIdentity,
     path: PathBuf,
     write_options: WriteOptions,
+    deferred_write_options: WriteOptions,
     _lock: DirLock,
     _entry: PhantomData<fn() -> T>,
 }
@@ -261,17 +267,29 @@ where
         }
         let (meta, snapshot) = load_meta::<T>(&db)?;
         let storage = RocksdbStorage {
-            db,
+            db: Arc::new(db),
+            group_commit: Arc::default(),
             meta,
             snapshot,
             identity,
             path: dir.to_path_buf(),
             write_options: sync_writes(),
+            deferred_write_options: WriteOptions::default(),
             _lock: lock,
             _entry: PhantomData,
         };
         storage.check_log_bounds()?;
         Ok(storage)
+    }
+
+    /// The handle a [`Runner`](crate::Runner) uses to sync each round's
+    /// writes at once (see [`crate::durability`]). Outside a round, or without
+    /// a runner, every write stays synced on its own.
+    pub fn group_commit(&self) -> RocksdbGroupCommit {
+        RocksdbGroupCommit {
+            db: Arc::downgrade(&self.db),
+            state: Arc::clone(&self.group_commit),
+        }
     }
 
     /// The cluster and node this storage belongs to.
@@ -384,8 +402,16 @@ where
             return Ok(());
         }
         let batch = self.batch(&plan)?;
+        let write_options = if self.group_commit.deferred.load(Ordering::Acquire) {
+            // Inside a runner round: the round's commit syncs the WAL once
+            // for every write, before any message of the round leaves.
+            self.group_commit.dirty.store(true, Ordering::Release);
+            &self.deferred_write_options
+        } else {
+            &self.write_options
+        };
         self.db
-            .write_opt(batch, &self.write_options)
+            .write_opt(batch, write_options)
             .map_err(rocks("write"))?;
         // Only now, with the batch durable, does the cache move.
         self.meta = plan.meta;
@@ -454,6 +480,45 @@ where
             put(K_SNAPSHOT, encode_record(K_SNAPSHOT, snapshot)?);
         }
         Ok(batch)
+    }
+}
+
+/// Shared between a storage and its [`RocksdbGroupCommit`] handle.
+#[derive(Debug, Default)]
+struct GroupCommitState {
+    /// Writes skip their own sync (a round is open).
+    deferred: AtomicBool,
+    /// A deferred write happened since the last sync.
+    dirty: AtomicBool,
+}
+
+/// Group commit for [`RocksdbStorage`]: between `begin_round` and
+/// `commit_round` writes go to the WAL without syncing, and `commit_round`
+/// syncs the WAL once. Each write is still one atomic `WriteBatch`.
+///
+/// The handle holds the database weakly, so it never keeps a closed
+/// storage's files open (the directory lock is released on close).
+#[derive(Debug, Clone)]
+pub struct RocksdbGroupCommit {
+    db: Weak<DB>,
+    state: Arc<GroupCommitState>,
+}
+
+impl Durability for RocksdbGroupCommit {
+    fn begin_round(&self) {
+        self.state.deferred.store(true, Ordering::Release);
+    }
+
+    fn commit_round(&self) -> Result<(), Error> {
+        self.state.deferred.store(false, Ordering::Release);
+        if !self.state.dirty.swap(false, Ordering::AcqRel) {
+            // An idle round wrote nothing: no fsync per tick.
+            return Ok(());
+        }
+        let db = self.db.upgrade().ok_or_else(|| Error::InvalidOperation {
+            reason: "the storage was closed before its last writes were synced".to_owned(),
+        })?;
+        db.flush_wal(true).map_err(rocks("sync the WAL"))
     }
 }
 
@@ -735,6 +800,40 @@ mod tests {
         s.write_atomically(vec![StorageOp::AppendEntry(E(2)), StorageOp::Trim(1)])
             .unwrap();
         assert_eq!(synced() - before, 4, "one WAL sync per write");
+    }
+
+    /// Group commit: writes inside a round do not sync; the round's commit
+    /// syncs once; writes outside a round still sync each.
+    #[test]
+    fn a_round_syncs_the_wal_once() {
+        use ::rocksdb::statistics::Ticker;
+        let tmp = tempfile::tempdir().unwrap();
+        let options = RocksdbOptions::default();
+        let mut db_options = options.db_options();
+        db_options.enable_statistics();
+        let mut s = RocksdbStorage::<E>::open_with(
+            tmp.path(),
+            StorageIdentity::new("c", 1),
+            &options,
+            db_options.clone(),
+        )
+        .unwrap();
+        let synced = || db_options.get_ticker_count(Ticker::WalFileSynced);
+        let round = s.group_commit();
+        let before = synced();
+        round.begin_round();
+        s.append_entry(E(1)).unwrap();
+        s.set_promise(Ballot::with(1, 1, 0, 1)).unwrap();
+        s.set_decided_idx(1).unwrap();
+        assert_eq!(synced() - before, 0, "writes inside a round defer their sync");
+        round.commit_round().unwrap();
+        assert_eq!(synced() - before, 1, "the round's commit syncs once");
+        round.begin_round();
+        round.commit_round().unwrap();
+        assert_eq!(synced() - before, 1, "an idle round does not sync");
+        s.append_entry(E(2)).unwrap();
+        assert_eq!(synced() - before, 2, "a write outside a round syncs itself");
+        assert_eq!(s.get_entries(0, 2).unwrap().len(), 2);
     }
 
     #[test]

@@ -1,0 +1,451 @@
+//! The runner: one thread that owns an OmniPaxos instance and drives it.
+//!
+//! OmniPaxos calls its storage synchronously and panics on storage errors, so
+//! the instance lives on a dedicated thread (with a single-threaded tokio
+//! runtime for its timers and channels), never on the async workers. Async
+//! code talks to it through bounded channels only.
+//!
+//! One *round* of the loop takes every ready input (inbound messages,
+//! proposals, a due tick), feeds them to OmniPaxos, hands the newly decided
+//! entries to the [`DecidedHook`], makes every write of the round durable with
+//! one sync (group commit), and only then sends the round's outgoing messages:
+//! OmniPaxos' durability contract is that nothing leaves the node before the
+//! state it depends on is synced.
+
+use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use omnipaxos::ballot_leader_election::Ballot;
+use omnipaxos::messages::Message;
+use omnipaxos::storage::{Entry, Storage};
+use omnipaxos::util::{LogEntry, NodeId};
+use omnipaxos::{OmniPaxos, ProposeErr};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::durability::Durability;
+use crate::error::Error;
+use crate::sink::{Inbox, MessageSink};
+
+/// Tuning of a [`Runner`]. Every field is explicit; see [`RunnerConfig::default`].
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// Period of `OmniPaxos::tick`. Election and resend timeouts are counted
+    /// in ticks (see OmniPaxos' `ServerConfig`), so this sets the time scale.
+    pub tick: Duration,
+    /// Capacity of the inbound message queue (all peers together).
+    pub inbound_capacity: usize,
+    /// Capacity of the proposal queue; a full queue makes proposers wait.
+    pub proposal_capacity: usize,
+    /// Most inputs taken into one round, so a flood cannot delay a tick or
+    /// the outgoing messages for long.
+    pub max_round_inputs: usize,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self {
+            tick: Duration::from_millis(10),
+            inbound_capacity: 8192,
+            proposal_capacity: 4096,
+            max_round_inputs: 1024,
+        }
+    }
+}
+
+impl RunnerConfig {
+    fn validate(&self) -> Result<(), Error> {
+        let problem = if self.tick.is_zero() {
+            Some("tick must be longer than zero")
+        } else if self.inbound_capacity == 0 || self.proposal_capacity == 0 {
+            Some("queue capacities must be at least 1")
+        } else if self.max_round_inputs == 0 {
+            Some("max_round_inputs must be at least 1")
+        } else {
+            None
+        };
+        match problem {
+            Some(reason) => Err(Error::InvalidConfig(reason.to_owned())),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Consumes decided entries on the consensus thread.
+///
+/// The runner reads `OmniPaxos::read_decided_suffix(next_idx())` whenever the
+/// decided index passes `next_idx()` and hands the result over. Keep it fast:
+/// it runs between ticks.
+pub trait DecidedHook<T: Entry>: Send + 'static {
+    /// Absolute log index of the next entry the hook has not consumed.
+    fn next_idx(&self) -> usize;
+
+    /// Consumes decided entries starting at `next_idx()` (a snapshot or trim
+    /// marker may come first). Returns `Some(idx)` to ask the runner for a
+    /// local snapshot of the log below `idx`.
+    ///
+    /// An error stops the runner: the state built from the log can no longer
+    /// be trusted.
+    fn on_decided(
+        &mut self,
+        entries: Vec<LogEntry<T>>,
+    ) -> Result<Option<usize>, Box<dyn std::error::Error + Send + Sync>>;
+}
+
+/// What the runner last observed of its OmniPaxos instance, published after
+/// every round that changed it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunnerStatus {
+    /// This node's id.
+    pub node_id: NodeId,
+    /// `OmniPaxos::get_current_leader`: the node this one promised to, and
+    /// whether this node is in the accept phase (its prepare phase is over).
+    pub leader: Option<(NodeId, bool)>,
+    /// The ballot this node has promised.
+    pub promise: Ballot,
+    /// Absolute index below which the log is decided.
+    pub decided_idx: usize,
+    /// Absolute index below which the log is compacted.
+    pub compacted_idx: usize,
+    /// Number of rounds run; tells an observer the thread is alive.
+    pub rounds: u64,
+    /// Set when the runner stopped on an error or panic; it never restarts.
+    pub failed: Option<String>,
+    /// Whether the runner has stopped (after a shutdown or a failure).
+    pub stopped: bool,
+}
+
+type Proposal<T> = (T, oneshot::Sender<Result<(), Error>>);
+
+/// Handle to a running consensus thread. Dropping it stops the thread
+/// without waiting; [`Runner::shutdown`] stops it and waits.
+pub struct Runner<T: Entry> {
+    inbox: Inbox<T>,
+    proposals: mpsc::Sender<Proposal<T>>,
+    status: watch::Receiver<RunnerStatus>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl<T> Runner<T>
+where
+    T: Entry + Send + 'static,
+    T::Snapshot: Send,
+{
+    /// Starts the consensus thread for `omnipaxos`. `peers` lists every node
+    /// of the configuration (this node may be included); inbound messages from
+    /// any other id are refused.
+    pub fn spawn<B, S, D, H>(
+        omnipaxos: OmniPaxos<T, B>,
+        peers: &[NodeId],
+        sink: S,
+        durability: D,
+        hook: H,
+        config: RunnerConfig,
+    ) -> Result<Self, Error>
+    where
+        B: Storage<T> + Send + 'static,
+        S: MessageSink<T>,
+        D: Durability,
+        H: DecidedHook<T>,
+    {
+        config.validate()?;
+        let node_id = omnipaxos.get_pid();
+        let (inbound_tx, inbound_rx) = mpsc::channel(config.inbound_capacity);
+        let (proposal_tx, proposal_rx) = mpsc::channel(config.proposal_capacity);
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let initial = observe(&omnipaxos, 0);
+        let (status_tx, status_rx) = watch::channel(initial);
+        let inbox = Inbox::new(node_id, peers.into(), inbound_tx);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|source| Error::Thread {
+                what: "building its runtime",
+                source,
+            })?;
+        let mut core = Core {
+            omnipaxos,
+            sink,
+            durability,
+            hook,
+            status: status_tx,
+            rounds: 0,
+            outgoing: Vec::new(),
+            reconnected: Vec::new(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("omnipaxos-{node_id}"))
+            .spawn(move || {
+                runtime.block_on(core.run(inbound_rx, proposal_rx, stop_rx, config));
+            })
+            .map_err(|source| Error::Thread {
+                what: "spawning it",
+                source,
+            })?;
+        Ok(Self {
+            inbox,
+            proposals: proposal_tx,
+            status: status_rx,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// The inbound side, to hand to a transport.
+    pub fn inbox(&self) -> Inbox<T> {
+        self.inbox.clone()
+    }
+
+    /// A receiver of status updates; the first value is available at once.
+    pub fn status(&self) -> watch::Receiver<RunnerStatus> {
+        self.status.clone()
+    }
+
+    /// Appends `entry` to the log through `OmniPaxos::append`, waiting for
+    /// room in the proposal queue. `Ok` means the entry was appended, not that
+    /// it will be decided: tag entries and wait for them in the hook.
+    pub async fn propose(&self, entry: T) -> Result<(), Error> {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        self.proposals
+            .send((entry, reply_tx))
+            .await
+            .map_err(|_| self.stopped_error())?;
+        reply_rx.await.map_err(|_| self.stopped_error())?
+    }
+
+    /// Stops the consensus thread after its current round and waits for it.
+    pub async fn shutdown(mut self) -> Result<(), Error> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let mut status = self.status.clone();
+        // Wait without blocking the async worker: the thread publishes
+        // `stopped` as its last act.
+        let _ = status.wait_for(|s| s.stopped).await;
+        if let Some(thread) = self.thread.take() {
+            let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+            if !matches!(joined, Ok(Ok(()))) {
+                return Err(Error::RunnerFailed("the consensus thread panicked".into()));
+            }
+        }
+        match status.borrow().failed.clone() {
+            Some(reason) => Err(Error::RunnerFailed(reason)),
+            None => Ok(()),
+        }
+    }
+
+    fn stopped_error(&self) -> Error {
+        match self.status.borrow().failed.clone() {
+            Some(reason) => Error::RunnerFailed(reason),
+            None => Error::RunnerStopped,
+        }
+    }
+}
+
+impl<T: Entry> Drop for Runner<T> {
+    fn drop(&mut self) {
+        // Closing the stop channel ends the loop; the thread is detached.
+        self.stop.take();
+    }
+}
+
+struct Core<T: Entry, B: Storage<T>, S, D, H> {
+    omnipaxos: OmniPaxos<T, B>,
+    sink: S,
+    durability: D,
+    hook: H,
+    status: watch::Sender<RunnerStatus>,
+    rounds: u64,
+    outgoing: Vec<Message<T>>,
+    reconnected: Vec<NodeId>,
+}
+
+/// Inputs gathered for one round.
+struct Round<T: Entry> {
+    inbound: Vec<Message<T>>,
+    proposals: Vec<Proposal<T>>,
+    tick: bool,
+}
+
+impl<T, B, S, D, H> Core<T, B, S, D, H>
+where
+    T: Entry,
+    B: Storage<T>,
+    S: MessageSink<T>,
+    D: Durability,
+    H: DecidedHook<T>,
+{
+    async fn run(
+        &mut self,
+        mut inbound: mpsc::Receiver<Message<T>>,
+        mut proposals: mpsc::Receiver<Proposal<T>>,
+        mut stop: oneshot::Receiver<()>,
+        config: RunnerConfig,
+    ) {
+        let mut ticker = tokio::time::interval(config.tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let failure = loop {
+            let mut round = Round {
+                inbound: Vec::new(),
+                proposals: Vec::new(),
+                tick: false,
+            };
+            tokio::select! {
+                biased;
+                _ = &mut stop => break None,
+                _ = ticker.tick() => round.tick = true,
+                Some(message) = inbound.recv() => round.inbound.push(message),
+                Some(proposal) = proposals.recv() => round.proposals.push(proposal),
+            }
+            // Take whatever else is ready, up to the round's budget: one sync
+            // then covers all of it (group commit).
+            while round.inbound.len() + round.proposals.len() < config.max_round_inputs {
+                if let Ok(message) = inbound.try_recv() {
+                    round.inbound.push(message);
+                } else if let Ok(proposal) = proposals.try_recv() {
+                    round.proposals.push(proposal);
+                } else {
+                    break;
+                }
+            }
+            // OmniPaxos panics on storage errors; a panic here must become a
+            // visible failure, not a silently dead thread.
+            match catch_unwind(AssertUnwindSafe(|| self.round(round))) {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => break Some(err.to_string()),
+                Err(panic) => break Some(panic_message(&panic)),
+            }
+        };
+        // Refuse queued proposals explicitly rather than leaving callers to
+        // find a closed channel.
+        proposals.close();
+        while let Ok((_, reply)) = proposals.try_recv() {
+            let _ = reply.send(Err(match &failure {
+                Some(reason) => Error::RunnerFailed(reason.clone()),
+                None => Error::RunnerStopped,
+            }));
+        }
+        if failure.is_none() {
+            // Whatever the last round wrote is already synced; this covers a
+            // stop that raced a deferred write.
+            let _ = self.durability.commit_round();
+        }
+        self.status.send_modify(|status| {
+            status.failed = failure;
+            status.stopped = true;
+        });
+    }
+
+    fn round(&mut self, round: Round<T>) -> Result<(), Error> {
+        self.rounds += 1;
+        self.durability.begin_round();
+        for message in round.inbound {
+            self.omnipaxos.handle_incoming(message);
+        }
+        let mut replies = Vec::with_capacity(round.proposals.len());
+        for (entry, reply) in round.proposals {
+            let result = self.omnipaxos.append(entry).map_err(propose_error);
+            replies.push((reply, result));
+        }
+        self.reconnected.clear();
+        self.sink.take_reconnected(&mut self.reconnected);
+        for &peer in &self.reconnected {
+            self.omnipaxos.reconnected(peer);
+        }
+        if round.tick {
+            self.omnipaxos.tick();
+        }
+        self.apply_decided()?;
+        // One sync for every write of the round, before anything leaves.
+        self.durability.commit_round()?;
+        for (reply, result) in replies {
+            let _ = reply.send(result);
+        }
+        self.send_outgoing();
+        let observed = observe(&self.omnipaxos, self.rounds);
+        self.status.send_if_modified(|status| {
+            // `rounds` alone changing is not worth waking every watcher.
+            let changed = RunnerStatus {
+                rounds: status.rounds,
+                ..observed.clone()
+            } != *status;
+            status.rounds = observed.rounds;
+            if changed {
+                *status = observed;
+            }
+            changed
+        });
+        Ok(())
+    }
+
+    fn apply_decided(&mut self) -> Result<(), Error> {
+        let next = self.hook.next_idx();
+        if self.omnipaxos.get_decided_idx() <= next {
+            return Ok(());
+        }
+        // A lagging read can return nothing; the hook's cursor then stays put.
+        let Some(entries) = self.omnipaxos.read_decided_suffix(next) else {
+            return Ok(());
+        };
+        let snapshot_below = self
+            .hook
+            .on_decided(entries)
+            .map_err(|source| Error::Hook(source.to_string()))?;
+        if let Some(idx) = snapshot_below {
+            // A refused compaction (index already compacted, or undecided) is
+            // harmless: the log is just kept longer.
+            let _ = self.omnipaxos.snapshot(Some(idx), true);
+        }
+        Ok(())
+    }
+
+    fn send_outgoing(&mut self) {
+        self.omnipaxos.take_outgoing_messages(&mut self.outgoing);
+        if self.outgoing.is_empty() {
+            return;
+        }
+        let mut by_peer: BTreeMap<NodeId, Vec<Message<T>>> = BTreeMap::new();
+        for message in self.outgoing.drain(..) {
+            by_peer
+                .entry(message.get_receiver())
+                .or_default()
+                .push(message);
+        }
+        for (peer, batch) in by_peer {
+            self.sink.send(peer, batch);
+        }
+    }
+}
+
+fn observe<T: Entry, B: Storage<T>>(omnipaxos: &OmniPaxos<T, B>, rounds: u64) -> RunnerStatus {
+    RunnerStatus {
+        node_id: omnipaxos.get_pid(),
+        leader: omnipaxos.get_current_leader(),
+        promise: omnipaxos.get_promise(),
+        decided_idx: omnipaxos.get_decided_idx(),
+        compacted_idx: omnipaxos.get_compacted_idx(),
+        rounds,
+        failed: None,
+        stopped: false,
+    }
+}
+
+fn propose_error<T: Entry>(err: ProposeErr<T>) -> Error {
+    match err {
+        ProposeErr::PendingReconfigEntry(_) | ProposeErr::PendingReconfigConfig(..) => {
+            Error::ConfigurationStopped
+        }
+        ProposeErr::ConfigError(err, ..) => Error::InvalidConfig(err.to_string()),
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    let detail = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic payload".to_owned());
+    format!("the OmniPaxos instance panicked: {detail}")
+}
