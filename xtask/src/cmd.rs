@@ -10,16 +10,16 @@ use crate::env::BuildEnv;
 
 /// One named step of a pipeline: a command line plus environment overrides.
 pub(crate) struct Step {
-    name: &'static str,
+    name: String,
     program: &'static str,
     args: Vec<OsString>,
     envs: Vec<(&'static str, OsString)>,
 }
 
 impl Step {
-    pub(crate) fn new(name: &'static str, program: &'static str) -> Self {
+    pub(crate) fn new(name: impl Into<String>, program: &'static str) -> Self {
         Self {
-            name,
+            name: name.into(),
             program,
             args: Vec::new(),
             envs: Vec::new(),
@@ -43,7 +43,7 @@ impl Step {
     /// Runs the command with the prepared build environment; a non-zero exit
     /// fails the step with the step's name.
     pub(crate) fn run(self, build_env: &BuildEnv) -> Result<()> {
-        let name = self.name;
+        let name = self.name.clone();
         let rendered = self.render();
         self.run_fn(|| {
             eprintln!("  $ {rendered}");

@@ -5,6 +5,7 @@
 
 mod cmd;
 mod env;
+mod fuzz;
 mod layering;
 
 use std::time::Instant;
@@ -45,6 +46,16 @@ enum Command {
     Layering,
     /// Prepare the build environment (protoc, libclang) and print what was set.
     Env,
+    /// Fuzz every decoder that reads bytes from the network or disk (needs
+    /// nightly and cargo-fuzz). Runs each target for `--seconds`.
+    Fuzz {
+        /// How long to fuzz each target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Fuzz only this target (see `cargo +nightly fuzz list`).
+        #[arg(long)]
+        target: Option<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -56,6 +67,7 @@ fn main() -> Result<()> {
         Command::Test { args } => test(&build_env, &args)?,
         Command::Layering => layering::check(&build_env)?,
         Command::Env => build_env.describe(),
+        Command::Fuzz { seconds, target } => fuzz::run(&build_env, seconds, target.as_deref())?,
     }
     eprintln!("xtask: done in {:.0?}", started.elapsed());
     Ok(())
