@@ -4,17 +4,31 @@
 //! whatever its log entries are. This crate holds that plumbing, generic over
 //! the entry type `T: omnipaxos::storage::Entry`:
 //!
+//! - [`Runner`]: one consensus thread per node that owns the `OmniPaxos`
+//!   instance (OmniPaxos calls storage synchronously and panics on storage
+//!   errors, so it never runs on the async workers). Each round it feeds the
+//!   ready inputs to OmniPaxos, hands newly decided entries to a
+//!   [`DecidedHook`], syncs the round's writes once through a [`Durability`]
+//!   (group commit) and only then sends the round's messages. A panic
+//!   becomes [`RunnerStatus::failed`] and [`Error::RunnerFailed`].
+//! - [`MessageSink`] and [`Inbox`] ([`sink`]): the transport boundary.
+//!   Sending never waits on the network; receiving refuses messages from
+//!   unknown senders or for another node before OmniPaxos sees them.
+//! - [`Durability`] ([`durability`]): one sync per round;
+//!   [`SyncedWrites`] for storage whose writes are durable on their own.
+//! - [`memnet`]: an in-memory network with fault injection (loss,
+//!   duplication, delay, reordering, partitions) for tests and simulation.
 //! - [`storage::MemoryStorage`]: an in-memory `Storage` for tests and
 //!   simulation;
 //! - [`storage::RocksdbStorage`] (feature `rocksdb`, on by default): durable
 //!   storage where every write is one synced RocksDB `WriteBatch`, every
 //!   record is versioned and checksummed ([`storage::codec`]), and the data
-//!   directory is locked and tied to one cluster and node;
+//!   directory is locked and tied to one cluster and node; its
+//!   `group_commit()` handle is the runner's [`Durability`];
 //! - [`Error`], the crate's one error type.
 //!
 //! A host that brings its own storage turns default features off and never
-//! compiles RocksDB. (The tick/IO runner and the `MessageSink` transport
-//! trait will live here too.)
+//! compiles RocksDB.
 //!
 //! # Example
 //!
@@ -47,6 +61,83 @@
 //!
 //! With the `rocksdb` feature the same code runs on
 //! `RocksdbStorage::open(dir, StorageIdentity::new("my-cluster", 1), RocksdbOptions::default())?`.
+//!
+//! # Wiring runners
+//!
+//! A node's sink exists before its runner, its inbox only after: take the
+//! sink from the network, spawn the runner, then attach its inbox. A real
+//! transport (gRPC) takes the network's place.
+//!
+//! ```no_run
+//! # use omnipaxos::storage::{Entry, NoSnapshot};
+//! # #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+//! # struct Put(u64);
+//! # impl Entry for Put { type Snapshot = NoSnapshot; }
+//! use omnipaxos::util::LogEntry;
+//! use omnipaxos::{ClusterConfig, OmniPaxosConfig, ServerConfig};
+//! use tsoracle_paxos_toolkit::storage::MemoryStorage;
+//! use tsoracle_paxos_toolkit::{
+//!     DecidedHook, MemNetConfig, MemNetwork, Runner, RunnerConfig, SyncedWrites,
+//! };
+//!
+//! /// Counts decided entries; a real hook folds them into a state machine.
+//! struct Count(usize);
+//!
+//! impl DecidedHook<Put> for Count {
+//!     fn next_idx(&self) -> usize {
+//!         self.0
+//!     }
+//!     fn on_decided(
+//!         &mut self,
+//!         entries: Vec<LogEntry<Put>>,
+//!     ) -> Result<Option<usize>, Box<dyn std::error::Error + Send + Sync>> {
+//!         for entry in entries {
+//!             self.0 = match entry {
+//!                 LogEntry::Snapshotted(s) => s.trimmed_idx,
+//!                 LogEntry::Trimmed(idx) => idx,
+//!                 _ => self.0 + 1,
+//!             };
+//!         }
+//!         Ok(None) // or Some(idx) to compact the log below idx
+//!     }
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let nodes = [1, 2, 3];
+//! let network = MemNetwork::<Put>::new(MemNetConfig::default())?;
+//! let mut runners = Vec::new();
+//! for pid in nodes {
+//!     let config = OmniPaxosConfig {
+//!         cluster_config: ClusterConfig {
+//!             configuration_id: 1,
+//!             nodes: nodes.to_vec(),
+//!             flexible_quorum: None,
+//!         },
+//!         server_config: ServerConfig {
+//!             pid,
+//!             election_tick_timeout: 5,
+//!             resend_message_tick_timeout: 10,
+//!             buffer_size: 10_000,
+//!             batch_size: 1,
+//!             flush_batch_tick_timeout: 200,
+//!             leader_priority: 0,
+//!         },
+//!     };
+//!     let omnipaxos = config.build(MemoryStorage::new())?;
+//!     let sink = network.add_node(pid);
+//!     let runner = Runner::spawn(omnipaxos, &nodes, sink, SyncedWrites, Count(0), RunnerConfig::default())?;
+//!     network.attach(runner.inbox());
+//!     runners.push(runner);
+//! }
+//! network.control().isolate(3); // faults and partitions at runtime
+//! // ... wait for `runner.status()` to show a leader, then `propose` ...
+//! for runner in runners {
+//!     runner.shutdown().await?;
+//! }
+//! network.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
 
 // The docs link to the RocksDB storage, which exists only with its feature;
 // the default-feature doc build (CI) still denies broken links.
@@ -54,11 +145,13 @@
 
 pub mod durability;
 mod error;
+pub mod memnet;
 pub mod runner;
 pub mod sink;
 pub mod storage;
 
 pub use durability::{Durability, SyncedWrites};
 pub use error::Error;
+pub use memnet::{Faults, LinkStats, MemNetConfig, MemNetwork, MemSink, NetControl};
 pub use runner::{DecidedHook, Runner, RunnerConfig, RunnerStatus};
 pub use sink::{Inbox, InboxStats, MessageSink, Refusal};

@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -124,8 +125,10 @@ pub struct Runner<T: Entry> {
     inbox: Inbox<T>,
     proposals: mpsc::Sender<Proposal<T>>,
     status: watch::Receiver<RunnerStatus>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    // Behind mutexes so `shutdown(&self)` works on a shared runner; each is
+    // taken once and never held across an await.
+    stop: Mutex<Option<oneshot::Sender<()>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl<T> Runner<T>
@@ -188,8 +191,8 @@ where
             inbox,
             proposals: proposal_tx,
             status: status_rx,
-            stop: Some(stop_tx),
-            thread: Some(thread),
+            stop: Mutex::new(Some(stop_tx)),
+            thread: Mutex::new(Some(thread)),
         })
     }
 
@@ -215,16 +218,19 @@ where
         reply_rx.await.map_err(|_| self.stopped_error())?
     }
 
-    /// Stops the consensus thread after its current round and waits for it.
-    pub async fn shutdown(mut self) -> Result<(), Error> {
-        if let Some(stop) = self.stop.take() {
+    /// Stops the consensus thread after its current round and waits for it
+    /// (its last sync included). Later proposals get [`Error::RunnerStopped`].
+    /// Calling it again returns the same verdict without waiting.
+    pub async fn shutdown(&self) -> Result<(), Error> {
+        if let Some(stop) = take(&self.stop) {
             let _ = stop.send(());
         }
         let mut status = self.status.clone();
         // Wait without blocking the async worker: the thread publishes
-        // `stopped` as its last act.
+        // `stopped` once its loop has ended; the join below then waits for
+        // its last sync and for the storage to close.
         let _ = status.wait_for(|s| s.stopped).await;
-        if let Some(thread) = self.thread.take() {
+        if let Some(thread) = take(&self.thread) {
             let joined = tokio::task::spawn_blocking(move || thread.join()).await;
             if !matches!(joined, Ok(Ok(()))) {
                 return Err(Error::RunnerFailed("the consensus thread panicked".into()));
@@ -247,8 +253,14 @@ where
 impl<T: Entry> Drop for Runner<T> {
     fn drop(&mut self) {
         // Closing the stop channel ends the loop; the thread is detached.
-        self.stop.take();
+        take(&self.stop);
     }
+}
+
+/// Takes the value out of a mutex-guarded slot; a poisoned lock still
+/// yields its value (the slot is only ever taken, never left half-written).
+fn take<V>(slot: &Mutex<Option<V>>) -> Option<V> {
+    slot.lock().unwrap_or_else(PoisonError::into_inner).take()
 }
 
 struct Core<T: Entry, B: Storage<T>, S, D, H> {
@@ -318,6 +330,13 @@ where
                 Err(panic) => break Some(panic_message(&panic)),
             }
         };
+        // Publish the outcome before closing the proposal queue: a proposer
+        // that finds the queue closed reads `failed` from the status, and
+        // must see `RunnerFailed`, not `RunnerStopped`, after a failure.
+        self.status.send_modify(|status| {
+            status.failed = failure.clone();
+            status.stopped = true;
+        });
         // Refuse queued proposals explicitly rather than leaving callers to
         // find a closed channel.
         proposals.close();
@@ -329,13 +348,10 @@ where
         }
         if failure.is_none() {
             // Whatever the last round wrote is already synced; this covers a
-            // stop that raced a deferred write.
+            // stop that raced a deferred write. (`shutdown` joins the thread,
+            // so it still returns only after this.)
             let _ = self.durability.commit_round();
         }
-        self.status.send_modify(|status| {
-            status.failed = failure;
-            status.stopped = true;
-        });
     }
 
     fn round(&mut self, round: Round<T>) -> Result<(), Error> {

@@ -169,10 +169,7 @@ impl<T: Entry> Inbox<T> {
     /// dropping its messages.
     pub async fn deliver(&self, message: Message<T>) -> Result<(), Refusal> {
         self.check(&message)?;
-        self.tx
-            .send(message)
-            .await
-            .map_err(|_| Refusal::Stopped)?;
+        self.tx.send(message).await.map_err(|_| Refusal::Stopped)?;
         self.stats.delivered.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

@@ -825,7 +825,11 @@ mod tests {
         s.append_entry(E(1)).unwrap();
         s.set_promise(Ballot::with(1, 1, 0, 1)).unwrap();
         s.set_decided_idx(1).unwrap();
-        assert_eq!(synced() - before, 0, "writes inside a round defer their sync");
+        assert_eq!(
+            synced() - before,
+            0,
+            "writes inside a round defer their sync"
+        );
         round.commit_round().unwrap();
         assert_eq!(synced() - before, 1, "the round's commit syncs once");
         round.begin_round();

@@ -1,6 +1,6 @@
 //! The toolkit's one integration-test binary: the storage conformance suite
 //! run against every backend, the model check, the RocksDB durability cases,
-//! and the kill -9 crash test.
+//! the kill -9 crash test, and runner clusters over the in-memory network.
 
 // Test helpers outside #[test] functions unwrap on purpose: a failed setup
 // is a failed test.
@@ -14,3 +14,4 @@ mod crash;
 mod durability;
 mod model;
 mod omnipaxos_cluster;
+mod runner_cluster;

@@ -1,0 +1,999 @@
+//! An in-memory network with fault injection, for tests and simulation.
+//!
+//! A [`MemNetwork`] connects runners of one process. Each node gets a
+//! [`MemSink`] (its [`MessageSink`]) from [`MemNetwork::add_node`] and hands
+//! its runner's [`Inbox`] back with [`MemNetwork::attach`]: the sink must
+//! exist before the runner, and the inbox only after it.
+//!
+//! Every directed link `from -> to` has its own bounded queue served by its
+//! own task, so one slow or cut link never delays another, like the real
+//! transport. The tasks belong to the network: [`MemNetwork::shutdown`] (or
+//! dropping the network) stops all of them.
+//!
+//! Faults are set at runtime through a [`NetControl`] handle:
+//! [`Faults`] (loss, duplication, delay with jitter, reordering; drawn from a
+//! per-link RNG seeded from [`MemNetConfig::seed`]) and partitions
+//! ([`NetControl::isolate`], [`NetControl::cut`], [`NetControl::cut_one_way`],
+//! [`NetControl::heal_all`]). When a cut link heals, the sending node's sink
+//! reports the peer through [`MessageSink::take_reconnected`], as a transport
+//! reports a re-established connection.
+//!
+//! # Memory bound and overflow policy
+//!
+//! A link holds at most [`MemNetConfig::link_capacity`] messages in its
+//! queue and as many again in its delay line (plus up to the reorder window
+//! held back). When the queue is full, [`MessageSink::send`] drops the *new*
+//! message and counts it in [`LinkStats::overflow`]: the sender never waits,
+//! and Paxos resends what is lost. Delivery into a runner's inbox waits for
+//! room (flow control), so a busy runner fills the link queues, which then
+//! overflow: memory stays bounded whatever the receiver does.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::Duration;
+
+use omnipaxos::messages::Message;
+use omnipaxos::storage::Entry;
+use omnipaxos::util::NodeId;
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::error::Error;
+use crate::sink::{Inbox, MessageSink};
+
+/// Settings of a [`MemNetwork`], fixed at creation.
+#[derive(Debug, Clone)]
+pub struct MemNetConfig {
+    /// Messages one directed link queues before it drops new ones (see the
+    /// module docs for the overflow policy). At least 1.
+    pub link_capacity: usize,
+    /// Seed of the per-link fault RNGs. Each link draws from its own RNG
+    /// (seeded from this and the link's ends), so one link's traffic does not
+    /// shift another's fault pattern.
+    pub seed: u64,
+    /// Longest time a reordered message is held back when no later message
+    /// arrives to overtake it.
+    pub reorder_max_hold: Duration,
+}
+
+impl Default for MemNetConfig {
+    fn default() -> Self {
+        Self {
+            link_capacity: 4096,
+            seed: 0,
+            reorder_max_hold: Duration::from_millis(20),
+        }
+    }
+}
+
+/// Faults applied to every link, changeable at runtime with
+/// [`NetControl::set_faults`]. The default is a perfect network.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Faults {
+    /// Probability that a message is lost.
+    pub drop: f64,
+    /// Probability that a message is delivered twice.
+    pub duplicate: f64,
+    /// Fixed delay added to every message.
+    pub delay: Duration,
+    /// Extra random delay, uniform in `[0, jitter]`. Delays never reorder a
+    /// link on their own (a link stays FIFO); only `reorder` does.
+    pub jitter: Duration,
+    /// Probability that a message is held back and overtaken by up to
+    /// `reorder_window` later messages of the same link.
+    pub reorder: f64,
+    /// How many later messages may overtake a held-back one (at least 1 when
+    /// `reorder` is above zero).
+    pub reorder_window: usize,
+}
+
+impl Faults {
+    fn validate(&self) -> Result<(), Error> {
+        let probability = |p: f64| (0.0..=1.0).contains(&p);
+        if !(probability(self.drop) && probability(self.duplicate) && probability(self.reorder)) {
+            return Err(Error::InvalidConfig(
+                "fault probabilities must lie in [0, 1]".to_owned(),
+            ));
+        }
+        if self.reorder > 0.0 && self.reorder_window == 0 {
+            return Err(Error::InvalidConfig(
+                "reorder_window must be at least 1 when reorder is above zero".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Counters of one directed link (or of all links, summed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    /// Messages the sender's sink queued on the link.
+    pub sent: u64,
+    /// Messages handed to the receiver's inbox (duplicates included).
+    pub delivered: u64,
+    /// Messages lost to [`Faults::drop`].
+    pub dropped: u64,
+    /// Messages lost because the link was cut (at send or while in flight).
+    pub cut: u64,
+    /// Messages dropped because the link's queue was full.
+    pub overflow: u64,
+    /// Extra copies made by [`Faults::duplicate`].
+    pub duplicated: u64,
+    /// Messages held back by [`Faults::reorder`].
+    pub reordered: u64,
+    /// Messages the receiver did not take: no inbox attached, its runner
+    /// stopped, or its inbox refused them.
+    pub undeliverable: u64,
+}
+
+impl LinkStats {
+    fn add(&mut self, other: &LinkStats) {
+        self.sent += other.sent;
+        self.delivered += other.delivered;
+        self.dropped += other.dropped;
+        self.cut += other.cut;
+        self.overflow += other.overflow;
+        self.duplicated += other.duplicated;
+        self.reordered += other.reordered;
+        self.undeliverable += other.undeliverable;
+    }
+}
+
+#[derive(Debug, Default)]
+struct LinkCounters {
+    sent: AtomicU64,
+    delivered: AtomicU64,
+    dropped: AtomicU64,
+    cut: AtomicU64,
+    overflow: AtomicU64,
+    duplicated: AtomicU64,
+    reordered: AtomicU64,
+    undeliverable: AtomicU64,
+}
+
+impl LinkCounters {
+    fn snapshot(&self) -> LinkStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        LinkStats {
+            sent: get(&self.sent),
+            delivered: get(&self.delivered),
+            dropped: get(&self.dropped),
+            cut: get(&self.cut),
+            overflow: get(&self.overflow),
+            duplicated: get(&self.duplicated),
+            reordered: get(&self.reordered),
+            undeliverable: get(&self.undeliverable),
+        }
+    }
+}
+
+fn bump(counter: &AtomicU64, n: usize) {
+    counter.fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
+}
+
+/// The non-generic state of one directed link: whether it is cut, and its
+/// counters. The sink and the link task read the flag without a lock.
+#[derive(Debug, Default)]
+struct LinkState {
+    cut: AtomicBool,
+    counters: LinkCounters,
+}
+
+/// Partitions, as the operator set them.
+#[derive(Debug, Default)]
+struct Topology {
+    nodes: BTreeSet<NodeId>,
+    isolated: BTreeSet<NodeId>,
+    /// Directed links cut one by one.
+    cut: BTreeSet<(NodeId, NodeId)>,
+    links: BTreeMap<(NodeId, NodeId), Arc<LinkState>>,
+    /// Per sending node, the peers whose link healed since its sink last
+    /// asked.
+    reconnected: BTreeMap<NodeId, BTreeSet<NodeId>>,
+}
+
+impl Topology {
+    fn blocked(&self, from: NodeId, to: NodeId) -> bool {
+        self.isolated.contains(&from)
+            || self.isolated.contains(&to)
+            || self.cut.contains(&(from, to))
+    }
+
+    /// Brings every link's flag in line with the partitions; a link that goes
+    /// from cut to open is reported to its sender as reconnected.
+    fn refresh(&mut self) {
+        let mut healed = Vec::new();
+        for (&(from, to), link) in &self.links {
+            let blocked = self.blocked(from, to);
+            let was = link.cut.swap(blocked, Ordering::AcqRel);
+            if was && !blocked {
+                healed.push((from, to));
+            }
+        }
+        for (from, to) in healed {
+            self.reconnected.entry(from).or_default().insert(to);
+        }
+    }
+}
+
+struct ControlState {
+    faults: Mutex<Faults>,
+    topology: Mutex<Topology>,
+    /// Messages sent to a node the network does not know.
+    unroutable: AtomicU64,
+}
+
+/// Locks `mutex`, ignoring poisoning: every critical section here leaves the
+/// data consistent, and a test that panicked elsewhere must still be able to
+/// shut the network down.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Runtime control of a [`MemNetwork`]'s faults and partitions. Cheap to
+/// clone; it is not generic, so simulation code can hold it anywhere.
+#[derive(Clone)]
+pub struct NetControl {
+    state: Arc<ControlState>,
+}
+
+impl std::fmt::Debug for NetControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetControl")
+            .field("faults", &self.faults())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NetControl {
+    /// Replaces the faults of every link. Messages already in a delay line
+    /// keep the delay they were given.
+    pub fn set_faults(&self, faults: Faults) -> Result<(), Error> {
+        faults.validate()?;
+        *lock(&self.state.faults) = faults;
+        Ok(())
+    }
+
+    /// The current faults.
+    pub fn faults(&self) -> Faults {
+        *lock(&self.state.faults)
+    }
+
+    /// Back to a perfect network (partitions are kept).
+    pub fn clear_faults(&self) {
+        *lock(&self.state.faults) = Faults::default();
+    }
+
+    /// Cuts every link to and from `node`.
+    pub fn isolate(&self, node: NodeId) {
+        self.update(|t| {
+            t.isolated.insert(node);
+        });
+    }
+
+    /// Undoes [`isolate`](Self::isolate) for `node` (one-by-one cuts stay).
+    pub fn rejoin(&self, node: NodeId) {
+        self.update(|t| {
+            t.isolated.remove(&node);
+        });
+    }
+
+    /// Cuts both directions between `a` and `b`.
+    pub fn cut(&self, a: NodeId, b: NodeId) {
+        self.update(|t| {
+            t.cut.insert((a, b));
+            t.cut.insert((b, a));
+        });
+    }
+
+    /// Cuts only the direction `from -> to`.
+    pub fn cut_one_way(&self, from: NodeId, to: NodeId) {
+        self.update(|t| {
+            t.cut.insert((from, to));
+        });
+    }
+
+    /// Heals both directions between `a` and `b` (isolation stays).
+    pub fn heal(&self, a: NodeId, b: NodeId) {
+        self.update(|t| {
+            t.cut.remove(&(a, b));
+            t.cut.remove(&(b, a));
+        });
+    }
+
+    /// Removes every partition.
+    pub fn heal_all(&self) {
+        self.update(|t| {
+            t.isolated.clear();
+            t.cut.clear();
+        });
+    }
+
+    /// Whether messages from `from` to `to` are currently cut.
+    pub fn is_cut(&self, from: NodeId, to: NodeId) -> bool {
+        lock(&self.state.topology).blocked(from, to)
+    }
+
+    /// The counters of the link `from -> to`, if both nodes were added.
+    pub fn link_stats(&self, from: NodeId, to: NodeId) -> Option<LinkStats> {
+        lock(&self.state.topology)
+            .links
+            .get(&(from, to))
+            .map(|link| link.counters.snapshot())
+    }
+
+    /// The counters of every link, summed.
+    pub fn total_stats(&self) -> LinkStats {
+        let mut total = LinkStats::default();
+        for link in lock(&self.state.topology).links.values() {
+            total.add(&link.counters.snapshot());
+        }
+        total
+    }
+
+    /// Messages sent to a node that was never added to the network.
+    pub fn unroutable(&self) -> u64 {
+        self.state.unroutable.load(Ordering::Relaxed)
+    }
+
+    fn update(&self, change: impl FnOnce(&mut Topology)) {
+        let mut topology = lock(&self.state.topology);
+        change(&mut topology);
+        topology.refresh();
+    }
+}
+
+/// The sending half of a link, kept by the network for the sinks.
+struct LinkTx<T: Entry> {
+    tx: mpsc::Sender<Message<T>>,
+    state: Arc<LinkState>,
+}
+
+struct Shared<T: Entry> {
+    control: NetControl,
+    links: RwLock<HashMap<(NodeId, NodeId), LinkTx<T>>>,
+    /// Where each node's messages are delivered; absent before `attach` and
+    /// after `detach`.
+    inboxes: Mutex<HashMap<NodeId, Inbox<T>>>,
+}
+
+impl<T: Entry> Shared<T> {
+    fn inbox(&self, node: NodeId) -> Option<Inbox<T>> {
+        lock(&self.inboxes).get(&node).cloned()
+    }
+}
+
+/// An in-memory network between runners of one process. See the
+/// [module docs](self).
+pub struct MemNetwork<T: Entry> {
+    shared: Arc<Shared<T>>,
+    config: MemNetConfig,
+    runtime: Handle,
+    /// The link tasks; their owner is the network. Taken by `shutdown`.
+    tasks: Mutex<JoinSet<()>>,
+    stop: watch::Sender<bool>,
+}
+
+impl<T: Entry> std::fmt::Debug for MemNetwork<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemNetwork")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> MemNetwork<T>
+where
+    T: Entry + Send + 'static,
+    T::Snapshot: Send,
+{
+    /// A network whose link tasks run on the current tokio runtime.
+    pub fn new(config: MemNetConfig) -> Result<Self, Error> {
+        let runtime = Handle::try_current().map_err(|_| {
+            Error::InvalidConfig("MemNetwork::new must be called inside a tokio runtime".to_owned())
+        })?;
+        Self::with_runtime(config, runtime)
+    }
+
+    /// A network whose link tasks run on `runtime`.
+    pub fn with_runtime(config: MemNetConfig, runtime: Handle) -> Result<Self, Error> {
+        if config.link_capacity == 0 {
+            return Err(Error::InvalidConfig(
+                "link_capacity must be at least 1".to_owned(),
+            ));
+        }
+        let control = NetControl {
+            state: Arc::new(ControlState {
+                faults: Mutex::new(Faults::default()),
+                topology: Mutex::new(Topology::default()),
+                unroutable: AtomicU64::new(0),
+            }),
+        };
+        let (stop, _) = watch::channel(false);
+        Ok(Self {
+            shared: Arc::new(Shared {
+                control,
+                links: RwLock::new(HashMap::new()),
+                inboxes: Mutex::new(HashMap::new()),
+            }),
+            config,
+            runtime,
+            tasks: Mutex::new(JoinSet::new()),
+            stop,
+        })
+    }
+
+    /// The handle that sets faults and partitions and reads counters.
+    pub fn control(&self) -> NetControl {
+        self.shared.control.clone()
+    }
+
+    /// Adds `node` (if new) with links to and from every node already
+    /// added, and returns a sink that sends as `node`. Adding a node again,
+    /// for a restart, keeps its links and returns another sink.
+    pub fn add_node(&self, node: NodeId) -> MemSink<T> {
+        let new_links: Vec<((NodeId, NodeId), Arc<LinkState>)> = {
+            let mut topology = lock(&self.shared.control.state.topology);
+            let mut created = Vec::new();
+            if topology.nodes.insert(node) {
+                let others: Vec<NodeId> = topology
+                    .nodes
+                    .iter()
+                    .copied()
+                    .filter(|&n| n != node)
+                    .collect();
+                for other in others {
+                    for key in [(node, other), (other, node)] {
+                        let state = Arc::new(LinkState::default());
+                        state
+                            .cut
+                            .store(topology.blocked(key.0, key.1), Ordering::Release);
+                        topology.links.insert(key, Arc::clone(&state));
+                        created.push((key, state));
+                    }
+                }
+            }
+            created
+        };
+        if !new_links.is_empty() {
+            let mut links = self
+                .shared
+                .links
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            let mut tasks = lock(&self.tasks);
+            for ((from, to), state) in new_links {
+                let (tx, rx) = mpsc::channel(self.config.link_capacity);
+                links.insert(
+                    (from, to),
+                    LinkTx {
+                        tx,
+                        state: Arc::clone(&state),
+                    },
+                );
+                let task = LinkTask {
+                    to,
+                    shared: Arc::clone(&self.shared),
+                    state,
+                    rng: fastrand::Rng::with_seed(link_seed(self.config.seed, from, to)),
+                    capacity: self.config.link_capacity,
+                    max_hold: self.config.reorder_max_hold,
+                    stop: self.stop.subscribe(),
+                    delayed: VecDeque::new(),
+                    held: Vec::new(),
+                    last_due: Instant::now(),
+                };
+                tasks.spawn_on(task.run(rx), &self.runtime);
+            }
+        }
+        MemSink {
+            me: node,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Delivers messages addressed to `inbox.node_id()` into `inbox` from now
+    /// on, replacing any inbox attached before (a restarted node).
+    pub fn attach(&self, inbox: Inbox<T>) {
+        lock(&self.shared.inboxes).insert(inbox.node_id(), inbox);
+    }
+
+    /// Stops delivering to `node`: its messages count as undeliverable until
+    /// an inbox is attached again (a crashed node).
+    pub fn detach(&self, node: NodeId) {
+        lock(&self.shared.inboxes).remove(&node);
+    }
+
+    /// Stops every link task and waits for them. Returns how many tasks ended
+    /// cleanly (two per pair of nodes unless one panicked).
+    pub async fn shutdown(self) -> usize {
+        self.stop.send_replace(true);
+        let mut tasks = std::mem::take(&mut *lock(&self.tasks));
+        let mut clean = 0;
+        while let Some(result) = tasks.join_next().await {
+            if result.is_ok() {
+                clean += 1;
+            }
+        }
+        clean
+    }
+}
+
+impl<T: Entry> Drop for MemNetwork<T> {
+    fn drop(&mut self) {
+        // The JoinSet aborts what is left when it drops; the signal lets tasks
+        // that are running right now end at their next check.
+        self.stop.send_replace(true);
+    }
+}
+
+fn link_seed(seed: u64, from: NodeId, to: NodeId) -> u64 {
+    let link = from.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ to.rotate_left(32);
+    seed ^ link.wrapping_mul(0xBF58_476D_1CE4_E5B9)
+}
+
+/// One node's [`MessageSink`] on a [`MemNetwork`].
+pub struct MemSink<T: Entry> {
+    me: NodeId,
+    shared: Arc<Shared<T>>,
+}
+
+impl<T: Entry> std::fmt::Debug for MemSink<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemSink").field("me", &self.me).finish()
+    }
+}
+
+impl<T: Entry> MemSink<T> {
+    /// The node this sink sends as.
+    pub fn node_id(&self) -> NodeId {
+        self.me
+    }
+}
+
+impl<T> MessageSink<T> for MemSink<T>
+where
+    T: Entry + Send + 'static,
+    T::Snapshot: Send,
+{
+    fn send(&self, to: NodeId, batch: Vec<Message<T>>) {
+        let links = self
+            .shared
+            .links
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(link) = links.get(&(self.me, to)) else {
+            bump(&self.shared.control.state.unroutable, batch.len());
+            return;
+        };
+        let counters = &link.state.counters;
+        if link.state.cut.load(Ordering::Acquire) {
+            bump(&counters.cut, batch.len());
+            return;
+        }
+        for message in batch {
+            match link.tx.try_send(message) {
+                Ok(()) => bump(&counters.sent, 1),
+                // Drop the newest, never wait: the runner must not block on a
+                // slow link, and Paxos resends.
+                Err(mpsc::error::TrySendError::Full(_)) => bump(&counters.overflow, 1),
+                Err(mpsc::error::TrySendError::Closed(_)) => bump(&counters.undeliverable, 1),
+            }
+        }
+    }
+
+    fn take_reconnected(&self, out: &mut Vec<NodeId>) {
+        let mut topology = lock(&self.shared.control.state.topology);
+        if let Some(peers) = topology.reconnected.remove(&self.me) {
+            out.extend(peers);
+        }
+    }
+}
+
+/// A message held back by the reorder fault.
+struct Held<T: Entry> {
+    /// Later messages still allowed to overtake it.
+    overtakes_left: usize,
+    deadline: Instant,
+    message: Message<T>,
+}
+
+/// Serves one directed link: faults, delay line, reordering, delivery.
+struct LinkTask<T: Entry> {
+    to: NodeId,
+    shared: Arc<Shared<T>>,
+    state: Arc<LinkState>,
+    rng: fastrand::Rng,
+    capacity: usize,
+    max_hold: Duration,
+    stop: watch::Receiver<bool>,
+    /// Messages waiting out their delay, in due order (the link is FIFO).
+    delayed: VecDeque<(Instant, Message<T>)>,
+    held: Vec<Held<T>>,
+    /// Due time of the last message put on the delay line. Dues never
+    /// decrease along the line, so the head's due is the next wake-up (the
+    /// line is popped from the head only, which keeps the link FIFO).
+    last_due: Instant,
+}
+
+/// The link task was told to stop.
+struct Stopped;
+
+impl<T> LinkTask<T>
+where
+    T: Entry + Send + 'static,
+    T::Snapshot: Send,
+{
+    async fn run(mut self, mut rx: mpsc::Receiver<Message<T>>) {
+        let _ = self.serve(&mut rx).await;
+    }
+
+    async fn serve(&mut self, rx: &mut mpsc::Receiver<Message<T>>) -> Result<(), Stopped> {
+        let mut stop = self.stop.clone();
+        loop {
+            let wake = self
+                .delayed
+                .front()
+                .map(|(due, _)| *due)
+                .into_iter()
+                .chain(self.held.iter().map(|h| h.deadline))
+                .min();
+            // The delay line is bounded too: while it is full, the queue
+            // fills and the sink drops new messages.
+            let accepting = self.delayed.len() < self.capacity;
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|stopped| *stopped) => return Err(Stopped),
+                message = rx.recv(), if accepting => match message {
+                    Some(message) => self.admit(message),
+                    None => return Ok(()),
+                },
+                () = sleep_until_opt(wake), if wake.is_some() => {}
+            }
+            self.deliver_due().await?;
+        }
+    }
+
+    /// Applies loss, duplication and delay to a message leaving the queue.
+    fn admit(&mut self, message: Message<T>) {
+        let faults = *lock(&self.shared.control.state.faults);
+        if faults.drop > 0.0 && self.rng.f64() < faults.drop {
+            bump(&self.state.counters.dropped, 1);
+            return;
+        }
+        let mut due = Instant::now() + faults.delay;
+        if !faults.jitter.is_zero() {
+            let jitter_ns = u64::try_from(faults.jitter.as_nanos()).unwrap_or(u64::MAX);
+            due += Duration::from_nanos(self.rng.u64(0..=jitter_ns));
+        }
+        due = due.max(self.last_due);
+        self.last_due = due;
+        if faults.duplicate > 0.0 && self.rng.f64() < faults.duplicate {
+            bump(&self.state.counters.duplicated, 1);
+            self.delayed.push_back((due, message.clone()));
+        }
+        self.delayed.push_back((due, message));
+    }
+
+    /// Delivers every message whose delay is over, and held-back messages
+    /// whose turn has come.
+    async fn deliver_due(&mut self) -> Result<(), Stopped> {
+        loop {
+            let now = Instant::now();
+            // Computed apart from the `if`, so no borrow of `held` lives
+            // across the await (the task must be `Send`).
+            let expired = self.held.iter().position(|h| h.deadline <= now);
+            if let Some(pos) = expired {
+                let held = self.held.swap_remove(pos);
+                self.deliver(held.message).await?;
+                continue;
+            }
+            let due = matches!(self.delayed.front(), Some((due, _)) if *due <= now);
+            if !due {
+                return Ok(());
+            }
+            let Some((_, message)) = self.delayed.pop_front() else {
+                return Ok(());
+            };
+            let faults = *lock(&self.shared.control.state.faults);
+            if faults.reorder > 0.0
+                && self.held.len() < faults.reorder_window
+                && self.rng.f64() < faults.reorder
+            {
+                bump(&self.state.counters.reordered, 1);
+                self.held.push(Held {
+                    overtakes_left: self.rng.usize(1..=faults.reorder_window),
+                    deadline: now + self.max_hold,
+                    message,
+                });
+                continue;
+            }
+            self.deliver(message).await?;
+            // This message overtook every held one; release those whose
+            // window is used up, right after it.
+            let mut i = 0;
+            while i < self.held.len() {
+                self.held[i].overtakes_left -= 1;
+                if self.held[i].overtakes_left == 0 {
+                    let held = self.held.swap_remove(i);
+                    self.deliver(held.message).await?;
+                } else {
+                    i += 1;
+                }
+            }
+        }
+    }
+
+    async fn deliver(&mut self, message: Message<T>) -> Result<(), Stopped> {
+        let counters = &self.state.counters;
+        // Checked again here: a cut made while the message was in flight
+        // loses it, as a broken connection would.
+        if self.state.cut.load(Ordering::Acquire) {
+            bump(&counters.cut, 1);
+            return Ok(());
+        }
+        let Some(inbox) = self.shared.inbox(self.to) else {
+            bump(&counters.undeliverable, 1);
+            return Ok(());
+        };
+        tokio::select! {
+            biased;
+            _ = self.stop.wait_for(|stopped| *stopped) => Err(Stopped),
+            // Waits for room in the runner's queue: flow control back to the
+            // link queue, which then overflows instead of growing.
+            result = inbox.deliver(message) => {
+                match result {
+                    Ok(()) => bump(&counters.delivered, 1),
+                    Err(_) => bump(&counters.undeliverable, 1),
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(wake: Option<Instant>) {
+    if let Some(wake) = wake {
+        tokio::time::sleep_until(wake).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use omnipaxos::ballot_leader_election::Ballot;
+    use omnipaxos::messages::sequence_paxos::{PaxosMessage, PaxosMsg, PrepareReq};
+    use omnipaxos::storage::NoSnapshot;
+
+    use super::*;
+
+    #[derive(Clone, Debug)]
+    struct E;
+
+    impl Entry for E {
+        type Snapshot = NoSnapshot;
+    }
+
+    /// A message that carries `n`, to check order.
+    fn msg(from: NodeId, to: NodeId, n: u32) -> Message<E> {
+        Message::SequencePaxos(PaxosMessage {
+            from,
+            to,
+            msg: PaxosMsg::PrepareReq(PrepareReq {
+                n: Ballot::with(1, n, 0, from),
+            }),
+        })
+    }
+
+    fn number(m: &Message<E>) -> u32 {
+        match m {
+            Message::SequencePaxos(PaxosMessage {
+                msg: PaxosMsg::PrepareReq(p),
+                ..
+            }) => p.n.n,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// Nodes 1 and 2; node 2's inbox feeds the returned receiver.
+    fn pair(
+        config: MemNetConfig,
+        inbox_capacity: usize,
+    ) -> (
+        MemNetwork<E>,
+        MemSink<E>,
+        MemSink<E>,
+        mpsc::Receiver<Message<E>>,
+    ) {
+        let net = MemNetwork::new(config).unwrap();
+        let s1 = net.add_node(1);
+        let s2 = net.add_node(2);
+        let (tx, rx) = mpsc::channel(inbox_capacity);
+        net.attach(Inbox::new(2, Arc::from(vec![1, 2]), tx));
+        (net, s1, s2, rx)
+    }
+
+    async fn recv_n(rx: &mut mpsc::Receiver<Message<E>>, n: usize) -> Vec<u32> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let m = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            out.push(number(&m));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn delay_and_jitter_keep_a_link_fifo() {
+        let (net, s1, _s2, mut rx) = pair(MemNetConfig::default(), 1024);
+        net.control()
+            .set_faults(Faults {
+                delay: Duration::from_millis(1),
+                jitter: Duration::from_millis(5),
+                ..Faults::default()
+            })
+            .unwrap();
+        for n in 0..200 {
+            s1.send(2, vec![msg(1, 2, n)]);
+        }
+        assert_eq!(recv_n(&mut rx, 200).await, (0..200).collect::<Vec<_>>());
+        let stats = net.control().link_stats(1, 2).unwrap();
+        assert_eq!((stats.sent, stats.delivered), (200, 200));
+        assert_eq!(net.shutdown().await, 2);
+    }
+
+    #[tokio::test]
+    async fn reorder_and_duplicate_change_order_but_lose_nothing() {
+        let config = MemNetConfig {
+            seed: 7,
+            ..MemNetConfig::default()
+        };
+        let (net, s1, _s2, mut rx) = pair(config, 1024);
+        net.control()
+            .set_faults(Faults {
+                duplicate: 0.2,
+                reorder: 0.2,
+                reorder_window: 3,
+                ..Faults::default()
+            })
+            .unwrap();
+        s1.send(2, (0..200).map(|n| msg(1, 2, n)).collect());
+        let stats = || net.control().link_stats(1, 2).unwrap();
+        // Every message and every copy arrives (held ones within 20 ms).
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while stats().delivered < 200 + stats().duplicated {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap();
+        let stats = stats();
+        assert!(stats.duplicated > 0 && stats.reordered > 0, "{stats:?}");
+        let got = recv_n(&mut rx, usize::try_from(stats.delivered).unwrap()).await;
+        let mut sorted = got.clone();
+        sorted.sort_unstable();
+        assert_ne!(got, sorted, "some messages overtook others");
+        let distinct: BTreeSet<u32> = got.iter().copied().collect();
+        assert_eq!(distinct, (0..200).collect());
+        net.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_full_link_drops_new_messages_and_counts_them() {
+        let config = MemNetConfig {
+            link_capacity: 4,
+            ..MemNetConfig::default()
+        };
+        // The receiver never reads: its inbox (1 slot) and then the link fill.
+        let (net, s1, _s2, _rx) = pair(config, 1);
+        for round in 0..10 {
+            s1.send(2, (0..10).map(|n| msg(1, 2, round * 10 + n)).collect());
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let stats = net.control().link_stats(1, 2).unwrap();
+        assert_eq!(stats.sent + stats.overflow, 100, "{stats:?}");
+        // Queue (4) + delay line (4) + one delivered + one in the inbox
+        // await: nothing else is held.
+        assert!(stats.sent <= 4 + 4 + 2, "{stats:?}");
+        assert_eq!(
+            net.shutdown().await,
+            2,
+            "a link blocked on a full inbox still stops"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_one_way_cut_blocks_one_direction_and_its_heal_reports_a_reconnect() {
+        let (net, s1, s2, mut rx) = pair(MemNetConfig::default(), 16);
+        let ctl = net.control();
+        ctl.cut_one_way(2, 1);
+        assert!(ctl.is_cut(2, 1) && !ctl.is_cut(1, 2));
+        s2.send(1, vec![msg(2, 1, 0)]);
+        s1.send(2, vec![msg(1, 2, 1)]);
+        assert_eq!(recv_n(&mut rx, 1).await, vec![1]);
+        assert_eq!(ctl.link_stats(2, 1).unwrap().cut, 1);
+
+        ctl.heal_all();
+        let (mut r1, mut r2) = (Vec::new(), Vec::new());
+        s1.take_reconnected(&mut r1);
+        s2.take_reconnected(&mut r2);
+        assert_eq!(
+            (r1, r2),
+            (vec![], vec![1]),
+            "only the healed sender is told"
+        );
+        let mut again = Vec::new();
+        s2.take_reconnected(&mut again);
+        assert!(again.is_empty(), "a reconnect is reported once");
+
+        ctl.isolate(1);
+        s1.send(2, vec![msg(1, 2, 2)]);
+        ctl.heal(1, 2);
+        assert!(ctl.is_cut(1, 2), "isolation outlives a pairwise heal");
+        ctl.rejoin(1);
+        let (mut r1, mut r2) = (Vec::new(), Vec::new());
+        s1.take_reconnected(&mut r1);
+        s2.take_reconnected(&mut r2);
+        assert_eq!((r1, r2), (vec![2], vec![1]));
+        s1.send(2, vec![msg(1, 2, 3)]);
+        assert_eq!(recv_n(&mut rx, 1).await, vec![3]);
+        net.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn messages_to_unknown_or_detached_nodes_are_counted() {
+        let (net, s1, _s2, _rx) = pair(MemNetConfig::default(), 16);
+        s1.send(9, vec![msg(1, 9, 0)]);
+        assert_eq!(net.control().unroutable(), 1);
+        net.detach(2);
+        s1.send(2, vec![msg(1, 2, 0)]);
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while net.control().link_stats(1, 2).unwrap().undeliverable == 0 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+        .await
+        .unwrap();
+        net.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn bad_settings_are_refused() {
+        assert!(
+            MemNetwork::<E>::new(MemNetConfig {
+                link_capacity: 0,
+                ..MemNetConfig::default()
+            })
+            .is_err()
+        );
+        let net = MemNetwork::<E>::new(MemNetConfig::default()).unwrap();
+        let ctl = net.control();
+        for bad in [
+            Faults {
+                drop: 1.5,
+                ..Faults::default()
+            },
+            Faults {
+                duplicate: f64::NAN,
+                ..Faults::default()
+            },
+            Faults {
+                reorder: 0.1,
+                reorder_window: 0,
+                ..Faults::default()
+            },
+        ] {
+            assert!(ctl.set_faults(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(ctl.faults(), Faults::default());
+    }
+
+    #[test]
+    fn new_outside_a_runtime_is_an_error() {
+        assert!(MemNetwork::<E>::new(MemNetConfig::default()).is_err());
+    }
+}
