@@ -50,6 +50,31 @@ const RULES: &[Rule] = &[
         forbidden: &["rocksdb", "librocksdb-sys"],
         why: "piggyback hosts turn default features off and must not compile RocksDB",
     },
+    Rule {
+        package: "tsoracle-paxos-tonic",
+        no_default_features: false,
+        forbidden: &[
+            "tsoracle-core",
+            "tsoracle-consensus",
+            "tsoracle-server",
+            "tsoracle-client",
+            "tsoracle-proto",
+            "tsoracle-paxos-epoch",
+            "tsoracle-paxos-state",
+            "tsoracle-driver-paxos",
+            "rocksdb",
+            "librocksdb-sys",
+            "aws-lc-rs",
+            "aws-lc-sys",
+        ],
+        why: "the tonic transport is layer 2: toolkit (no RocksDB) and tonic on ring, no tsoracle types",
+    },
+    Rule {
+        package: "tsoracle-driver-paxos",
+        no_default_features: true,
+        forbidden: &["tonic", "rocksdb", "librocksdb-sys", "tsoracle-paxos-tonic"],
+        why: "piggyback hosts use the driver without compiling tonic or RocksDB",
+    },
 ];
 
 pub(crate) fn check(build_env: &BuildEnv) -> Result<()> {

@@ -1,0 +1,244 @@
+//! The frame format: one batch of OmniPaxos messages per frame.
+//!
+//! A frame payload is `[format: u8 = 1][postcard(Vec<Message<T>>)]`: the
+//! format byte, then postcard's encoding of the batch (a varint message
+//! count followed by each message's postcard encoding). Trailing bytes are
+//! refused. The sender splits a batch whose encoding exceeds the frame limit
+//! at message boundaries, so each frame decodes on its own.
+
+use omnipaxos::messages::Message;
+use omnipaxos::storage::Entry;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::Error;
+
+/// The frame format byte this build writes and reads.
+pub const FRAME_FORMAT: u8 = 1;
+
+/// Decodes one frame payload into its messages.
+///
+/// Never panics, whatever the bytes: a frame that is empty, of another
+/// format, truncated, or followed by trailing bytes is an error. This is the
+/// function a fuzz target calls.
+pub fn decode_frame<T>(bytes: &[u8]) -> Result<Vec<Message<T>>, Error>
+where
+    T: Entry,
+    Message<T>: DeserializeOwned,
+{
+    let (&format, payload) = bytes.split_first().ok_or(Error::EmptyFrame)?;
+    if format != FRAME_FORMAT {
+        return Err(Error::UnsupportedFrameFormat {
+            found: format,
+            supported: FRAME_FORMAT,
+        });
+    }
+    let (messages, rest) = postcard::take_from_bytes::<Vec<Message<T>>>(payload)
+        .map_err(|err| Error::MalformedFrame(err.to_string()))?;
+    if !rest.is_empty() {
+        return Err(Error::MalformedFrame(format!(
+            "{} trailing bytes after the batch",
+            rest.len()
+        )));
+    }
+    Ok(messages)
+}
+
+/// Encodes `messages` as one frame payload, whatever its size.
+pub fn encode_frame<T>(messages: &[Message<T>]) -> Result<Vec<u8>, Error>
+where
+    T: Entry,
+    Message<T>: Serialize,
+{
+    let out = vec![FRAME_FORMAT];
+    postcard::to_extend(messages, out).map_err(|err| Error::Encode(err.to_string()))
+}
+
+/// A frame ready to send, with the number of messages it carries.
+#[derive(Debug)]
+pub(crate) struct EncodedFrame {
+    pub(crate) payload: Vec<u8>,
+    pub(crate) messages: usize,
+}
+
+/// What [`split_into_frames`] could not encode.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Rejected {
+    /// Messages whose own encoding exceeds the frame limit.
+    pub(crate) oversize: usize,
+    /// Messages that failed to encode.
+    pub(crate) failed: usize,
+}
+
+/// Encodes `batch` into as few frames as fit `max_frame_bytes`, in order.
+pub(crate) fn split_into_frames<T>(
+    batch: &[Message<T>],
+    max_frame_bytes: usize,
+) -> (Vec<EncodedFrame>, Rejected)
+where
+    T: Entry,
+    Message<T>: Serialize,
+{
+    let mut frames = Vec::new();
+    let mut rejected = Rejected::default();
+    // Encoded messages of the frame being filled.
+    let mut body: Vec<u8> = Vec::new();
+    let mut count = 0usize;
+    for message in batch {
+        let encoded = match postcard::to_allocvec(message) {
+            Ok(encoded) => encoded,
+            Err(_) => {
+                rejected.failed += 1;
+                continue;
+            }
+        };
+        if frame_len(1, encoded.len()) > max_frame_bytes {
+            rejected.oversize += 1;
+            continue;
+        }
+        if count > 0 && frame_len(count + 1, body.len() + encoded.len()) > max_frame_bytes {
+            frames.push(finish(&body, count));
+            body.clear();
+            count = 0;
+        }
+        body.extend_from_slice(&encoded);
+        count += 1;
+    }
+    if count > 0 {
+        frames.push(finish(&body, count));
+    }
+    (frames, rejected)
+}
+
+fn frame_len(count: usize, body: usize) -> usize {
+    1 + varint_len(count) + body
+}
+
+fn finish(body: &[u8], count: usize) -> EncodedFrame {
+    let mut payload = Vec::with_capacity(frame_len(count, body.len()));
+    payload.push(FRAME_FORMAT);
+    push_varint(&mut payload, count);
+    payload.extend_from_slice(body);
+    EncodedFrame {
+        payload,
+        messages: count,
+    }
+}
+
+/// postcard's length prefix: unsigned LEB128.
+fn push_varint(out: &mut Vec<u8>, mut value: usize) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn varint_len(value: usize) -> usize {
+    let bits = usize::BITS - value.leading_zeros();
+    (bits.max(1) as usize).div_ceil(7)
+}
+
+#[cfg(test)]
+mod tests {
+    use omnipaxos::ballot_leader_election::Ballot;
+    use omnipaxos::messages::sequence_paxos::{PaxosMessage, PaxosMsg, PrepareReq};
+    use omnipaxos::storage::NoSnapshot;
+
+    use super::*;
+
+    #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Blob(Vec<u8>);
+
+    impl Entry for Blob {
+        type Snapshot = NoSnapshot;
+    }
+
+    fn message(from: u64, pad: usize) -> Message<Blob> {
+        // A forwarded proposal carries entries: its size follows `pad`.
+        Message::SequencePaxos(PaxosMessage {
+            from,
+            to: 2,
+            msg: PaxosMsg::ProposalForward(vec![Blob(vec![7; pad])]),
+        })
+    }
+
+    fn senders(messages: &[Message<Blob>]) -> Vec<u64> {
+        messages.iter().map(Message::get_sender).collect()
+    }
+
+    #[test]
+    fn varint_matches_postcard() {
+        for value in [0usize, 1, 127, 128, 300, 16_383, 16_384, usize::MAX] {
+            let mut ours = Vec::new();
+            push_varint(&mut ours, value);
+            assert_eq!(ours.len(), varint_len(value));
+            let theirs = postcard::to_allocvec(&(value as u64)).unwrap();
+            assert_eq!(ours, theirs, "{value}");
+        }
+    }
+
+    #[test]
+    fn split_frames_decode_in_order_and_respect_the_limit() {
+        let batch: Vec<_> = (1..=40).map(|i| message(i, 100)).collect();
+        let limit = 1000;
+        let (frames, rejected) = split_into_frames(&batch, limit);
+        assert_eq!(rejected, Rejected::default());
+        assert!(frames.len() > 1);
+        let mut decoded = Vec::new();
+        for frame in &frames {
+            assert!(frame.payload.len() <= limit);
+            let part = decode_frame::<Blob>(&frame.payload).unwrap();
+            assert_eq!(part.len(), frame.messages);
+            decoded.extend(part);
+        }
+        assert_eq!(senders(&decoded), senders(&batch));
+        // One frame when it fits, byte-identical to `encode_frame`.
+        let (frames, _) = split_into_frames(&batch, 1 << 20);
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0].payload, encode_frame(&batch).unwrap());
+    }
+
+    #[test]
+    fn a_message_above_the_limit_is_dropped_alone() {
+        let batch = vec![message(1, 10), message(2, 5000), message(3, 10)];
+        let (frames, rejected) = split_into_frames(&batch, 1000);
+        assert_eq!(rejected.oversize, 1);
+        let decoded: Vec<_> = frames
+            .iter()
+            .flat_map(|f| decode_frame::<Blob>(&f.payload).unwrap())
+            .collect();
+        assert_eq!(senders(&decoded), vec![1, 3]);
+    }
+
+    #[test]
+    fn bad_frames_are_errors() {
+        assert!(matches!(decode_frame::<Blob>(&[]), Err(Error::EmptyFrame)));
+        assert!(matches!(
+            decode_frame::<Blob>(&[2, 0]),
+            Err(Error::UnsupportedFrameFormat { found: 2, .. })
+        ));
+        assert!(matches!(
+            decode_frame::<Blob>(&[1, 0, 0]),
+            Err(Error::MalformedFrame(_))
+        ));
+        assert!(matches!(
+            decode_frame::<Blob>(&[1, 5]),
+            Err(Error::MalformedFrame(_))
+        ));
+        assert_eq!(decode_frame::<Blob>(&[1, 0]).unwrap().len(), 0);
+        let prep: Message<Blob> = Message::SequencePaxos(PaxosMessage {
+            from: 1,
+            to: 2,
+            msg: PaxosMsg::PrepareReq(PrepareReq {
+                n: Ballot::default(),
+            }),
+        });
+        let frame = encode_frame(&[prep]).unwrap();
+        assert_eq!(decode_frame::<Blob>(&frame).unwrap().len(), 1);
+    }
+}

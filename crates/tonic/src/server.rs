@@ -1,0 +1,444 @@
+//! The inbound side: the `PaxosPeer` gRPC service and a server helper.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use omnipaxos::messages::Message;
+use omnipaxos::storage::Entry;
+use omnipaxos::util::NodeId;
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::metadata::MetadataMap;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Code, Request, Response, Status, Streaming};
+use tsoracle_paxos_toolkit::{Inbox, Refusal};
+
+use crate::config::{PROTOCOL_VERSION, TransportConfig, metadata};
+use crate::error::Error;
+use crate::frame::decode_frame;
+use crate::proto::paxos_peer_server::{PaxosPeer, PaxosPeerServer};
+use crate::proto::{Frame, LinkClosed};
+use crate::stats::{RefusalReason, TransportStats};
+use crate::tls::{TlsMaterial, certificate_names_node};
+
+/// The inbound peer service of one node: checks each link, decodes its
+/// frames and hands the messages to the runner's [`Inbox`].
+///
+/// At link open it refuses (with a gRPC status, counted per
+/// [`RefusalReason`]) a missing or garbled metadata key, another protocol
+/// version, a foreign cluster or configuration, a link addressed to another
+/// node, a sender that is this node or not a member, and, with mTLS, a
+/// client certificate that does not name the claimed sender. Per frame, an
+/// undecodable payload closes the link with `InvalidArgument`; a message
+/// whose sender or receiver differs from the link's is dropped. Nothing
+/// refused reaches OmniPaxos.
+///
+/// Only the newest link from each sender is kept: when a sender reconnects,
+/// its older link is closed, so messages of one directed link never
+/// interleave from two streams.
+///
+/// Serve it with [`serve`], or add [`PeerService::into_server`] to a tonic
+/// server of your own (without mTLS identity checks).
+pub struct PeerService<T: Entry> {
+    shared: Arc<Shared<T>>,
+    closing: watch::Receiver<bool>,
+    check_certificates: bool,
+}
+
+impl<T: Entry> Clone for PeerService<T> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+            closing: self.closing.clone(),
+            check_certificates: self.check_certificates,
+        }
+    }
+}
+
+struct Shared<T: Entry> {
+    inbox: Inbox<T>,
+    cluster_id: String,
+    node_id: NodeId,
+    configuration_id: u32,
+    stats: Arc<TransportStats>,
+    /// Per sender, the generation of its newest link.
+    generations: BTreeMap<NodeId, watch::Sender<u64>>,
+    /// Keeps `closing` open for services not run by [`serve`].
+    _never_closing: watch::Sender<bool>,
+    max_message_bytes: usize,
+}
+
+impl<T> PeerService<T>
+where
+    T: Entry + Send + 'static,
+    T::Snapshot: Send,
+    Message<T>: DeserializeOwned,
+{
+    /// A service delivering into `inbox`, for the node `config.node_id`.
+    pub fn new(inbox: Inbox<T>, config: &TransportConfig) -> Result<Self, Error> {
+        config.validate()?;
+        if inbox.node_id() != config.node_id {
+            return Err(Error::InvalidConfig(format!(
+                "the inbox belongs to node {}, the transport configuration to node {}",
+                inbox.node_id(),
+                config.node_id
+            )));
+        }
+        let generations = config
+            .peers
+            .iter()
+            .filter(|&&id| id != config.node_id)
+            .map(|&id| (id, watch::Sender::new(0)))
+            .collect();
+        let (never_closing, closing) = watch::channel(false);
+        Ok(Self {
+            shared: Arc::new(Shared {
+                inbox,
+                cluster_id: config.cluster_id.clone(),
+                node_id: config.node_id,
+                configuration_id: config.configuration_id,
+                stats: Arc::default(),
+                generations,
+                _never_closing: never_closing,
+                max_message_bytes: config.grpc_message_limit(),
+            }),
+            closing,
+            check_certificates: false,
+        })
+    }
+
+    /// The service's counters.
+    pub fn stats(&self) -> &Arc<TransportStats> {
+        &self.shared.stats
+    }
+
+    /// The tonic service, with its message size limits set from the frame
+    /// limit, to add to a tonic server of your own.
+    pub fn into_server(self) -> PaxosPeerServer<Self> {
+        let limit = self.shared.max_message_bytes;
+        PaxosPeerServer::new(self)
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit)
+    }
+
+    fn refuse(&self, reason: RefusalReason, status: Status) -> Status {
+        self.shared.stats.refuse(reason);
+        tracing::warn!(
+            node = self.shared.node_id,
+            reason = reason.as_str(),
+            "refused a peer link: {}",
+            status.message()
+        );
+        status
+    }
+
+    /// Checks a link's metadata; returns the sender.
+    fn check_open(&self, md: &MetadataMap) -> Result<NodeId, Status> {
+        let shared = &*self.shared;
+        let protocol: u32 = self.number(md, metadata::PROTOCOL)?;
+        if protocol != PROTOCOL_VERSION {
+            return Err(self.refuse(
+                RefusalReason::UnsupportedProtocol,
+                Status::failed_precondition(format!(
+                    "peer protocol version {protocol} is not supported (this node speaks \
+                     version {PROTOCOL_VERSION})"
+                )),
+            ));
+        }
+        let cluster = self.text(md, metadata::CLUSTER_ID)?;
+        if cluster != shared.cluster_id {
+            return Err(self.refuse(
+                RefusalReason::ForeignCluster,
+                Status::permission_denied(format!(
+                    "link from cluster {cluster:?}, but this node belongs to cluster {:?}",
+                    shared.cluster_id
+                )),
+            ));
+        }
+        let configuration: u32 = self.number(md, metadata::CONFIGURATION_ID)?;
+        if configuration != shared.configuration_id {
+            return Err(self.refuse(
+                RefusalReason::ForeignConfiguration,
+                Status::failed_precondition(format!(
+                    "link for OmniPaxos configuration {configuration}, but this node runs \
+                     configuration {}",
+                    shared.configuration_id
+                )),
+            ));
+        }
+        let receiver: NodeId = self.number(md, metadata::RECEIVER)?;
+        if receiver != shared.node_id {
+            return Err(self.refuse(
+                RefusalReason::WrongReceiver,
+                Status::failed_precondition(format!(
+                    "link addressed to node {receiver}, but this is node {} (wrong peer \
+                     address?)",
+                    shared.node_id
+                )),
+            ));
+        }
+        let sender: NodeId = self.number(md, metadata::SENDER)?;
+        if sender == shared.node_id {
+            return Err(self.refuse(
+                RefusalReason::SenderIsSelf,
+                Status::permission_denied(format!("link from node {sender}, which is this node")),
+            ));
+        }
+        if !shared.inbox.is_peer(sender) || !shared.generations.contains_key(&sender) {
+            return Err(self.refuse(
+                RefusalReason::UnknownSender,
+                Status::permission_denied(format!(
+                    "link from node {sender}, which is not a member of configuration {}",
+                    shared.configuration_id
+                )),
+            ));
+        }
+        Ok(sender)
+    }
+
+    fn text<'a>(&self, md: &'a MetadataMap, key: &str) -> Result<&'a str, Status> {
+        let value = md.get(key).ok_or_else(|| {
+            self.refuse(
+                RefusalReason::MissingMetadata,
+                Status::invalid_argument(format!("missing link metadata {key:?}")),
+            )
+        })?;
+        value.to_str().map_err(|_| {
+            self.refuse(
+                RefusalReason::GarbledMetadata,
+                Status::invalid_argument(format!("link metadata {key:?} is not ASCII")),
+            )
+        })
+    }
+
+    fn number<N: std::str::FromStr>(&self, md: &MetadataMap, key: &str) -> Result<N, Status> {
+        let text = self.text(md, key)?;
+        text.parse().map_err(|_| {
+            self.refuse(
+                RefusalReason::GarbledMetadata,
+                Status::invalid_argument(format!(
+                    "link metadata {key:?} is {text:?}, not a number in range"
+                )),
+            )
+        })
+    }
+
+    fn check_certificate<R>(&self, request: &Request<R>, sender: NodeId) -> Result<(), Status> {
+        if !self.check_certificates {
+            return Ok(());
+        }
+        let certs = request.peer_certs();
+        let Some(leaf) = certs.as_ref().and_then(|certs| certs.first()) else {
+            return Err(self.refuse(
+                RefusalReason::MissingCertificate,
+                Status::unauthenticated("mutual TLS is required: present a node certificate"),
+            ));
+        };
+        if !certificate_names_node(leaf, sender) {
+            return Err(self.refuse(
+                RefusalReason::CertificateMismatch,
+                Status::permission_denied(format!(
+                    "the client certificate does not name node-{sender}, the sender this link \
+                     claims"
+                )),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Decodes one frame and delivers its messages, waiting for room in the
+    /// inbox (flow control back to the sender).
+    async fn deliver_frame(&self, sender: NodeId, frame: Frame) -> Result<(), Status> {
+        let shared = &*self.shared;
+        shared.stats.frame_in(frame.payload.len());
+        let messages = decode_frame::<T>(&frame.payload).map_err(|err| {
+            self.refuse(
+                RefusalReason::GarbledFrame,
+                Status::invalid_argument(format!("undecodable frame from node {sender}: {err}")),
+            )
+        })?;
+        for message in messages {
+            if message.get_sender() != sender {
+                shared.stats.refuse(RefusalReason::SenderMismatch);
+                continue;
+            }
+            if message.get_receiver() != shared.node_id {
+                shared.stats.refuse(RefusalReason::ReceiverMismatch);
+                continue;
+            }
+            match shared.inbox.deliver(message).await {
+                Ok(()) => shared.stats.message_in(),
+                Err(Refusal::Stopped) => {
+                    return Err(Status::unavailable(
+                        "this node's consensus runner has stopped",
+                    ));
+                }
+                // Counted by the inbox.
+                Err(_) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl<T> PaxosPeer for PeerService<T>
+where
+    T: Entry + Send + 'static,
+    T::Snapshot: Send,
+    Message<T>: DeserializeOwned,
+{
+    async fn link(
+        &self,
+        request: Request<Streaming<Frame>>,
+    ) -> Result<Response<LinkClosed>, Status> {
+        let sender = self.check_open(request.metadata())?;
+        self.check_certificate(&request, sender)?;
+        let Some(generation_tx) = self.shared.generations.get(&sender) else {
+            return Err(Status::internal("sender vanished from the configuration"));
+        };
+        let mut generation = 0;
+        generation_tx.send_modify(|g| {
+            *g += 1;
+            generation = *g;
+        });
+        let mut newer = generation_tx.subscribe();
+        self.shared.stats.link_accepted();
+        let mut closing = self.closing.clone();
+        let mut stream = request.into_inner();
+        let mut frames = 0u64;
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = closing.wait_for(|closing| *closing) => {
+                    return Err(Status::unavailable("the peer server is shutting down"));
+                }
+                _ = newer.wait_for(|g| *g != generation) => {
+                    self.shared.stats.link_superseded();
+                    return Err(Status::aborted(
+                        "superseded by a newer link from the same node",
+                    ));
+                }
+                next = stream.message() => next,
+            };
+            match next {
+                Ok(Some(frame)) => {
+                    frames += 1;
+                    self.deliver_frame(sender, frame).await?;
+                }
+                Ok(None) => return Ok(Response::new(LinkClosed { frames })),
+                Err(status) => {
+                    // tonic refuses a frame above the size limit unread, with
+                    // OutOfRange.
+                    if status.code() == Code::OutOfRange {
+                        return Err(self.refuse(RefusalReason::OversizeFrame, status));
+                    }
+                    return Err(status);
+                }
+            }
+        }
+    }
+}
+
+/// A running peer server; [`ServerHandle::shutdown`] (or dropping it) stops it.
+#[derive(Debug)]
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    closing: watch::Sender<bool>,
+    task: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+    grace: std::time::Duration,
+}
+
+impl ServerHandle {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, closes every open link, waits up to the configured
+    /// shutdown grace for connections to end, then drops the rest.
+    pub async fn shutdown(mut self) -> Result<(), Error> {
+        self.closing.send_replace(true);
+        let Some(mut task) = self.task.take() else {
+            return Ok(());
+        };
+        match tokio::time::timeout(self.grace, &mut task).await {
+            Ok(Ok(result)) => result.map_err(Error::Server),
+            Ok(Err(_)) => Ok(()),
+            Err(_) => {
+                task.abort();
+                let _ = task.await;
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.closing.send_replace(true);
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Serves `service` on `listener` (plain HTTP/2, or mutual TLS with `tls`).
+///
+/// With TLS, the node's own certificate must name `node-<config.node_id>`,
+/// clients must present a certificate signed by the CA, and each link's
+/// claimed sender must match its certificate. Must be called inside a tokio
+/// runtime; the server runs on a spawned task owned by the returned handle.
+pub fn serve<T>(
+    listener: tokio::net::TcpListener,
+    service: PeerService<T>,
+    config: &TransportConfig,
+    tls: Option<&TlsMaterial>,
+) -> Result<ServerHandle, Error>
+where
+    T: Entry + Send + 'static,
+    T::Snapshot: Send,
+    Message<T>: DeserializeOwned,
+{
+    config.validate()?;
+    let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+    let local_addr = listener.local_addr().map_err(Error::Listener)?;
+    let mut builder = Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(config.keepalive))
+        .http2_keepalive_timeout(Some(config.keepalive));
+    if let Some(tls) = tls {
+        if !tls.names_node(config.node_id) {
+            return Err(Error::TlsIdentity {
+                expected: crate::config::node_dns_name(config.node_id),
+            });
+        }
+        builder = builder
+            .tls_config(tls.server_config())
+            .map_err(Error::Setup)?;
+    }
+    let (closing_tx, closing_rx) = watch::channel(false);
+    let service = PeerService {
+        shared: service.shared,
+        closing: closing_rx.clone(),
+        check_certificates: tls.is_some(),
+    };
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let mut stop = closing_rx;
+    let task = runtime.spawn(async move {
+        builder
+            .serve_with_incoming_shutdown(service.into_server(), incoming, async move {
+                let _ = stop.wait_for(|closing| *closing).await;
+            })
+            .await
+    });
+    Ok(ServerHandle {
+        local_addr,
+        closing: closing_tx,
+        task: Some(task),
+        grace: config.shutdown_grace,
+    })
+}
