@@ -580,7 +580,7 @@ async fn isolated_leader_is_replaced_and_catches_up_after_heal() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn decides_identically_under_loss_duplication_reordering_and_delay() {
+async fn decides_identically_under_loss_reordering_and_delay() {
     let c = memory_cluster(5).await;
     c.leader(&NODES).await;
     // No duplication: OmniPaxos 0.2.4 assumes at-most-once delivery on a
@@ -616,7 +616,8 @@ async fn decides_identically_under_loss_duplication_reordering_and_delay() {
         reproposed.len(),
         reference.len()
     );
-    assert!(stats.dropped > 0 && stats.duplicated > 0 && stats.reordered > 0);
+    // The faults really happened, and no message was duplicated (see above).
+    assert!(stats.dropped > 0 && stats.reordered > 0 && stats.duplicated == 0);
     c.shutdown().await;
 }
 
