@@ -3,6 +3,7 @@
 //! Everything CI does is a subcommand here, so a newcomer's machine and CI run
 //! the same steps. `cargo xtask --help` lists them.
 
+mod bench;
 mod cmd;
 mod env;
 mod fuzz;
@@ -46,6 +47,15 @@ enum Command {
     Layering,
     /// Prepare the build environment (protoc, libclang) and print what was set.
     Env,
+    /// Run a benchmark in release mode and write `target/bench/<suite>.json`.
+    Bench {
+        /// Which benchmark.
+        #[arg(value_enum, default_value = "transport")]
+        suite: bench::Suite,
+        /// Measured seconds per scenario.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// Fuzz every decoder that reads bytes from the network or disk (needs
     /// nightly and cargo-fuzz). Runs each target for `--seconds`.
     Fuzz {
@@ -67,6 +77,7 @@ fn main() -> Result<()> {
         Command::Test { args } => test(&build_env, &args)?,
         Command::Layering => layering::check(&build_env)?,
         Command::Env => build_env.describe(),
+        Command::Bench { suite, seconds } => bench::run(&build_env, suite, seconds)?,
         Command::Fuzz { seconds, target } => fuzz::run(&build_env, seconds, target.as_deref())?,
     }
     eprintln!("xtask: done in {:.0?}", started.elapsed());
