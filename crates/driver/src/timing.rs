@@ -1,0 +1,408 @@
+//! Timing of the leader lease, and the assumptions it rests on.
+//!
+//! OmniPaxos has no lease: an isolated old leader keeps reporting itself
+//! leader for ever. The driver therefore serves as leader only while it holds
+//! a *lease* (design invariant 5), and a newly elected leader waits before it
+//! serves, so that the two can never overlap in real time.
+//!
+//! # The rule
+//!
+//! - An entry this node proposed at local time `t` under ballot `b`, once
+//!   decided while this node still leads under `b`, renews the lease until
+//!   `t + L × (1 − drift)` ([`Timing::leader_lease_validity`]).
+//! - A node that first observes itself accept-phase leader under ballot `b` at
+//!   local time `s` does not serve before `s + L × (1 + drift)`
+//!   ([`Timing::new_leader_wait`]).
+//!
+//! # Why that is safe
+//!
+//! For an entry proposed under `b1` at real time `T1` to be decided under
+//! `b1`, a majority accepted it under `b1`. A leader of a higher ballot `b2`
+//! needs promises from a majority; the two majorities share a node, which
+//! accepted the entry before it promised `b2` (after the promise it refuses
+//! `b1`). So the new leader observes itself leader at a real time `T2 > T1`.
+//! The old leader trusts the lease for at most `L × (1 − drift)` of its own
+//! clock, which is at most `L` real time; the new leader waits
+//! `L × (1 + drift)` of its own clock, which is at least `L` real time. The old
+//! leader stops before `T1 + L < T2 + L`, the earliest moment the new one
+//! serves. Nothing in this argument depends on network delays.
+//!
+//! # Assumptions
+//!
+//! - **Bounded clock-rate drift, not synchronized clocks.** Each node's
+//!   monotonic clock runs at a rate within `1 ± drift` of real time. Clocks
+//!   are never compared across nodes; only local durations are measured.
+//! - **Monotonic clocks.** Every `now` given to the decision core comes from a
+//!   monotonic clock (`std::time::Instant`, `CLOCK_MONOTONIC`), never from
+//!   wall-clock time, which can jump. A clock that stops while the machine
+//!   is suspended breaks the drift bound (Linux `CLOCK_MONOTONIC`, behind
+//!   `std::time::Instant`, does not count system suspend): the old leader
+//!   would trust its lease through the whole suspension. Run servers without
+//!   system suspend, or feed a clock that counts it (`CLOCK_BOOTTIME`).
+//!   Process pauses (scheduling, `SIGSTOP`) do not stop the clock and are
+//!   covered: the lease is re-checked against the clock, not against elapsed
+//!   work.
+//! - **The lease is measured from the proposal.** The driver samples `now`
+//!   *before* it hands the renewing entry to OmniPaxos, never at the decision
+//!   (a decision can arrive late, long after a new leader was elected).
+//! - **The wait is measured from the first observation.** The driver samples
+//!   `now` when it reads OmniPaxos' status, after the election happened.
+//! - **A heartbeat round trip fits in one election timeout**
+//!   (`tick × election_ticks`). OmniPaxos' ballot leader election sends one
+//!   round of heartbeats per election timeout and counts the replies of the
+//!   previous round; slower links cause spurious elections (and so pauses of
+//!   `L × (1 + drift)` each), not unsafety.
+//! - **Reaction time is outside this bound.** [`LeaseTracker::role`] answers
+//!   for the instant it is asked. Whoever acts on the answer (the async
+//!   driver emitting a leadership event, the server serving from its window)
+//!   keeps acting until it hears otherwise; the driver must wake at
+//!   [`LeaseTracker::next_wakeup`] and re-check the role before each write it
+//!   admits, and the time between that check and the last timestamp served
+//!   must be kept short. It is not covered by the drift margin.
+//!
+//! [`LeaseTracker::role`]: crate::LeaseTracker::role
+//! [`LeaseTracker::next_wakeup`]: crate::LeaseTracker::next_wakeup
+//!
+//! # Liveness
+//!
+//! - `lease < election timeout`: peers elect a new leader only after missing
+//!   at least one heartbeat round of the old one, by which time the old
+//!   leader's lease (renewed before it went silent) has run out. The new
+//!   leader's wait is then the safety net for drift and late decisions, and a
+//!   failover pauses serving for roughly the election (2.5 to 3 election
+//!   timeouts with OmniPaxos 0.2.4) plus `L × (1 + drift)`.
+//! - `renew_every < L × (1 − drift)`: an idle leader proposes a no-op barrier
+//!   every `renew_every` and keeps its lease. Choose `renew_every` at most half
+//!   of the effective lease so that one lost barrier does not cost the lease.
+
+use std::time::Duration;
+
+use crate::error::Error;
+
+/// The largest accepted relative clock-rate error (20%).
+pub const MAX_DRIFT: f64 = 0.2;
+
+/// Parts-per-million scale used for exact, conservatively rounded arithmetic.
+const PPM: u128 = 1_000_000;
+const NANOS_PER_SEC: u128 = 1_000_000_000;
+
+/// Timing of the consensus ticks and of the leader lease.
+///
+/// Build one with every field set explicitly and check it with
+/// [`validate`](Self::validate) (the [`LeaseTracker`](crate::LeaseTracker)
+/// does so on construction). See the [module docs](self) for the
+/// assumptions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timing {
+    /// Period of `OmniPaxos::tick`.
+    pub tick: Duration,
+    /// OmniPaxos' `election_tick_timeout`: ticks per heartbeat round of the
+    /// ballot leader election.
+    pub election_ticks: u64,
+    /// The lease `L`, before the drift margin.
+    pub lease: Duration,
+    /// Maximum relative clock-rate error of any node's monotonic clock
+    /// against real time, e.g. `0.01` for 1%. In `[0, 0.2]`.
+    pub drift: f64,
+    /// How often an idle leader proposes a no-op barrier to renew its lease.
+    pub renew_every: Duration,
+}
+
+impl Timing {
+    /// Checks the timing; see the [module docs](self).
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::ZeroDuration`] when `tick`, `lease` or `renew_every` is zero;
+    /// - [`Error::ZeroElectionTicks`] when `election_ticks` is zero;
+    /// - [`Error::DriftOutOfRange`] when `drift` is not in `[0, 0.2]` (NaN
+    ///   included);
+    /// - [`Error::ElectionTimeoutOverflow`] when `tick × election_ticks` does
+    ///   not fit a [`Duration`];
+    /// - [`Error::LeaseNotShorterThanElection`] when `lease >= tick ×
+    ///   election_ticks`;
+    /// - [`Error::RenewNotShorterThanLease`] when `renew_every >=`
+    ///   [`leader_lease_validity`](Self::leader_lease_validity).
+    pub fn validate(&self) -> Result<(), Error> {
+        for (field, value) in [
+            ("tick", self.tick),
+            ("lease", self.lease),
+            ("renew_every", self.renew_every),
+        ] {
+            if value.is_zero() {
+                return Err(Error::ZeroDuration { field });
+            }
+        }
+        if self.election_ticks == 0 {
+            return Err(Error::ZeroElectionTicks);
+        }
+        if !(0.0..=MAX_DRIFT).contains(&self.drift) {
+            return Err(Error::DriftOutOfRange { drift: self.drift });
+        }
+        let election_timeout = self.election_timeout()?;
+        if self.lease >= election_timeout {
+            return Err(Error::LeaseNotShorterThanElection {
+                lease: self.lease,
+                election_timeout,
+            });
+        }
+        let effective_lease = self.leader_lease_validity();
+        if self.renew_every >= effective_lease {
+            return Err(Error::RenewNotShorterThanLease {
+                renew_every: self.renew_every,
+                effective_lease,
+            });
+        }
+        Ok(())
+    }
+
+    /// `tick × election_ticks`: one heartbeat round of the ballot leader
+    /// election.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ElectionTimeoutOverflow`] when the product does not fit a
+    /// [`Duration`].
+    pub fn election_timeout(&self) -> Result<Duration, Error> {
+        self.tick
+            .as_nanos()
+            .checked_mul(u128::from(self.election_ticks))
+            .and_then(duration_from_nanos)
+            .ok_or(Error::ElectionTimeoutOverflow)
+    }
+
+    /// `lease × (1 − drift)`, rounded down: how long, on its own clock, a
+    /// leader may trust a renewal after proposing the renewing entry.
+    ///
+    /// Meaningful for a [validated](Self::validate) timing; an invalid drift
+    /// is treated as 100% (the lease is never trusted).
+    #[must_use]
+    pub fn leader_lease_validity(&self) -> Duration {
+        scale(self.lease, PPM - self.drift_ppm(), Rounding::Down)
+    }
+
+    /// `lease × (1 + drift)`, rounded up: how long, on its own clock, a newly
+    /// elected leader waits before it serves.
+    ///
+    /// Meaningful for a [validated](Self::validate) timing; an invalid drift
+    /// is treated as 100% (the wait is doubled).
+    #[must_use]
+    pub fn new_leader_wait(&self) -> Duration {
+        scale(self.lease, PPM + self.drift_ppm(), Rounding::Up)
+    }
+
+    /// The drift in parts per million, rounded up (a larger drift is the
+    /// conservative side of both margins).
+    fn drift_ppm(&self) -> u128 {
+        if (0.0..=MAX_DRIFT).contains(&self.drift) {
+            // In [0, 200_000] after the range check: the cast is exact.
+            (self.drift * 1e6).ceil() as u128
+        } else {
+            PPM
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Rounding {
+    Down,
+    Up,
+}
+
+/// `value × ppm / 1_000_000`, saturating at [`Duration::MAX`].
+fn scale(value: Duration, ppm: u128, rounding: Rounding) -> Duration {
+    // A Duration has fewer than 2^94 nanoseconds and ppm <= 2 × 10^6 < 2^21:
+    // the product cannot overflow a u128.
+    let product = value.as_nanos().saturating_mul(ppm);
+    let nanos = match rounding {
+        Rounding::Down => product / PPM,
+        Rounding::Up => product.div_ceil(PPM),
+    };
+    duration_from_nanos(nanos).unwrap_or(Duration::MAX)
+}
+
+/// A duration of `nanos` nanoseconds, or `None` when it does not fit.
+fn duration_from_nanos(nanos: u128) -> Option<Duration> {
+    let secs = u64::try_from(nanos / NANOS_PER_SEC).ok()?;
+    // Below 10^9: fits a u32.
+    let subsec = u32::try_from(nanos % NANOS_PER_SEC).ok()?;
+    Some(Duration::new(secs, subsec))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A valid timing used across the crate's tests: 10 ms ticks, a 100 ms
+    /// election timeout, an 80 ms lease, 1% drift, renewal every 30 ms.
+    pub(crate) fn sample() -> Timing {
+        Timing {
+            tick: Duration::from_millis(10),
+            election_ticks: 10,
+            lease: Duration::from_millis(80),
+            drift: 0.01,
+            renew_every: Duration::from_millis(30),
+        }
+    }
+
+    #[test]
+    fn sample_is_valid_and_derives_both_margins() {
+        let t = sample();
+        assert_eq!(t.validate(), Ok(()));
+        assert_eq!(t.election_timeout(), Ok(Duration::from_millis(100)));
+        assert_eq!(t.leader_lease_validity(), Duration::from_micros(79_200));
+        assert_eq!(t.new_leader_wait(), Duration::from_micros(80_800));
+    }
+
+    #[test]
+    fn refuses_a_lease_not_shorter_than_the_election_timeout() {
+        for lease in [Duration::from_millis(100), Duration::from_millis(150)] {
+            let t = Timing { lease, ..sample() };
+            let err = t.validate().unwrap_err();
+            assert_eq!(
+                err,
+                Error::LeaseNotShorterThanElection {
+                    lease,
+                    election_timeout: Duration::from_millis(100)
+                }
+            );
+            let msg = err.to_string();
+            assert!(msg.contains("strictly shorter"), "{msg}");
+            assert!(msg.contains("deposed leader"), "{msg}");
+        }
+        let just_below = Timing {
+            lease: Duration::from_millis(100) - Duration::from_nanos(1),
+            renew_every: Duration::from_millis(30),
+            ..sample()
+        };
+        assert_eq!(just_below.validate(), Ok(()));
+    }
+
+    #[test]
+    fn refuses_zero_values() {
+        let zero = Duration::ZERO;
+        assert_eq!(
+            Timing {
+                tick: zero,
+                ..sample()
+            }
+            .validate(),
+            Err(Error::ZeroDuration { field: "tick" })
+        );
+        assert_eq!(
+            Timing {
+                lease: zero,
+                ..sample()
+            }
+            .validate(),
+            Err(Error::ZeroDuration { field: "lease" })
+        );
+        assert_eq!(
+            Timing {
+                renew_every: zero,
+                ..sample()
+            }
+            .validate(),
+            Err(Error::ZeroDuration {
+                field: "renew_every"
+            })
+        );
+        assert_eq!(
+            Timing {
+                election_ticks: 0,
+                ..sample()
+            }
+            .validate(),
+            Err(Error::ZeroElectionTicks)
+        );
+    }
+
+    #[test]
+    fn refuses_drift_outside_its_range() {
+        for drift in [-0.01, 0.200_001, 1.0, f64::NAN, f64::INFINITY] {
+            let err = Timing { drift, ..sample() }.validate().unwrap_err();
+            assert!(
+                matches!(err, Error::DriftOutOfRange { .. }),
+                "{drift}: {err:?}"
+            );
+        }
+        for drift in [0.0, 0.2] {
+            let t = Timing {
+                drift,
+                renew_every: Duration::from_millis(10),
+                ..sample()
+            };
+            assert_eq!(t.validate(), Ok(()), "{drift}");
+        }
+    }
+
+    #[test]
+    fn refuses_renewal_not_shorter_than_the_effective_lease() {
+        // lease 80 ms at 1% drift: the effective lease is 79.2 ms.
+        let t = Timing {
+            renew_every: Duration::from_micros(79_200),
+            ..sample()
+        };
+        assert_eq!(
+            t.validate(),
+            Err(Error::RenewNotShorterThanLease {
+                renew_every: Duration::from_micros(79_200),
+                effective_lease: Duration::from_micros(79_200),
+            })
+        );
+        let t = Timing {
+            renew_every: Duration::from_micros(79_199),
+            ..sample()
+        };
+        assert_eq!(t.validate(), Ok(()));
+    }
+
+    #[test]
+    fn refuses_an_overflowing_election_timeout() {
+        let t = Timing {
+            tick: Duration::MAX,
+            election_ticks: 2,
+            ..sample()
+        };
+        assert_eq!(t.validate(), Err(Error::ElectionTimeoutOverflow));
+    }
+
+    #[test]
+    fn margins_round_conservatively() {
+        // 1 ns lease at 1%: validity rounds down to 0, the wait up to 2 ns.
+        let t = Timing {
+            lease: Duration::from_nanos(1),
+            ..sample()
+        };
+        assert_eq!(t.leader_lease_validity(), Duration::ZERO);
+        assert_eq!(t.new_leader_wait(), Duration::from_nanos(2));
+        // A drift that is not a whole number of ppm rounds up.
+        let t = Timing {
+            lease: Duration::from_secs(1),
+            drift: 0.000_000_1,
+            ..sample()
+        };
+        assert_eq!(t.leader_lease_validity(), Duration::from_micros(999_999));
+        assert_eq!(t.new_leader_wait(), Duration::from_micros(1_000_001));
+    }
+
+    #[test]
+    fn invalid_drift_is_treated_as_total() {
+        let t = Timing {
+            drift: f64::NAN,
+            ..sample()
+        };
+        assert_eq!(t.leader_lease_validity(), Duration::ZERO);
+        assert_eq!(t.new_leader_wait(), Duration::from_millis(160));
+    }
+
+    #[test]
+    fn huge_leases_saturate_instead_of_wrapping() {
+        let t = Timing {
+            lease: Duration::MAX,
+            ..sample()
+        };
+        assert_eq!(t.new_leader_wait(), Duration::MAX);
+        assert!(t.leader_lease_validity() < Duration::MAX);
+    }
+}
