@@ -816,6 +816,42 @@ async fn snapshots_compact_the_log_and_a_lagging_node_installs_one() {
     c.shutdown().await;
 }
 
+/// A follower that lags while nobody has compacted yet is synced by the
+/// leader with a *delta* snapshot (OmniPaxos does so whenever the entry type
+/// uses snapshots and the follower's decided index is behind). The follower
+/// must merge that delta onto a snapshot of its own decided prefix, not of a
+/// prefix it does not have: its state has to cover every decided entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_node_synced_by_a_delta_snapshot_keeps_its_prefix() {
+    let mut c = Cluster::<TestEntry>::new(11);
+    for pid in NODES {
+        c.start(pid, MemoryStorage::<TestEntry>::new(), SyncedWrites, None);
+    }
+    let leader = c.leader(&NODES).await;
+    let mut reproposed = c.decide(&NODES, 1..51, ALL).await;
+    c.converged(&NODES, leader).await;
+    let lagging = NODES.into_iter().find(|&p| p != leader).unwrap();
+    let up: Vec<NodeId> = NODES.into_iter().filter(|&p| p != lagging).collect();
+    c.ctl.isolate(lagging);
+    reproposed.extend(c.decide(&up, 51..151, ALL).await);
+    let leader = c.leader(&up).await;
+    let reference = c.converged(&up, leader).await;
+    assert_decided_once(&reference, 1..151, &reproposed);
+
+    c.ctl.heal_all();
+    c.wait_len(&[lagging], reference.len()).await;
+    let (base, base_sum, values) = c.applied(lagging, |a| (a.base, a.base_sum, a.values.clone()));
+    let covered: u64 = base_sum + values.iter().sum::<u64>();
+    assert_eq!(
+        covered,
+        reference.iter().sum::<u64>(),
+        "node {lagging} lost part of the decided log when it caught up \
+         (snapshot base {base}, {} entries after it)",
+        values.len()
+    );
+    c.shutdown().await;
+}
+
 fn prepare_req(from: NodeId, to: NodeId) -> Message<Val> {
     Message::SequencePaxos(PaxosMessage {
         from,
