@@ -117,6 +117,10 @@ pub struct RunnerStatus {
     pub stopped: bool,
 }
 
+/// How long a proposer whose reply was dropped waits for the runner's final
+/// status before classifying the error.
+const FINAL_STATUS_WAIT: Duration = Duration::from_secs(1);
+
 type Proposal<T> = (T, oneshot::Sender<Result<(), Error>>);
 
 /// Handle to a running consensus thread. Dropping it stops the thread
@@ -211,11 +215,13 @@ where
     /// it will be decided: tag entries and wait for them in the hook.
     pub async fn propose(&self, entry: T) -> Result<(), Error> {
         let (reply_tx, reply_rx) = oneshot::channel();
-        self.proposals
-            .send((entry, reply_tx))
-            .await
-            .map_err(|_| self.stopped_error())?;
-        reply_rx.await.map_err(|_| self.stopped_error())?
+        if self.proposals.send((entry, reply_tx)).await.is_err() {
+            return Err(self.stopped_error().await);
+        }
+        match reply_rx.await {
+            Ok(result) => result,
+            Err(_) => Err(self.stopped_error().await),
+        }
     }
 
     /// Stops the consensus thread after its current round and waits for it
@@ -242,8 +248,14 @@ where
         }
     }
 
-    fn stopped_error(&self) -> Error {
-        match self.status.borrow().failed.clone() {
+    /// Why a proposal found the runner gone. A round that fails drops its
+    /// pending replies before the thread publishes the failure, so wait
+    /// (briefly, bounded) for the final status instead of racing it: a
+    /// failure must not be reported as a clean stop.
+    async fn stopped_error(&self) -> Error {
+        let mut status = self.status.clone();
+        let _ = tokio::time::timeout(FINAL_STATUS_WAIT, status.wait_for(|s| s.stopped)).await;
+        match status.borrow().failed.clone() {
             Some(reason) => Error::RunnerFailed(reason),
             None => Error::RunnerStopped,
         }
@@ -313,12 +325,19 @@ where
             }
             // Take whatever else is ready, up to the round's budget: one sync
             // then covers all of it (group commit).
+            // Alternate between the queues so a flood of peer messages
+            // cannot starve proposals (or the other way round).
             while round.inbound.len() + round.proposals.len() < config.max_round_inputs {
+                let mut took = false;
                 if let Ok(message) = inbound.try_recv() {
                     round.inbound.push(message);
-                } else if let Ok(proposal) = proposals.try_recv() {
+                    took = true;
+                }
+                if let Ok(proposal) = proposals.try_recv() {
                     round.proposals.push(proposal);
-                } else {
+                    took = true;
+                }
+                if !took {
                     break;
                 }
             }
@@ -464,4 +483,118 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic payload".to_owned());
     format!("the OmniPaxos instance panicked: {detail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use omnipaxos::storage::NoSnapshot;
+    use omnipaxos::{ClusterConfig, OmniPaxosConfig, ServerConfig};
+
+    use super::*;
+    use crate::storage::MemoryStorage;
+
+    #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+    struct Put(u64);
+
+    impl Entry for Put {
+        type Snapshot = NoSnapshot;
+    }
+
+    /// Tells whether every write of the current round has been synced.
+    #[derive(Clone, Default)]
+    struct SyncFlag(Arc<AtomicBool>);
+
+    impl Durability for SyncFlag {
+        fn begin_round(&self) {
+            self.0.store(false, Ordering::SeqCst);
+        }
+
+        fn commit_round(&self) -> Result<(), Error> {
+            self.0.store(true, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    /// Counts messages, and those sent while the round was not yet synced.
+    #[derive(Default)]
+    struct CheckingSink {
+        synced: SyncFlag,
+        sent: AtomicUsize,
+        before_sync: AtomicUsize,
+    }
+
+    impl MessageSink<Put> for CheckingSink {
+        fn send(&self, _to: NodeId, batch: Vec<Message<Put>>) {
+            self.sent.fetch_add(batch.len(), Ordering::SeqCst);
+            if !self.synced.0.load(Ordering::SeqCst) {
+                self.before_sync.fetch_add(batch.len(), Ordering::SeqCst);
+            }
+        }
+
+        fn take_reconnected(&self, _out: &mut Vec<NodeId>) {}
+    }
+
+    struct Skip(usize);
+
+    impl DecidedHook<Put> for Skip {
+        fn next_idx(&self) -> usize {
+            self.0
+        }
+
+        fn on_decided(
+            &mut self,
+            entries: Vec<LogEntry<Put>>,
+        ) -> Result<Option<usize>, Box<dyn std::error::Error + Send + Sync>> {
+            self.0 += entries.len();
+            Ok(None)
+        }
+    }
+
+    /// OmniPaxos' durability contract: promise, accepted round and entries
+    /// are synced before any message that depends on them leaves the node.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn messages_leave_only_after_the_round_is_synced() {
+        let config = OmniPaxosConfig {
+            cluster_config: ClusterConfig {
+                configuration_id: 1,
+                nodes: vec![1, 2, 3],
+                flexible_quorum: None,
+            },
+            server_config: ServerConfig {
+                pid: 1,
+                election_tick_timeout: 2,
+                resend_message_tick_timeout: 4,
+                buffer_size: 1_000,
+                batch_size: 1,
+                flush_batch_tick_timeout: 100,
+                leader_priority: 0,
+            },
+        };
+        let omnipaxos = config.build(MemoryStorage::<Put>::new()).unwrap();
+        let sink = Arc::new(CheckingSink::default());
+        let runner = Runner::spawn(
+            omnipaxos,
+            &[1, 2, 3],
+            Arc::clone(&sink),
+            sink.synced.clone(),
+            Skip(0),
+            RunnerConfig {
+                tick: Duration::from_millis(2),
+                ..RunnerConfig::default()
+            },
+        )
+        .unwrap();
+        // Heartbeats and prepares towards the absent peers, with proposals
+        // (appends write to storage) in between.
+        for i in 0..20 {
+            runner.propose(Put(i)).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        runner.shutdown().await.unwrap();
+        assert!(sink.sent.load(Ordering::SeqCst) > 0, "nothing was sent");
+        assert_eq!(sink.before_sync.load(Ordering::SeqCst), 0);
+    }
 }

@@ -51,10 +51,11 @@ struct LogRange {
 /// Tuning for [`RocksdbStorage`]. Start from [`RocksdbOptions::default`]
 /// and change single fields.
 ///
-/// Not tunable on purpose: every write is synced, records are never
-/// compressed (the workspace builds RocksDB without codecs and log records
-/// are small), and WAL recovery is point-in-time (a torn tail after a crash
-/// is an unacknowledged write and is dropped; anything before it is kept).
+/// Not tunable on purpose: every write is synced (or, inside a runner round,
+/// synced by the round's group commit), records are never compressed (the
+/// workspace builds RocksDB without codecs and log records are small), and
+/// WAL recovery tolerates only a torn tail (an unacknowledged write, dropped)
+/// while corruption anywhere else refuses to open.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct RocksdbOptions {
@@ -96,7 +97,11 @@ impl RocksdbOptions {
         o.set_max_open_files(self.max_open_files);
         o.set_max_background_jobs(self.max_background_jobs);
         o.set_keep_log_file_num(self.keep_log_file_num);
-        o.set_wal_recovery_mode(DBRecoveryMode::PointInTime);
+        // Only a torn *tail* may be dropped at recovery: it can hold only the
+        // unsynced writes of a round that crashed before its group commit,
+        // none of them acknowledged. Corruption anywhere else must stop the
+        // node (point-in-time recovery would silently drop synced records).
+        o.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
         o.set_paranoid_checks(true);
         o
     }
