@@ -42,6 +42,10 @@ pub struct RunnerConfig {
     /// Most inputs taken into one round, so a flood cannot delay a tick or
     /// the outgoing messages for long.
     pub max_round_inputs: usize,
+    /// Most decided entries handed to the hook in one round. A long backlog
+    /// (a restart, a catch-up) is applied over several back-to-back rounds,
+    /// so ticks and heartbeats keep flowing meanwhile.
+    pub max_apply_per_round: usize,
 }
 
 impl Default for RunnerConfig {
@@ -51,6 +55,7 @@ impl Default for RunnerConfig {
             inbound_capacity: 8192,
             proposal_capacity: 4096,
             max_round_inputs: 1024,
+            max_apply_per_round: 4096,
         }
     }
 }
@@ -63,6 +68,8 @@ impl RunnerConfig {
             Some("queue capacities must be at least 1")
         } else if self.max_round_inputs == 0 {
             Some("max_round_inputs must be at least 1")
+        } else if self.max_apply_per_round == 0 {
+            Some("max_apply_per_round must be at least 1")
         } else {
             None
         };
@@ -181,6 +188,7 @@ where
             rounds: 0,
             outgoing: Vec::new(),
             reconnected: Vec::new(),
+            max_apply_per_round: config.max_apply_per_round,
         };
         let thread = std::thread::Builder::new()
             .name(format!("omnipaxos-{node_id}"))
@@ -284,6 +292,7 @@ struct Core<T: Entry, B: Storage<T>, S, D, H> {
     rounds: u64,
     outgoing: Vec<Message<T>>,
     reconnected: Vec<NodeId>,
+    max_apply_per_round: usize,
 }
 
 /// Inputs gathered for one round.
@@ -316,12 +325,16 @@ where
                 proposals: Vec::new(),
                 tick: false,
             };
+            let backlog = self.apply_backlog();
             tokio::select! {
                 biased;
                 _ = &mut stop => break None,
                 _ = ticker.tick() => round.tick = true,
                 Some(message) = inbound.recv() => round.inbound.push(message),
                 Some(proposal) = proposals.recv() => round.proposals.push(proposal),
+                // Decided entries still waiting for the hook: run the next
+                // round at once instead of waiting for input.
+                () = std::future::ready(()), if backlog => {}
             }
             // Take whatever else is ready, up to the round's budget: one sync
             // then covers all of it (group commit).
@@ -415,13 +428,20 @@ where
         Ok(())
     }
 
+    /// Whether decided entries are waiting for the hook.
+    fn apply_backlog(&self) -> bool {
+        self.omnipaxos.get_decided_idx() > self.hook.next_idx()
+    }
+
     fn apply_decided(&mut self) -> Result<(), Error> {
         let next = self.hook.next_idx();
-        if self.omnipaxos.get_decided_idx() <= next {
+        let decided = self.omnipaxos.get_decided_idx();
+        if decided <= next {
             return Ok(());
         }
+        let end = decided.min(next.saturating_add(self.max_apply_per_round));
         // A lagging read can return nothing; the hook's cursor then stays put.
-        let Some(entries) = self.omnipaxos.read_decided_suffix(next) else {
+        let Some(entries) = self.omnipaxos.read_entries(next..end) else {
             return Ok(());
         };
         let snapshot_below = self

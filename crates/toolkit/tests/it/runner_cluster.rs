@@ -160,6 +160,9 @@ fn omnipaxos_config(pid: NodeId) -> OmniPaxosConfig {
 fn runner_config() -> RunnerConfig {
     RunnerConfig {
         tick: Duration::from_millis(10),
+        // Small on purpose: every test then applies its decided entries over
+        // many back-to-back rounds, the path a restart with a long log takes.
+        max_apply_per_round: 16,
         ..RunnerConfig::default()
     }
 }
