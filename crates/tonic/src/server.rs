@@ -251,6 +251,26 @@ where
 
     /// Decodes one frame and delivers its messages, waiting for room in the
     /// inbox (flow control back to the sender).
+    /// Resolves when this link must end: the server is closing, or a newer
+    /// link from the same sender replaced it (counted).
+    async fn link_ended(
+        &self,
+        closing: &mut watch::Receiver<bool>,
+        newer: &mut watch::Receiver<u64>,
+        generation: u64,
+    ) -> Status {
+        tokio::select! {
+            biased;
+            _ = closing.wait_for(|closing| *closing) => {
+                Status::unavailable("the peer server is shutting down")
+            }
+            _ = newer.wait_for(|g| *g != generation) => {
+                self.shared.stats.link_superseded();
+                Status::aborted("superseded by a newer link from the same node")
+            }
+        }
+    }
+
     async fn deliver_frame(&self, sender: NodeId, frame: Frame) -> Result<(), Status> {
         let shared = &*self.shared;
         shared.stats.frame_in(frame.payload.len());
@@ -313,21 +333,25 @@ where
         loop {
             let next = tokio::select! {
                 biased;
-                _ = closing.wait_for(|closing| *closing) => {
-                    return Err(Status::unavailable("the peer server is shutting down"));
-                }
-                _ = newer.wait_for(|g| *g != generation) => {
-                    self.shared.stats.link_superseded();
-                    return Err(Status::aborted(
-                        "superseded by a newer link from the same node",
-                    ));
+                status = self.link_ended(&mut closing, &mut newer, generation) => {
+                    return Err(status);
                 }
                 next = stream.message() => next,
             };
             match next {
                 Ok(Some(frame)) => {
                     frames += 1;
-                    self.deliver_frame(sender, frame).await?;
+                    // Delivery can wait on a full inbox; a link superseded
+                    // (or a server closing) meanwhile must stop delivering
+                    // at once, or two streams of one directed link would
+                    // interleave.
+                    tokio::select! {
+                        biased;
+                        status = self.link_ended(&mut closing, &mut newer, generation) => {
+                            return Err(status);
+                        }
+                        delivered = self.deliver_frame(sender, frame) => delivered?,
+                    }
                 }
                 Ok(None) => return Ok(Response::new(LinkClosed { frames })),
                 Err(status) => {

@@ -1,7 +1,7 @@
 //! The outbound side: a [`MessageSink`] with one bounded queue and one
 //! long-lived gRPC link per peer.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -41,7 +41,7 @@ type Batch<T> = Vec<Message<T>>;
 /// - Each peer task connects with a deadline, opens the link, and forwards
 ///   the queue's batches as frames, splitting a batch that exceeds the frame
 ///   limit. On any error it reconnects after a capped exponential backoff
-///   with jitter. Every successful connection after the first is reported
+///   with jitter. Every successful connection (the first included) is reported
 ///   by [`take_reconnected`](MessageSink::take_reconnected), so the runner
 ///   calls `OmniPaxos::reconnected`.
 /// - Frames on a link arrive in order (one HTTP/2 stream per directed link).
@@ -52,7 +52,7 @@ type Batch<T> = Vec<Message<T>>;
 pub struct TonicSink<T: Entry> {
     queues: BTreeMap<NodeId, mpsc::Sender<Batch<T>>>,
     queue_capacity: usize,
-    reconnected: Arc<Mutex<Vec<NodeId>>>,
+    reconnected: Arc<Mutex<BTreeSet<NodeId>>>,
     stats: Arc<TransportStats>,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -93,7 +93,7 @@ where
             }
         }
         let stats = Arc::new(TransportStats::default());
-        let reconnected = Arc::new(Mutex::new(Vec::new()));
+        let reconnected = Arc::new(Mutex::new(BTreeSet::new()));
         let (stop, _) = watch::channel(false);
         let mut queues = BTreeMap::new();
         let mut tasks = Vec::new();
@@ -200,7 +200,7 @@ where
             .reconnected
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        for peer in reconnected.drain(..) {
+        for peer in std::mem::take(&mut *reconnected) {
             if !out.contains(&peer) {
                 out.push(peer);
             }
@@ -244,7 +244,7 @@ struct PeerLink {
     endpoint: Endpoint,
     config: TransportConfig,
     stats: Arc<TransportStats>,
-    reconnected: Arc<Mutex<Vec<NodeId>>>,
+    reconnected: Arc<Mutex<BTreeSet<NodeId>>>,
     stop: watch::Receiver<bool>,
 }
 
@@ -293,12 +293,14 @@ impl PeerLink {
                 }
             };
             self.stats.connected(connected_before);
-            if connected_before {
-                self.reconnected
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(self.peer);
-            }
+            // Every connection is reported, the first included: batches may
+            // have been dropped while the peer was unreachable at start-up,
+            // and `OmniPaxos::reconnected` re-syncs instead of waiting a
+            // resend timeout. A set keeps this bounded if nobody drains it.
+            self.reconnected
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(self.peer);
             connected_before = true;
             let opened = Instant::now();
             match self.forward(channel, &mut queue, &mut pending).await {
