@@ -72,6 +72,33 @@ pub enum Error {
         /// The outcome received, for the log.
         got: String,
     },
+    /// `renew_every + stop_margin` leaves no serving time between renewals.
+    #[error(
+        "driver: renew_every ({renew_every:?}) + stop_margin ({stop_margin:?}) must be shorter \
+         than the effective lease ({effective_lease:?}), or a leader stops serving between \
+         two renewals"
+    )]
+    StopMarginTooLong {
+        /// The configured stop margin.
+        stop_margin: Duration,
+        /// The configured renewal period.
+        renew_every: Duration,
+        /// `lease × (1 − drift)`.
+        effective_lease: Duration,
+    },
+    /// The driver was started outside a tokio runtime.
+    #[error("the driver must be started inside a tokio runtime")]
+    NoRuntime,
+    /// A call did not complete within the request deadline (quorum lost, or
+    /// a leader change in progress); retrying is safe.
+    #[error("no decision within {0:?} (quorum lost or leader changing)")]
+    Timeout(Duration),
+    /// The host did not run the read it was given.
+    #[error("the host did not run the state read")]
+    HostSkippedRead,
+    /// The host could not be built or started.
+    #[error("host: {0}")]
+    Host(String),
     /// A node id or ballot the epoch codec cannot encode (node id 0 or above
     /// `u32::MAX`).
     #[error("node id not usable as an epoch: {0}")]

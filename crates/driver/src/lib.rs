@@ -62,18 +62,28 @@
 //! # Ok::<(), tsoracle_driver_paxos::Error>(())
 //! ```
 
+mod applier;
+mod driver;
 mod error;
 mod events;
 pub mod fence;
+mod host;
+mod incarnation;
 mod lease;
 mod role;
+mod standalone;
 pub mod timing;
 
 #[cfg(test)]
 mod proptests;
 
+pub use applier::{ApplierHandle, PaxosApplier, Waiter};
+pub use driver::{DEFAULT_DENSE_KEY_CAP, DEFAULT_REQUEST_TIMEOUT, DriverConfig, PaxosDriver};
 pub use error::Error;
 pub use events::LeaderEvents;
+pub use host::{Applied, HostError, LeaderView, PaxosHighWaterHost, PendingApply};
+pub use incarnation::next_incarnation;
 pub use lease::{LeaseTracker, Observation};
 pub use role::{Role, Term};
+pub use standalone::{Member, StandaloneHost, StandaloneHostBuilder};
 pub use timing::{MAX_DRIFT, Timing};

@@ -144,6 +144,14 @@ pub enum Error {
     /// pending or decided); a new configuration must take the proposal.
     #[error("the OmniPaxos configuration is stopped for reconfiguration")]
     ConfigurationStopped,
+
+    /// [`Runner::try_propose`](crate::Runner::try_propose) found the proposal
+    /// queue full: the node is overloaded; retry later.
+    #[error("the proposal queue is full ({capacity} proposals waiting)")]
+    ProposalQueueFull {
+        /// The queue's capacity.
+        capacity: usize,
+    },
 }
 
 impl Error {

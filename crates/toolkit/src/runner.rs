@@ -99,6 +99,15 @@ pub trait DecidedHook<T: Entry>: Send + 'static {
         &mut self,
         entries: Vec<LogEntry<T>>,
     ) -> Result<Option<usize>, Box<dyn std::error::Error + Send + Sync>>;
+
+    /// Called right before [`on_decided`](Self::on_decided) with the node's
+    /// status at that instant (this round's messages, appends and tick
+    /// already handled). A hook that must know under which ballot entries
+    /// were decided (a leader lease) reads it here: the published
+    /// [`Runner::status`] of the previous round can be one ballot behind.
+    fn before_decided(&mut self, status: &RunnerStatus) {
+        let _ = status;
+    }
 }
 
 /// What the runner last observed of its OmniPaxos instance, published after
@@ -224,12 +233,47 @@ where
     pub async fn propose(&self, entry: T) -> Result<(), Error> {
         let (reply_tx, reply_rx) = oneshot::channel();
         if self.proposals.send((entry, reply_tx)).await.is_err() {
-            return Err(self.stopped_error().await);
+            return Err(stopped_error(self.status.clone()).await);
         }
         match reply_rx.await {
             Ok(result) => result,
-            Err(_) => Err(self.stopped_error().await),
+            Err(_) => Err(stopped_error(self.status.clone()).await),
         }
+    }
+
+    /// Like [`propose`](Self::propose), but never waits for room in the
+    /// queue: the entry is queued (in call order) before this returns, or
+    /// refused with [`Error::ProposalQueueFull`]. The returned future resolves
+    /// when the entry was appended. Callers that mint ids which must reach
+    /// the log in order (per-node monotonic proposal ids) mint and call this
+    /// under one lock.
+    pub fn try_propose(
+        &self,
+        entry: T,
+    ) -> Result<impl Future<Output = Result<(), Error>> + Send + 'static, Error> {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        match self.proposals.try_send((entry, reply_tx)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                return Err(Error::ProposalQueueFull {
+                    capacity: self.proposals.max_capacity(),
+                });
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                let error = match self.status.borrow().failed.clone() {
+                    Some(reason) => Error::RunnerFailed(reason),
+                    None => Error::RunnerStopped,
+                };
+                return Err(error);
+            }
+        }
+        let status = self.status.clone();
+        Ok(async move {
+            match reply_rx.await {
+                Ok(result) => result,
+                Err(_) => Err(stopped_error(status).await),
+            }
+        })
     }
 
     /// Stops the consensus thread after its current round and waits for it
@@ -255,18 +299,18 @@ where
             None => Ok(()),
         }
     }
+}
 
-    /// Why a proposal found the runner gone. A round that fails drops its
-    /// pending replies before the thread publishes the failure, so wait
-    /// (briefly, bounded) for the final status instead of racing it: a
-    /// failure must not be reported as a clean stop.
-    async fn stopped_error(&self) -> Error {
-        let mut status = self.status.clone();
-        let _ = tokio::time::timeout(FINAL_STATUS_WAIT, status.wait_for(|s| s.stopped)).await;
-        match status.borrow().failed.clone() {
-            Some(reason) => Error::RunnerFailed(reason),
-            None => Error::RunnerStopped,
-        }
+/// Why a proposal found the runner gone. A round that fails drops its
+/// pending replies before the thread publishes the failure, so wait (briefly,
+/// bounded) for the final status instead of racing it: a failure must not be
+/// reported as a clean stop.
+async fn stopped_error(mut status: watch::Receiver<RunnerStatus>) -> Error {
+    let _ = tokio::time::timeout(FINAL_STATUS_WAIT, status.wait_for(|s| s.stopped)).await;
+    let failed = status.borrow().failed.clone();
+    match failed {
+        Some(reason) => Error::RunnerFailed(reason),
+        None => Error::RunnerStopped,
     }
 }
 
@@ -444,6 +488,8 @@ where
         let Some(entries) = self.omnipaxos.read_entries(next..end) else {
             return Ok(());
         };
+        self.hook
+            .before_decided(&observe(&self.omnipaxos, self.rounds));
         let snapshot_below = self
             .hook
             .on_decided(entries)

@@ -1,0 +1,292 @@
+//! [`PaxosApplier`]: the apply path a host runs on its consensus thread.
+//!
+//! It folds decided entries into the [`ApplyState`] through an
+//! [`ApplyCursor`] (never skipping or re-applying an entry), completes the
+//! waiter of each of this node's proposals with *that* proposal's outcome,
+//! and says when the snapshot policy wants the log compacted. The
+//! [`ApplierHandle`] is its async-side half: register a waiter before
+//! proposing, read the state after a barrier.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use omnipaxos::ballot_leader_election::Ballot;
+use omnipaxos::util::{LogEntry, NodeId};
+use tokio::sync::oneshot;
+use tsoracle_paxos_state::{
+    Absorbed, ApplyCursor, ApplyState, HostItem, PaxosEnvelope, ProposalId, SnapshotPolicy,
+    SnapshotTracker, StateError,
+};
+use tsoracle_paxos_toolkit::{DecidedHook, RunnerStatus};
+
+use crate::host::Applied;
+
+type Waiters = Mutex<HashMap<ProposalId, oneshot::Sender<Applied>>>;
+
+#[derive(Debug, Default)]
+struct Shared {
+    state: RwLock<ApplyState>,
+    waiters: Waiters,
+}
+
+/// The apply path of one node: owned by the consensus thread (inside a
+/// [`DecidedHook`]). It implements `DecidedHook<E>` itself for a host whose
+/// log carries nothing else; a piggyback host wraps it in its own hook and
+/// calls [`absorb`](Self::absorb) with a callback for its own entries.
+#[derive(Debug)]
+pub struct PaxosApplier {
+    node_id: NodeId,
+    cursor: ApplyCursor,
+    snapshots: SnapshotTracker,
+    promise: Ballot,
+    shared: Arc<Shared>,
+}
+
+/// The async-side half of a [`PaxosApplier`]; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ApplierHandle {
+    shared: Arc<Shared>,
+}
+
+/// A registered wait for one proposal's outcome. Dropping it unregisters it,
+/// so a caller that gives up (a deadline, a dropped future) leaves nothing
+/// behind.
+#[derive(Debug)]
+pub struct Waiter {
+    id: ProposalId,
+    rx: oneshot::Receiver<Applied>,
+    shared: Arc<Shared>,
+}
+
+impl PaxosApplier {
+    /// An applier for node `node_id`, starting from an empty state at log
+    /// index 0. `recovered_decided_idx` is the decided index read from
+    /// storage at start-up, so the snapshot policy does not fire at once on a
+    /// restart (the stored snapshot and log are re-applied by the first
+    /// rounds, before this node can hold a lease).
+    #[must_use]
+    pub fn new(
+        node_id: NodeId,
+        policy: SnapshotPolicy,
+        recovered_decided_idx: usize,
+    ) -> (Self, ApplierHandle) {
+        let shared = Arc::new(Shared::default());
+        let applier = Self {
+            node_id,
+            cursor: ApplyCursor::new(0),
+            snapshots: SnapshotTracker::new(policy, recovered_decided_idx),
+            promise: Ballot::default(),
+            shared: Arc::clone(&shared),
+        };
+        (applier, ApplierHandle { shared })
+    }
+
+    /// Absolute index of the next entry to apply.
+    #[must_use]
+    pub fn next_idx(&self) -> usize {
+        self.cursor.next_idx()
+    }
+
+    /// Records this node's promised ballot right before entries are applied
+    /// (see [`Applied::promise`]).
+    pub fn observe_promise(&mut self, promise: Ballot) {
+        self.promise = self.promise.max(promise);
+    }
+
+    /// Applies `entries` (read from [`next_idx`](Self::next_idx)), completes
+    /// the waiters of this node's proposals, shows every other item to
+    /// `on_host`, and returns `Some(idx)` when the snapshot policy asks for
+    /// the log below `idx` to be compacted.
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::StateLost`]: the log was trimmed past the cursor without
+    /// a snapshot. Fatal: the host must stop.
+    pub fn absorb<E, F>(
+        &mut self,
+        entries: Vec<LogEntry<E>>,
+        on_host: F,
+    ) -> Result<Option<usize>, StateError>
+    where
+        E: PaxosEnvelope,
+        F: FnMut(HostItem<'_, E>),
+    {
+        let absorbed = {
+            let mut state = self
+                .shared
+                .state
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            self.cursor.absorb_with(&mut state, entries, on_host)?
+        };
+        let Absorbed {
+            applied,
+            restored_to,
+            ..
+        } = absorbed;
+        if let Some(trimmed_idx) = restored_to {
+            // A snapshot replaced the state: count the next interval from it.
+            self.snapshots.rebase(trimmed_idx);
+        }
+        let mine: Vec<_> = applied
+            .into_iter()
+            .filter(|a| a.proposal.node == self.node_id)
+            .collect();
+        if !mine.is_empty() {
+            let mut waiters = self
+                .shared
+                .waiters
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for applied in mine {
+                if let Some(tx) = waiters.remove(&applied.proposal) {
+                    let _ = tx.send(Applied {
+                        outcome: applied.outcome,
+                        promise: self.promise,
+                    });
+                }
+            }
+        }
+        let applied_to = self.cursor.next_idx();
+        if self.snapshots.should_snapshot(applied_to) {
+            self.snapshots.snapshotted(applied_to);
+            return Ok(Some(applied_to));
+        }
+        Ok(None)
+    }
+}
+
+impl<E: PaxosEnvelope> DecidedHook<E> for PaxosApplier {
+    fn next_idx(&self) -> usize {
+        self.cursor.next_idx()
+    }
+
+    fn before_decided(&mut self, status: &RunnerStatus) {
+        self.observe_promise(status.promise);
+    }
+
+    fn on_decided(
+        &mut self,
+        entries: Vec<LogEntry<E>>,
+    ) -> Result<Option<usize>, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(self.absorb(entries, |_| {})?)
+    }
+}
+
+impl ApplierHandle {
+    /// Registers a wait for proposal `id`. Register *before* proposing: the
+    /// entry can be applied before the proposing call returns.
+    #[must_use]
+    pub fn register(&self, id: ProposalId) -> Waiter {
+        let (tx, rx) = oneshot::channel();
+        self.shared
+            .waiters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, tx);
+        Waiter {
+            id,
+            rx,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Number of proposals waiting (for metrics and tests).
+    #[must_use]
+    pub fn pending(&self) -> usize {
+        self.shared
+            .waiters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Runs `read` on the applied state.
+    pub fn read_state(&self, read: &mut dyn FnMut(&ApplyState)) {
+        read(
+            &self
+                .shared
+                .state
+                .read()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+    }
+}
+
+impl Waiter {
+    /// Waits for the outcome. `None` when the applier was dropped (the
+    /// consensus thread stopped) before applying the proposal.
+    pub async fn wait(&mut self) -> Option<Applied> {
+        (&mut self.rx).await.ok()
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        self.shared
+            .waiters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use omnipaxos::util::LogEntry;
+    use tsoracle_paxos_epoch::encode_epoch;
+    use tsoracle_paxos_state::{Command, Outcome, PaxosEntry};
+
+    fn advance(at_least: u64, proposal: ProposalId) -> LogEntry<PaxosEntry> {
+        let epoch = encode_epoch(Ballot::with(1, 1, 0, 1)).unwrap();
+        LogEntry::Decided(PaxosEntry(Command::Advance {
+            at_least,
+            epoch,
+            proposal,
+        }))
+    }
+
+    #[tokio::test]
+    async fn a_waiter_gets_its_own_outcome_and_the_promise_at_apply() {
+        let (mut applier, handle) = PaxosApplier::new(1, SnapshotPolicy::Disabled, 0);
+        let mine = ProposalId::new(1, 7, 2);
+        let mut waiter = handle.register(mine);
+        applier.observe_promise(Ballot::with(1, 3, 0, 1));
+        // Another node's proposal and an older one of ours come first.
+        let entries = vec![
+            advance(50, ProposalId::new(2, 1, 1)),
+            advance(10, ProposalId::new(1, 7, 1)),
+            advance(40, mine),
+        ];
+        assert_eq!(applier.absorb(entries, |_| {}).unwrap(), None);
+        let applied = waiter.wait().await.unwrap();
+        assert_eq!(applied.outcome, Outcome::HighWater(50));
+        assert_eq!(applied.promise, Ballot::with(1, 3, 0, 1));
+        assert_eq!(handle.pending(), 0);
+        let mut hw = 0;
+        handle.read_state(&mut |s| hw = s.high_water());
+        assert_eq!(hw, 50);
+    }
+
+    #[test]
+    fn a_dropped_waiter_unregisters() {
+        let (_applier, handle) = PaxosApplier::new(1, SnapshotPolicy::Disabled, 0);
+        let waiter = handle.register(ProposalId::new(1, 1, 1));
+        assert_eq!(handle.pending(), 1);
+        drop(waiter);
+        assert_eq!(handle.pending(), 0);
+    }
+
+    #[test]
+    fn the_policy_asks_for_a_snapshot_counting_from_the_recovered_index() {
+        let every = std::num::NonZeroU64::new(3).unwrap();
+        let (mut applier, _handle) = PaxosApplier::new(1, SnapshotPolicy::EveryDecided(every), 0);
+        let ids = (1..=4).map(|s| ProposalId::new(2, 1, s));
+        let mut asks = Vec::new();
+        for (i, id) in ids.enumerate() {
+            asks.push(applier.absorb(vec![advance(i as u64, id)], |_| {}).unwrap());
+        }
+        assert_eq!(asks, vec![None, None, Some(3), None]);
+    }
+}

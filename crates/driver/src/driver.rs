@@ -1,0 +1,573 @@
+//! [`PaxosDriver`]: the `ConsensusDriver` of tsoracle over a
+//! [`PaxosHighWaterHost`].
+//!
+//! The driver owns the tsoracle side: the leader lease ([`LeaseTracker`]),
+//! the leadership stream ([`LeaderEvents`]), the checks before proposing
+//! ([`fence`]), proposal ids, deadlines, and the error split. The host owns
+//! OmniPaxos and the apply path.
+//!
+//! One background task (owned by the driver, stopped by [`PaxosDriver::shutdown`]
+//! or on drop) follows the host's leadership view, publishes leadership
+//! changes, and proposes the idle leader's renewal barriers.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures_core::Stream;
+use omnipaxos::ballot_leader_election::Ballot;
+use tokio::sync::{Notify, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_stream::wrappers::WatchStream;
+use tsoracle_consensus::{ConsensusDriver, ConsensusError, LeaderState};
+use tsoracle_core::{Epoch, LeaseRecord, SeqKey};
+use tsoracle_paxos_state::{Command, Lease, ProposalId};
+
+use crate::error::Error;
+use crate::events::LeaderEvents;
+use crate::fence;
+use crate::host::{Applied, HostError, PaxosHighWaterHost};
+use crate::lease::LeaseTracker;
+use crate::role::{Role, Term};
+use crate::timing::Timing;
+
+/// Default bound on one driver call (`TransientDriver` after it).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default cap on the number of distinct dense keys.
+pub const DEFAULT_DENSE_KEY_CAP: u64 = 1_000_000;
+
+/// Configuration of a [`PaxosDriver`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DriverConfig {
+    /// Ticks, election timeout, lease, drift and renewal period.
+    pub timing: Timing,
+    /// The driver stops reporting `Leader` this long before its lease runs
+    /// out. tsoracle-server keeps serving from its window until it has
+    /// processed the leadership change, so this must cover the server's
+    /// reaction time (a scheduling delay of its leader-watch task).
+    pub stop_margin: Duration,
+    /// Bound on each driver call; a call that cannot finish in time (quorum
+    /// lost, leader changing) returns `TransientDriver`.
+    pub request_timeout: Duration,
+    /// Most distinct dense keys (`SeqKeyCardinalityExceeded` beyond it).
+    pub dense_key_cap: u64,
+}
+
+impl DriverConfig {
+    /// A configuration with `timing`, a stop margin of two ticks, and the
+    /// default timeout and key cap.
+    #[must_use]
+    pub fn new(timing: Timing) -> Self {
+        Self {
+            timing,
+            stop_margin: timing.tick.saturating_mul(2),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            dense_key_cap: DEFAULT_DENSE_KEY_CAP,
+        }
+    }
+
+    /// Checks the configuration.
+    ///
+    /// # Errors
+    ///
+    /// The [`Timing::validate`] errors; [`Error::StopMarginTooLong`] when
+    /// `renew_every + stop_margin` does not fit in the effective lease (a
+    /// leader would stop serving between two renewals);
+    /// [`Error::ZeroDuration`] for a zero `request_timeout`.
+    pub fn validate(&self) -> Result<(), Error> {
+        self.timing.validate()?;
+        if self.request_timeout.is_zero() {
+            return Err(Error::ZeroDuration {
+                field: "request_timeout",
+            });
+        }
+        let effective_lease = self.timing.leader_lease_validity();
+        if self.timing.renew_every.saturating_add(self.stop_margin) >= effective_lease {
+            return Err(Error::StopMarginTooLong {
+                stop_margin: self.stop_margin,
+                renew_every: self.timing.renew_every,
+                effective_lease,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The OmniPaxos-backed `ConsensusDriver`.
+///
+/// Create it inside a tokio runtime with [`PaxosDriver::start`]; hand it to
+/// `tsoracle-server` as `Arc<dyn ConsensusDriver>`.
+pub struct PaxosDriver<H: PaxosHighWaterHost> {
+    core: Arc<Core<H>>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+struct Core<H> {
+    host: Arc<H>,
+    config: DriverConfig,
+    origin: Instant,
+    incarnation: u64,
+    /// Next proposal sequence number. Minted and submitted under this lock,
+    /// so this node's proposals reach the log in id order.
+    seq: Mutex<u64>,
+    lease: Mutex<LeaseTracker>,
+    events: watch::Sender<LeaderState>,
+    subscribed: Arc<AtomicBool>,
+    /// Wakes the leadership task when a decision renewed the lease.
+    wake: Notify,
+}
+
+impl<H: PaxosHighWaterHost> PaxosDriver<H> {
+    /// Starts the driver over `host`: validates `config` and spawns the
+    /// leadership task on the current tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`DriverConfig::validate`] errors, [`Error::Epoch`] for a node id the
+    /// epoch codec cannot encode, [`Error::NoRuntime`] outside a runtime.
+    pub fn start(host: Arc<H>, config: DriverConfig) -> Result<Self, Error> {
+        config.validate()?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        let me = host.node_id();
+        let lease = LeaseTracker::new(me, &config.timing)?;
+        let endpoints = host
+            .members()
+            .into_iter()
+            .filter_map(|node| host.client_endpoint(node).map(|e| (node, e)))
+            .collect();
+        let (events, _) = watch::channel(LeaderState::Unknown);
+        let core = Arc::new(Core {
+            incarnation: host.incarnation(),
+            host,
+            config,
+            origin: Instant::now(),
+            seq: Mutex::new(0),
+            lease: Mutex::new(lease),
+            events,
+            subscribed: Arc::new(AtomicBool::new(false)),
+            wake: Notify::new(),
+        });
+        let task = runtime.spawn(leadership_task(
+            Arc::clone(&core),
+            LeaderEvents::new(endpoints),
+        ));
+        Ok(Self {
+            core,
+            task: Mutex::new(Some(task)),
+        })
+    }
+
+    /// The host this driver runs on.
+    #[must_use]
+    pub fn host(&self) -> &Arc<H> {
+        &self.core.host
+    }
+
+    /// What this node may claim now (lease and stop margin applied).
+    #[must_use]
+    pub fn role(&self) -> Role {
+        self.core.role_now()
+    }
+
+    /// A receiver of the leadership states this driver publishes (not
+    /// counted as the server's subscription).
+    #[must_use]
+    pub fn watch_leadership(&self) -> watch::Receiver<LeaderState> {
+        self.core.events.subscribe()
+    }
+
+    /// Stops the leadership task and waits for it. Later calls still work
+    /// but the leadership stream stays where it was: stop the server first.
+    pub async fn shutdown(&self) {
+        let task = self
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
+        self.core.events.send_replace(LeaderState::Unknown);
+    }
+}
+
+impl<H: PaxosHighWaterHost> Drop for PaxosDriver<H> {
+    fn drop(&mut self) {
+        if let Some(task) = self
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            task.abort();
+        }
+    }
+}
+
+impl<H: PaxosHighWaterHost> Core<H> {
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    fn lease(&self) -> std::sync::MutexGuard<'_, LeaseTracker> {
+        self.lease.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn role_now(&self) -> Role {
+        serving_role(&self.lease(), self.now(), self.config.stop_margin)
+    }
+
+    /// Mints the next proposal id and submits the command built with it,
+    /// under one lock so ids reach the log in order. Records the proposal
+    /// time for the lease when this node leads under `ballot`.
+    fn submit(
+        &self,
+        ballot: Option<Ballot>,
+        make: impl FnOnce(ProposalId) -> Command,
+    ) -> Result<(Duration, crate::host::PendingApply), ConsensusError> {
+        let mut seq = self.seq.lock().unwrap_or_else(PoisonError::into_inner);
+        *seq = seq.saturating_add(1);
+        let id = ProposalId::new(self.host.node_id(), self.incarnation, *seq);
+        // Sampled before the entry is handed over: the lease runs from here.
+        let proposed_at = self.now();
+        if let Some(ballot) = ballot {
+            self.lease().proposed(proposed_at, ballot);
+        }
+        let pending = self.host.submit(make(id)).map_err(host_error)?;
+        Ok((proposed_at, pending))
+    }
+
+    /// Waits for a submitted command within the request deadline and credits
+    /// the lease when the decision was made under `ballot`.
+    async fn finish(
+        &self,
+        ballot: Option<Ballot>,
+        proposed_at: Duration,
+        pending: crate::host::PendingApply,
+    ) -> Result<Applied, ConsensusError> {
+        let applied = tokio::time::timeout(self.config.request_timeout, pending)
+            .await
+            .map_err(|_| {
+                ConsensusError::TransientDriver(Box::new(Error::Timeout(
+                    self.config.request_timeout,
+                )))
+            })?
+            .map_err(host_error)?;
+        if let Some(ballot) = ballot
+            && applied.promise == ballot
+            && self.lease().decided(proposed_at, ballot)
+        {
+            self.wake.notify_one();
+        }
+        Ok(applied)
+    }
+
+    /// Proposes `make`'s command as leader under `term` and waits for it.
+    async fn propose_as(
+        &self,
+        term: Term,
+        make: impl FnOnce(ProposalId) -> Command,
+    ) -> Result<Applied, ConsensusError> {
+        let ballot = Some(term.ballot());
+        let (at, pending) = self.submit(ballot, make)?;
+        self.finish(ballot, at, pending).await
+    }
+
+    /// A linearized read: a barrier through the log, then `read` on the
+    /// state this node applied up to (at least) the barrier.
+    async fn barrier_read<R>(
+        &self,
+        read: impl FnOnce(&tsoracle_paxos_state::ApplyState) -> R,
+    ) -> Result<(u64, R), ConsensusError> {
+        let role = self.role_now();
+        let (ballot, epoch) = match role {
+            Role::Leader(term) => (Some(term.ballot()), term.epoch()),
+            Role::Follower(term) => (None, term.epoch()),
+            Role::Unknown => (None, Epoch::ZERO),
+        };
+        let (at, pending) = self.submit(ballot, |proposal| Command::Barrier { epoch, proposal })?;
+        let applied = self.finish(ballot, at, pending).await?;
+        let high_water = fence::barrier_outcome(applied.outcome)?;
+        let mut read = Some(read);
+        let mut value = None;
+        self.host.read_state(&mut |state| {
+            if let Some(read) = read.take() {
+                value = Some(read(state));
+            }
+        });
+        let value = value
+            .ok_or_else(|| ConsensusError::PermanentDriver(Box::new(Error::HostSkippedRead)))?;
+        Ok((high_water, value))
+    }
+
+    /// The term to write under, after the checks every write runs (the
+    /// range check first for a high-water advance).
+    fn writer_term(
+        &self,
+        caller_epoch: Epoch,
+        advance: Option<u64>,
+    ) -> Result<Term, ConsensusError> {
+        let role = self.role_now();
+        match advance {
+            Some(at_least) => fence::check_advance(&role, at_least, caller_epoch)?,
+            None => fence::check_write(&role, caller_epoch)?,
+        }
+        match role {
+            Role::Leader(term) => Ok(term),
+            // check_write admits leaders only.
+            Role::Follower(_) | Role::Unknown => Err(ConsensusError::NotLeader {
+                observed: role.leader_epoch(),
+            }),
+        }
+    }
+}
+
+/// `Leader` only while the lease still holds `stop_margin` from now.
+fn serving_role(lease: &LeaseTracker, now: Duration, stop_margin: Duration) -> Role {
+    match lease.role(now) {
+        Role::Leader(term) if lease.role(now.saturating_add(stop_margin)).is_leader() => {
+            Role::Leader(term)
+        }
+        Role::Leader(_) => Role::Unknown,
+        other => other,
+    }
+}
+
+fn host_error(error: HostError) -> ConsensusError {
+    match error {
+        HostError::Unavailable(_) => ConsensusError::TransientDriver(Box::new(error)),
+        HostError::Failed(_) => ConsensusError::PermanentDriver(Box::new(error)),
+    }
+}
+
+/// Follows the host's leadership view and the lease clock; publishes every
+/// leadership change and proposes renewal barriers. Runs until aborted.
+async fn leadership_task<H: PaxosHighWaterHost>(core: Arc<Core<H>>, mut events: LeaderEvents) {
+    let mut views = core.host.leadership();
+    let mut renewals = JoinSet::new();
+    let tick = core.config.timing.tick;
+    let mut host_gone = false;
+    loop {
+        let now = core.now();
+        let view = *views.borrow_and_update();
+        let (role, wakeup, renew) = {
+            let mut lease = core.lease();
+            if let Err(err) = lease.observe(now, view.into()) {
+                tracing::warn!(%err, "leadership observation refused; no leader known");
+            }
+            let role = if host_gone {
+                Role::Unknown
+            } else {
+                serving_role(&lease, now, core.config.stop_margin)
+            };
+            let renew = !host_gone && lease.wants_renewal(now);
+            let margin_end = lease
+                .lease_expiry()
+                .and_then(|until| until.checked_sub(core.config.stop_margin));
+            let wakeup = [lease.next_wakeup(now), margin_end]
+                .into_iter()
+                .flatten()
+                .filter(|t| *t > now)
+                .min();
+            (role, wakeup, renew)
+        };
+        if let Some(state) = events.next(&role) {
+            tracing::info!(?state, "leadership changed");
+            core.events.send_replace(state);
+        }
+        if renew {
+            let core = Arc::clone(&core);
+            renewals.spawn(async move { renew_lease(&core, view.promise).await });
+        }
+        while renewals.try_join_next().is_some() {}
+        // Wake at the next lease event, and at least every tick: a role must
+        // flip on time even if no new view arrives.
+        let sleep = wakeup.map_or(tick, |at| at.saturating_sub(now).min(tick));
+        tokio::select! {
+            changed = views.changed(), if !host_gone => {
+                if changed.is_err() {
+                    tracing::error!("the host's leadership watch closed; reporting no leader");
+                    host_gone = true;
+                }
+            }
+            () = core.wake.notified() => {}
+            () = tokio::time::sleep(sleep) => {}
+        }
+    }
+}
+
+/// An idle (or newly elected) leader's no-op barrier.
+async fn renew_lease<H: PaxosHighWaterHost>(core: &Core<H>, ballot: Ballot) {
+    let Ok(term) = Term::new(ballot) else {
+        return;
+    };
+    let epoch = term.epoch();
+    let submitted = core.submit(Some(ballot), |proposal| Command::Barrier {
+        epoch,
+        proposal,
+    });
+    let result = match submitted {
+        Ok((at, pending)) => core.finish(Some(ballot), at, pending).await.map(|_| ()),
+        Err(err) => Err(err),
+    };
+    if let Err(err) = result {
+        tracing::debug!(%err, "lease renewal failed");
+    }
+    core.wake.notify_one();
+}
+
+/// The leadership stream handed to the server: the watch, plus a guard that
+/// frees the single subscription slot when the stream is dropped.
+struct Subscription {
+    inner: WatchStream<LeaderState>,
+    slot: Arc<AtomicBool>,
+}
+
+impl Stream for Subscription {
+    type Item = LeaderState;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<LeaderState>> {
+        Pin::new(&mut self.inner).poll_next(cx)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.slot.store(false, Ordering::SeqCst);
+    }
+}
+
+/// A second concurrent subscription: `Unknown` once, then nothing, never
+/// ending (an ended stream would stop the server). Fails closed: a server
+/// holding it never serves.
+struct Refused {
+    sent: bool,
+}
+
+impl Stream for Refused {
+    type Item = LeaderState;
+
+    fn poll_next(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<LeaderState>> {
+        if self.sent {
+            Poll::Pending
+        } else {
+            self.sent = true;
+            Poll::Ready(Some(LeaderState::Unknown))
+        }
+    }
+}
+
+#[async_trait]
+impl<H: PaxosHighWaterHost> ConsensusDriver for PaxosDriver<H> {
+    fn leadership_events(&self) -> Pin<Box<dyn Stream<Item = LeaderState> + Send>> {
+        let slot = Arc::clone(&self.core.subscribed);
+        if slot.swap(true, Ordering::SeqCst) {
+            tracing::error!(
+                "a second leadership subscription while one is live: it only ever reports \
+                 Unknown (drop the first stream to re-subscribe)"
+            );
+            return Box::pin(Refused { sent: false });
+        }
+        Box::pin(Subscription {
+            inner: WatchStream::new(self.core.events.subscribe()),
+            slot,
+        })
+    }
+
+    async fn load_high_water(&self) -> Result<u64, ConsensusError> {
+        self.core.barrier_read(|_| ()).await.map(|(hw, ())| hw)
+    }
+
+    async fn persist_high_water(&self, at_least: u64, epoch: Epoch) -> Result<u64, ConsensusError> {
+        let term = self.core.writer_term(epoch, Some(at_least))?;
+        let applied = self
+            .core
+            .propose_as(term, |proposal| Command::Advance {
+                at_least,
+                epoch,
+                proposal,
+            })
+            .await?;
+        fence::high_water_outcome(applied.outcome)
+    }
+
+    async fn load_dense_seq(&self, key: &SeqKey) -> Result<u64, ConsensusError> {
+        self.core
+            .barrier_read(|state| state.dense_value(key))
+            .await
+            .map(|(_, value)| value)
+    }
+
+    async fn advance_dense(
+        &self,
+        key: &SeqKey,
+        count: u32,
+        expected_epoch: Epoch,
+    ) -> Result<u64, ConsensusError> {
+        let starts = self
+            .advance_dense_batch(&[(key.clone(), count)], expected_epoch)
+            .await?;
+        starts.first().copied().ok_or_else(|| {
+            ConsensusError::PermanentDriver(Box::new(Error::UnexpectedOutcome {
+                expected: "one block start",
+                got: "none".to_owned(),
+            }))
+        })
+    }
+
+    async fn advance_dense_batch(
+        &self,
+        entries: &[(SeqKey, u32)],
+        expected_epoch: Epoch,
+    ) -> Result<Vec<u64>, ConsensusError> {
+        let term = self.core.writer_term(expected_epoch, None)?;
+        let key_cap = self.core.config.dense_key_cap;
+        let entries = entries.to_vec();
+        let applied = self
+            .core
+            .propose_as(term, |proposal| Command::DenseAdvance {
+                entries,
+                key_cap,
+                epoch: expected_epoch,
+                proposal,
+            })
+            .await?;
+        fence::dense_outcome(applied.outcome, expected_epoch)
+    }
+
+    async fn load_leases(&self) -> Result<Vec<LeaseRecord>, ConsensusError> {
+        self.core
+            .barrier_read(|state| {
+                state
+                    .leases()
+                    .iter()
+                    .cloned()
+                    .map(LeaseRecord::from)
+                    .collect()
+            })
+            .await
+            .map(|(_, leases)| leases)
+    }
+
+    async fn persist_leases(
+        &self,
+        live: &[LeaseRecord],
+        epoch: Epoch,
+    ) -> Result<(), ConsensusError> {
+        let term = self.core.writer_term(epoch, None)?;
+        let leases: Vec<Lease> = live.iter().cloned().map(Lease::from).collect();
+        let applied = self
+            .core
+            .propose_as(term, |proposal| Command::ReplaceLeases {
+                leases,
+                epoch,
+                proposal,
+            })
+            .await?;
+        fence::lease_outcome(applied.outcome, epoch)
+    }
+}

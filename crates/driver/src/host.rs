@@ -1,0 +1,120 @@
+//! [`PaxosHighWaterHost`]: the one trait a host implements to lend the
+//! driver its OmniPaxos log.
+//!
+//! A host owns an OmniPaxos instance (its own, for a piggyback host, or the
+//! one [`StandaloneHost`](crate::StandaloneHost) runs) and folds the decided
+//! [`Command`]s into an [`ApplyState`] (see [`PaxosApplier`](crate::PaxosApplier)).
+//! The driver asks it for four things: submit a command and wait for this
+//! node to apply it, read the applied state, watch this node's view of the
+//! leadership, and name each node's client-facing endpoint. Everything
+//! tsoracle-specific (fencing, the lease, leadership events) stays in the
+//! driver.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use omnipaxos::ballot_leader_election::Ballot;
+use omnipaxos::util::NodeId;
+use tokio::sync::watch;
+use tsoracle_core::PeerEndpoint;
+use tsoracle_paxos_state::{ApplyState, Command, Outcome};
+
+use crate::lease::Observation;
+
+/// This node's view of the leadership, as OmniPaxos reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaderView {
+    /// The ballot this node has promised (`OmniPaxos::get_promise`).
+    pub promise: Ballot,
+    /// `OmniPaxos::get_current_leader`: the pid of the promised ballot and
+    /// whether this node is in the accept phase (its prepare phase is over).
+    pub leader: Option<(NodeId, bool)>,
+}
+
+impl From<LeaderView> for Observation {
+    fn from(view: LeaderView) -> Self {
+        Self {
+            promise: view.promise,
+            leader: view.leader,
+        }
+    }
+}
+
+/// A command of this node's, applied by this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// What applying it did.
+    pub outcome: Outcome,
+    /// This node's promised ballot when it applied the entry. Ballots only
+    /// grow, so when it equals the ballot this node led under when it
+    /// proposed, the entry was decided by this node under that ballot: the
+    /// decision can renew the leader lease.
+    pub promise: Ballot,
+}
+
+/// Why a host could not apply a command. The driver maps each variant to the
+/// transient or permanent side of `ConsensusError`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HostError {
+    /// The command may succeed if retried: a full queue, a lost proposal.
+    #[error("host unavailable: {0}")]
+    Unavailable(String),
+    /// The consensus thread failed or stopped, or the configuration ended:
+    /// no later command on this host can succeed.
+    #[error("host failed: {0}")]
+    Failed(String),
+}
+
+/// The wait for one submitted command: resolves once this node applied it.
+pub type PendingApply = Pin<Box<dyn Future<Output = Result<Applied, HostError>> + Send>>;
+
+/// The one trait a host implements to give the driver its OmniPaxos log.
+///
+/// Object-safe: the driver holds it as `H` or as `Arc<dyn PaxosHighWaterHost>`.
+/// Implementations must be cancel-safe: the driver drops a [`PendingApply`]
+/// at its deadline, and dropping it must corrupt nothing (the command may
+/// still be decided later; every command is safe to apply late).
+pub trait PaxosHighWaterHost: Send + Sync + 'static {
+    /// This node's OmniPaxos pid.
+    fn node_id(&self) -> NodeId;
+
+    /// A number that grows at every start of this node and survives crashes
+    /// (persist it before using it). Proposal ids are
+    /// `(node_id, incarnation, seq)`; an id still in the durable log from an
+    /// earlier run must never be minted again.
+    fn incarnation(&self) -> u64;
+
+    /// Every node of the configuration, this one included.
+    fn members(&self) -> Vec<NodeId>;
+
+    /// The client-facing tsoracle `host:port` of `node` (not its peer
+    /// address), for `Follower` redirects.
+    fn client_endpoint(&self, node: NodeId) -> Option<PeerEndpoint>;
+
+    /// A watch of this node's leadership view; the current value is
+    /// available at once and a new one is published when it changes.
+    fn leadership(&self) -> watch::Receiver<LeaderView>;
+
+    /// Queues `command` for `OmniPaxos::append` without waiting and returns
+    /// the wait for *this node* to apply it. Resolve only with the outcome of
+    /// this very command (match on its proposal id), never on log progress
+    /// alone.
+    ///
+    /// Commands must reach the log in the order of `submit` calls: the
+    /// driver mints per-node increasing proposal ids under a lock and the
+    /// apply state treats an id below one already applied as a duplicate.
+    /// Hence `submit` never waits: a full queue is
+    /// [`HostError::Unavailable`].
+    ///
+    /// # Errors
+    ///
+    /// [`HostError::Unavailable`] when the queue is full,
+    /// [`HostError::Failed`] when the host has stopped or failed.
+    fn submit(&self, command: Command) -> Result<PendingApply, HostError>;
+
+    /// Runs `read` on the applied state. After `submit` of a barrier returns,
+    /// this sees every command decided before the barrier: a linearizable
+    /// read.
+    fn read_state(&self, read: &mut dyn FnMut(&ApplyState));
+}

@@ -1,0 +1,432 @@
+//! [`StandaloneHost`]: a [`PaxosHighWaterHost`] that runs its own OmniPaxos
+//! node, for a service whose only replicated state is tsoracle's.
+//!
+//! It is generic over the storage (`MemoryStorage`, `RocksdbStorage`, or a
+//! host's own), the durability of a round (group commit) and the message
+//! sink (the tonic transport, or the in-memory network in tests), so it
+//! compiles neither RocksDB nor tonic itself.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use omnipaxos::storage::Storage;
+use omnipaxos::util::NodeId;
+use omnipaxos::{ClusterConfig, OmniPaxosConfig, ServerConfig};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tsoracle_core::PeerEndpoint;
+use tsoracle_paxos_state::{ApplyState, Command, PaxosEntry, PaxosEnvelope, SnapshotPolicy};
+use tsoracle_paxos_toolkit::{
+    Durability, Error as ToolkitError, Inbox, MessageSink, Runner, RunnerConfig, RunnerStatus,
+};
+
+use crate::applier::{ApplierHandle, PaxosApplier};
+use crate::error::Error;
+use crate::host::{HostError, LeaderView, PaxosHighWaterHost, PendingApply};
+use crate::timing::Timing;
+
+/// A member of the configuration as the host needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// OmniPaxos pid (`1..=N`, dense).
+    pub id: NodeId,
+    /// The node's client-facing tsoracle endpoint, for redirects.
+    pub client_endpoint: PeerEndpoint,
+}
+
+/// Builds a [`StandaloneHost`]. Every field but the snapshot policy and the
+/// queue sizes must be set.
+#[derive(Debug, Clone)]
+pub struct StandaloneHostBuilder {
+    node_id: Option<NodeId>,
+    configuration_id: u32,
+    members: Vec<Member>,
+    incarnation: Option<u64>,
+    timing: Option<Timing>,
+    snapshot_policy: SnapshotPolicy,
+    runner: RunnerConfig,
+    buffer_size: usize,
+}
+
+impl Default for StandaloneHostBuilder {
+    fn default() -> Self {
+        Self {
+            node_id: None,
+            configuration_id: 1,
+            members: Vec::new(),
+            incarnation: None,
+            timing: None,
+            snapshot_policy: SnapshotPolicy::default(),
+            runner: RunnerConfig::default(),
+            buffer_size: 100_000,
+        }
+    }
+}
+
+impl StandaloneHostBuilder {
+    /// This node's pid; it must be one of the members.
+    #[must_use]
+    pub fn node_id(mut self, id: NodeId) -> Self {
+        self.node_id = Some(id);
+        self
+    }
+
+    /// OmniPaxos configuration id (default 1).
+    #[must_use]
+    pub fn configuration_id(mut self, id: u32) -> Self {
+        self.configuration_id = id;
+        self
+    }
+
+    /// Every member of the configuration, this node included.
+    #[must_use]
+    pub fn members(mut self, members: Vec<Member>) -> Self {
+        self.members = members;
+        self
+    }
+
+    /// This start's incarnation: larger than at any earlier start of this
+    /// node, and persisted before use (see [`crate::next_incarnation`]).
+    #[must_use]
+    pub fn incarnation(mut self, incarnation: u64) -> Self {
+        self.incarnation = Some(incarnation);
+        self
+    }
+
+    /// Tick and election timing (the same [`Timing`] the driver gets).
+    #[must_use]
+    pub fn timing(mut self, timing: Timing) -> Self {
+        self.timing = Some(timing);
+        self
+    }
+
+    /// When to compact the log (default: every 4096 decided entries).
+    #[must_use]
+    pub fn snapshot_policy(mut self, policy: SnapshotPolicy) -> Self {
+        self.snapshot_policy = policy;
+        self
+    }
+
+    /// Queue sizes and round budgets of the consensus thread (its `tick` is
+    /// taken from the timing).
+    #[must_use]
+    pub fn runner_config(mut self, config: RunnerConfig) -> Self {
+        self.runner = config;
+        self
+    }
+
+    /// Starts the OmniPaxos node on `storage`: recovers from what the storage
+    /// holds, then spawns the consensus thread. Wire the transport's inbound
+    /// side with [`StandaloneHost::inbox`] afterwards.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Host`] for a missing field, this node missing from the
+    /// members, fewer than two members, ids that are not `1..=N`, or an
+    /// OmniPaxos or runner start-up failure; the [`Timing::validate`] errors.
+    pub fn start<E, B, S, D>(
+        self,
+        storage: B,
+        durability: D,
+        sink: S,
+    ) -> Result<StandaloneHost<E>, Error>
+    where
+        E: PaxosEnvelope + Send + 'static,
+        E::Snapshot: Send,
+        B: Storage<E> + Send + 'static,
+        S: MessageSink<E>,
+        D: Durability,
+    {
+        let node_id = self.node_id.ok_or_else(|| missing("node_id"))?;
+        let incarnation = self.incarnation.ok_or_else(|| missing("incarnation"))?;
+        let timing = self.timing.ok_or_else(|| missing("timing"))?;
+        timing.validate()?;
+        let ids: Vec<NodeId> = self.members.iter().map(|m| m.id).collect();
+        check_members(node_id, &ids)?;
+        let config = OmniPaxosConfig {
+            cluster_config: ClusterConfig {
+                configuration_id: self.configuration_id,
+                nodes: ids.clone(),
+                flexible_quorum: None,
+            },
+            server_config: ServerConfig {
+                pid: node_id,
+                election_tick_timeout: timing.election_ticks,
+                // A lost message is resent after two heartbeat rounds.
+                resend_message_tick_timeout: timing.election_ticks.saturating_mul(2),
+                buffer_size: self.buffer_size,
+                batch_size: 1,
+                flush_batch_tick_timeout: 200,
+                leader_priority: 0,
+            },
+        };
+        let omnipaxos = config
+            .build(storage)
+            .map_err(|err| Error::Host(format!("OmniPaxos refused the configuration: {err}")))?;
+        let (applier, handle) =
+            PaxosApplier::new(node_id, self.snapshot_policy, omnipaxos.get_decided_idx());
+        let runner = Runner::spawn(
+            omnipaxos,
+            &ids,
+            sink,
+            durability,
+            applier,
+            RunnerConfig {
+                tick: timing.tick,
+                ..self.runner
+            },
+        )
+        .map_err(|err| Error::Host(format!("cannot start the consensus thread: {err}")))?;
+        let runner = Arc::new(runner);
+        let (leadership, bridge) = bridge_leadership(runner.status());
+        Ok(StandaloneHost {
+            node_id,
+            incarnation,
+            members: ids,
+            endpoints: self
+                .members
+                .into_iter()
+                .map(|m| (m.id, m.client_endpoint))
+                .collect(),
+            runner,
+            applier: handle,
+            leadership,
+            bridge: Mutex::new(Some(bridge)),
+        })
+    }
+}
+
+fn missing(field: &str) -> Error {
+    Error::Host(format!("StandaloneHostBuilder: `{field}` must be set"))
+}
+
+fn check_members(node_id: NodeId, ids: &[NodeId]) -> Result<(), Error> {
+    if ids.len() < 2 {
+        return Err(Error::Host(format!(
+            "OmniPaxos needs at least two nodes in a configuration, got {}",
+            ids.len()
+        )));
+    }
+    let mut sorted = ids.to_vec();
+    sorted.sort_unstable();
+    let dense = sorted
+        .iter()
+        .zip(1u64..)
+        .all(|(&id, expected)| id == expected);
+    if !dense {
+        return Err(Error::Host(format!(
+            "member ids must be 1..=N without gaps or repeats (OmniPaxos cannot trim \
+             its log otherwise), got {ids:?}"
+        )));
+    }
+    if !ids.contains(&node_id) {
+        return Err(Error::Host(format!(
+            "node id {node_id} is not one of the members {ids:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// Publishes the runner's leadership fields as a [`LeaderView`]; a stopped
+/// or failed runner shows no leader.
+fn bridge_leadership(
+    mut status: watch::Receiver<RunnerStatus>,
+) -> (watch::Receiver<LeaderView>, JoinHandle<()>) {
+    let (tx, rx) = watch::channel(view_of(&status.borrow_and_update()));
+    let task = tokio::spawn(async move {
+        loop {
+            let view = view_of(&status.borrow_and_update());
+            tx.send_if_modified(|current| {
+                let changed = *current != view;
+                *current = view;
+                changed
+            });
+            if view.leader.is_none() && status.borrow().stopped {
+                break;
+            }
+            if status.changed().await.is_err() {
+                break;
+            }
+        }
+        tx.send_modify(|view| view.leader = None);
+    });
+    (rx, task)
+}
+
+fn view_of(status: &RunnerStatus) -> LeaderView {
+    LeaderView {
+        promise: status.promise,
+        leader: if status.stopped { None } else { status.leader },
+    }
+}
+
+/// A [`PaxosHighWaterHost`] running its own OmniPaxos node on a toolkit
+/// [`Runner`]. Build it with [`StandaloneHost::builder`].
+pub struct StandaloneHost<E: PaxosEnvelope = PaxosEntry> {
+    node_id: NodeId,
+    incarnation: u64,
+    members: Vec<NodeId>,
+    endpoints: BTreeMap<NodeId, PeerEndpoint>,
+    runner: Arc<Runner<E>>,
+    applier: ApplierHandle,
+    leadership: watch::Receiver<LeaderView>,
+    bridge: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl StandaloneHost {
+    /// A builder with nothing set.
+    #[must_use]
+    pub fn builder() -> StandaloneHostBuilder {
+        StandaloneHostBuilder::default()
+    }
+}
+
+impl<E> StandaloneHost<E>
+where
+    E: PaxosEnvelope + Send + 'static,
+    E::Snapshot: Send,
+{
+    /// The inbound side of the consensus thread, for the transport.
+    #[must_use]
+    pub fn inbox(&self) -> Inbox<E> {
+        self.runner.inbox()
+    }
+
+    /// The consensus thread's status (decided index, promise, failure).
+    #[must_use]
+    pub fn status(&self) -> watch::Receiver<RunnerStatus> {
+        self.runner.status()
+    }
+
+    /// Proposals waiting for their outcome.
+    #[must_use]
+    pub fn pending(&self) -> usize {
+        self.applier.pending()
+    }
+
+    /// Stops the consensus thread after its current round, its last sync
+    /// included, and the leadership bridge. Later submissions fail.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Host`] when the consensus thread had failed.
+    pub async fn shutdown(&self) -> Result<(), Error> {
+        let result = self.runner.shutdown().await;
+        let bridge = self
+            .bridge
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(bridge) = bridge {
+            // The runner's final status ends the bridge on its own; wait a
+            // little for it, then stop it regardless.
+            let abort = bridge.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(1), bridge)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+        result.map_err(|err| Error::Host(err.to_string()))
+    }
+}
+
+impl<E> Drop for StandaloneHost<E>
+where
+    E: PaxosEnvelope,
+{
+    fn drop(&mut self) {
+        if let Some(bridge) = self
+            .bridge
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            bridge.abort();
+        }
+    }
+}
+
+fn runner_error(err: ToolkitError) -> HostError {
+    match err {
+        ToolkitError::ProposalQueueFull { .. } => HostError::Unavailable(err.to_string()),
+        other => HostError::Failed(other.to_string()),
+    }
+}
+
+impl<E> PaxosHighWaterHost for StandaloneHost<E>
+where
+    E: PaxosEnvelope + Send + Sync + 'static,
+    E::Snapshot: Send,
+{
+    fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    fn members(&self) -> Vec<NodeId> {
+        self.members.clone()
+    }
+
+    fn client_endpoint(&self, node: NodeId) -> Option<PeerEndpoint> {
+        self.endpoints.get(&node).cloned()
+    }
+
+    fn leadership(&self) -> watch::Receiver<LeaderView> {
+        self.leadership.clone()
+    }
+
+    fn submit(&self, command: Command) -> Result<PendingApply, HostError> {
+        // Registered before the entry can possibly be applied.
+        let mut waiter = self.applier.register(command.proposal());
+        let appended = self
+            .runner
+            .try_propose(E::wrap_paxos_command(command))
+            .map_err(runner_error)?;
+        let mut status = self.runner.status();
+        Ok(Box::pin(async move {
+            appended.await.map_err(runner_error)?;
+            tokio::select! {
+                applied = waiter.wait() => applied.ok_or_else(|| {
+                    HostError::Failed("the apply path stopped before applying".to_owned())
+                }),
+                stopped = status.wait_for(|s| s.stopped) => {
+                    let reason = match stopped {
+                        Ok(s) => s.failed.clone().unwrap_or_else(|| "shut down".to_owned()),
+                        Err(_) => "gone".to_owned(),
+                    };
+                    Err(HostError::Failed(format!("the consensus thread stopped: {reason}")))
+                }
+            }
+        }))
+    }
+
+    fn read_state(&self, read: &mut dyn FnMut(&ApplyState)) {
+        self.applier.read_state(read);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_must_be_dense_contain_this_node_and_number_two_or_more() {
+        assert!(check_members(1, &[1, 2, 3]).is_ok());
+        assert!(check_members(2, &[2, 1]).is_ok());
+        for (me, ids, needle) in [
+            (1, vec![1], "at least two"),
+            (1, vec![1, 3], "1..=N"),
+            (1, vec![1, 1, 2], "1..=N"),
+            (4, vec![1, 2, 3], "not one of the members"),
+        ] {
+            let err = check_members(me, &ids).unwrap_err().to_string();
+            assert!(err.contains(needle), "{ids:?}: {err}");
+        }
+    }
+}

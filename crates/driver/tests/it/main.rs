@@ -1,0 +1,11 @@
+//! Driver integration tests: three nodes (StandaloneHost over RocksDB and
+//! the in-memory peer network), one real `tsoracle-server` each on
+//! 127.0.0.1, and the real `tsoracle-client`.
+
+// Test helpers outside #[test] functions unwrap on purpose: a failed setup
+// is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod cluster;
+mod driver_contract;
+mod server_client;
