@@ -1,10 +1,20 @@
 //! The OmniPaxos-backed `ConsensusDriver` of tsoracle.
 //!
-//! Today this crate holds the driver's pure decision core: synchronous,
-//! deterministic logic with no runtime, no I/O and no clock read inside (time
-//! is an input), so the async driver, its tests and the deterministic
-//! simulation all drive the same code. The async `PaxosDriver`, the
-//! `PaxosHighWaterHost` trait and `StandaloneHost` will be built on it.
+//! - [`PaxosDriver`] implements every method of
+//!   `tsoracle_consensus::ConsensusDriver` (2.2): leadership events,
+//!   high-water, dense sequences and leases, over any
+//!   [`PaxosHighWaterHost`].
+//! - [`PaxosHighWaterHost`] is the one trait a host implements to lend the
+//!   driver its OmniPaxos log: submit a command and await its applied
+//!   outcome, read the applied state, watch this node's leadership view,
+//!   name each node's client endpoint.
+//! - [`StandaloneHost`] is that host for a service whose only replicated
+//!   state is tsoracle's: its own OmniPaxos node on a toolkit runner, generic
+//!   over storage and transport. [`PaxosApplier`] is its apply path, reusable
+//!   by a piggyback host's own decided-entry hook.
+//!
+//! Under them is the pure decision core (no runtime, no I/O, time is an
+//! input), which the async driver, its tests and a simulation all share:
 //!
 //! - [`Timing`] — ticks, election timeout, lease and clock drift, with the
 //!   assumptions the lease rests on ([`timing`]).
@@ -17,7 +27,46 @@
 //! - [`fence`] — the checks before a proposal (range, `NotLeader`, `Fenced`)
 //!   and the mapping of apply outcomes to `ConsensusError`s (invariant 4).
 //!
-//! # Example
+//! # Wiring a node
+//!
+//! Three nodes over the toolkit's in-memory network with in-memory storage;
+//! a real node uses `RocksdbStorage` and the tonic transport instead, and
+//! hands each driver to a `tsoracle-server`.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use tsoracle_core::PeerEndpoint;
+//! use tsoracle_driver_paxos::{DriverConfig, Member, PaxosDriver, StandaloneHost, Timing};
+//! use tsoracle_paxos_state::PaxosEntry;
+//! use tsoracle_paxos_toolkit::storage::MemoryStorage;
+//! use tsoracle_paxos_toolkit::{MemNetConfig, MemNetwork, SyncedWrites};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let ms = Duration::from_millis;
+//! let timing = Timing { tick: ms(20), election_ticks: 20, lease: ms(300), drift: 0.01, renew_every: ms(60) };
+//! let members: Vec<Member> = (1..=3)
+//!     .map(|id| Ok(Member { id, client_endpoint: PeerEndpoint::try_from(format!("127.0.0.1:{}", 7000 + id))? }))
+//!     .collect::<Result<_, Box<dyn std::error::Error>>>()?;
+//! let network = MemNetwork::<PaxosEntry>::new(MemNetConfig::default())?;
+//! let mut drivers = Vec::new();
+//! for id in 1..=3 {
+//!     let host = StandaloneHost::builder()
+//!         .node_id(id)
+//!         .members(members.clone())
+//!         .incarnation(1) // persist it: see `next_incarnation`
+//!         .timing(timing)
+//!         .start(MemoryStorage::<PaxosEntry>::new(), SyncedWrites, network.add_node(id))?;
+//!     network.attach(host.inbox());
+//!     drivers.push(PaxosDriver::start(Arc::new(host), DriverConfig::new(timing))?);
+//! }
+//! // Each driver goes to its node's server:
+//! // tsoracle_server::Server::builder().consensus_driver(Arc::new(driver)).build()?
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # The lease, driven by hand
 //!
 //! A node is elected, waits, serves while its renewals are decided, and stops
 //! when they stop.
