@@ -75,6 +75,12 @@ const RULES: &[Rule] = &[
         forbidden: &["tonic", "rocksdb", "librocksdb-sys", "tsoracle-paxos-tonic"],
         why: "piggyback hosts use the driver without compiling tonic or RocksDB",
     },
+    Rule {
+        package: "paxos-piggyback",
+        no_default_features: false,
+        forbidden: &["tonic", "rocksdb", "librocksdb-sys", "tsoracle-paxos-tonic"],
+        why: "the piggyback example shows a host that compiles neither tonic nor RocksDB",
+    },
 ];
 
 pub(crate) fn check(build_env: &BuildEnv) -> Result<()> {

@@ -45,6 +45,9 @@ enum Command {
     },
     /// Check that no crate depends on a layer above it (see docs/architecture.md).
     Layering,
+    /// Build and run the worked examples (`examples/`); each checks its own
+    /// outcome and exits non-zero when a check fails.
+    Examples,
     /// Prepare the build environment (protoc, libclang) and print what was set.
     Env,
     /// Run a benchmark in release mode and write `target/bench/<suite>.json`.
@@ -77,6 +80,7 @@ fn main() -> Result<()> {
         Command::Test { args } => test(&build_env, &args)?,
         Command::Layering => layering::check(&build_env)?,
         Command::Env => build_env.describe(),
+        Command::Examples => examples(&build_env)?,
         Command::Bench { suite, seconds } => bench::run(&build_env, suite, seconds)?,
         Command::Fuzz { seconds, target } => fuzz::run(&build_env, seconds, target.as_deref())?,
     }
@@ -109,6 +113,7 @@ fn ci(build_env: &env::BuildEnv) -> Result<()> {
         .args(["--", "-D", "warnings"])
         .run(build_env)?;
     test(build_env, &[])?;
+    examples(build_env)?;
     Step::new("rustdoc (warnings denied)", "cargo")
         .args(["doc", "--workspace", "--no-deps", "--all-features"])
         .args(locked)
@@ -125,6 +130,19 @@ fn ci(build_env: &env::BuildEnv) -> Result<()> {
             "xtask: cargo-deny is not installed, skipping the license/duplicate check \
              (install it with `cargo install cargo-deny --locked`)"
         );
+    }
+    Ok(())
+}
+
+/// The examples, in debug builds (already compiled by clippy's pass over
+/// the workspace, so only linking is left).
+const EXAMPLES: &[&str] = &["paxos-piggyback", "paxos-standalone"];
+
+fn examples(build_env: &env::BuildEnv) -> Result<()> {
+    for example in EXAMPLES {
+        Step::new(format!("example {example}"), "cargo")
+            .args(["run", "--locked", "-q", "-p", example])
+            .run(build_env)?;
     }
     Ok(())
 }

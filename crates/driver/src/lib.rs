@@ -120,6 +120,7 @@ mod host;
 mod incarnation;
 mod lease;
 mod role;
+mod runner_glue;
 mod standalone;
 pub mod timing;
 
@@ -134,5 +135,6 @@ pub use host::{Applied, HostError, LeaderView, PaxosHighWaterHost, PendingApply}
 pub use incarnation::next_incarnation;
 pub use lease::{LeaseTracker, Observation};
 pub use role::{Role, Term};
+pub use runner_glue::{leadership_from_runner, submit_to_runner};
 pub use standalone::{Member, StandaloneHost, StandaloneHostBuilder};
 pub use timing::{MAX_DRIFT, Timing};

@@ -17,13 +17,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tsoracle_core::PeerEndpoint;
 use tsoracle_paxos_state::{ApplyState, Command, PaxosEntry, PaxosEnvelope, SnapshotPolicy};
-use tsoracle_paxos_toolkit::{
-    Durability, Error as ToolkitError, Inbox, MessageSink, Runner, RunnerConfig, RunnerStatus,
-};
+use tsoracle_paxos_toolkit::{Durability, Inbox, MessageSink, Runner, RunnerConfig, RunnerStatus};
 
 use crate::applier::{ApplierHandle, PaxosApplier};
 use crate::error::Error;
 use crate::host::{HostError, LeaderView, PaxosHighWaterHost, PendingApply};
+use crate::runner_glue::{leadership_from_runner, submit_to_runner};
 use crate::timing::Timing;
 
 /// A member of the configuration as the host needs it.
@@ -179,7 +178,7 @@ impl StandaloneHostBuilder {
         )
         .map_err(|err| Error::Host(format!("cannot start the consensus thread: {err}")))?;
         let runner = Arc::new(runner);
-        let (leadership, bridge) = bridge_leadership(runner.status());
+        let (leadership, bridge) = leadership_from_runner(runner.status());
         Ok(StandaloneHost {
             node_id,
             incarnation,
@@ -226,39 +225,6 @@ fn check_members(node_id: NodeId, ids: &[NodeId]) -> Result<(), Error> {
         )));
     }
     Ok(())
-}
-
-/// Publishes the runner's leadership fields as a [`LeaderView`]; a stopped
-/// or failed runner shows no leader.
-fn bridge_leadership(
-    mut status: watch::Receiver<RunnerStatus>,
-) -> (watch::Receiver<LeaderView>, JoinHandle<()>) {
-    let (tx, rx) = watch::channel(view_of(&status.borrow_and_update()));
-    let task = tokio::spawn(async move {
-        loop {
-            let view = view_of(&status.borrow_and_update());
-            tx.send_if_modified(|current| {
-                let changed = *current != view;
-                *current = view;
-                changed
-            });
-            if view.leader.is_none() && status.borrow().stopped {
-                break;
-            }
-            if status.changed().await.is_err() {
-                break;
-            }
-        }
-        tx.send_modify(|view| view.leader = None);
-    });
-    (rx, task)
-}
-
-fn view_of(status: &RunnerStatus) -> LeaderView {
-    LeaderView {
-        promise: status.promise,
-        leader: if status.stopped { None } else { status.leader },
-    }
 }
 
 /// A [`PaxosHighWaterHost`] running its own OmniPaxos node on a toolkit
@@ -349,13 +315,6 @@ where
     }
 }
 
-fn runner_error(err: ToolkitError) -> HostError {
-    match err {
-        ToolkitError::ProposalQueueFull { .. } => HostError::Unavailable(err.to_string()),
-        other => HostError::Failed(other.to_string()),
-    }
-}
-
 impl<E> PaxosHighWaterHost for StandaloneHost<E>
 where
     E: PaxosEnvelope + Send + Sync + 'static,
@@ -382,28 +341,7 @@ where
     }
 
     fn submit(&self, command: Command) -> Result<PendingApply, HostError> {
-        // Registered before the entry can possibly be applied.
-        let mut waiter = self.applier.register(command.proposal());
-        let appended = self
-            .runner
-            .try_propose(E::wrap_paxos_command(command))
-            .map_err(runner_error)?;
-        let mut status = self.runner.status();
-        Ok(Box::pin(async move {
-            appended.await.map_err(runner_error)?;
-            tokio::select! {
-                applied = waiter.wait() => applied.ok_or_else(|| {
-                    HostError::Failed("the apply path stopped before applying".to_owned())
-                }),
-                stopped = status.wait_for(|s| s.stopped) => {
-                    let reason = match stopped {
-                        Ok(s) => s.failed.clone().unwrap_or_else(|| "shut down".to_owned()),
-                        Err(_) => "gone".to_owned(),
-                    };
-                    Err(HostError::Failed(format!("the consensus thread stopped: {reason}")))
-                }
-            }
-        }))
+        submit_to_runner(&self.runner, &self.applier, command)
     }
 
     fn read_state(&self, read: &mut dyn FnMut(&ApplyState)) {

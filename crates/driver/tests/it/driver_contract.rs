@@ -244,7 +244,10 @@ async fn concurrent_writes_all_commit_and_dense_blocks_tile_the_counter() {
         tasks.spawn(async move {
             let count = 1 + i % 5;
             let start = d.advance_dense(&key("c"), count, epoch).await.unwrap();
-            let hw = d.persist_high_water(u64::from(i) * 10, epoch).await.unwrap();
+            let hw = d
+                .persist_high_water(u64::from(i) * 10, epoch)
+                .await
+                .unwrap();
             (start, count, hw)
         });
     }
@@ -260,7 +263,14 @@ async fn concurrent_writes_all_commit_and_dense_blocks_tile_the_counter() {
         assert_eq!(*start, next, "gap or overlap in {blocks:?}");
         next += u64::from(*count);
     }
-    assert_eq!(cluster.driver(leader).load_dense_seq(&key("c")).await.unwrap(), next);
+    assert_eq!(
+        cluster
+            .driver(leader)
+            .load_dense_seq(&key("c"))
+            .await
+            .unwrap(),
+        next
+    );
     assert_eq!(cluster.driver(leader).load_high_water().await.unwrap(), 630);
     cluster.shutdown().await;
 }

@@ -1,0 +1,372 @@
+//! A piggyback host: an application that already runs OmniPaxos for its own
+//! key-value state carries the tsoracle commands in the same log.
+//!
+//! - One entry enum ([`AppEntry`]): the application's `Put`, and the
+//!   oracle's command, through [`PaxosEnvelope`].
+//! - One snapshot ([`AppSnapshot`]) covering both: the key-value map and the
+//!   embedded [`PaxosSnapshot`].
+//! - The host's own decided-entry hook ([`AppHook`]) runs a
+//!   [`PaxosApplier`] for the oracle's commands and applies the `Put`s
+//!   itself.
+//! - [`KvHost`] implements [`PaxosHighWaterHost`], so a [`PaxosDriver`]
+//!   (and hence a `tsoracle-server`) runs on the application's log.
+//!
+//! No tonic and no RocksDB: the three nodes talk over the toolkit's
+//! in-memory network and keep their logs in memory. A node is cut off while
+//! the others write and compact; when it comes back it catches up from a
+//! snapshot that restores both states at once.
+//!
+//! Run with `cargo run -p paxos-piggyback` (`cargo xtask ci` runs it).
+
+// An example reports to its terminal.
+#![allow(clippy::print_stdout)]
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU64;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use omnipaxos::storage::{Entry, Snapshot};
+use omnipaxos::util::{LogEntry, NodeId};
+use omnipaxos::{ClusterConfig, OmniPaxosConfig, ServerConfig};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tsoracle_consensus::ConsensusDriver;
+use tsoracle_core::{PeerEndpoint, SeqKey};
+use tsoracle_driver_paxos::{
+    ApplierHandle, DriverConfig, HostError, LeaderView, PaxosApplier, PaxosDriver,
+    PaxosHighWaterHost, PendingApply, Role, Timing, leadership_from_runner, submit_to_runner,
+};
+use tsoracle_paxos_state::{
+    ApplyState, Command, HostItem, PaxosEntry, PaxosEnvelope, PaxosSnapshot, SnapshotPolicy,
+};
+use tsoracle_paxos_toolkit::storage::MemoryStorage;
+use tsoracle_paxos_toolkit::{
+    DecidedHook, MemNetConfig, MemNetwork, Runner, RunnerConfig, RunnerStatus, SyncedWrites,
+};
+
+/// The application's log entry: its own command, or the oracle's.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+enum AppEntry {
+    /// The application's key-value write.
+    Put { key: String, value: String },
+    /// A tsoracle command (versioned encoding kept by `PaxosEntry`).
+    Oracle(PaxosEntry),
+}
+
+/// One snapshot for both states.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct AppSnapshot {
+    kv: BTreeMap<String, String>,
+    oracle: PaxosSnapshot,
+}
+
+impl Snapshot<AppEntry> for AppSnapshot {
+    fn create(entries: &[AppEntry]) -> Self {
+        let mut kv = BTreeMap::new();
+        for entry in entries {
+            if let AppEntry::Put { key, value } = entry {
+                kv.insert(key.clone(), value.clone());
+            }
+        }
+        Self {
+            kv,
+            oracle: PaxosSnapshot::create_from_envelopes(entries),
+        }
+    }
+
+    fn merge(&mut self, delta: Self) {
+        self.kv.extend(delta.kv);
+        self.oracle.merge_delta(delta.oracle);
+    }
+
+    fn use_snapshots() -> bool {
+        true
+    }
+}
+
+impl Entry for AppEntry {
+    type Snapshot = AppSnapshot;
+}
+
+impl PaxosEnvelope for AppEntry {
+    fn paxos_command(&self) -> Option<&Command> {
+        match self {
+            Self::Oracle(entry) => Some(&entry.0),
+            Self::Put { .. } => None,
+        }
+    }
+
+    fn wrap_paxos_command(command: Command) -> Self {
+        Self::Oracle(PaxosEntry(command))
+    }
+
+    fn paxos_snapshot(snapshot: &AppSnapshot) -> &PaxosSnapshot {
+        &snapshot.oracle
+    }
+}
+
+type Kv = Arc<RwLock<BTreeMap<String, String>>>;
+
+/// The host's decided-entry hook: the oracle's commands go to the
+/// `PaxosApplier`, everything else is the application's.
+struct AppHook {
+    applier: PaxosApplier,
+    kv: Kv,
+    restores: Arc<AtomicUsize>,
+}
+
+impl DecidedHook<AppEntry> for AppHook {
+    fn next_idx(&self) -> usize {
+        self.applier.next_idx()
+    }
+
+    fn before_decided(&mut self, status: &RunnerStatus) {
+        self.applier.observe_promise(status.promise);
+    }
+
+    fn on_decided(
+        &mut self,
+        entries: Vec<LogEntry<AppEntry>>,
+    ) -> Result<Option<usize>, Box<dyn std::error::Error + Send + Sync>> {
+        let mut kv = self.kv.write().unwrap_or_else(PoisonError::into_inner);
+        let restores = &self.restores;
+        let compact = self.applier.absorb(entries, |item| match item {
+            HostItem::Entry {
+                entry: AppEntry::Put { key, value },
+                ..
+            } => {
+                kv.insert(key.clone(), value.clone());
+            }
+            HostItem::Entry { .. } => {}
+            // The snapshot restores the application's part; the applier has
+            // restored the oracle's.
+            HostItem::Snapshot { snapshot, .. } => {
+                kv.clone_from(&snapshot.kv);
+                restores.fetch_add(1, Ordering::Relaxed);
+            }
+        })?;
+        Ok(compact)
+    }
+}
+
+/// The application node, which is also a `PaxosHighWaterHost`.
+struct KvHost {
+    id: NodeId,
+    members: Vec<NodeId>,
+    runner: Arc<Runner<AppEntry>>,
+    applier: ApplierHandle,
+    kv: Kv,
+    restores: Arc<AtomicUsize>,
+    leadership: watch::Receiver<LeaderView>,
+    bridge: JoinHandle<()>,
+}
+
+impl KvHost {
+    fn start(id: NodeId, members: &[NodeId], network: &MemNetwork<AppEntry>) -> Result<Self> {
+        let config = OmniPaxosConfig {
+            cluster_config: ClusterConfig {
+                configuration_id: 1,
+                nodes: members.to_vec(),
+                flexible_quorum: None,
+            },
+            server_config: ServerConfig {
+                pid: id,
+                election_tick_timeout: timing().election_ticks,
+                resend_message_tick_timeout: timing().election_ticks * 2,
+                buffer_size: 10_000,
+                batch_size: 1,
+                flush_batch_tick_timeout: 200,
+                leader_priority: 0,
+            },
+        };
+        let omnipaxos = config.build(MemoryStorage::<AppEntry>::new())?;
+        // Compact every 20 decided entries, so a lagging node needs a snapshot.
+        let every = NonZeroU64::new(20).context("non-zero")?;
+        let (applier, handle) = PaxosApplier::new(
+            id,
+            SnapshotPolicy::EveryDecided(every),
+            omnipaxos.get_decided_idx(),
+        );
+        let kv = Kv::default();
+        let restores = Arc::new(AtomicUsize::new(0));
+        let hook = AppHook {
+            applier,
+            kv: Arc::clone(&kv),
+            restores: Arc::clone(&restores),
+        };
+        let runner = Arc::new(Runner::spawn(
+            omnipaxos,
+            members,
+            network.add_node(id),
+            SyncedWrites,
+            hook,
+            RunnerConfig {
+                tick: timing().tick,
+                ..RunnerConfig::default()
+            },
+        )?);
+        network.attach(runner.inbox());
+        let (leadership, bridge) = leadership_from_runner(runner.status());
+        Ok(Self {
+            id,
+            members: members.to_vec(),
+            runner,
+            applier: handle,
+            kv,
+            restores,
+            leadership,
+            bridge,
+        })
+    }
+
+    /// The application's own write: appended to the shared log.
+    async fn put(&self, key: &str, value: &str) -> Result<()> {
+        let entry = AppEntry::Put {
+            key: key.to_owned(),
+            value: value.to_owned(),
+        };
+        self.runner.propose(entry).await?;
+        Ok(())
+    }
+
+    fn kv(&self) -> BTreeMap<String, String> {
+        self.kv
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    async fn shutdown(&self) -> Result<()> {
+        self.runner.shutdown().await?;
+        self.bridge.abort();
+        Ok(())
+    }
+}
+
+impl PaxosHighWaterHost for KvHost {
+    fn node_id(&self) -> NodeId {
+        self.id
+    }
+
+    fn incarnation(&self) -> u64 {
+        // In-memory logs start empty at every start: one incarnation is
+        // enough. A durable host persists and bumps it (`next_incarnation`).
+        1
+    }
+
+    fn members(&self) -> Vec<NodeId> {
+        self.members.clone()
+    }
+
+    fn client_endpoint(&self, node: NodeId) -> Option<PeerEndpoint> {
+        PeerEndpoint::try_from(format!("127.0.0.1:{}", 7000 + node)).ok()
+    }
+
+    fn leadership(&self) -> watch::Receiver<LeaderView> {
+        self.leadership.clone()
+    }
+
+    fn submit(&self, command: Command) -> Result<PendingApply, HostError> {
+        submit_to_runner(&self.runner, &self.applier, command)
+    }
+
+    fn read_state(&self, read: &mut dyn FnMut(&ApplyState)) {
+        self.applier.read_state(read);
+    }
+}
+
+fn timing() -> Timing {
+    let ms = Duration::from_millis;
+    Timing {
+        tick: ms(20),
+        election_ticks: 20,
+        lease: ms(300),
+        drift: 0.01,
+        renew_every: ms(60),
+    }
+}
+
+async fn leader(drivers: &BTreeMap<NodeId, PaxosDriver<KvHost>>) -> Result<NodeId> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        for (&id, driver) in drivers {
+            if let Role::Leader(_) = driver.role() {
+                return Ok(id);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("no leader within 20 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let members = [1, 2, 3];
+    let network = MemNetwork::<AppEntry>::new(MemNetConfig::default())?;
+    let mut drivers = BTreeMap::new();
+    for id in members {
+        let host = Arc::new(KvHost::start(id, &members, &network)?);
+        drivers.insert(id, PaxosDriver::start(host, DriverConfig::new(timing()))?);
+    }
+    let lead = leader(&drivers).await?;
+    let lagging = members
+        .into_iter()
+        .find(|&id| id != lead)
+        .context("a follower")?;
+    println!("node {lead} leads; cutting node {lagging} off");
+    network.control().isolate(lagging);
+
+    // The application and the oracle write to the same log, as a server
+    // driving this driver would.
+    let driver = &drivers[&lead];
+    let Role::Leader(term) = driver.role() else {
+        bail!("node {lead} lost its lease");
+    };
+    let key = SeqKey::try_new("invoices")?;
+    let mut high_water = 0;
+    for i in 1..=60u64 {
+        driver
+            .host()
+            .put(&format!("user-{i}"), &format!("v{i}"))
+            .await?;
+        high_water = driver.persist_high_water(i * 1_000, term.epoch()).await?;
+        driver.advance_dense(&key, 2, term.epoch()).await?;
+    }
+    let dense = driver.load_dense_seq(&key).await?;
+    println!("60 puts, high-water {high_water}, dense counter {dense}; the log was compacted");
+
+    network.control().rejoin(lagging);
+    let behind = &drivers[&lagging];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let caught_up = behind.host().kv() == driver.host().kv();
+        if caught_up && behind.load_high_water().await.ok() == Some(high_water) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("node {lagging} did not catch up within 20 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let restores = behind.host().restores.load(Ordering::Relaxed);
+    let lagging_dense = behind.load_dense_seq(&key).await?;
+    if lagging_dense != dense || behind.host().kv().len() != 60 {
+        bail!("node {lagging} diverged: dense {lagging_dense} != {dense}");
+    }
+    println!(
+        "node {lagging} caught up ({restores} snapshot restore(s)): 60 keys, high-water \
+         {high_water}, dense counter {lagging_dense}, from one log and one snapshot"
+    );
+    for (_, driver) in drivers {
+        driver.shutdown().await;
+        driver.host().shutdown().await?;
+    }
+    network.shutdown().await;
+    Ok(())
+}
