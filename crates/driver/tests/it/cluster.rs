@@ -124,8 +124,14 @@ impl Cluster {
             .unwrap();
         let host = Arc::new(host);
         self.net.attach(host.inbox());
-        let driver =
-            Arc::new(PaxosDriver::start(Arc::clone(&host), DriverConfig::new(timing())).unwrap());
+        // A generous deadline: a loaded test machine can stall an fsync for
+        // seconds, and a timed-out call would fail a test that checks that
+        // every call succeeds.
+        let config = DriverConfig {
+            request_timeout: Duration::from_secs(10),
+            ..DriverConfig::new(timing())
+        };
+        let driver = Arc::new(PaxosDriver::start(Arc::clone(&host), config).unwrap());
         let server = if self.with_servers {
             let listener = match listener {
                 Some(listener) => listener,

@@ -173,8 +173,15 @@ async fn leader_changes_keep_epochs_rising_and_never_overlap_leaders() {
         control.isolate(old);
         // The deposed leader tries a lower write while cut off.
         let stale_driver = Arc::clone(cluster.driver(old));
-        let in_flight =
-            tokio::spawn(async move { stale_driver.persist_high_water(value - 1, epoch).await });
+        // Given up (dropped) after a while, as the server does on shutdown:
+        // dropping it must corrupt nothing either.
+        let in_flight = tokio::spawn(async move {
+            tokio::time::timeout(
+                Duration::from_secs(2),
+                stale_driver.persist_high_water(value - 1, epoch),
+            )
+            .await
+        });
         // Sample roles until another node leads: never two leaders at once.
         let deadline = Instant::now() + ELECTION;
         let new = loop {
@@ -206,7 +213,7 @@ async fn leader_changes_keep_epochs_rising_and_never_overlap_leaders() {
         control.rejoin(old);
         let stale = in_flight.await.unwrap();
         assert!(
-            !matches!(stale, Ok(v) if v < acknowledged),
+            !matches!(stale, Ok(Ok(v)) if v < acknowledged),
             "a deposed leader's write lowered the high-water: {stale:?}"
         );
     }
@@ -272,5 +279,62 @@ async fn concurrent_writes_all_commit_and_dense_blocks_tile_the_counter() {
         next
     );
     assert_eq!(cluster.driver(leader).load_high_water().await.unwrap(), 630);
+    cluster.shutdown().await;
+}
+
+/// An idle leader keeps its lease with no-op barriers: it reports `Leader`
+/// without a break for many lease lengths while nothing else is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_leader_keeps_its_lease() {
+    let cluster = Cluster::start(false).await;
+    let (leader, epoch) = cluster.wait_leader(ELECTION).await;
+    let lease = crate::cluster::timing().lease;
+    let until = Instant::now() + lease * 8;
+    let mut samples = 0;
+    while Instant::now() < until {
+        match cluster.driver(leader).role() {
+            tsoracle_driver_paxos::Role::Leader(term) => assert_eq!(term.epoch(), epoch),
+            other => panic!("the idle leader lost its lease after {samples} samples: {other:?}"),
+        }
+        samples += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(samples > 50);
+    cluster.shutdown().await;
+}
+
+/// A stopped consensus thread is permanent: calls fail with
+/// `PermanentDriver` at once, and the node stops claiming leadership.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_host_is_a_permanent_error_and_not_a_leader() {
+    let cluster = Cluster::start(false).await;
+    let (leader, epoch) = cluster.wait_leader(ELECTION).await;
+    let node = &cluster.nodes[&leader];
+    node.host.shutdown().await.unwrap();
+    let started = Instant::now();
+    let read = node.driver.load_high_water().await;
+    assert!(
+        matches!(read, Err(ConsensusError::PermanentDriver(_))),
+        "{read:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "not at once: {:?}",
+        started.elapsed()
+    );
+    // Within a lease, the role goes and the stream follows.
+    let mut events = node.driver.watch_leadership();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        events.wait_for(|s| *s == LeaderState::Unknown),
+    )
+    .await
+    .expect("the stream still reports a leader")
+    .unwrap();
+    assert!(!node.driver.role().is_leader());
+    match node.driver.persist_high_water(1, epoch).await {
+        Err(ConsensusError::NotLeader { .. } | ConsensusError::PermanentDriver(_)) => {}
+        other => panic!("expected NotLeader or PermanentDriver, got {other:?}"),
+    }
     cluster.shutdown().await;
 }
