@@ -19,9 +19,9 @@ use tsoracle_paxos_state::{
 };
 use tsoracle_paxos_toolkit::{DecidedHook, RunnerStatus};
 
-use crate::host::Applied;
+use crate::host::{Applied, HostError};
 
-type Waiters = Mutex<HashMap<ProposalId, oneshot::Sender<Applied>>>;
+type Waiters = Mutex<HashMap<ProposalId, oneshot::Sender<Result<Applied, HostError>>>>;
 
 #[derive(Debug, Default)]
 struct Shared {
@@ -54,7 +54,7 @@ pub struct ApplierHandle {
 #[derive(Debug)]
 pub struct Waiter {
     id: ProposalId,
-    rx: oneshot::Receiver<Applied>,
+    rx: oneshot::Receiver<Result<Applied, HostError>>,
     shared: Arc<Shared>,
 }
 
@@ -127,6 +127,7 @@ impl PaxosApplier {
         if let Some(trimmed_idx) = restored_to {
             // A snapshot replaced the state: count the next interval from it.
             self.snapshots.rebase(trimmed_idx);
+            self.fail_waiters_covered_by_snapshot();
         }
         let mine: Vec<_> = applied
             .into_iter()
@@ -140,10 +141,10 @@ impl PaxosApplier {
                 .unwrap_or_else(PoisonError::into_inner);
             for applied in mine {
                 if let Some(tx) = waiters.remove(&applied.proposal) {
-                    let _ = tx.send(Applied {
+                    let _ = tx.send(Ok(Applied {
                         outcome: applied.outcome,
                         promise: self.promise,
-                    });
+                    }));
                 }
             }
         }
@@ -153,6 +154,40 @@ impl PaxosApplier {
             return Ok(Some(applied_to));
         }
         Ok(None)
+    }
+}
+
+impl PaxosApplier {
+    /// A lagging node that catches up from a snapshot never sees the entries
+    /// the snapshot covers, its own included: their waiters learn at once
+    /// that the outcome is lost instead of waiting out their deadline.
+    fn fail_waiters_covered_by_snapshot(&self) {
+        let last = {
+            let state = self
+                .shared
+                .state
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            state.last_applied(self.node_id)
+        };
+        let Some(last) = last else {
+            return;
+        };
+        let mut waiters = self
+            .shared
+            .waiters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let covered: Vec<ProposalId> = waiters.keys().filter(|id| **id <= last).copied().collect();
+        for id in covered {
+            if let Some(tx) = waiters.remove(&id) {
+                let _ = tx.send(Err(HostError::Unavailable(
+                    "the proposal was applied inside a snapshot this node caught up from; \
+                     its outcome is unknown"
+                        .to_owned(),
+                )));
+            }
+        }
     }
 }
 
@@ -214,9 +249,10 @@ impl ApplierHandle {
 }
 
 impl Waiter {
-    /// Waits for the outcome. `None` when the applier was dropped (the
-    /// consensus thread stopped) before applying the proposal.
-    pub async fn wait(&mut self) -> Option<Applied> {
+    /// Waits for the outcome: `Err` when it was lost (the proposal was
+    /// applied inside a snapshot), `None` when the applier was dropped
+    /// before applying the proposal.
+    pub async fn wait(&mut self) -> Option<Result<Applied, HostError>> {
         (&mut self.rx).await.ok()
     }
 }
@@ -260,7 +296,7 @@ mod tests {
             advance(40, mine),
         ];
         assert_eq!(applier.absorb(entries, |_| {}).unwrap(), None);
-        let applied = waiter.wait().await.unwrap();
+        let applied = waiter.wait().await.unwrap().unwrap();
         assert_eq!(applied.outcome, Outcome::HighWater(50));
         assert_eq!(applied.promise, Ballot::with(1, 3, 0, 1));
         assert_eq!(handle.pending(), 0);

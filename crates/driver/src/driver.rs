@@ -118,6 +118,9 @@ struct Core<H> {
     subscribed: Arc<AtomicBool>,
     /// Wakes the leadership task when a decision renewed the lease.
     wake: Notify,
+    /// Set by `shutdown` and when the host's leadership watch closes: the
+    /// node then claims no role at all, whatever the lease says.
+    stopped: AtomicBool,
 }
 
 impl<H: PaxosHighWaterHost> PaxosDriver<H> {
@@ -133,6 +136,9 @@ impl<H: PaxosHighWaterHost> PaxosDriver<H> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let me = host.node_id();
         let lease = LeaseTracker::new(me, &config.timing)?;
+        // One driver per host start: a second one would count proposal ids
+        // from zero again, below the ids already applied.
+        let incarnation = host.claim_proposer().ok_or(Error::ProposerClaimed)?;
         let endpoints = host
             .members()
             .into_iter()
@@ -140,7 +146,7 @@ impl<H: PaxosHighWaterHost> PaxosDriver<H> {
             .collect();
         let (events, _) = watch::channel(LeaderState::Unknown);
         let core = Arc::new(Core {
-            incarnation: host.incarnation(),
+            incarnation,
             host,
             config,
             origin: Instant::now(),
@@ -149,6 +155,7 @@ impl<H: PaxosHighWaterHost> PaxosDriver<H> {
             events,
             subscribed: Arc::new(AtomicBool::new(false)),
             wake: Notify::new(),
+            stopped: AtomicBool::new(false),
         });
         let task = runtime.spawn(leadership_task(
             Arc::clone(&core),
@@ -179,9 +186,11 @@ impl<H: PaxosHighWaterHost> PaxosDriver<H> {
         self.core.events.subscribe()
     }
 
-    /// Stops the leadership task and waits for it. Later calls still work
-    /// but the leadership stream stays where it was: stop the server first.
+    /// Stops the leadership task and waits for it. The stream then reports
+    /// `Unknown` and writes are refused with `NotLeader` (reads still go
+    /// through the host while it runs): stop the server first.
     pub async fn shutdown(&self) {
+        self.core.stopped.store(true, Ordering::SeqCst);
         let task = self
             .task
             .lock()
@@ -218,7 +227,11 @@ impl<H: PaxosHighWaterHost> Core<H> {
     }
 
     fn role_now(&self) -> Role {
-        serving_role(&self.lease(), self.now(), self.config.stop_margin)
+        if self.stopped.load(Ordering::SeqCst) {
+            return Role::Unknown;
+        }
+        let lease = self.lease();
+        serving_role(&lease, self.now(), self.config.stop_margin)
     }
 
     /// Mints the next proposal id and submits the command built with it,
@@ -348,14 +361,20 @@ fn host_error(error: HostError) -> ConsensusError {
 /// leadership change and proposes renewal barriers. Runs until aborted.
 async fn leadership_task<H: PaxosHighWaterHost>(core: Arc<Core<H>>, mut events: LeaderEvents) {
     let mut views = core.host.leadership();
+    // At most one renewal in flight: an isolated leader (which OmniPaxos
+    // keeps calling leader) then appends one barrier per failed attempt
+    // (each bounded by the request deadline), not one per `renew_every`.
     let mut renewals = JoinSet::new();
     let tick = core.config.timing.tick;
     let mut host_gone = false;
     loop {
-        let now = core.now();
+        while renewals.try_join_next().is_some() {}
         let view = *views.borrow_and_update();
-        let (role, wakeup, renew) = {
+        let (now, role, wakeup, renew) = {
             let mut lease = core.lease();
+            // Sampled after the view was read, never before: the new-leader
+            // wait runs from the first observation of this node as leader.
+            let now = core.now();
             if let Err(err) = lease.observe(now, view.into()) {
                 tracing::warn!(%err, "leadership observation refused; no leader known");
             }
@@ -364,7 +383,7 @@ async fn leadership_task<H: PaxosHighWaterHost>(core: Arc<Core<H>>, mut events: 
             } else {
                 serving_role(&lease, now, core.config.stop_margin)
             };
-            let renew = !host_gone && lease.wants_renewal(now);
+            let renew = !host_gone && renewals.is_empty() && lease.wants_renewal(now);
             let margin_end = lease
                 .lease_expiry()
                 .and_then(|until| until.checked_sub(core.config.stop_margin));
@@ -373,7 +392,7 @@ async fn leadership_task<H: PaxosHighWaterHost>(core: Arc<Core<H>>, mut events: 
                 .flatten()
                 .filter(|t| *t > now)
                 .min();
-            (role, wakeup, renew)
+            (now, role, wakeup, renew)
         };
         if let Some(state) = events.next(&role) {
             tracing::info!(?state, "leadership changed");
@@ -383,7 +402,6 @@ async fn leadership_task<H: PaxosHighWaterHost>(core: Arc<Core<H>>, mut events: 
             let core = Arc::clone(&core);
             renewals.spawn(async move { renew_lease(&core, view.promise).await });
         }
-        while renewals.try_join_next().is_some() {}
         // Wake at the next lease event, and at least every tick: a role must
         // flip on time even if no new view arrives.
         let sleep = wakeup.map_or(tick, |at| at.saturating_sub(now).min(tick));
@@ -392,6 +410,7 @@ async fn leadership_task<H: PaxosHighWaterHost>(core: Arc<Core<H>>, mut events: 
                 if changed.is_err() {
                     tracing::error!("the host's leadership watch closed; reporting no leader");
                     host_gone = true;
+                    core.stopped.store(true, Ordering::SeqCst);
                 }
             }
             () = core.wake.notified() => {}
@@ -569,5 +588,203 @@ impl<H: PaxosHighWaterHost> ConsensusDriver for PaxosDriver<H> {
             })
             .await?;
         fence::lease_outcome(applied.outcome, epoch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+
+    use omnipaxos::util::NodeId;
+    use tsoracle_core::PeerEndpoint;
+    use tsoracle_paxos_state::{ApplyState, Outcome};
+
+    use super::*;
+    use crate::host::{LeaderView, PendingApply, ProposerSlot};
+
+    /// A host whose leadership is set by the test and whose commands are
+    /// "applied" at once, with a chosen promise.
+    struct FakeHost {
+        view: watch::Sender<LeaderView>,
+        promise_at_apply: Mutex<Ballot>,
+        proposer: ProposerSlot,
+        submitted: AtomicU64,
+    }
+
+    impl FakeHost {
+        fn new(view: LeaderView, promise_at_apply: Ballot) -> Arc<Self> {
+            Arc::new(Self {
+                view: watch::channel(view).0,
+                promise_at_apply: Mutex::new(promise_at_apply),
+                proposer: ProposerSlot::new(1),
+                submitted: AtomicU64::new(0),
+            })
+        }
+    }
+
+    impl PaxosHighWaterHost for FakeHost {
+        fn node_id(&self) -> NodeId {
+            1
+        }
+        fn claim_proposer(&self) -> Option<u64> {
+            self.proposer.claim()
+        }
+        fn members(&self) -> Vec<NodeId> {
+            vec![1, 2, 3]
+        }
+        fn client_endpoint(&self, node: NodeId) -> Option<PeerEndpoint> {
+            PeerEndpoint::try_from(format!("127.0.0.1:{}", 7000 + node)).ok()
+        }
+        fn leadership(&self) -> watch::Receiver<LeaderView> {
+            self.view.subscribe()
+        }
+        fn submit(&self, command: Command) -> Result<PendingApply, HostError> {
+            self.submitted.fetch_add(1, Ordering::SeqCst);
+            let promise = *self.promise_at_apply.lock().unwrap();
+            let outcome = match command {
+                Command::Advance { at_least, .. } => Outcome::HighWater(at_least),
+                _ => Outcome::Barrier { high_water: 0 },
+            };
+            Ok(Box::pin(async move { Ok(Applied { outcome, promise }) }))
+        }
+        fn read_state(&self, read: &mut dyn FnMut(&ApplyState)) {
+            read(&ApplyState::new());
+        }
+    }
+
+    fn timing() -> Timing {
+        let ms = Duration::from_millis;
+        Timing {
+            tick: ms(5),
+            election_ticks: 10,
+            lease: ms(40),
+            drift: 0.01,
+            renew_every: ms(10),
+        }
+    }
+
+    fn leading(ballot: Ballot) -> LeaderView {
+        LeaderView {
+            promise: ballot,
+            leader: Some((1, true)),
+        }
+    }
+
+    async fn leads_within(driver: &PaxosDriver<FakeHost>, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if driver.role().is_leader() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn renewals_decided_under_the_same_ballot_make_a_leader() {
+        let b = Ballot::with(1, 2, 0, 1);
+        let host = FakeHost::new(leading(b), b);
+        let driver = PaxosDriver::start(Arc::clone(&host), DriverConfig::new(timing())).unwrap();
+        assert!(leads_within(&driver, Duration::from_secs(2)).await);
+        // It renews while idle: still leading many lease lengths later.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(driver.role().is_leader());
+        assert!(host.submitted.load(Ordering::SeqCst) >= 5);
+        driver.shutdown().await;
+        assert_eq!(driver.role(), Role::Unknown);
+    }
+
+    /// Entries applied while this node's promise is another ballot were
+    /// decided by someone else: they must never renew the lease.
+    #[tokio::test]
+    async fn decisions_under_another_ballot_never_renew_the_lease() {
+        let b = Ballot::with(1, 2, 0, 1);
+        let newer = Ballot::with(1, 3, 0, 2);
+        let host = FakeHost::new(leading(b), newer);
+        let driver = PaxosDriver::start(Arc::clone(&host), DriverConfig::new(timing())).unwrap();
+        assert!(!leads_within(&driver, Duration::from_millis(300)).await);
+        assert!(
+            host.submitted.load(Ordering::SeqCst) >= 1,
+            "no renewal was tried"
+        );
+        driver.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn the_lease_lapses_a_stop_margin_early_and_the_stream_follows() {
+        let b = Ballot::with(1, 2, 0, 1);
+        let host = FakeHost::new(leading(b), b);
+        let driver = PaxosDriver::start(Arc::clone(&host), DriverConfig::new(timing())).unwrap();
+        let mut events = driver.watch_leadership();
+        assert!(leads_within(&driver, Duration::from_secs(2)).await);
+        events
+            .wait_for(|s| matches!(s, LeaderState::Leader { .. }))
+            .await
+            .unwrap();
+        // Decisions stop counting: the lease runs out.
+        *host.promise_at_apply.lock().unwrap() = Ballot::with(1, 9, 0, 2);
+        let lost_at = Instant::now();
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            events.wait_for(|s| *s == LeaderState::Unknown),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        // At most lease × (1 − drift) − stop_margin after the last renewal
+        // (plus scheduling slack).
+        assert!(lost_at.elapsed() < Duration::from_millis(200));
+        assert!(!driver.role().is_leader());
+        driver.shutdown().await;
+    }
+
+    #[test]
+    fn serving_role_stops_a_margin_before_the_lease_ends() {
+        let t = timing();
+        let b = Ballot::with(1, 2, 0, 1);
+        let mut lease = LeaseTracker::new(1, &t).unwrap();
+        let view = leading(b).into();
+        lease.observe(Duration::ZERO, view).unwrap();
+        lease.proposed(Duration::ZERO, b);
+        assert!(lease.decided(Duration::ZERO, b));
+        let wait = t.new_leader_wait();
+        let margin = Duration::from_millis(10);
+        // Lease until 39.6 ms, wait until 40.4 ms: no serving window at all.
+        assert_eq!(serving_role(&lease, wait, margin), Role::Unknown);
+        lease.proposed(Duration::from_millis(30), b);
+        assert!(lease.decided(Duration::from_millis(30), b));
+        // Lease until 69.6 ms: serving on [40.4, 59.6).
+        assert!(serving_role(&lease, wait, margin).is_leader());
+        assert!(serving_role(&lease, Duration::from_micros(59_599), margin).is_leader());
+        assert_eq!(
+            serving_role(&lease, Duration::from_micros(59_600), margin),
+            Role::Unknown
+        );
+        assert!(lease.role(Duration::from_micros(59_600)).is_leader());
+    }
+
+    #[test]
+    fn a_margin_that_leaves_no_serving_time_is_refused() {
+        let mut config = DriverConfig::new(timing());
+        assert!(config.validate().is_ok());
+        config.stop_margin = Duration::from_millis(30); // 10 + 30 >= 39.6
+        assert!(matches!(
+            config.validate(),
+            Err(Error::StopMarginTooLong { .. })
+        ));
+        config.stop_margin = Duration::from_millis(5);
+        config.request_timeout = Duration::ZERO;
+        assert!(matches!(config.validate(), Err(Error::ZeroDuration { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_second_driver_on_one_host_start_is_refused() {
+        let b = Ballot::with(1, 2, 0, 1);
+        let host = FakeHost::new(leading(b), b);
+        let first = PaxosDriver::start(Arc::clone(&host), DriverConfig::new(timing())).unwrap();
+        let second = PaxosDriver::start(Arc::clone(&host), DriverConfig::new(timing()));
+        assert!(matches!(second, Err(Error::ProposerClaimed)));
+        first.shutdown().await;
     }
 }

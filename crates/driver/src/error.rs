@@ -96,6 +96,13 @@ pub enum Error {
     /// The host did not run the read it was given.
     #[error("the host did not run the state read")]
     HostSkippedRead,
+    /// The host's proposer slot was already claimed by another driver (see
+    /// `PaxosHighWaterHost::claim_proposer`): one driver per host start.
+    #[error(
+        "the host already has a driver: start one PaxosDriver per host start (restart the host \
+         to attach a new one)"
+    )]
+    ProposerClaimed,
     /// The host could not be built or started.
     #[error("host: {0}")]
     Host(String),

@@ -12,6 +12,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use omnipaxos::ballot_leader_election::Ballot;
 use omnipaxos::util::NodeId;
@@ -66,6 +67,30 @@ pub enum HostError {
     Failed(String),
 }
 
+/// The right to mint proposal ids on a host, granted once per start.
+#[derive(Debug)]
+pub struct ProposerSlot {
+    incarnation: u64,
+    claimed: AtomicBool,
+}
+
+impl ProposerSlot {
+    /// A slot for this start's `incarnation` (see
+    /// [`next_incarnation`](crate::next_incarnation)).
+    #[must_use]
+    pub const fn new(incarnation: u64) -> Self {
+        Self {
+            incarnation,
+            claimed: AtomicBool::new(false),
+        }
+    }
+
+    /// The incarnation, the first time; `None` afterwards.
+    pub fn claim(&self) -> Option<u64> {
+        (!self.claimed.swap(true, Ordering::SeqCst)).then_some(self.incarnation)
+    }
+}
+
 /// The wait for one submitted command: resolves once this node applied it.
 pub type PendingApply = Pin<Box<dyn Future<Output = Result<Applied, HostError>> + Send>>;
 
@@ -79,11 +104,17 @@ pub trait PaxosHighWaterHost: Send + Sync + 'static {
     /// This node's OmniPaxos pid.
     fn node_id(&self) -> NodeId;
 
-    /// A number that grows at every start of this node and survives crashes
-    /// (persist it before using it). Proposal ids are
-    /// `(node_id, incarnation, seq)`; an id still in the durable log from an
-    /// earlier run must never be minted again.
-    fn incarnation(&self) -> u64;
+    /// Hands this start's incarnation to the one driver that mints proposal
+    /// ids on this host, and `None` to any later caller (see
+    /// [`ProposerSlot`]).
+    ///
+    /// Proposal ids are `(node_id, incarnation, seq)` and must grow: the apply
+    /// state takes an id at or below the last one applied for a node as a
+    /// duplicate. The incarnation grows at every start of the node and is
+    /// persisted before use (an id still in the durable log from an earlier
+    /// run must never be minted again), and only one driver per start may
+    /// count `seq` from zero.
+    fn claim_proposer(&self) -> Option<u64>;
 
     /// Every node of the configuration, this one included.
     fn members(&self) -> Vec<NodeId>;

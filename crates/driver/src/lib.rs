@@ -131,7 +131,7 @@ pub use applier::{ApplierHandle, PaxosApplier, Waiter};
 pub use driver::{DEFAULT_DENSE_KEY_CAP, DEFAULT_REQUEST_TIMEOUT, DriverConfig, PaxosDriver};
 pub use error::Error;
 pub use events::LeaderEvents;
-pub use host::{Applied, HostError, LeaderView, PaxosHighWaterHost, PendingApply};
+pub use host::{Applied, HostError, LeaderView, PaxosHighWaterHost, PendingApply, ProposerSlot};
 pub use incarnation::next_incarnation;
 pub use lease::{LeaseTracker, Observation};
 pub use role::{Role, Term};

@@ -77,8 +77,8 @@ where
     Ok(Box::pin(async move {
         appended.await.map_err(runner_error)?;
         tokio::select! {
-            applied = waiter.wait() => applied.ok_or_else(|| {
-                HostError::Failed("the apply path stopped before applying".to_owned())
+            applied = waiter.wait() => applied.unwrap_or_else(|| {
+                Err(HostError::Failed("the apply path stopped before applying".to_owned()))
             }),
             stopped = status.wait_for(|s| s.stopped) => {
                 let reason = match stopped {

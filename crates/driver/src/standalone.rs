@@ -21,7 +21,7 @@ use tsoracle_paxos_toolkit::{Durability, Inbox, MessageSink, Runner, RunnerConfi
 
 use crate::applier::{ApplierHandle, PaxosApplier};
 use crate::error::Error;
-use crate::host::{HostError, LeaderView, PaxosHighWaterHost, PendingApply};
+use crate::host::{HostError, LeaderView, PaxosHighWaterHost, PendingApply, ProposerSlot};
 use crate::runner_glue::{leadership_from_runner, submit_to_runner};
 use crate::timing::Timing;
 
@@ -181,7 +181,7 @@ impl StandaloneHostBuilder {
         let (leadership, bridge) = leadership_from_runner(runner.status());
         Ok(StandaloneHost {
             node_id,
-            incarnation,
+            proposer: ProposerSlot::new(incarnation),
             members: ids,
             endpoints: self
                 .members
@@ -231,7 +231,7 @@ fn check_members(node_id: NodeId, ids: &[NodeId]) -> Result<(), Error> {
 /// [`Runner`]. Build it with [`StandaloneHost::builder`].
 pub struct StandaloneHost<E: PaxosEnvelope = PaxosEntry> {
     node_id: NodeId,
-    incarnation: u64,
+    proposer: ProposerSlot,
     members: Vec<NodeId>,
     endpoints: BTreeMap<NodeId, PeerEndpoint>,
     runner: Arc<Runner<E>>,
@@ -324,8 +324,8 @@ where
         self.node_id
     }
 
-    fn incarnation(&self) -> u64 {
-        self.incarnation
+    fn claim_proposer(&self) -> Option<u64> {
+        self.proposer.claim()
     }
 
     fn members(&self) -> Vec<NodeId> {

@@ -38,7 +38,8 @@ use tsoracle_consensus::ConsensusDriver;
 use tsoracle_core::{PeerEndpoint, SeqKey};
 use tsoracle_driver_paxos::{
     ApplierHandle, DriverConfig, HostError, LeaderView, PaxosApplier, PaxosDriver,
-    PaxosHighWaterHost, PendingApply, Role, Timing, leadership_from_runner, submit_to_runner,
+    PaxosHighWaterHost, PendingApply, ProposerSlot, Role, Timing, leadership_from_runner,
+    submit_to_runner,
 };
 use tsoracle_paxos_state::{
     ApplyState, Command, HostItem, PaxosEntry, PaxosEnvelope, PaxosSnapshot, SnapshotPolicy,
@@ -157,6 +158,9 @@ impl DecidedHook<AppEntry> for AppHook {
 struct KvHost {
     id: NodeId,
     members: Vec<NodeId>,
+    /// In-memory logs start empty at every start, so incarnation 1 is
+    /// enough; a durable host persists and bumps it (`next_incarnation`).
+    proposer: ProposerSlot,
     runner: Arc<Runner<AppEntry>>,
     applier: ApplierHandle,
     kv: Kv,
@@ -214,6 +218,7 @@ impl KvHost {
         Ok(Self {
             id,
             members: members.to_vec(),
+            proposer: ProposerSlot::new(1),
             runner,
             applier: handle,
             kv,
@@ -252,10 +257,8 @@ impl PaxosHighWaterHost for KvHost {
         self.id
     }
 
-    fn incarnation(&self) -> u64 {
-        // In-memory logs start empty at every start: one incarnation is
-        // enough. A durable host persists and bumps it (`next_incarnation`).
-        1
+    fn claim_proposer(&self) -> Option<u64> {
+        self.proposer.claim()
     }
 
     fn members(&self) -> Vec<NodeId> {

@@ -50,11 +50,21 @@ pub(crate) struct Cluster {
     _dir: tempfile::TempDir,
     root: PathBuf,
     with_servers: bool,
+    request_timeout: Duration,
 }
 
 impl Cluster {
     /// Three nodes, each with a tsoracle-server when `with_servers`.
+    ///
+    /// A generous call deadline: a loaded test machine can stall an fsync
+    /// for seconds, and a timed-out call would fail a test that checks that
+    /// every call succeeds.
     pub(crate) async fn start(with_servers: bool) -> Self {
+        Self::start_with(with_servers, Duration::from_secs(10)).await
+    }
+
+    /// [`start`](Self::start) with the drivers' `request_timeout`.
+    pub(crate) async fn start_with(with_servers: bool, request_timeout: Duration) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
         let mut listeners = BTreeMap::new();
@@ -79,6 +89,7 @@ impl Cluster {
             _dir: dir,
             root,
             with_servers,
+            request_timeout,
         };
         for (id, listener) in listeners {
             cluster.start_node(id, Some(listener)).await;
@@ -117,18 +128,16 @@ impl Cluster {
             .members(self.members.clone())
             .incarnation(incarnation)
             .timing(timing())
+            // Small, so every test compacts its log a few times.
             .snapshot_policy(SnapshotPolicy::EveryDecided(
-                std::num::NonZeroU64::new(50).unwrap(),
+                std::num::NonZeroU64::new(16).unwrap(),
             ))
             .start(storage, durability, sink)
             .unwrap();
         let host = Arc::new(host);
         self.net.attach(host.inbox());
-        // A generous deadline: a loaded test machine can stall an fsync for
-        // seconds, and a timed-out call would fail a test that checks that
-        // every call succeeds.
         let config = DriverConfig {
-            request_timeout: Duration::from_secs(10),
+            request_timeout: self.request_timeout,
             ..DriverConfig::new(timing())
         };
         let driver = Arc::new(PaxosDriver::start(Arc::clone(&host), config).unwrap());
