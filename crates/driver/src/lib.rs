@@ -35,7 +35,6 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use std::time::Duration;
 //! use tsoracle_core::PeerEndpoint;
 //! use tsoracle_driver_paxos::{DriverConfig, Member, PaxosDriver, StandaloneHost, Timing};
 //! use tsoracle_paxos_state::PaxosEntry;
@@ -43,8 +42,7 @@
 //! use tsoracle_paxos_toolkit::{MemNetConfig, MemNetwork, SyncedWrites};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let ms = Duration::from_millis;
-//! let timing = Timing { tick: ms(20), election_ticks: 20, lease: ms(300), drift: 0.01, renew_every: ms(60) };
+//! let timing = Timing::lan();
 //! let members: Vec<Member> = (1..=3)
 //!     .map(|id| Ok(Member { id, client_endpoint: PeerEndpoint::try_from(format!("127.0.0.1:{}", 7000 + id))? }))
 //!     .collect::<Result<_, Box<dyn std::error::Error>>>()?;

@@ -283,14 +283,7 @@ impl PaxosHighWaterHost for KvHost {
 }
 
 fn timing() -> Timing {
-    let ms = Duration::from_millis;
-    Timing {
-        tick: ms(20),
-        election_ticks: 20,
-        lease: ms(300),
-        drift: 0.01,
-        renew_every: ms(60),
-    }
+    Timing::lan()
 }
 
 async fn leader(drivers: &BTreeMap<NodeId, PaxosDriver<KvHost>>) -> Result<NodeId> {

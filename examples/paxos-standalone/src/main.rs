@@ -36,14 +36,7 @@ const FETCHES: usize = 200;
 const FAILOVER_LIMIT: Duration = Duration::from_secs(20);
 
 fn timing() -> Timing {
-    let ms = Duration::from_millis;
-    Timing {
-        tick: ms(20),
-        election_ticks: 20,
-        lease: ms(300),
-        drift: 0.01,
-        renew_every: ms(60),
-    }
+    Timing::lan()
 }
 
 /// One running node and the handles that stop it.

@@ -23,17 +23,11 @@ use tsoracle_paxos_toolkit::{MemNetConfig, MemNetwork, NetControl};
 
 pub(crate) type Driver = PaxosDriver<StandaloneHost>;
 
-/// Generous for a loaded 2-core machine (a synced RocksDB write can take
-/// tens of milliseconds there): a 400 ms election timeout and a 300 ms lease
-/// renewed every 60 ms, so a leader keeps its lease through slow rounds.
+/// The LAN timing: a 400 ms election timeout and a 300 ms lease renewed
+/// every 60 ms, so a leader keeps its lease through the slow rounds of a
+/// loaded 2-core machine.
 pub(crate) fn timing() -> Timing {
-    Timing {
-        tick: Duration::from_millis(20),
-        election_ticks: 20,
-        lease: Duration::from_millis(300),
-        drift: 0.01,
-        renew_every: Duration::from_millis(60),
-    }
+    Timing::lan()
 }
 
 pub(crate) struct Node {
