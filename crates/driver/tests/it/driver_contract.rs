@@ -41,6 +41,19 @@ async fn the_first_item_is_immediate_and_a_second_subscription_fails_closed() {
             .is_err()
     );
 
+    // A follower names the leader's client endpoint (not its peer address)
+    // and the leader's epoch.
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    let expected = LeaderState::Follower {
+        leader_endpoint: Some(cluster.endpoints(&[leader])[0].as_str().try_into().unwrap()),
+        leader_epoch: Some(epoch),
+    };
+    let mut follower_view = cluster.driver(follower).watch_leadership();
+    tokio::time::timeout(ELECTION, follower_view.wait_for(|s| *s == expected))
+        .await
+        .expect("the follower never named the leader's client endpoint")
+        .unwrap();
+
     // Dropping the live subscription frees the slot; the new one sees the
     // current state at once.
     drop(first);
