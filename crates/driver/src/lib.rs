@@ -44,13 +44,18 @@
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let timing = Timing::lan();
 //! let members: Vec<Member> = (1..=3)
-//!     .map(|id| Ok(Member { id, client_endpoint: PeerEndpoint::try_from(format!("127.0.0.1:{}", 7000 + id))? }))
+//!     .map(|id| Ok(Member {
+//!         id,
+//!         peer_address: format!("127.0.0.1:{}", 6000 + id),
+//!         client_endpoint: PeerEndpoint::try_from(format!("127.0.0.1:{}", 7000 + id))?,
+//!     }))
 //!     .collect::<Result<_, Box<dyn std::error::Error>>>()?;
 //! let network = MemNetwork::<PaxosEntry>::new(MemNetConfig::default())?;
 //! let mut drivers = Vec::new();
 //! for id in 1..=3 {
 //!     let host = StandaloneHost::builder()
 //!         .node_id(id)
+//!         .cluster_id("example")
 //!         .members(members.clone())
 //!         .incarnation(1) // persist it: see `next_incarnation`
 //!         .timing(timing)

@@ -6,7 +6,6 @@
 //! sink (the tonic transport, or the in-memory network in tests), so it
 //! compiles neither RocksDB nor tonic itself.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -30,6 +29,9 @@ use crate::timing::Timing;
 pub struct Member {
     /// OmniPaxos pid (`1..=N`, dense).
     pub id: NodeId,
+    /// Where the node's peer transport listens (`host:port`); what a sink
+    /// such as the tonic transport connects to.
+    pub peer_address: String,
     /// The node's client-facing tsoracle endpoint, for redirects.
     pub client_endpoint: PeerEndpoint,
 }
@@ -39,6 +41,7 @@ pub struct Member {
 #[derive(Debug, Clone)]
 pub struct StandaloneHostBuilder {
     node_id: Option<NodeId>,
+    cluster_id: Option<String>,
     configuration_id: u32,
     members: Vec<Member>,
     incarnation: Option<u64>,
@@ -52,6 +55,7 @@ impl Default for StandaloneHostBuilder {
     fn default() -> Self {
         Self {
             node_id: None,
+            cluster_id: None,
             configuration_id: 1,
             members: Vec::new(),
             incarnation: None,
@@ -68,6 +72,14 @@ impl StandaloneHostBuilder {
     #[must_use]
     pub fn node_id(mut self, id: NodeId) -> Self {
         self.node_id = Some(id);
+        self
+    }
+
+    /// The cluster's name: the same one the storage identity and the peer
+    /// transport check, so a node of another cluster is told apart.
+    #[must_use]
+    pub fn cluster_id(mut self, id: impl Into<String>) -> Self {
+        self.cluster_id = Some(id.into());
         self
     }
 
@@ -138,6 +150,10 @@ impl StandaloneHostBuilder {
         D: Durability,
     {
         let node_id = self.node_id.ok_or_else(|| missing("node_id"))?;
+        let cluster_id = self
+            .cluster_id
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| missing("cluster_id"))?;
         let incarnation = self.incarnation.ok_or_else(|| missing("incarnation"))?;
         let timing = self.timing.ok_or_else(|| missing("timing"))?;
         timing.validate()?;
@@ -181,13 +197,10 @@ impl StandaloneHostBuilder {
         let (leadership, bridge) = leadership_from_runner(runner.status());
         Ok(StandaloneHost {
             node_id,
+            cluster_id,
             proposer: ProposerSlot::new(incarnation),
-            members: ids,
-            endpoints: self
-                .members
-                .into_iter()
-                .map(|m| (m.id, m.client_endpoint))
-                .collect(),
+            ids,
+            members: self.members,
             runner,
             applier: handle,
             leadership,
@@ -231,9 +244,10 @@ fn check_members(node_id: NodeId, ids: &[NodeId]) -> Result<(), Error> {
 /// [`Runner`]. Build it with [`StandaloneHost::builder`].
 pub struct StandaloneHost<E: PaxosEnvelope = PaxosEntry> {
     node_id: NodeId,
+    cluster_id: String,
     proposer: ProposerSlot,
-    members: Vec<NodeId>,
-    endpoints: BTreeMap<NodeId, PeerEndpoint>,
+    ids: Vec<NodeId>,
+    members: Vec<Member>,
     runner: Arc<Runner<E>>,
     applier: ApplierHandle,
     leadership: watch::Receiver<LeaderView>,
@@ -253,6 +267,18 @@ where
     E: PaxosEnvelope + Send + 'static,
     E::Snapshot: Send,
 {
+    /// The cluster's name.
+    #[must_use]
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    /// Every member, with its peer and client addresses.
+    #[must_use]
+    pub fn member_list(&self) -> &[Member] {
+        &self.members
+    }
+
     /// The inbound side of the consensus thread, for the transport.
     #[must_use]
     pub fn inbox(&self) -> Inbox<E> {
@@ -329,11 +355,14 @@ where
     }
 
     fn members(&self) -> Vec<NodeId> {
-        self.members.clone()
+        self.ids.clone()
     }
 
     fn client_endpoint(&self, node: NodeId) -> Option<PeerEndpoint> {
-        self.endpoints.get(&node).cloned()
+        self.members
+            .iter()
+            .find(|m| m.id == node)
+            .map(|m| m.client_endpoint.clone())
     }
 
     fn leadership(&self) -> watch::Receiver<LeaderView> {

@@ -53,7 +53,6 @@ impl Node {
         id: u64,
         dir: &Path,
         members: &[Member],
-        peer_addrs: &BTreeMap<u64, String>,
         peer_listener: TcpListener,
         client_listener: TcpListener,
     ) -> Result<Self> {
@@ -67,11 +66,12 @@ impl Node {
         )?;
         let durability = storage.group_commit();
         let transport = TransportConfig::new(CLUSTER, id, 1, NODES);
-        let peers = peer_addrs.iter().map(|(&peer, addr)| (peer, addr.clone()));
+        let peers = members.iter().map(|m| (m.id, m.peer_address.clone()));
         let sink = Arc::new(TonicSink::spawn(&transport, peers, None)?);
         let host = Arc::new(
             StandaloneHost::builder()
                 .node_id(id)
+                .cluster_id(CLUSTER)
                 .members(members.to_vec())
                 .incarnation(incarnation)
                 .timing(timing())
@@ -159,14 +159,13 @@ async fn main() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let mut peer_listeners = BTreeMap::new();
     let mut client_listeners = BTreeMap::new();
-    let mut peer_addrs = BTreeMap::new();
     let mut members = Vec::new();
     for id in NODES {
         let peer = TcpListener::bind("127.0.0.1:0").await?;
         let client = TcpListener::bind("127.0.0.1:0").await?;
-        peer_addrs.insert(id, peer.local_addr()?.to_string());
         members.push(Member {
             id,
+            peer_address: peer.local_addr()?.to_string(),
             client_endpoint: PeerEndpoint::try_from(client.local_addr()?.to_string())?,
         });
         peer_listeners.insert(id, peer);
@@ -176,7 +175,7 @@ async fn main() -> Result<()> {
     for id in NODES {
         let peer = peer_listeners.remove(&id).context("peer listener")?;
         let client = client_listeners.remove(&id).context("client listener")?;
-        let node = Node::start(id, dir.path(), &members, &peer_addrs, peer, client).await?;
+        let node = Node::start(id, dir.path(), &members, peer, client).await?;
         nodes.insert(id, node);
     }
     let leader = wait_leader(&nodes, Duration::from_secs(20)).await?;

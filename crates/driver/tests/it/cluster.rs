@@ -72,6 +72,8 @@ impl Cluster {
             .iter()
             .map(|(&id, addr)| Member {
                 id,
+                // The in-memory network needs no address.
+                peer_address: format!("memnet-{id}"),
                 client_endpoint: PeerEndpoint::try_from(addr.to_string()).unwrap(),
             })
             .collect();
@@ -119,6 +121,7 @@ impl Cluster {
         let sink = self.net.add_node(id);
         let host = StandaloneHost::builder()
             .node_id(id)
+            .cluster_id("driver-it")
             .members(self.members.clone())
             .incarnation(incarnation)
             .timing(timing())
