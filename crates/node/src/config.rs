@@ -1,0 +1,425 @@
+//! The node's configuration: a TOML file, overridden field by field by
+//! command-line flags, checked into a [`NodeConfig`] before anything is
+//! opened or bound.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU64;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use serde::Deserialize;
+use tsoracle_core::PeerEndpoint;
+use tsoracle_driver_paxos::{Member, Timing};
+use tsoracle_paxos_tonic::TlsFiles;
+
+use crate::error::Error;
+
+/// `serve` flags. Every one overrides the same field of `--config`.
+#[derive(Debug, Clone, Default, Args)]
+pub(crate) struct ServeArgs {
+    /// TOML configuration file (see the README for an example). Flags win
+    /// over its fields.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// This node's id, one of the peer list's ids (`1..=N`).
+    #[arg(long)]
+    pub(crate) node_id: Option<u64>,
+    /// The cluster's name; every node and data directory of a cluster shares it.
+    #[arg(long)]
+    pub(crate) cluster_id: Option<String>,
+    /// Where this node keeps its log and state (created on first start).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// Address the tsoracle client service listens on, e.g. 0.0.0.0:7001.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) client_listen: Option<SocketAddr>,
+    /// Address the peer transport listens on, e.g. 0.0.0.0:6001.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) peer_listen: Option<SocketAddr>,
+    /// A member of the cluster, repeated once per node (this one included):
+    /// `ID=PEER_HOST:PORT,CLIENT_HOST:PORT`, e.g. `2=10.0.0.2:6001,10.0.0.2:7001`.
+    /// Replaces the file's peer list.
+    #[arg(long = "peer", value_name = "ID=PEER,CLIENT")]
+    pub(crate) peers: Vec<String>,
+    /// Consensus tick in milliseconds (default 20).
+    #[arg(long)]
+    pub(crate) tick_ms: Option<u64>,
+    /// Ticks per election timeout (default 20).
+    #[arg(long)]
+    pub(crate) election_ticks: Option<u64>,
+    /// Leader lease in milliseconds (default 300); must be shorter than the
+    /// election timeout.
+    #[arg(long)]
+    pub(crate) lease_ms: Option<u64>,
+    /// Relative clock-rate error bound (default 0.01).
+    #[arg(long)]
+    pub(crate) drift: Option<f64>,
+    /// Idle leader renewal period in milliseconds (default 60).
+    #[arg(long)]
+    pub(crate) renew_every_ms: Option<u64>,
+    /// Compact the log every this many decided entries (default 4096; 0
+    /// disables snapshots).
+    #[arg(long)]
+    pub(crate) snapshot_every: Option<u64>,
+    /// PEM file of the cluster CA, for mutual TLS between peers.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_cert", "tls_key"])]
+    pub(crate) tls_ca: Option<PathBuf>,
+    /// PEM certificate of this node (naming `node-<id>`).
+    #[arg(long, value_name = "FILE", requires_all = ["tls_ca", "tls_key"])]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// PEM private key of this node.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_ca", "tls_cert"])]
+    pub(crate) tls_key: Option<PathBuf>,
+}
+
+/// The TOML file, every field optional (flags may supply it).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    node_id: Option<u64>,
+    cluster_id: Option<String>,
+    data_dir: Option<PathBuf>,
+    client_listen: Option<SocketAddr>,
+    peer_listen: Option<SocketAddr>,
+    #[serde(default)]
+    peers: Vec<FilePeer>,
+    #[serde(default)]
+    timing: FileTiming,
+    snapshot_every: Option<u64>,
+    tls: Option<FileTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePeer {
+    id: u64,
+    peer: String,
+    client: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTiming {
+    tick_ms: Option<u64>,
+    election_ticks: Option<u64>,
+    lease_ms: Option<u64>,
+    drift: Option<f64>,
+    renew_every_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTls {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// A checked configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeConfig {
+    pub(crate) node_id: u64,
+    pub(crate) cluster_id: String,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) client_listen: SocketAddr,
+    pub(crate) peer_listen: SocketAddr,
+    pub(crate) members: Vec<Member>,
+    pub(crate) timing: Timing,
+    pub(crate) snapshot_every: Option<NonZeroU64>,
+    pub(crate) tls: Option<TlsFiles>,
+}
+
+impl ServeArgs {
+    /// Reads `--config` (if any), applies the flags over it, and checks the
+    /// result.
+    pub(crate) fn resolve(&self) -> Result<NodeConfig, Error> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let peers = if self.peers.is_empty() {
+            file.peers
+                .iter()
+                .map(|p| member(p.id, &p.peer, &p.client))
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            self.peers
+                .iter()
+                .map(|spec| parse_peer(spec))
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        let lan = Timing::lan();
+        let ms = |flag: Option<u64>, file: Option<u64>, default: Duration| {
+            flag.or(file).map_or(default, Duration::from_millis)
+        };
+        let timing = Timing {
+            tick: ms(self.tick_ms, file.timing.tick_ms, lan.tick),
+            election_ticks: self
+                .election_ticks
+                .or(file.timing.election_ticks)
+                .unwrap_or(lan.election_ticks),
+            lease: ms(self.lease_ms, file.timing.lease_ms, lan.lease),
+            drift: self.drift.or(file.timing.drift).unwrap_or(lan.drift),
+            renew_every: ms(
+                self.renew_every_ms,
+                file.timing.renew_every_ms,
+                lan.renew_every,
+            ),
+        };
+        timing
+            .validate()
+            .map_err(|err| Error::Config(err.to_string()))?;
+        let tls = match (&self.tls_ca, &self.tls_cert, &self.tls_key, file.tls) {
+            (Some(ca), Some(cert), Some(key), _) => Some(TlsFiles {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            (_, _, _, Some(tls)) => Some(TlsFiles {
+                ca: tls.ca,
+                cert: tls.cert,
+                key: tls.key,
+            }),
+            _ => None,
+        };
+        let config = NodeConfig {
+            node_id: required(self.node_id.or(file.node_id), "node_id", "--node-id")?,
+            cluster_id: required(
+                self.cluster_id.clone().or(file.cluster_id),
+                "cluster_id",
+                "--cluster-id",
+            )?,
+            data_dir: required(
+                self.data_dir.clone().or(file.data_dir),
+                "data_dir",
+                "--data-dir",
+            )?,
+            client_listen: required(
+                self.client_listen.or(file.client_listen),
+                "client_listen",
+                "--client-listen",
+            )?,
+            peer_listen: required(
+                self.peer_listen.or(file.peer_listen),
+                "peer_listen",
+                "--peer-listen",
+            )?,
+            members: peers,
+            timing,
+            snapshot_every: match self.snapshot_every.or(file.snapshot_every) {
+                None => NonZeroU64::new(4096),
+                Some(n) => NonZeroU64::new(n),
+            },
+            tls,
+        };
+        config.check()?;
+        Ok(config)
+    }
+}
+
+impl NodeConfig {
+    fn check(&self) -> Result<(), Error> {
+        if self.cluster_id.is_empty() {
+            return Err(Error::Config("cluster_id must not be empty".to_owned()));
+        }
+        let mut ids: Vec<u64> = self.members.iter().map(|m| m.id).collect();
+        ids.sort_unstable();
+        if ids.len() < 2 {
+            return Err(Error::Config(format!(
+                "the peer list needs at least two nodes (OmniPaxos cannot run one), got {}",
+                ids.len()
+            )));
+        }
+        if ids.iter().zip(1u64..).any(|(&id, expected)| id != expected) {
+            return Err(Error::Config(format!(
+                "peer ids must be 1..=N without gaps or repeats, got {ids:?}"
+            )));
+        }
+        if !ids.contains(&self.node_id) {
+            return Err(Error::Config(format!(
+                "this node's id {} is not in the peer list {ids:?}",
+                self.node_id
+            )));
+        }
+        Ok(())
+    }
+
+    /// The peer transport addresses of the other members.
+    pub(crate) fn peer_addresses(&self) -> Vec<(u64, String)> {
+        self.members
+            .iter()
+            .filter(|m| m.id != self.node_id)
+            .map(|m| (m.id, m.peer_address.clone()))
+            .collect()
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, Error> {
+    let text = std::fs::read_to_string(path).map_err(|err| {
+        Error::Config(format!(
+            "cannot read the configuration file {}: {err}",
+            path.display()
+        ))
+    })?;
+    toml::from_str(&text)
+        .map_err(|err| Error::Config(format!("{}: {}", path.display(), err.message())))
+}
+
+fn required<T>(value: Option<T>, field: &str, flag: &str) -> Result<T, Error> {
+    value.ok_or_else(|| {
+        Error::Config(format!(
+            "{field} is not set (set it in the file or with {flag})"
+        ))
+    })
+}
+
+/// Parses `ID=PEER_HOST:PORT,CLIENT_HOST:PORT`.
+fn parse_peer(spec: &str) -> Result<Member, Error> {
+    let malformed = |why: &str| {
+        Error::Config(format!(
+            "malformed --peer {spec:?}: {why} (expected ID=PEER_HOST:PORT,CLIENT_HOST:PORT)"
+        ))
+    };
+    let (id, addrs) = spec.split_once('=').ok_or_else(|| malformed("no '='"))?;
+    let id: u64 = id
+        .trim()
+        .parse()
+        .map_err(|_| malformed("the id is not a number"))?;
+    let (peer, client) = addrs.split_once(',').ok_or_else(|| malformed("no ','"))?;
+    member(id, peer.trim(), client.trim()).map_err(|err| malformed(&err.to_string()))
+}
+
+fn member(id: u64, peer: &str, client: &str) -> Result<Member, Error> {
+    if id == 0 {
+        return Err(Error::Config("peer id 0: ids start at 1".to_owned()));
+    }
+    if !has_port(peer) {
+        return Err(Error::Config(format!(
+            "peer {id}: peer address {peer:?} is not HOST:PORT"
+        )));
+    }
+    let client_endpoint = PeerEndpoint::try_from(client.to_owned()).map_err(|err| {
+        Error::Config(format!(
+            "peer {id}: client address {client:?} is not HOST:PORT: {err}"
+        ))
+    })?;
+    Ok(Member {
+        id,
+        peer_address: peer.to_owned(),
+        client_endpoint,
+    })
+}
+
+fn has_port(address: &str) -> bool {
+    address
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> ServeArgs {
+        ServeArgs {
+            node_id: Some(1),
+            cluster_id: Some("c".into()),
+            data_dir: Some("/tmp/x".into()),
+            client_listen: Some("127.0.0.1:7001".parse().unwrap()),
+            peer_listen: Some("127.0.0.1:6001".parse().unwrap()),
+            peers: vec![
+                "1=127.0.0.1:6001,127.0.0.1:7001".into(),
+                "2=127.0.0.1:6002,127.0.0.1:7002".into(),
+            ],
+            ..ServeArgs::default()
+        }
+    }
+
+    #[test]
+    fn flags_alone_make_a_config() {
+        let config = args().resolve().unwrap();
+        assert_eq!(config.members.len(), 2);
+        assert_eq!(
+            config.peer_addresses(),
+            vec![(2, "127.0.0.1:6002".to_owned())]
+        );
+        assert_eq!(config.timing, Timing::lan());
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            r#"
+node_id = 2
+cluster_id = "from-file"
+snapshot_every = 0
+[timing]
+lease_ms = 250
+[[peers]]
+id = 1
+peer = "h1:6001"
+client = "h1:7001"
+[[peers]]
+id = 2
+peer = "h2:6001"
+client = "h2:7001"
+"#,
+        )
+        .unwrap();
+        let mut a = args();
+        a.config = Some(path);
+        a.peers.clear();
+        a.cluster_id = None;
+        let config = a.resolve().unwrap();
+        assert_eq!(config.node_id, 1, "the flag wins");
+        assert_eq!(config.cluster_id, "from-file");
+        assert_eq!(config.timing.lease, Duration::from_millis(250));
+        assert_eq!(config.snapshot_every, None);
+        assert_eq!(config.peer_addresses(), vec![(2, "h2:6001".to_owned())]);
+    }
+
+    #[test]
+    fn bad_configurations_say_what_is_wrong() {
+        type Change = Box<dyn Fn(&mut ServeArgs)>;
+        let cases: Vec<(Change, &str)> = vec![
+            (
+                Box::new(|a| a.peers[1] = "2=nonsense".into()),
+                "malformed --peer",
+            ),
+            (
+                Box::new(|a| a.peers[1] = "x=h:1,h:2".into()),
+                "the id is not a number",
+            ),
+            (
+                Box::new(|a| a.peers[1] = "2=h:1,h".into()),
+                "client address",
+            ),
+            (Box::new(|a| a.node_id = Some(3)), "not in the peer list"),
+            (Box::new(|a| a.peers[1] = "3=h:1,h:2".into()), "1..=N"),
+            (Box::new(|a| a.peers.truncate(1)), "at least two"),
+            (Box::new(|a| a.data_dir = None), "data_dir is not set"),
+            (Box::new(|a| a.lease_ms = Some(500)), "strictly shorter"),
+        ];
+        for (change, needle) in cases {
+            let mut a = args();
+            change(&mut a);
+            let err = a.resolve().unwrap_err().to_string();
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_file_field_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, "node_idd = 1\n").unwrap();
+        let mut a = args();
+        a.config = Some(path);
+        let err = a.resolve().unwrap_err().to_string();
+        assert!(err.contains("node_idd"), "{err}");
+    }
+}

@@ -1,0 +1,42 @@
+//! The node's one error type. Every variant prints as one line that says
+//! what is wrong and, where it helps, what to do.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Why the node stopped (or never started).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Error {
+    /// A missing, malformed or inconsistent setting.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// A listen address could not be bound.
+    #[error("cannot listen on {addr} for {what}: {reason}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        reason: String,
+    },
+    /// TLS files could not be read or do not fit together.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The data directory could not be opened (locked, another node's or
+    /// cluster's, corrupt).
+    #[error("data directory {}: {reason}", dir.display())]
+    DataDir { dir: PathBuf, reason: String },
+    /// Starting or running a component failed.
+    #[error("{what}: {reason}")]
+    Runtime { what: &'static str, reason: String },
+    /// A client command failed.
+    #[error("{0}")]
+    Client(String),
+}
+
+impl Error {
+    pub(crate) fn runtime(what: &'static str, reason: impl std::fmt::Display) -> Self {
+        Self::Runtime {
+            what,
+            reason: reason.to_string(),
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! `tsoracle-paxos`: a tsoracle timestamp oracle node on the OmniPaxos
+//! driver, and the client commands to talk to one.
+//!
+//! ```text
+//! tsoracle-paxos serve --config node.toml          # run a node
+//! tsoracle-paxos get-ts --endpoint 10.0.0.1:7001   # one timestamp
+//! tsoracle-paxos seq --endpoint 10.0.0.1:7001 --key orders --count 10
+//! ```
+
+mod client_cmd;
+mod config;
+mod error;
+mod serve;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::ServeArgs;
+use crate::error::Error;
+
+#[derive(Parser)]
+#[command(
+    name = "tsoracle-paxos",
+    version,
+    about = "A replicated tsoracle timestamp oracle node on OmniPaxos",
+    long_about = "A replicated tsoracle timestamp oracle on OmniPaxos.\n\n\
+        `serve` runs one node: a tsoracle-server for clients, the gRPC peer transport, \
+        and RocksDB under --data-dir. Run one per machine, three for a cluster that \
+        survives the loss of one. `get-ts` and `seq` call a running cluster.\n\n\
+        Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=info,tsoracle_driver_paxos=debug) \
+        and --log-format json for machine-readable lines."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log line format.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one node until SIGTERM or SIGINT (then shut down cleanly).
+    Serve(Box<ServeArgs>),
+    /// Fetch timestamps from a cluster and print them, one per line.
+    GetTs {
+        /// A node's client address, HOST:PORT (repeat for several).
+        #[arg(long = "endpoint", required = true)]
+        endpoints: Vec<String>,
+        /// How many timestamps.
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+    },
+    /// Take a block of a dense sequence and print its first value.
+    Seq {
+        /// A node's client address, HOST:PORT (repeat for several).
+        #[arg(long = "endpoint", required = true)]
+        endpoints: Vec<String>,
+        /// The sequence's key.
+        #[arg(long)]
+        key: String,
+        /// The block's length.
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => return fail(&Error::runtime("tokio runtime", err)),
+    };
+    let result = runtime.block_on(run(cli.command));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => fail(&err),
+    }
+}
+
+async fn run(command: Command) -> Result<(), Error> {
+    match command {
+        Command::Serve(args) => serve::run(args.resolve()?).await,
+        Command::GetTs { endpoints, count } => {
+            let timestamps = client_cmd::get_ts(&endpoints, count).await?;
+            let mut out = std::io::stdout().lock();
+            for ts in timestamps {
+                writeln!(out, "{ts}").map_err(|err| Error::runtime("stdout", err))?;
+            }
+            Ok(())
+        }
+        Command::Seq {
+            endpoints,
+            key,
+            count,
+        } => {
+            let start = client_cmd::seq(&endpoints, &key, count).await?;
+            writeln!(std::io::stdout(), "{start}").map_err(|err| Error::runtime("stdout", err))
+        }
+    }
+}
+
+/// One line on stderr, exit code 1.
+fn fail(err: &Error) -> ExitCode {
+    let _ = writeln!(std::io::stderr(), "tsoracle-paxos: error: {err}");
+    ExitCode::FAILURE
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

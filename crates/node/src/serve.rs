@@ -1,0 +1,148 @@
+//! `tsoracle-paxos serve`: one node. Everything that can be refused (the
+//! TLS files, the listen addresses, the data directory) is checked before
+//! anything is written, so a refused start leaves the data directory as it
+//! was.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tsoracle_consensus::ConsensusDriver;
+use tsoracle_driver_paxos::{DriverConfig, PaxosDriver, StandaloneHost, next_incarnation};
+use tsoracle_paxos_state::{PaxosEntry, SnapshotPolicy};
+use tsoracle_paxos_tonic::{PeerService, TlsMaterial, TonicSink, TransportConfig, serve};
+use tsoracle_paxos_toolkit::storage::{RocksdbOptions, RocksdbStorage, StorageIdentity};
+
+use crate::config::NodeConfig;
+use crate::error::Error;
+
+/// Runs the node until SIGTERM or SIGINT, then shuts it down in order:
+/// client service, driver, peer service, consensus thread (last sync).
+pub(crate) async fn run(config: NodeConfig) -> Result<(), Error> {
+    let tls = match &config.tls {
+        Some(files) => Some(TlsMaterial::load(files).map_err(|err| Error::Tls(err.to_string()))?),
+        None => None,
+    };
+    let client_listener = bind(config.client_listen, "the client service").await?;
+    let peer_listener = bind(config.peer_listen, "the peer transport").await?;
+
+    let db_dir = config.data_dir.join("db");
+    let storage = RocksdbStorage::<PaxosEntry>::open(
+        &db_dir,
+        StorageIdentity::new(config.cluster_id.clone(), config.node_id),
+        RocksdbOptions::default(),
+    )
+    .map_err(|err| Error::DataDir {
+        dir: config.data_dir.clone(),
+        reason: err.to_string(),
+    })?;
+    // Only now, with the directory locked and proven ours, is anything written.
+    let incarnation =
+        next_incarnation(&config.data_dir.join("incarnation")).map_err(|err| Error::DataDir {
+            dir: config.data_dir.clone(),
+            reason: format!("cannot update the incarnation file: {err}"),
+        })?;
+    let durability = storage.group_commit();
+
+    let ids: Vec<u64> = config.members.iter().map(|m| m.id).collect();
+    let transport = TransportConfig::new(config.cluster_id.clone(), config.node_id, 1, ids);
+    let sink = Arc::new(
+        TonicSink::spawn(&transport, config.peer_addresses(), tls.as_ref())
+            .map_err(|err| Error::runtime("peer transport", err))?,
+    );
+    let policy = match config.snapshot_every {
+        Some(every) => SnapshotPolicy::EveryDecided(every),
+        None => SnapshotPolicy::Disabled,
+    };
+    let host = Arc::new(
+        StandaloneHost::builder()
+            .node_id(config.node_id)
+            .cluster_id(config.cluster_id.clone())
+            .members(config.members.clone())
+            .incarnation(incarnation)
+            .timing(config.timing)
+            .snapshot_policy(policy)
+            .start(storage, durability, sink)
+            .map_err(|err| Error::runtime("consensus", err))?,
+    );
+    let service = PeerService::new(host.inbox(), &transport)
+        .map_err(|err| Error::runtime("peer service", err))?;
+    let peers = serve(peer_listener, service, &transport, tls.as_ref())
+        .map_err(|err| Error::runtime("peer service", err))?;
+    let driver = Arc::new(
+        PaxosDriver::start(Arc::clone(&host), DriverConfig::new(config.timing))
+            .map_err(|err| Error::runtime("driver", err))?,
+    );
+    let server = tsoracle_server::Server::builder()
+        .consensus_driver(Arc::clone(&driver) as Arc<dyn ConsensusDriver>)
+        .build()
+        .map_err(|err| Error::runtime("tsoracle server", err))?;
+    tracing::info!(
+        node = config.node_id,
+        cluster = %config.cluster_id,
+        client = %config.client_listen,
+        peer = %config.peer_listen,
+        incarnation,
+        "serving"
+    );
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut client_service = tokio::spawn(async move {
+        server
+            .serve_with_listener(client_listener, async move {
+                let _ = stop_rx.await;
+            })
+            .await
+    });
+    let outcome = tokio::select! {
+        signal = shutdown_signal() => {
+            tracing::info!(signal, "shutting down");
+            let _ = stop_tx.send(());
+            match tokio::time::timeout(Duration::from_secs(10), &mut client_service).await {
+                Ok(Ok(Err(err))) => Err(Error::runtime("tsoracle server", err)),
+                _ => Ok(()),
+            }
+        }
+        ended = &mut client_service => match ended {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(Error::runtime("tsoracle server", err)),
+            Err(err) => Err(Error::runtime("tsoracle server", err)),
+        },
+    };
+    driver.shutdown().await;
+    if let Err(err) = peers.shutdown().await {
+        tracing::warn!(%err, "peer service shutdown");
+    }
+    host.shutdown()
+        .await
+        .map_err(|err| Error::runtime("consensus", err))?;
+    tracing::info!("stopped");
+    outcome
+}
+
+async fn bind(addr: std::net::SocketAddr, what: &'static str) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr).await.map_err(|err| Error::Bind {
+        what,
+        addr,
+        reason: if err.kind() == std::io::ErrorKind::AddrInUse {
+            "the address is already in use (is another node running?)".to_owned()
+        } else {
+            err.to_string()
+        },
+    })
+}
+
+/// Resolves with the name of the first SIGTERM or SIGINT.
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the node can only be killed; run until then.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}

@@ -1,0 +1,9 @@
+//! The `tsoracle-paxos` binary, run as child processes on 127.0.0.1.
+
+// Test helpers outside #[test] functions unwrap on purpose: a failed setup
+// is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod bad_config;
+mod common;
+mod restart;
