@@ -45,6 +45,13 @@ enum Command {
     },
     /// Check that no crate depends on a layer above it (see docs/architecture.md).
     Layering,
+    /// Build the node in release mode and run `tsoracle-paxos demo`: a local
+    /// 3-node cluster, a leader kill, and the history checks.
+    Demo {
+        /// Arguments for `tsoracle-paxos demo` (e.g. `--duration 60`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Build and run the worked examples (`examples/`); each checks its own
     /// outcome and exits non-zero when a check fails.
     Examples,
@@ -81,6 +88,21 @@ fn main() -> Result<()> {
         Command::Layering => layering::check(&build_env)?,
         Command::Env => build_env.describe(),
         Command::Examples => examples(&build_env)?,
+        Command::Demo { args } => {
+            Step::new("demo (release build)", "cargo")
+                .args([
+                    "run",
+                    "--release",
+                    "--locked",
+                    "-q",
+                    "-p",
+                    "tsoracle-paxos",
+                    "--",
+                    "demo",
+                ])
+                .args(args)
+                .run(&build_env)?;
+        }
         Command::Bench { suite, seconds } => bench::run(&build_env, suite, seconds)?,
         Command::Fuzz { seconds, target } => fuzz::run(&build_env, seconds, target.as_deref())?,
     }

@@ -2,6 +2,7 @@
 //! driver, and the client commands to talk to one.
 //!
 //! ```text
+//! tsoracle-paxos demo                              # a local cluster and a failover
 //! tsoracle-paxos serve --config node.toml          # run a node
 //! tsoracle-paxos get-ts --endpoint 10.0.0.1:7001   # one timestamp
 //! tsoracle-paxos seq --endpoint 10.0.0.1:7001 --key orders --count 10
@@ -9,6 +10,7 @@
 
 mod client_cmd;
 mod config;
+mod demo;
 mod error;
 mod serve;
 
@@ -51,6 +53,9 @@ enum LogFormat {
 enum Command {
     /// Run one node until SIGTERM or SIGINT (then shut down cleanly).
     Serve(Box<ServeArgs>),
+    /// Start a local 3-node cluster as child processes, drive the real client
+    /// from several workers, kill the leader half way, and check the history.
+    Demo(demo::DemoArgs),
     /// Fetch timestamps from a cluster and print them, one per line.
     GetTs {
         /// A node's client address, HOST:PORT (repeat for several).
@@ -91,6 +96,16 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> Result<(), Error> {
     match command {
         Command::Serve(args) => serve::run(args.resolve()?).await,
+        Command::Demo(args) => {
+            if demo::run(args).await? {
+                Ok(())
+            } else {
+                Err(Error::runtime(
+                    "demo",
+                    "a check failed (see the summary above)",
+                ))
+            }
+        }
         Command::GetTs { endpoints, count } => {
             let timestamps = client_cmd::get_ts(&endpoints, count).await?;
             let mut out = std::io::stdout().lock();

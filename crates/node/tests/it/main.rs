@@ -6,4 +6,5 @@
 
 mod bad_config;
 mod common;
+mod demo;
 mod restart;
