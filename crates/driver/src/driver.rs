@@ -270,6 +270,10 @@ impl<H: PaxosHighWaterHost> Core<H> {
                 )))
             })?
             .map_err(host_error)?;
+        // Submission to this node's apply: one log round trip (and the
+        // group-commit syncs on the way).
+        metrics::histogram!("tsoracle_paxos_proposal_seconds")
+            .record(self.now().saturating_sub(proposed_at).as_secs_f64());
         if let Some(ballot) = ballot
             && applied.promise == ballot
             && self.lease().decided(proposed_at, ballot)

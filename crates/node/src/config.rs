@@ -37,6 +37,9 @@ pub(crate) struct ServeArgs {
     /// Address the peer transport listens on, e.g. 0.0.0.0:6001.
     #[arg(long, value_name = "ADDR")]
     pub(crate) peer_listen: Option<SocketAddr>,
+    /// Serve Prometheus metrics on this address (`/metrics`), e.g. 0.0.0.0:9101.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) metrics_listen: Option<SocketAddr>,
     /// A member of the cluster, repeated once per node (this one included):
     /// `ID=PEER_HOST:PORT,CLIENT_HOST:PORT`, e.g. `2=10.0.0.2:6001,10.0.0.2:7001`.
     /// Replaces the file's peer list.
@@ -82,6 +85,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     client_listen: Option<SocketAddr>,
     peer_listen: Option<SocketAddr>,
+    metrics_listen: Option<SocketAddr>,
     #[serde(default)]
     peers: Vec<FilePeer>,
     #[serde(default)]
@@ -124,6 +128,7 @@ pub(crate) struct NodeConfig {
     pub(crate) data_dir: PathBuf,
     pub(crate) client_listen: SocketAddr,
     pub(crate) peer_listen: SocketAddr,
+    pub(crate) metrics_listen: Option<SocketAddr>,
     pub(crate) members: Vec<Member>,
     pub(crate) timing: Timing,
     pub(crate) snapshot_every: Option<NonZeroU64>,
@@ -205,6 +210,7 @@ impl ServeArgs {
                 "peer_listen",
                 "--peer-listen",
             )?,
+            metrics_listen: self.metrics_listen.or(file.metrics_listen),
             members: peers,
             timing,
             snapshot_every: match self.snapshot_every.or(file.snapshot_every) {

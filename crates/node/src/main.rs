@@ -12,7 +12,9 @@ mod client_cmd;
 mod config;
 mod demo;
 mod error;
+mod metrics;
 mod serve;
+mod status;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -65,6 +67,13 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         count: u32,
     },
+    /// Show each node's role, ballot, decided index, high-water and lag,
+    /// read from the nodes' metrics endpoints (`serve --metrics-listen`).
+    Status {
+        /// A node's metrics address, HOST:PORT (repeat for each node).
+        #[arg(long = "metrics", required = true)]
+        endpoints: Vec<String>,
+    },
     /// Take a block of a dense sequence and print its first value.
     Seq {
         /// A node's client address, HOST:PORT (repeat for several).
@@ -113,6 +122,10 @@ async fn run(command: Command) -> Result<(), Error> {
                 writeln!(out, "{ts}").map_err(|err| Error::runtime("stdout", err))?;
             }
             Ok(())
+        }
+        Command::Status { endpoints } => {
+            let table = status::run(&endpoints).await?;
+            write!(std::io::stdout(), "{table}").map_err(|err| Error::runtime("stdout", err))
         }
         Command::Seq {
             endpoints,

@@ -25,6 +25,9 @@ pub(crate) async fn run(config: NodeConfig) -> Result<(), Error> {
     };
     let client_listener = bind(config.client_listen, "the client service").await?;
     let peer_listener = bind(config.peer_listen, "the peer transport").await?;
+    if let Some(addr) = config.metrics_listen {
+        crate::metrics::install(addr)?;
+    }
 
     let db_dir = config.data_dir.join("db");
     let storage = RocksdbStorage::<PaxosEntry>::open(
@@ -50,6 +53,7 @@ pub(crate) async fn run(config: NodeConfig) -> Result<(), Error> {
         TonicSink::spawn(&transport, config.peer_addresses(), tls.as_ref())
             .map_err(|err| Error::runtime("peer transport", err))?,
     );
+    let outbound = Arc::clone(sink.stats());
     let policy = match config.snapshot_every {
         Some(every) => SnapshotPolicy::EveryDecided(every),
         None => SnapshotPolicy::Disabled,
@@ -67,12 +71,16 @@ pub(crate) async fn run(config: NodeConfig) -> Result<(), Error> {
     );
     let service = PeerService::new(host.inbox(), &transport)
         .map_err(|err| Error::runtime("peer service", err))?;
+    let inbound = Arc::clone(service.stats());
     let peers = serve(peer_listener, service, &transport, tls.as_ref())
         .map_err(|err| Error::runtime("peer service", err))?;
     let driver = Arc::new(
         PaxosDriver::start(Arc::clone(&host), DriverConfig::new(config.timing))
             .map_err(|err| Error::runtime("driver", err))?,
     );
+    let sampler = config
+        .metrics_listen
+        .map(|_| crate::metrics::sample(Arc::clone(&host), Arc::clone(&driver), outbound, inbound));
     let server = tsoracle_server::Server::builder()
         .consensus_driver(Arc::clone(&driver) as Arc<dyn ConsensusDriver>)
         .build()
@@ -108,6 +116,9 @@ pub(crate) async fn run(config: NodeConfig) -> Result<(), Error> {
             Err(err) => Err(Error::runtime("tsoracle server", err)),
         },
     };
+    if let Some(sampler) = sampler {
+        sampler.abort();
+    }
     driver.shutdown().await;
     if let Err(err) = peers.shutdown().await {
         tracing::warn!(%err, "peer service shutdown");

@@ -22,6 +22,7 @@ pub(crate) struct Layout {
     pub(crate) root: tempfile::TempDir,
     pub(crate) peer: BTreeMap<u64, u16>,
     pub(crate) client: BTreeMap<u64, u16>,
+    pub(crate) metrics: BTreeMap<u64, u16>,
 }
 
 impl Layout {
@@ -30,7 +31,8 @@ impl Layout {
         Self {
             root: tempfile::tempdir().unwrap(),
             peer: ids.clone().map(|id| (id, free_port())).collect(),
-            client: ids.map(|id| (id, free_port())).collect(),
+            client: ids.clone().map(|id| (id, free_port())).collect(),
+            metrics: ids.map(|id| (id, free_port())).collect(),
         }
     }
 

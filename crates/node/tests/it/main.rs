@@ -8,3 +8,4 @@ mod bad_config;
 mod common;
 mod demo;
 mod restart;
+mod status;
