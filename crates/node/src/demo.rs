@@ -10,19 +10,17 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
-use tsoracle_client::{Client, ClientBuilder};
-use tsoracle_paxos_checker::{History, Op, Outcome, Report, check};
+use tsoracle_client::ClientBuilder;
+use tsoracle_paxos_checker::{History, Outcome, Report, check};
 
 use crate::error::Error;
-
-/// The dense key the demo's workers draw blocks from.
-const DENSE_KEY: &str = "demo";
+use crate::load::{DENSE_KEY, Mix, Shared, worker};
 
 /// `demo` flags.
 #[derive(Debug, Clone, Args)]
@@ -188,65 +186,6 @@ fn free_port() -> Result<u16, Error> {
         .map_err(|err| Error::runtime("demo: picking a port", err))
 }
 
-/// What the workers share.
-struct Shared {
-    start: Instant,
-    stop: AtomicBool,
-    ok: AtomicU64,
-    errors: AtomicU64,
-}
-
-impl Shared {
-    fn micros(&self) -> u64 {
-        u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX)
-    }
-}
-
-/// One worker: one request at a time until told to stop; every tenth is a
-/// dense block. Returns its successful operations and latencies.
-async fn worker(id: u32, client: Arc<Client>, shared: Arc<Shared>) -> (Vec<Op>, Vec<u64>) {
-    let mut ops = Vec::new();
-    let mut latencies = Vec::new();
-    let mut n: u64 = 0;
-    while !shared.stop.load(Ordering::Relaxed) {
-        n += 1;
-        let invoked = shared.micros();
-        let outcome = if n.is_multiple_of(10) {
-            match client.get_seq(DENSE_KEY, 4).await {
-                Ok(block) => Some(Outcome::Dense {
-                    key: DENSE_KEY.to_owned(),
-                    start: block.start,
-                    count: block.count,
-                }),
-                Err(_) => None,
-            }
-        } else {
-            match client.get_ts().await {
-                Ok(ts) => Some(Outcome::Timestamps(vec![ts.0])),
-                Err(_) => None,
-            }
-        };
-        let completed = shared.micros();
-        match outcome {
-            Some(outcome) => {
-                shared.ok.fetch_add(1, Ordering::Relaxed);
-                latencies.push(completed.saturating_sub(invoked));
-                ops.push(Op {
-                    worker: id,
-                    invoked,
-                    completed,
-                    outcome,
-                });
-            }
-            None => {
-                shared.errors.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    }
-    (ops, latencies)
-}
-
 /// Runs the demo; `Ok(true)` when every check passed.
 pub(crate) async fn run(args: DemoArgs) -> Result<bool, Error> {
     if args.nodes < 3 {
@@ -339,15 +278,15 @@ async fn drive(cluster: &mut Cluster, args: &DemoArgs) -> Result<bool, Error> {
         args.duration * 3 / 4
     ));
 
-    let shared = Arc::new(Shared {
-        start: Instant::now(),
-        stop: AtomicBool::new(false),
-        ok: AtomicU64::new(0),
-        errors: AtomicU64::new(0),
-    });
+    let shared = Arc::new(Shared::new(None));
     let mut tasks = tokio::task::JoinSet::new();
     for id in 0..args.workers {
-        tasks.spawn(worker(id, Arc::clone(&client), Arc::clone(&shared)));
+        tasks.spawn(worker(
+            id,
+            Arc::clone(&client),
+            Arc::clone(&shared),
+            Mix::DENSE_EVERY_TENTH,
+        ));
     }
     let total = Duration::from_secs(args.duration);
     let bar = ProgressBar::new(args.duration);

@@ -8,10 +8,12 @@
 //! tsoracle-paxos seq --endpoint 10.0.0.1:7001 --key orders --count 10
 //! ```
 
+mod bench;
 mod client_cmd;
 mod config;
 mod demo;
 mod error;
+mod load;
 mod metrics;
 mod serve;
 mod status;
@@ -67,6 +69,9 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         count: u32,
     },
+    /// Run a bounded load against a cluster and print throughput and
+    /// latency percentiles.
+    Bench(bench::BenchArgs),
     /// Show each node's role, ballot, decided index, high-water and lag,
     /// read from the nodes' metrics endpoints (`serve --metrics-listen`).
     Status {
@@ -122,6 +127,10 @@ async fn run(command: Command) -> Result<(), Error> {
                 writeln!(out, "{ts}").map_err(|err| Error::runtime("stdout", err))?;
             }
             Ok(())
+        }
+        Command::Bench(args) => {
+            let report = bench::run(args).await?;
+            write!(std::io::stdout(), "{report}").map_err(|err| Error::runtime("stdout", err))
         }
         Command::Status { endpoints } => {
             let table = status::run(&endpoints).await?;

@@ -1,4 +1,4 @@
-//! `serve --metrics-listen` and `status`.
+//! `serve --metrics-listen`, `status` and `bench` against one cluster.
 
 use std::time::{Duration, Instant};
 
@@ -56,6 +56,24 @@ fn status_shows_one_leader_and_every_node() {
             .any(|p| p.contains("tsoracle_paxos_proposal_seconds")),
         "no proposal latency histogram on any node"
     );
+    // A bounded bench run against the same cluster.
+    let mut bench = vec!["bench".to_owned(), "--clients".to_owned(), "4".to_owned()];
+    bench.extend([
+        "--duration".to_owned(),
+        "20".to_owned(),
+        "--max-ops".to_owned(),
+        "200".to_owned(),
+    ]);
+    for e in layout.endpoints() {
+        bench.push("--endpoint".to_owned());
+        bench.push(e);
+    }
+    let out = run(&bench, Duration::from_secs(60));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}");
+    let ok: u64 = report.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(ok > 0 && ok <= 200, "{report}");
+    assert!(report.contains("p99"), "{report}");
     for node in &mut nodes {
         terminate(node);
     }
