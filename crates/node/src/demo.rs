@@ -305,8 +305,11 @@ async fn drive(cluster: &mut Cluster, args: &DemoArgs) -> Result<bool, Error> {
             .cached_leader()
             .and_then(|e| cluster.node_of(&e))
             .map_or_else(|| "?".to_owned(), |id| id.to_string());
+        let p99 = shared
+            .take_recent_p99_ms()
+            .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.1} ms"));
         let progress = format!(
-            "{} ops/s, {} errors, leader: node {leader}",
+            "{} ops/s, p99 {p99}, {} errors, leader: node {leader}",
             ok - last_ok,
             shared.errors.load(Ordering::Relaxed)
         );

@@ -1,10 +1,11 @@
 //! Client load shared by `demo` and `bench`: workers that issue one request
 //! at a time and record what came back.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
 use tsoracle_client::Client;
 use tsoracle_paxos_checker::{Op, Outcome};
 
@@ -38,6 +39,9 @@ pub(crate) struct Shared {
     pub(crate) errors: AtomicU64,
     issued: AtomicU64,
     max_ops: Option<u64>,
+    /// Latencies since the last [`take_recent`](Self::take_recent), for
+    /// live progress.
+    recent: Mutex<Option<Histogram<u64>>>,
 }
 
 impl Shared {
@@ -49,7 +53,27 @@ impl Shared {
             errors: AtomicU64::new(0),
             issued: AtomicU64::new(0),
             max_ops,
+            recent: Mutex::new(Histogram::new(2).ok()),
         }
+    }
+
+    fn record_recent(&self, micros: u64) {
+        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(h) = recent.as_mut() {
+            let _ = h.record(micros.max(1));
+        }
+    }
+
+    /// The p99 latency (ms) since the last call, and resets it.
+    pub(crate) fn take_recent_p99_ms(&self) -> Option<f64> {
+        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        let h = recent.as_mut()?;
+        if h.is_empty() {
+            return None;
+        }
+        let p99 = h.value_at_quantile(0.99) as f64 / 1000.0;
+        h.reset();
+        Some(p99)
     }
 
     /// Microseconds since the start.
@@ -109,7 +133,9 @@ pub(crate) async fn worker(
         match outcome {
             Some(outcome) => {
                 shared.ok.fetch_add(1, Ordering::Relaxed);
-                latencies.push(completed.saturating_sub(invoked));
+                let latency = completed.saturating_sub(invoked);
+                shared.record_recent(latency);
+                latencies.push(latency);
                 ops.push(Op {
                     worker: id,
                     invoked,
