@@ -321,7 +321,10 @@ async fn an_idle_leader_keeps_its_lease() {
     }
     // Normally the same node under the same ballot each time; a spurious
     // election on a starved machine may move it, but not every time.
-    assert!(kept >= 1, "the first leader never kept its lease while idle");
+    assert!(
+        kept >= 1,
+        "the first leader never kept its lease while idle"
+    );
     cluster.shutdown().await;
 }
 
