@@ -11,7 +11,18 @@
 //! - non-increasing timestamps within one worker;
 //! - overlapping dense blocks of one key;
 //! - lost dense block: an acknowledged block that reaches above the final
-//!   counter of its key, when final counters are given.
+//!   counter of its key, when final counters are given;
+//! - high-water regression: a `persist_high_water` or linearized
+//!   `load_high_water` invoked after another completed returned less;
+//! - stale dense read: a linearized `load_dense_seq` invoked after a block
+//!   of its key was acknowledged returned a counter below that block's end;
+//! - lease anomaly: for one holder group, an acquire acknowledged at a lower
+//!   holder epoch after a higher one was acknowledged, two lease ids
+//!   acknowledged for one holder epoch, a renewal acknowledged for a lease
+//!   already superseded, or one lease id granted to two holder epochs. (The
+//!   lease rules assume TTLs longer than the run and a holder that never
+//!   re-acquires an epoch it released: leases then never lapse on their
+//!   own.)
 //!
 //! Failed operations are not part of a history: they returned nothing.
 //!
@@ -44,6 +55,38 @@ pub enum Outcome {
         start: u64,
         /// Length of the block.
         count: u32,
+    },
+    /// A high-water returned by `persist_high_water` (`read: false`: the
+    /// stored value after the write) or by a linearized `load_high_water`
+    /// (`read: true`).
+    HighWater {
+        /// The value returned.
+        value: u64,
+        /// Whether it was a read.
+        read: bool,
+    },
+    /// A linearized `load_dense_seq`: the committed counter of `key`.
+    DenseRead {
+        /// The sequence key.
+        key: String,
+        /// The counter returned (the next block start).
+        value: u64,
+    },
+    /// An acknowledged lease acquisition (new or idempotent).
+    LeaseAcquired {
+        /// The holder group.
+        holder: String,
+        /// The holder epoch asked for.
+        holder_epoch: u64,
+        /// The lease granted.
+        lease_id: u64,
+    },
+    /// An acknowledged renewal of `lease_id`.
+    LeaseRenewed {
+        /// The holder group the lease belongs to.
+        holder: String,
+        /// The lease renewed.
+        lease_id: u64,
     },
 }
 
@@ -121,6 +164,58 @@ pub enum Violation {
         /// The final counter.
         counter: u64,
     },
+    /// `later` was invoked after `earlier` completed, yet returned a smaller
+    /// high-water.
+    HighWaterRegression {
+        /// The operation that completed first.
+        earlier: usize,
+        /// The operation invoked after it.
+        later: usize,
+    },
+    /// A read of `key`'s counter, invoked after `block` was acknowledged,
+    /// returned less than the block's end.
+    StaleDenseRead {
+        /// The key.
+        key: String,
+        /// The read.
+        read: usize,
+        /// The acknowledged block it missed.
+        block: usize,
+    },
+    /// Two lease operations of one holder group that cannot both be right.
+    LeaseAnomaly {
+        /// The holder group.
+        holder: String,
+        /// Which rule broke.
+        rule: LeaseRule,
+        /// The operation that completed first, and the later one.
+        ops: (usize, usize),
+    },
+}
+
+/// The lease rules of [`Violation::LeaseAnomaly`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseRule {
+    /// An acquire at a lower holder epoch was acknowledged after one at a
+    /// higher epoch (the higher lease was lost).
+    StaleEpochGranted,
+    /// One holder epoch was granted two lease ids (not idempotent).
+    EpochGrantedTwice,
+    /// A lease was renewed after a higher epoch superseded it.
+    SupersededRenewed,
+    /// One lease id was granted to two holder epochs.
+    LeaseIdReused,
+}
+
+impl fmt::Display for LeaseRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::StaleEpochGranted => "a lower holder epoch was granted after a higher one",
+            Self::EpochGrantedTwice => "one holder epoch was granted two lease ids",
+            Self::SupersededRenewed => "a superseded lease was renewed",
+            Self::LeaseIdReused => "one lease id was granted to two holder epochs",
+        })
+    }
 }
 
 impl fmt::Display for Violation {
@@ -154,6 +249,20 @@ impl fmt::Display for Violation {
                 f,
                 "dense key {key:?}: op {op}'s block ends above the final counter {counter}"
             ),
+            Self::HighWaterRegression { earlier, later } => write!(
+                f,
+                "op {later} started after op {earlier} completed but returned a smaller high-water"
+            ),
+            Self::StaleDenseRead { key, read, block } => write!(
+                f,
+                "dense key {key:?}: read {read} started after block {block} was acknowledged \
+                 but returned a counter below its end"
+            ),
+            Self::LeaseAnomaly { holder, rule, ops } => write!(
+                f,
+                "lease holder {holder:?}: {rule} (ops {} then {})",
+                ops.0, ops.1
+            ),
         }
     }
 }
@@ -167,6 +276,12 @@ pub struct Report {
     pub timestamps: usize,
     /// Dense blocks checked.
     pub dense_blocks: usize,
+    /// High-water writes and reads checked.
+    pub high_waters: usize,
+    /// Dense counter reads checked.
+    pub dense_reads: usize,
+    /// Lease acquisitions and renewals checked.
+    pub lease_ops: usize,
 }
 
 impl Report {
@@ -195,6 +310,9 @@ pub fn check(history: &History) -> Report {
     real_time_order(&ts, &mut report.violations);
     per_worker(&ts, &mut report.violations);
     dense(history, &mut report);
+    high_water(history, &mut report);
+    dense_reads(history, &mut report);
+    leases(history, &mut report);
     report
 }
 
@@ -307,6 +425,182 @@ fn dense(history: &History, report: &mut Report) {
     }
 }
 
+/// Operations `(invoked, completed, value, index)` swept by invocation time
+/// against the largest value of every operation completed strictly before:
+/// calls `on_lower(earlier, later)` when `later`'s value is below it.
+fn sweep_monotone(ops: &[(u64, u64, u64, usize)], mut on_lower: impl FnMut(usize, usize)) {
+    let mut by_completion: Vec<(u64, u64, usize)> =
+        ops.iter().map(|&(_, c, v, i)| (c, v, i)).collect();
+    by_completion.sort_unstable();
+    let mut by_invocation: Vec<(u64, u64, usize)> =
+        ops.iter().map(|&(inv, _, v, i)| (inv, v, i)).collect();
+    by_invocation.sort_unstable();
+    let mut done = 0;
+    let mut max_done: Option<(u64, usize)> = None;
+    for (invoked, value, i) in by_invocation {
+        while done < by_completion.len() && by_completion[done].0 < invoked {
+            let (_, v, j) = by_completion[done];
+            if max_done.is_none_or(|(m, _)| v > m) {
+                max_done = Some((v, j));
+            }
+            done += 1;
+        }
+        if let Some((max, j)) = max_done
+            && value < max
+        {
+            on_lower(j, i);
+        }
+    }
+}
+
+fn high_water(history: &History, report: &mut Report) {
+    let ops: Vec<(u64, u64, u64, usize)> = history
+        .ops
+        .iter()
+        .enumerate()
+        .filter_map(|(i, op)| match op.outcome {
+            Outcome::HighWater { value, .. } => Some((op.invoked, op.completed, value, i)),
+            _ => None,
+        })
+        .collect();
+    report.high_waters = ops.len();
+    sweep_monotone(&ops, |earlier, later| {
+        report
+            .violations
+            .push(Violation::HighWaterRegression { earlier, later });
+    });
+}
+
+/// Per key: blocks count as "values" at their end, reads at the counter they
+/// returned; a read below the end of a block acknowledged before it started
+/// is stale. Blocks are only compared with reads (two blocks are checked by
+/// the overlap rule).
+fn dense_reads(history: &History, report: &mut Report) {
+    /// `(invoked, completed, value, index, is_read)`.
+    type KeyOp = (u64, u64, u64, usize, bool);
+    let mut by_key: BTreeMap<&str, Vec<KeyOp>> = BTreeMap::new();
+    for (i, op) in history.ops.iter().enumerate() {
+        match &op.outcome {
+            Outcome::Dense { key, start, count } => {
+                let end = start.saturating_add(u64::from(*count));
+                by_key
+                    .entry(key)
+                    .or_default()
+                    .push((op.invoked, op.completed, end, i, false));
+            }
+            Outcome::DenseRead { key, value } => {
+                report.dense_reads += 1;
+                by_key
+                    .entry(key)
+                    .or_default()
+                    .push((op.invoked, op.completed, *value, i, true));
+            }
+            _ => {}
+        }
+    }
+    for (key, ops) in by_key {
+        let is_read: HashMap<usize, bool> = ops.iter().map(|o| (o.3, o.4)).collect();
+        // Blocks carry their end as a lower bound for later reads; a read
+        // itself is also a lower bound for later reads (counters never go
+        // back), which catches a read going back after another read.
+        let flat: Vec<(u64, u64, u64, usize)> = ops
+            .iter()
+            .map(|&(inv, c, v, i, _)| (inv, c, v, i))
+            .collect();
+        sweep_monotone(&flat, |earlier, later| {
+            // Only reads can be stale: a block may start below an earlier
+            // block's end only if they overlap, which the overlap rule reports.
+            if is_read.get(&later).copied().unwrap_or(false) {
+                report.violations.push(Violation::StaleDenseRead {
+                    key: key.to_owned(),
+                    read: later,
+                    block: earlier,
+                });
+            }
+        });
+    }
+}
+
+/// The lease rules, per holder group, over operations ordered in real time.
+fn leases(history: &History, report: &mut Report) {
+    struct LeaseOp {
+        index: usize,
+        invoked: u64,
+        completed: u64,
+        /// `Some(epoch)` for an acquire, `None` for a renewal.
+        epoch: Option<u64>,
+        lease_id: u64,
+    }
+    let mut by_holder: BTreeMap<&str, Vec<LeaseOp>> = BTreeMap::new();
+    for (index, op) in history.ops.iter().enumerate() {
+        let (holder, epoch, lease_id) = match &op.outcome {
+            Outcome::LeaseAcquired {
+                holder,
+                holder_epoch,
+                lease_id,
+            } => (holder, Some(*holder_epoch), *lease_id),
+            Outcome::LeaseRenewed { holder, lease_id } => (holder, None, *lease_id),
+            _ => continue,
+        };
+        report.lease_ops += 1;
+        by_holder.entry(holder).or_default().push(LeaseOp {
+            index,
+            invoked: op.invoked,
+            completed: op.completed,
+            epoch,
+            lease_id,
+        });
+    }
+    // Lease ids are unique across holders too.
+    let mut granted: HashMap<u64, (usize, &str, u64)> = HashMap::new();
+    for (holder, ops) in &by_holder {
+        let epoch_of_id: HashMap<u64, u64> = ops
+            .iter()
+            .filter_map(|o| o.epoch.map(|e| (o.lease_id, e)))
+            .collect();
+        for a in ops {
+            if let Some(epoch) = a.epoch {
+                match granted.get(&a.lease_id) {
+                    Some(&(first, h, e)) if (h, e) != (*holder, epoch) => {
+                        report.violations.push(Violation::LeaseAnomaly {
+                            holder: (*holder).to_owned(),
+                            rule: LeaseRule::LeaseIdReused,
+                            ops: (first, a.index),
+                        });
+                    }
+                    Some(_) => {}
+                    None => {
+                        granted.insert(a.lease_id, (a.index, holder, epoch));
+                    }
+                }
+            }
+            for b in ops.iter().filter(|b| a.completed < b.invoked) {
+                let Some(a_epoch) = a.epoch else { continue };
+                let rule = match b.epoch {
+                    Some(b_epoch) if b_epoch < a_epoch => Some(LeaseRule::StaleEpochGranted),
+                    Some(b_epoch) if b_epoch == a_epoch && b.lease_id != a.lease_id => {
+                        Some(LeaseRule::EpochGrantedTwice)
+                    }
+                    None if epoch_of_id
+                        .get(&b.lease_id)
+                        .is_some_and(|renewed| *renewed < a_epoch) =>
+                    {
+                        Some(LeaseRule::SupersededRenewed)
+                    }
+                    _ => None,
+                };
+                if let Some(rule) = rule {
+                    report.violations.push(Violation::LeaseAnomaly {
+                        holder: (*holder).to_owned(),
+                        rule,
+                        ops: (a.index, b.index),
+                    });
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -391,6 +685,138 @@ mod tests {
             check(&lost).violations[..],
             [Violation::DenseLost { counter: 3, .. }]
         ));
+    }
+
+    fn op(invoked: u64, completed: u64, outcome: Outcome) -> Op {
+        Op {
+            worker: 7,
+            invoked,
+            completed,
+            outcome,
+        }
+    }
+
+    fn hw(invoked: u64, value: u64, read: bool) -> Op {
+        op(invoked, invoked + 5, Outcome::HighWater { value, read })
+    }
+
+    fn dense_read(invoked: u64, key: &str, value: u64) -> Op {
+        op(
+            invoked,
+            invoked + 1,
+            Outcome::DenseRead {
+                key: key.to_owned(),
+                value,
+            },
+        )
+    }
+
+    fn acquire(invoked: u64, holder: &str, holder_epoch: u64, lease_id: u64) -> Op {
+        op(
+            invoked,
+            invoked + 1,
+            Outcome::LeaseAcquired {
+                holder: holder.to_owned(),
+                holder_epoch,
+                lease_id,
+            },
+        )
+    }
+
+    fn renew(invoked: u64, holder: &str, lease_id: u64) -> Op {
+        op(
+            invoked,
+            invoked + 1,
+            Outcome::LeaseRenewed {
+                holder: holder.to_owned(),
+                lease_id,
+            },
+        )
+    }
+
+    #[test]
+    fn correct_reads_and_leases_pass() {
+        let h = history(vec![
+            hw(0, 100, false),
+            // Concurrent with the write: may or may not see it.
+            hw(2, 50, true),
+            hw(10, 100, true),
+            hw(20, 150, false),
+            seq(30, "k", 0, 5),
+            dense_read(29, "k", 0), // concurrent with the block
+            dense_read(40, "k", 5),
+            acquire(50, "h", 1, 10),
+            acquire(52, "h", 1, 10), // idempotent
+            renew(54, "h", 10),
+            acquire(56, "h", 2, 11), // supersedes 10
+            renew(58, "h", 11),
+            acquire(60, "g", 1, 12),
+        ]);
+        let report = check(&h);
+        assert!(report.is_ok(), "{:?}", report.violations);
+        assert_eq!(
+            (report.high_waters, report.dense_reads, report.lease_ops),
+            (4, 2, 6)
+        );
+    }
+
+    #[test]
+    fn read_and_lease_anomalies_are_reported() {
+        let regression = check(&history(vec![hw(0, 100, false), hw(10, 90, true)]));
+        assert_eq!(
+            regression.violations,
+            vec![Violation::HighWaterRegression {
+                earlier: 0,
+                later: 1
+            }]
+        );
+
+        let stale = check(&history(vec![seq(0, "k", 0, 5), dense_read(10, "k", 3)]));
+        assert_eq!(
+            stale.violations,
+            vec![Violation::StaleDenseRead {
+                key: "k".into(),
+                read: 1,
+                block: 0
+            }]
+        );
+        // A read that goes back after another read is stale too.
+        let back = check(&history(vec![
+            dense_read(0, "k", 7),
+            dense_read(10, "k", 6),
+        ]));
+        assert_eq!(back.violations.len(), 1);
+
+        let rule_of = |ops: Vec<Op>| -> Vec<LeaseRule> {
+            check(&history(ops))
+                .violations
+                .into_iter()
+                .filter_map(|v| match v {
+                    Violation::LeaseAnomaly { rule, .. } => Some(rule),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(
+            rule_of(vec![acquire(0, "h", 5, 1), acquire(10, "h", 4, 2)]),
+            vec![LeaseRule::StaleEpochGranted]
+        );
+        assert_eq!(
+            rule_of(vec![acquire(0, "h", 5, 1), acquire(10, "h", 5, 2)]),
+            vec![LeaseRule::EpochGrantedTwice]
+        );
+        assert_eq!(
+            rule_of(vec![
+                acquire(0, "h", 5, 1),
+                acquire(10, "h", 6, 2),
+                renew(20, "h", 1)
+            ]),
+            vec![LeaseRule::SupersededRenewed]
+        );
+        assert_eq!(
+            rule_of(vec![acquire(0, "h", 5, 1), acquire(0, "g", 1, 1)]),
+            vec![LeaseRule::LeaseIdReused]
+        );
     }
 
     #[test]
