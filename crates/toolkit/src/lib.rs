@@ -153,5 +153,5 @@ pub mod storage;
 pub use durability::{Durability, SyncedWrites};
 pub use error::Error;
 pub use memnet::{Faults, LinkStats, MemNetConfig, MemNetwork, MemSink, NetControl};
-pub use runner::{DecidedHook, Runner, RunnerConfig, RunnerStatus};
+pub use runner::{DecidedHook, Placement, Runner, RunnerConfig, RunnerStatus};
 pub use sink::{Inbox, InboxStats, MessageSink, Refusal};

@@ -46,6 +46,26 @@ pub struct RunnerConfig {
     /// (a restart, a catch-up) is applied over several back-to-back rounds,
     /// so ticks and heartbeats keep flowing meanwhile.
     pub max_apply_per_round: usize,
+    /// Where the consensus loop runs. Keep [`Placement::Thread`] for real
+    /// nodes.
+    pub placement: Placement,
+}
+
+/// Where a [`Runner`]'s consensus loop runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Placement {
+    /// A dedicated OS thread with its own single-threaded tokio runtime:
+    /// OmniPaxos' synchronous storage I/O never blocks an async worker.
+    #[default]
+    Thread,
+    /// A task on the caller's tokio runtime, timed by that runtime's clock.
+    ///
+    /// For deterministic simulation only: with a single-threaded runtime whose
+    /// clock is paused, every node of a cluster, its timers and its network
+    /// run in one thread in virtual time, and a seed replays a run exactly.
+    /// The storage must not block (in-memory storage); a real node's storage
+    /// I/O would stall every other task of the runtime.
+    CurrentRuntime,
 }
 
 impl Default for RunnerConfig {
@@ -56,6 +76,7 @@ impl Default for RunnerConfig {
             proposal_capacity: 4096,
             max_round_inputs: 1024,
             max_apply_per_round: 4096,
+            placement: Placement::Thread,
         }
     }
 }
@@ -148,7 +169,13 @@ pub struct Runner<T: Entry> {
     // Behind mutexes so `shutdown(&self)` works on a shared runner; each is
     // taken once and never held across an await.
     stop: Mutex<Option<oneshot::Sender<()>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    worker: Mutex<Option<Worker>>,
+}
+
+/// What runs the consensus loop (see [`Placement`]).
+enum Worker {
+    Thread(JoinHandle<()>),
+    Task(tokio::task::JoinHandle<()>),
 }
 
 impl<T> Runner<T>
@@ -181,13 +208,6 @@ where
         let initial = observe(&omnipaxos, 0);
         let (status_tx, status_rx) = watch::channel(initial);
         let inbox = Inbox::new(node_id, peers.into(), inbound_tx);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .map_err(|source| Error::Thread {
-                what: "building its runtime",
-                source,
-            })?;
         let mut core = Core {
             omnipaxos,
             sink,
@@ -199,21 +219,43 @@ where
             reconnected: Vec::new(),
             max_apply_per_round: config.max_apply_per_round,
         };
-        let thread = std::thread::Builder::new()
-            .name(format!("omnipaxos-{node_id}"))
-            .spawn(move || {
-                runtime.block_on(core.run(inbound_rx, proposal_rx, stop_rx, config));
-            })
-            .map_err(|source| Error::Thread {
-                what: "spawning it",
-                source,
-            })?;
+        let worker = match config.placement {
+            Placement::Thread => {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                    .map_err(|source| Error::Thread {
+                        what: "building its runtime",
+                        source,
+                    })?;
+                let thread = std::thread::Builder::new()
+                    .name(format!("omnipaxos-{node_id}"))
+                    .spawn(move || {
+                        runtime.block_on(core.run(inbound_rx, proposal_rx, stop_rx, config));
+                    })
+                    .map_err(|source| Error::Thread {
+                        what: "spawning it",
+                        source,
+                    })?;
+                Worker::Thread(thread)
+            }
+            Placement::CurrentRuntime => {
+                let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+                    Error::InvalidConfig(
+                        "Placement::CurrentRuntime needs a tokio runtime".to_owned(),
+                    )
+                })?;
+                Worker::Task(runtime.spawn(async move {
+                    core.run(inbound_rx, proposal_rx, stop_rx, config).await;
+                }))
+            }
+        };
         Ok(Self {
             inbox,
             proposals: proposal_tx,
             status: status_rx,
             stop: Mutex::new(Some(stop_tx)),
-            thread: Mutex::new(Some(thread)),
+            worker: Mutex::new(Some(worker)),
         })
     }
 
@@ -288,11 +330,18 @@ where
         // `stopped` once its loop has ended; the join below then waits for
         // its last sync and for the storage to close.
         let _ = status.wait_for(|s| s.stopped).await;
-        if let Some(thread) = take(&self.thread) {
-            let joined = tokio::task::spawn_blocking(move || thread.join()).await;
-            if !matches!(joined, Ok(Ok(()))) {
-                return Err(Error::RunnerFailed("the consensus thread panicked".into()));
+        let joined = match take(&self.worker) {
+            Some(Worker::Thread(thread)) => {
+                matches!(
+                    tokio::task::spawn_blocking(move || thread.join()).await,
+                    Ok(Ok(()))
+                )
             }
+            Some(Worker::Task(task)) => task.await.is_ok(),
+            None => true,
+        };
+        if !joined {
+            return Err(Error::RunnerFailed("the consensus thread panicked".into()));
         }
         match status.borrow().failed.clone() {
             Some(reason) => Err(Error::RunnerFailed(reason)),
@@ -316,7 +365,8 @@ async fn stopped_error(mut status: watch::Receiver<RunnerStatus>) -> Error {
 
 impl<T: Entry> Drop for Runner<T> {
     fn drop(&mut self) {
-        // Closing the stop channel ends the loop; the thread is detached.
+        // Closing the stop channel ends the loop; the thread (or task) is
+        // detached.
         take(&self.stop);
     }
 }
