@@ -7,7 +7,7 @@
 //! [`ApplierHandle`] is its async-side half: register a waiter before
 //! proposing, read the state after a barrier.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use omnipaxos::ballot_leader_election::Ballot;
@@ -21,7 +21,8 @@ use tsoracle_paxos_toolkit::{DecidedHook, RunnerStatus};
 
 use crate::host::{Applied, HostError};
 
-type Waiters = Mutex<HashMap<ProposalId, oneshot::Sender<Result<Applied, HostError>>>>;
+// Ordered, so waiters fail in one order and a seeded simulation replays.
+type Waiters = Mutex<BTreeMap<ProposalId, oneshot::Sender<Result<Applied, HostError>>>>;
 
 #[derive(Debug, Default)]
 struct Shared {

@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_core::Stream;
@@ -26,6 +26,7 @@ use tsoracle_consensus::{ConsensusDriver, ConsensusError, LeaderState};
 use tsoracle_core::{Epoch, LeaseRecord, SeqKey};
 use tsoracle_paxos_state::{Command, Lease, ProposalId};
 
+use crate::clock::{Clock, MonotonicClock};
 use crate::error::Error;
 use crate::events::LeaderEvents;
 use crate::fence;
@@ -108,7 +109,7 @@ pub struct PaxosDriver<H: PaxosHighWaterHost> {
 struct Core<H> {
     host: Arc<H>,
     config: DriverConfig,
-    origin: Instant,
+    clock: Arc<dyn Clock>,
     incarnation: u64,
     /// Next proposal sequence number. Minted and submitted under this lock,
     /// so this node's proposals reach the log in id order.
@@ -125,13 +126,28 @@ struct Core<H> {
 
 impl<H: PaxosHighWaterHost> PaxosDriver<H> {
     /// Starts the driver over `host`: validates `config` and spawns the
-    /// leadership task on the current tokio runtime.
+    /// leadership task on the current tokio runtime. The lease runs on the
+    /// process's monotonic clock.
     ///
     /// # Errors
     ///
     /// [`DriverConfig::validate`] errors, [`Error::Epoch`] for a node id the
     /// epoch codec cannot encode, [`Error::NoRuntime`] outside a runtime.
     pub fn start(host: Arc<H>, config: DriverConfig) -> Result<Self, Error> {
+        Self::start_with_clock(host, config, Arc::new(MonotonicClock::new()))
+    }
+
+    /// [`start`](Self::start) with the lease measured on `clock` (a
+    /// simulation's per-node clock, say).
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Self::start).
+    pub fn start_with_clock(
+        host: Arc<H>,
+        config: DriverConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, Error> {
         config.validate()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let me = host.node_id();
@@ -149,7 +165,7 @@ impl<H: PaxosHighWaterHost> PaxosDriver<H> {
             incarnation,
             host,
             config,
-            origin: Instant::now(),
+            clock,
             seq: Mutex::new(0),
             lease: Mutex::new(lease),
             events,
@@ -219,7 +235,7 @@ impl<H: PaxosHighWaterHost> Drop for PaxosDriver<H> {
 
 impl<H: PaxosHighWaterHost> Core<H> {
     fn now(&self) -> Duration {
-        self.origin.elapsed()
+        self.clock.now()
     }
 
     fn lease(&self) -> std::sync::MutexGuard<'_, LeaseTracker> {
@@ -300,6 +316,10 @@ impl<H: PaxosHighWaterHost> Core<H> {
         &self,
         read: impl FnOnce(&tsoracle_paxos_state::ApplyState) -> R,
     ) -> Result<(u64, R), ConsensusError> {
+        #[cfg(feature = "mutations")]
+        if !crate::mutation::is_on(crate::mutation::Guard::ReadBarrier) {
+            return Ok(self.read_applied(read));
+        }
         let role = self.role_now();
         let (ballot, epoch) = match role {
             Role::Leader(term) => (Some(term.ballot()), term.epoch()),
@@ -319,6 +339,18 @@ impl<H: PaxosHighWaterHost> Core<H> {
         let value = value
             .ok_or_else(|| ConsensusError::PermanentDriver(Box::new(Error::HostSkippedRead)))?;
         Ok((high_water, value))
+    }
+
+    /// The read without its barrier: whatever this node has applied so far
+    /// (the `ReadBarrier` mutation).
+    #[cfg(feature = "mutations")]
+    fn read_applied<R>(
+        &self,
+        read: impl FnOnce(&tsoracle_paxos_state::ApplyState) -> R,
+    ) -> (u64, R) {
+        let mut state = tsoracle_paxos_state::ApplyState::new();
+        self.host.read_state(&mut |applied| state = applied.clone());
+        (state.high_water(), read(&state))
     }
 
     /// The term to write under, after the checks every write runs (the
@@ -409,7 +441,9 @@ async fn leadership_task<H: PaxosHighWaterHost>(core: Arc<Core<H>>, mut events: 
         // Wake at the next lease event, and at least every tick: a role must
         // flip on time even if no new view arrives.
         let sleep = wakeup.map_or(tick, |at| at.saturating_sub(now).min(tick));
+        // Biased: a fixed branch order keeps a seeded simulation replayable.
         tokio::select! {
+            biased;
             changed = views.changed(), if !host_gone => {
                 if changed.is_err() {
                     tracing::error!("the host's leadership watch closed; reporting no leader");
@@ -598,6 +632,7 @@ impl<H: PaxosHighWaterHost> ConsensusDriver for PaxosDriver<H> {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::AtomicU64;
+    use std::time::Instant;
 
     use omnipaxos::util::NodeId;
     use tsoracle_core::PeerEndpoint;

@@ -27,6 +27,12 @@ use crate::role::Role;
 /// - [`ConsensusError::Fenced`] `{ expected: caller_epoch, current }` when
 ///   this node leads under another epoch `current`.
 pub fn check_write(role: &Role, caller_epoch: Epoch) -> Result<(), ConsensusError> {
+    #[cfg(feature = "mutations")]
+    if matches!(role, Role::Leader(_))
+        && !crate::mutation::is_on(crate::mutation::Guard::EpochFence)
+    {
+        return Ok(());
+    }
     match role {
         Role::Leader(term) if term.epoch() == caller_epoch => Ok(()),
         Role::Leader(term) => Err(ConsensusError::Fenced {

@@ -115,6 +115,7 @@
 //! ```
 
 mod applier;
+mod clock;
 mod driver;
 mod error;
 mod events;
@@ -122,6 +123,8 @@ pub mod fence;
 mod host;
 mod incarnation;
 mod lease;
+#[cfg(feature = "mutations")]
+pub mod mutation;
 mod role;
 mod runner_glue;
 mod standalone;
@@ -131,6 +134,7 @@ pub mod timing;
 mod proptests;
 
 pub use applier::{ApplierHandle, PaxosApplier, Waiter};
+pub use clock::{Clock, MonotonicClock};
 pub use driver::{DEFAULT_DENSE_KEY_CAP, DEFAULT_REQUEST_TIMEOUT, DriverConfig, PaxosDriver};
 pub use error::Error;
 pub use events::LeaderEvents;

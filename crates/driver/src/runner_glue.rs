@@ -76,7 +76,9 @@ where
     let mut status = runner.status();
     Ok(Box::pin(async move {
         appended.await.map_err(runner_error)?;
+        // Biased: a fixed branch order keeps a seeded simulation replayable.
         tokio::select! {
+            biased;
             applied = waiter.wait() => applied.unwrap_or_else(|| {
                 Err(HostError::Failed("the apply path stopped before applying".to_owned()))
             }),

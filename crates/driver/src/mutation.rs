@@ -1,0 +1,79 @@
+//! Test-only switches that each remove one safety guard of the driver, so a
+//! simulation can show that its checks catch the bug the guard prevents (a
+//! check that cannot fail proves nothing).
+//!
+//! Compiled only with the `mutations` feature, which no shipped binary
+//! enables. A switch is set per thread: a deterministic simulation runs a
+//! whole cluster on one thread, so one run's mutation never leaks into a test
+//! running beside it.
+
+use std::cell::Cell;
+
+/// A guard a simulation may remove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Guard {
+    /// A newly elected leader waits `lease × (1 + drift)` before it serves
+    /// ([`LeaseTracker::role`](crate::LeaseTracker::role)).
+    NewLeaderWait,
+    /// A write whose epoch is not this node's leader epoch is refused with
+    /// `Fenced` ([`fence::check_write`](crate::fence::check_write)).
+    EpochFence,
+    /// A read (`load_high_water`, `load_dense_seq`, `load_leases`) first
+    /// applies a barrier entry of its own.
+    ReadBarrier,
+}
+
+impl Guard {
+    /// Every guard.
+    pub const ALL: [Guard; 3] = [Guard::NewLeaderWait, Guard::EpochFence, Guard::ReadBarrier];
+
+    /// A short name (`new-leader-wait`, `epoch-fence`, `read-barrier`).
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Guard::NewLeaderWait => "new-leader-wait",
+            Guard::EpochFence => "epoch-fence",
+            Guard::ReadBarrier => "read-barrier",
+        }
+    }
+
+    /// The guard called `name`.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Guard> {
+        Guard::ALL.into_iter().find(|g| g.name() == name)
+    }
+}
+
+thread_local! {
+    static REMOVED: Cell<Option<Guard>> = const { Cell::new(None) };
+}
+
+/// Removes `guard` (or none) for code running on this thread from now on.
+pub fn remove_on_this_thread(guard: Option<Guard>) {
+    REMOVED.with(|removed| removed.set(guard));
+}
+
+/// Whether `guard` is in place on this thread.
+pub(crate) fn is_on(guard: Guard) -> bool {
+    REMOVED.with(|removed| removed.get() != Some(guard))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guard_is_removed_only_on_the_thread_that_removed_it() {
+        remove_on_this_thread(Some(Guard::EpochFence));
+        assert!(!is_on(Guard::EpochFence));
+        assert!(is_on(Guard::ReadBarrier));
+        std::thread::spawn(|| assert!(is_on(Guard::EpochFence)))
+            .join()
+            .unwrap();
+        remove_on_this_thread(None);
+        assert!(is_on(Guard::EpochFence));
+        for guard in Guard::ALL {
+            assert_eq!(Guard::from_name(guard.name()), Some(guard));
+        }
+    }
+}
