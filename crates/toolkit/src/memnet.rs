@@ -57,6 +57,12 @@ pub struct MemNetConfig {
     /// Longest time a reordered message is held back when no later message
     /// arrives to overtake it.
     pub reorder_max_hold: Duration,
+    /// Deliver each message at most once, as the real transport's streams
+    /// do: copies made by [`Faults::duplicate`] still travel the link (and
+    /// count in [`LinkStats::duplicated`]) but the receiving end drops them
+    /// ([`LinkStats::deduplicated`]). OmniPaxos 0.2.4 assumes at-most-once
+    /// links; turn this off only to test code that must survive duplicates.
+    pub at_most_once: bool,
 }
 
 impl Default for MemNetConfig {
@@ -65,6 +71,7 @@ impl Default for MemNetConfig {
             link_capacity: 4096,
             seed: 0,
             reorder_max_hold: Duration::from_millis(20),
+            at_most_once: false,
         }
     }
 }
@@ -122,6 +129,9 @@ pub struct LinkStats {
     pub overflow: u64,
     /// Extra copies made by [`Faults::duplicate`].
     pub duplicated: u64,
+    /// Copies dropped at the receiving end by
+    /// [`MemNetConfig::at_most_once`].
+    pub deduplicated: u64,
     /// Messages held back by [`Faults::reorder`].
     pub reordered: u64,
     /// Messages the receiver did not take: no inbox attached, its runner
@@ -137,6 +147,7 @@ impl LinkStats {
         self.cut += other.cut;
         self.overflow += other.overflow;
         self.duplicated += other.duplicated;
+        self.deduplicated += other.deduplicated;
         self.reordered += other.reordered;
         self.undeliverable += other.undeliverable;
     }
@@ -150,6 +161,7 @@ struct LinkCounters {
     cut: AtomicU64,
     overflow: AtomicU64,
     duplicated: AtomicU64,
+    deduplicated: AtomicU64,
     reordered: AtomicU64,
     undeliverable: AtomicU64,
 }
@@ -164,6 +176,7 @@ impl LinkCounters {
             cut: get(&self.cut),
             overflow: get(&self.overflow),
             duplicated: get(&self.duplicated),
+            deduplicated: get(&self.deduplicated),
             reordered: get(&self.reordered),
             undeliverable: get(&self.undeliverable),
         }
@@ -179,6 +192,8 @@ fn bump(counter: &AtomicU64, n: usize) {
 #[derive(Debug, Default)]
 struct LinkState {
     cut: AtomicBool,
+    /// Delay added to this link alone, in nanoseconds (a congested path).
+    extra_delay_ns: AtomicU64,
     counters: LinkCounters,
 }
 
@@ -302,6 +317,23 @@ impl NetControl {
             t.cut.remove(&(a, b));
             t.cut.remove(&(b, a));
         });
+    }
+
+    /// Heals only the direction `from -> to`.
+    pub fn heal_one_way(&self, from: NodeId, to: NodeId) {
+        self.update(|t| {
+            t.cut.remove(&(from, to));
+        });
+    }
+
+    /// Adds `extra` delay to every message sent on `from -> to` from now on,
+    /// on top of [`Faults::delay`] (zero removes it); the link stays FIFO.
+    /// Does nothing for a link between nodes not added yet.
+    pub fn set_link_delay(&self, from: NodeId, to: NodeId, extra: Duration) {
+        if let Some(link) = lock(&self.state.topology).links.get(&(from, to)) {
+            let nanos = u64::try_from(extra.as_nanos()).unwrap_or(u64::MAX);
+            link.extra_delay_ns.store(nanos, Ordering::Release);
+        }
     }
 
     /// Removes every partition.
@@ -484,6 +516,9 @@ where
                     stop: self.stop.subscribe(),
                     delayed: VecDeque::new(),
                     held: Vec::new(),
+                    next_seq: 0,
+                    delivered: BTreeSet::new(),
+                    at_most_once: self.config.at_most_once,
                     last_due: Instant::now(),
                 };
                 tasks.spawn_on(task.run(rx), &self.runtime);
@@ -598,6 +633,7 @@ struct Held<T: Entry> {
     /// Later messages still allowed to overtake it.
     overtakes_left: usize,
     deadline: Instant,
+    seq: u64,
     message: Message<T>,
 }
 
@@ -610,9 +646,15 @@ struct LinkTask<T: Entry> {
     capacity: usize,
     max_hold: Duration,
     stop: watch::Receiver<bool>,
-    /// Messages waiting out their delay, in due order (the link is FIFO).
-    delayed: VecDeque<(Instant, Message<T>)>,
+    /// Messages waiting out their delay, in due order (the link is FIFO),
+    /// each with its link sequence number (a copy shares its original's).
+    delayed: VecDeque<(Instant, u64, Message<T>)>,
     held: Vec<Held<T>>,
+    next_seq: u64,
+    /// Sequence numbers delivered lately, when `at_most_once` (bounded: a
+    /// copy travels right behind its original, within the reorder window).
+    delivered: BTreeSet<u64>,
+    at_most_once: bool,
     /// Due time of the last message put on the delay line. Dues never
     /// decrease along the line, so the head's due is the next wake-up (the
     /// line is popped from the head only, which keeps the link FIFO).
@@ -637,7 +679,7 @@ where
             let wake = self
                 .delayed
                 .front()
-                .map(|(due, _)| *due)
+                .map(|(due, _, _)| *due)
                 .into_iter()
                 .chain(self.held.iter().map(|h| h.deadline))
                 .min();
@@ -664,18 +706,21 @@ where
             bump(&self.state.counters.dropped, 1);
             return;
         }
-        let mut due = Instant::now() + faults.delay;
+        let extra = Duration::from_nanos(self.state.extra_delay_ns.load(Ordering::Acquire));
+        let mut due = Instant::now() + faults.delay + extra;
         if !faults.jitter.is_zero() {
             let jitter_ns = u64::try_from(faults.jitter.as_nanos()).unwrap_or(u64::MAX);
             due += Duration::from_nanos(self.rng.u64(0..=jitter_ns));
         }
         due = due.max(self.last_due);
         self.last_due = due;
+        let seq = self.next_seq;
+        self.next_seq += 1;
         if faults.duplicate > 0.0 && self.rng.f64() < faults.duplicate {
             bump(&self.state.counters.duplicated, 1);
-            self.delayed.push_back((due, message.clone()));
+            self.delayed.push_back((due, seq, message.clone()));
         }
-        self.delayed.push_back((due, message));
+        self.delayed.push_back((due, seq, message));
     }
 
     /// Delivers every message whose delay is over, and held-back messages
@@ -688,14 +733,14 @@ where
             let expired = self.held.iter().position(|h| h.deadline <= now);
             if let Some(pos) = expired {
                 let held = self.held.swap_remove(pos);
-                self.deliver(held.message).await?;
+                self.deliver(held.seq, held.message).await?;
                 continue;
             }
-            let due = matches!(self.delayed.front(), Some((due, _)) if *due <= now);
+            let due = matches!(self.delayed.front(), Some((due, _, _)) if *due <= now);
             if !due {
                 return Ok(());
             }
-            let Some((_, message)) = self.delayed.pop_front() else {
+            let Some((_, seq, message)) = self.delayed.pop_front() else {
                 return Ok(());
             };
             let faults = *lock(&self.shared.control.state.faults);
@@ -707,11 +752,12 @@ where
                 self.held.push(Held {
                     overtakes_left: self.rng.usize(1..=faults.reorder_window),
                     deadline: now + self.max_hold,
+                    seq,
                     message,
                 });
                 continue;
             }
-            self.deliver(message).await?;
+            self.deliver(seq, message).await?;
             // This message overtook every held one; release those whose
             // window is used up, right after it.
             let mut i = 0;
@@ -719,7 +765,7 @@ where
                 self.held[i].overtakes_left -= 1;
                 if self.held[i].overtakes_left == 0 {
                     let held = self.held.swap_remove(i);
-                    self.deliver(held.message).await?;
+                    self.deliver(held.seq, held.message).await?;
                 } else {
                     i += 1;
                 }
@@ -727,8 +773,18 @@ where
         }
     }
 
-    async fn deliver(&mut self, message: Message<T>) -> Result<(), Stopped> {
+    async fn deliver(&mut self, seq: u64, message: Message<T>) -> Result<(), Stopped> {
         let counters = &self.state.counters;
+        if self.at_most_once {
+            if !self.delivered.insert(seq) {
+                bump(&counters.deduplicated, 1);
+                return Ok(());
+            }
+            // A copy is at most a reorder window behind its original.
+            while self.delivered.len() > DEDUP_MEMORY {
+                self.delivered.pop_first();
+            }
+        }
         // Checked again here: a cut made while the message was in flight
         // loses it, as a broken connection would.
         if self.state.cut.load(Ordering::Acquire) {
@@ -754,6 +810,9 @@ where
         }
     }
 }
+
+/// Sequence numbers an at-most-once link remembers.
+const DEDUP_MEMORY: usize = 4096;
 
 async fn sleep_until_opt(wake: Option<Instant>) {
     if let Some(wake) = wake {
@@ -879,6 +938,58 @@ mod tests {
         assert_ne!(got, sorted, "some messages overtook others");
         let distinct: BTreeSet<u32> = got.iter().copied().collect();
         assert_eq!(distinct, (0..200).collect());
+        net.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn an_at_most_once_link_drops_the_copies_at_the_receiving_end() {
+        let config = MemNetConfig {
+            seed: 7,
+            at_most_once: true,
+            ..MemNetConfig::default()
+        };
+        let (net, s1, _s2, mut rx) = pair(config, 1024);
+        net.control()
+            .set_faults(Faults {
+                duplicate: 0.3,
+                reorder: 0.2,
+                reorder_window: 3,
+                ..Faults::default()
+            })
+            .unwrap();
+        s1.send(2, (0..200).map(|n| msg(1, 2, n)).collect());
+        let stats = || net.control().link_stats(1, 2).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while stats().delivered + stats().deduplicated < 200 + stats().duplicated {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap();
+        let stats = stats();
+        assert!(stats.duplicated > 0, "{stats:?}");
+        assert_eq!(stats.deduplicated, stats.duplicated, "{stats:?}");
+        assert_eq!(stats.delivered, 200, "{stats:?}");
+        let got = recv_n(&mut rx, 200).await;
+        let distinct: BTreeSet<u32> = got.iter().copied().collect();
+        assert_eq!(distinct, (0..200).collect());
+        net.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_link_delays_only_its_own_messages() {
+        let (net, s1, s2, mut rx2) = pair(MemNetConfig::default(), 16);
+        let (tx1, mut rx1) = mpsc::channel(16);
+        net.attach(Inbox::new(1, Arc::from(vec![1, 2]), tx1));
+        net.control()
+            .set_link_delay(1, 2, Duration::from_millis(300));
+        let started = Instant::now();
+        s1.send(2, vec![msg(1, 2, 1)]);
+        s2.send(1, vec![msg(2, 1, 2)]);
+        assert_eq!(recv_n(&mut rx1, 1).await, vec![2]);
+        assert!(started.elapsed() < Duration::from_millis(300));
+        assert_eq!(recv_n(&mut rx2, 1).await, vec![1]);
+        assert!(started.elapsed() >= Duration::from_millis(300));
         net.shutdown().await;
     }
 
