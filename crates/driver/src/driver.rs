@@ -299,15 +299,38 @@ impl<H: PaxosHighWaterHost> Core<H> {
         Ok(applied)
     }
 
-    /// Proposes `make`'s command as leader under `term` and waits for it.
+    /// Proposes `make`'s command as leader under `term`, waits for it, and
+    /// acknowledges it only if this node still serves under `term` once it
+    /// is applied.
+    ///
+    /// A write is acknowledged only while the lease it was admitted under
+    /// still holds (stop margin included). A decision can arrive late: after
+    /// the lease lapsed, or carried into a newer leader's term by its
+    /// prepare phase and learned only when this node rejoins. The write then
+    /// took effect, but a caller that acted on its success (a server that
+    /// starts serving the window it persisted) could overlap a newer leader
+    /// that is already serving; `NotLeader` (or `Fenced`) tells it to step
+    /// down instead. The lease then covers the caller's reaction time, as for
+    /// any role change.
     async fn propose_as(
         &self,
         term: Term,
+        caller_epoch: Epoch,
         make: impl FnOnce(ProposalId) -> Command,
     ) -> Result<Applied, ConsensusError> {
         let ballot = Some(term.ballot());
         let (at, pending) = self.submit(ballot, make)?;
-        self.finish(ballot, at, pending).await
+        let applied = self.finish(ballot, at, pending).await?;
+        match self.role_now() {
+            Role::Leader(now) if now == term && applied.promise == term.ballot() => Ok(applied),
+            Role::Leader(now) if now != term => Err(ConsensusError::Fenced {
+                expected: caller_epoch,
+                current: now.epoch(),
+            }),
+            role => Err(ConsensusError::NotLeader {
+                observed: role.leader_epoch(),
+            }),
+        }
     }
 
     /// A linearized read: a barrier through the log, then `read` on the
@@ -318,6 +341,7 @@ impl<H: PaxosHighWaterHost> Core<H> {
     ) -> Result<(u64, R), ConsensusError> {
         #[cfg(feature = "mutations")]
         if !crate::mutation::is_on(crate::mutation::Guard::ReadBarrier) {
+            crate::mutation::count_bypass();
             return Ok(self.read_applied(read));
         }
         let role = self.role_now();
@@ -543,7 +567,7 @@ impl<H: PaxosHighWaterHost> ConsensusDriver for PaxosDriver<H> {
         let term = self.core.writer_term(epoch, Some(at_least))?;
         let applied = self
             .core
-            .propose_as(term, |proposal| Command::Advance {
+            .propose_as(term, epoch, |proposal| Command::Advance {
                 at_least,
                 epoch,
                 proposal,
@@ -586,7 +610,7 @@ impl<H: PaxosHighWaterHost> ConsensusDriver for PaxosDriver<H> {
         let entries = entries.to_vec();
         let applied = self
             .core
-            .propose_as(term, |proposal| Command::DenseAdvance {
+            .propose_as(term, expected_epoch, |proposal| Command::DenseAdvance {
                 entries,
                 key_cap,
                 epoch: expected_epoch,
@@ -619,7 +643,7 @@ impl<H: PaxosHighWaterHost> ConsensusDriver for PaxosDriver<H> {
         let leases: Vec<Lease> = live.iter().cloned().map(Lease::from).collect();
         let applied = self
             .core
-            .propose_as(term, |proposal| Command::ReplaceLeases {
+            .propose_as(term, epoch, |proposal| Command::ReplaceLeases {
                 leases,
                 epoch,
                 proposal,
@@ -775,6 +799,33 @@ mod tests {
         // (plus scheduling slack).
         assert!(lost_at.elapsed() < Duration::from_millis(200));
         assert!(!driver.role().is_leader());
+        driver.shutdown().await;
+    }
+
+    /// A write decided under another ballot (carried into a newer leader's
+    /// term, say) took effect, but this node no longer leads: acknowledging
+    /// it would let a server serve beside the newer leader.
+    #[tokio::test]
+    async fn a_write_decided_after_leadership_moved_is_not_acknowledged() {
+        let b = Ballot::with(1, 2, 0, 1);
+        let host = FakeHost::new(leading(b), b);
+        let driver = PaxosDriver::start(Arc::clone(&host), DriverConfig::new(timing())).unwrap();
+        assert!(leads_within(&driver, Duration::from_secs(2)).await);
+        let epoch = crate::role::Term::new(b).unwrap().epoch();
+        assert_eq!(driver.persist_high_water(7, epoch).await.unwrap(), 7);
+        // From now on every command is applied while this node has promised
+        // a newer ballot: the lease still holds for a while, but the
+        // decision was not this leader's.
+        *host.promise_at_apply.lock().unwrap() = Ballot::with(1, 3, 0, 2);
+        let submitted = host.submitted.load(Ordering::SeqCst);
+        match driver.persist_high_water(9, epoch).await {
+            Err(ConsensusError::NotLeader { .. }) => {}
+            other => panic!("expected NotLeader, got {other:?}"),
+        }
+        assert!(
+            host.submitted.load(Ordering::SeqCst) > submitted,
+            "nothing was proposed"
+        );
         driver.shutdown().await;
     }
 
