@@ -28,9 +28,12 @@ use crate::role::Role;
 ///   this node leads under another epoch `current`.
 pub fn check_write(role: &Role, caller_epoch: Epoch) -> Result<(), ConsensusError> {
     #[cfg(feature = "mutations")]
-    if matches!(role, Role::Leader(_))
+    if let Role::Leader(term) = role
         && !crate::mutation::is_on(crate::mutation::Guard::EpochFence)
     {
+        if term.epoch() != caller_epoch {
+            crate::mutation::count_bypass();
+        }
         return Ok(());
     }
     match role {

@@ -230,9 +230,12 @@ impl LeaseTracker {
             .since
             .checked_add(self.wait)
             .is_some_and(|wait_end| now >= wait_end);
-        #[cfg(feature = "mutations")]
-        let waited = waited || !crate::mutation::is_on(crate::mutation::Guard::NewLeaderWait);
         let leased = leading.lease_until.is_some_and(|until| now < until);
+        #[cfg(feature = "mutations")]
+        if !waited && leased && !crate::mutation::is_on(crate::mutation::Guard::NewLeaderWait) {
+            crate::mutation::count_bypass();
+            return true;
+        }
         waited && leased
     }
 

@@ -46,16 +46,32 @@ impl Guard {
 
 thread_local! {
     static REMOVED: Cell<Option<Guard>> = const { Cell::new(None) };
+    static BYPASSED: Cell<u64> = const { Cell::new(0) };
 }
 
-/// Removes `guard` (or none) for code running on this thread from now on.
+/// Removes `guard` (or none) for code running on this thread from now on,
+/// and resets the [`bypassed`] count.
 pub fn remove_on_this_thread(guard: Option<Guard>) {
     REMOVED.with(|removed| removed.set(guard));
+    BYPASSED.with(|count| count.set(0));
+}
+
+/// How often, on this thread, the removed guard let through something it
+/// would have stopped (a write under a stale epoch, a new leader serving
+/// before its wait ended, a read without its barrier).
+#[must_use]
+pub fn bypassed() -> u64 {
+    BYPASSED.with(Cell::get)
 }
 
 /// Whether `guard` is in place on this thread.
 pub(crate) fn is_on(guard: Guard) -> bool {
     REMOVED.with(|removed| removed.get() != Some(guard))
+}
+
+/// Counts one use of a removed guard.
+pub(crate) fn count_bypass() {
+    BYPASSED.with(|count| count.set(count.get().saturating_add(1)));
 }
 
 #[cfg(test)]
