@@ -1,0 +1,252 @@
+//! The simulated cluster: nodes that start, crash and restart, on the
+//! toolkit's in-memory network.
+//!
+//! Every node runs the real stack of a `tsoracle-paxos` node: a
+//! [`StandaloneHost`] (OmniPaxos on the toolkit runner, placed on the
+//! simulation's runtime, and the driver's apply path), a [`PaxosDriver`] with
+//! its lease on a drifting clock, and a [`SimServer`] on top. Only the disk
+//! ([`Disk`]), the network (`MemNetwork`) and the clocks are simulated.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, PoisonError};
+
+use omnipaxos::util::NodeId;
+use tokio::task::JoinHandle;
+use tsoracle_core::PeerEndpoint;
+use tsoracle_driver_paxos::{DriverConfig, Member, PaxosDriver, StandaloneHost, Timing};
+use tsoracle_paxos_state::{PaxosEntry, SnapshotPolicy};
+use tsoracle_paxos_toolkit::{MemNetwork, NetControl, Placement, RunnerConfig};
+
+use crate::SimError;
+use crate::client::Directory;
+use crate::clock::DriftingClock;
+use crate::disk::Disk;
+use crate::history::Recorder;
+use crate::leaders::{LeaderLog, Monitor};
+use crate::server::{Driver, ServerParams, SimServer};
+
+/// How every node of a cluster is configured.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeSetup {
+    pub(crate) timing: Timing,
+    pub(crate) driver: DriverConfig,
+    pub(crate) snapshots: SnapshotPolicy,
+    pub(crate) server: ServerParams,
+    /// Each node's clock rate, inside `1 ± drift`.
+    pub(crate) rates: BTreeMap<NodeId, f64>,
+    /// Each node's wall-clock offset, in ms.
+    pub(crate) wall_offsets: BTreeMap<NodeId, u64>,
+}
+
+struct Live {
+    driver: Arc<Driver>,
+    server: Arc<SimServer>,
+    watch: JoinHandle<()>,
+    monitor: (Monitor, JoinHandle<()>),
+}
+
+struct Slot {
+    disk: Disk,
+    incarnation: u64,
+    live: Option<Live>,
+}
+
+pub(crate) struct Cluster {
+    net: MemNetwork<PaxosEntry>,
+    members: Vec<Member>,
+    setup: NodeSetup,
+    slots: BTreeMap<NodeId, Slot>,
+    directory: Directory,
+    recorder: Recorder,
+    leaders: LeaderLog,
+    seed: u64,
+}
+
+impl Cluster {
+    /// Starts `nodes` nodes (ids `1..=nodes`) on `net`.
+    pub(crate) fn start(
+        nodes: u64,
+        net: MemNetwork<PaxosEntry>,
+        setup: NodeSetup,
+        recorder: Recorder,
+        seed: u64,
+    ) -> Result<Self, SimError> {
+        let members = (1..=nodes)
+            .map(|id| {
+                Ok(Member {
+                    id,
+                    peer_address: format!("sim-{id}"),
+                    client_endpoint: PeerEndpoint::try_from(format!("127.0.0.{id}:7000"))
+                        .map_err(|e| SimError::Setup(e.to_string()))?,
+                })
+            })
+            .collect::<Result<Vec<_>, SimError>>()?;
+        let mut cluster = Self {
+            net,
+            members,
+            setup,
+            slots: (1..=nodes)
+                .map(|id| {
+                    (
+                        id,
+                        Slot {
+                            disk: Disk::default(),
+                            incarnation: 0,
+                            live: None,
+                        },
+                    )
+                })
+                .collect(),
+            directory: Directory::default(),
+            recorder,
+            leaders: LeaderLog::default(),
+            seed,
+        };
+        for id in 1..=nodes {
+            cluster.boot(id)?;
+        }
+        Ok(cluster)
+    }
+
+    pub(crate) fn control(&self) -> NetControl {
+        self.net.control()
+    }
+
+    /// Who claimed leadership when.
+    pub(crate) fn leaders(&self) -> &LeaderLog {
+        &self.leaders
+    }
+
+    pub(crate) fn directory(&self) -> Directory {
+        Arc::clone(&self.directory)
+    }
+
+    pub(crate) fn ids(&self) -> Vec<NodeId> {
+        self.slots.keys().copied().collect()
+    }
+
+    pub(crate) fn is_up(&self, id: NodeId) -> bool {
+        self.slots.get(&id).is_some_and(|slot| slot.live.is_some())
+    }
+
+    pub(crate) fn down_count(&self) -> usize {
+        self.slots.values().filter(|s| s.live.is_none()).count()
+    }
+
+    /// A node that currently claims to lead, if any.
+    pub(crate) fn leader(&self) -> Option<NodeId> {
+        self.slots.iter().find_map(|(&id, slot)| {
+            slot.live
+                .as_ref()
+                .filter(|live| live.driver.role().is_leader())
+                .map(|_| id)
+        })
+    }
+
+    /// The driver of a node that is up.
+    pub(crate) fn driver(&self, id: NodeId) -> Option<Arc<Driver>> {
+        self.slots
+            .get(&id)
+            .and_then(|slot| slot.live.as_ref())
+            .map(|live| Arc::clone(&live.driver))
+    }
+
+    /// Starts node `id` from what its disk holds.
+    pub(crate) fn boot(&mut self, id: NodeId) -> Result<(), SimError> {
+        let setup = &self.setup;
+        let slot = self
+            .slots
+            .get_mut(&id)
+            .ok_or_else(|| SimError::Setup(format!("no node {id}")))?;
+        if slot.live.is_some() {
+            return Ok(());
+        }
+        // Only what was synced survives: a fresh disk from the durable copy.
+        slot.disk = Disk::from_durable(slot.disk.durable());
+        slot.incarnation += 1;
+        let sink = self.net.add_node(id);
+        let host = StandaloneHost::builder()
+            .node_id(id)
+            .cluster_id("sim")
+            .members(self.members.clone())
+            .incarnation(slot.incarnation)
+            .timing(setup.timing)
+            .snapshot_policy(setup.snapshots.clone())
+            .runner_config(RunnerConfig {
+                placement: Placement::CurrentRuntime,
+                ..RunnerConfig::default()
+            })
+            .start(slot.disk.storage(), slot.disk.durability(), sink)
+            .map_err(|e| SimError::Setup(format!("node {id}: {e}")))?;
+        self.net.attach(host.inbox());
+        let rate = setup.rates.get(&id).copied().unwrap_or(1.0);
+        let clock = DriftingClock::new(rate);
+        let driver = PaxosDriver::start_with_clock(Arc::new(host), setup.driver, Arc::new(clock))
+            .map_err(|e| SimError::Setup(format!("node {id}: {e}")))?;
+        let driver = Arc::new(driver);
+        let params = ServerParams {
+            wall_offset_ms: setup.wall_offsets.get(&id).copied().unwrap_or(0),
+            ..setup.server
+        };
+        let server_seed = self
+            .seed
+            .wrapping_mul(31)
+            .wrapping_add(id * 1_000 + slot.incarnation);
+        // The monitor first: it must see the driver's first Leader event
+        // before the server acts on it.
+        let monitor = self.leaders.monitor(id, self.recorder.clone());
+        let monitor_task = tokio::spawn(monitor.clone().run(driver.watch_leadership()));
+        let server = SimServer::new(
+            id,
+            Arc::clone(&driver),
+            clock,
+            params,
+            server_seed,
+            self.recorder.clone(),
+            monitor.clone(),
+        );
+        let watch = tokio::spawn(Arc::clone(&server).leader_watch());
+        self.directory
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, Arc::clone(&server));
+        slot.live = Some(Live {
+            driver,
+            server,
+            watch,
+            monitor: (monitor, monitor_task),
+        });
+        Ok(())
+    }
+
+    /// Crashes node `id`: its server answers nothing more, its tasks stop,
+    /// and its disk keeps only what was synced.
+    pub(crate) async fn crash(&mut self, id: NodeId) {
+        let Some(live) = self.slots.get_mut(&id).and_then(|slot| slot.live.take()) else {
+            return;
+        };
+        live.server.kill();
+        // A crashed process claims nothing from the moment it dies.
+        live.monitor.1.abort();
+        live.monitor.0.close();
+        self.directory
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+        self.net.detach(id);
+        live.watch.abort();
+        live.driver.shutdown().await;
+        // Every round of the runner ends with its sync, so stopping it
+        // between rounds loses exactly what a crash there would: nothing
+        // synced, and the messages of no unsynced round.
+        let _ = live.driver.host().shutdown().await;
+    }
+
+    /// Stops every node (end of the run).
+    pub(crate) async fn shutdown(mut self) {
+        for id in self.ids() {
+            self.crash(id).await;
+        }
+        self.net.shutdown().await;
+    }
+}

@@ -1,0 +1,688 @@
+//! Deterministic simulation of whole `tsoracle-paxos` clusters.
+//!
+//! One run is one seed. Every node runs the real stack — OmniPaxos on the
+//! toolkit runner, the driver's apply path, the [`PaxosDriver`] with its
+//! lease, fencing and linearized reads, and a server that follows
+//! `tsoracle-server`'s window protocol — on a single-threaded tokio runtime
+//! whose clock is paused: time is virtual, jumps straight to the next timer,
+//! and a seed replays a run exactly. Only the disk (synced or lost at a
+//! crash), the network (the toolkit's `MemNetwork` with loss, delay, jitter,
+//! reordering and duplication, at most once per link as the real transport)
+//! and each node's clock (a rate inside the configured drift) are simulated.
+//!
+//! The seed also draws the timing (ticks, election timeout, a lease up to 95%
+//! of it, drift up to 5%), the snapshot policy, and the faults: crashes and
+//! restarts, the leader isolated from its peers while clients still reach it,
+//! symmetric and one-way cuts. Clients record a history that
+//! [`tsoracle_paxos_checker`] checks for duplicate timestamps, real-time
+//! order, high-water regressions, stale reads, dense overlaps and losses and
+//! lease anomalies. After the faulty phase everything heals and a timestamp
+//! must be served again within a bounded virtual time (liveness).
+//!
+//! [`PaxosDriver`]: tsoracle_driver_paxos::PaxosDriver
+//!
+//! ```no_run
+//! use tsoracle_paxos_sim::{SimConfig, run};
+//!
+//! let report = run(7, &SimConfig::default())?;
+//! assert!(report.passed(), "{report}");
+//! # Ok::<(), tsoracle_paxos_sim::SimError>(())
+//! ```
+
+mod client;
+mod clock;
+mod cluster;
+mod disk;
+mod faults;
+mod history;
+mod leaders;
+mod server;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use omnipaxos::util::NodeId;
+use tokio::task::JoinSet;
+use tsoracle_consensus::ConsensusDriver;
+use tsoracle_core::SeqKey;
+use tsoracle_driver_paxos::mutation::{self, Guard};
+use tsoracle_driver_paxos::{DriverConfig, Timing};
+use tsoracle_paxos_checker::{Op, Report, Violation, check};
+use tsoracle_paxos_state::SnapshotPolicy;
+use tsoracle_paxos_toolkit::{LinkStats, MemNetConfig, MemNetwork};
+
+pub use faults::FaultCounts;
+pub use history::StaleServing;
+pub use leaders::LeaderSpan;
+
+use crate::client::{Calls, DENSE_KEYS, Kind, LeaseScript, Worker};
+use crate::cluster::{Cluster, NodeSetup};
+use crate::faults::{Agenda, Fault, Undo};
+use crate::history::Recorder;
+use crate::server::ServerParams;
+
+/// Why a run could not be carried out (not a failed check: see
+/// [`RunReport::passed`]).
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// The cluster could not be built.
+    #[error("setting up the simulated cluster: {0}")]
+    Setup(String),
+    /// The runtime could not be built.
+    #[error("building the simulation runtime: {0}")]
+    Runtime(#[from] std::io::Error),
+}
+
+/// What to simulate. The seed draws everything else.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Nodes in the cluster (3 or more).
+    pub nodes: u64,
+    /// Length of the faulty phase, in election timeouts.
+    pub fault_phase: u32,
+    /// After everything heals, a timestamp must be served within this many
+    /// election timeouts.
+    pub heal_deadline: u32,
+    /// Client workers (timestamps, dense, reader, leases, in turn).
+    pub workers: u32,
+    /// A guard removed for this run (to show the checks catch its absence).
+    pub mutation: Option<Guard>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            nodes: 3,
+            fault_phase: 150,
+            heal_deadline: 60,
+            workers: 6,
+            mutation: None,
+        }
+    }
+}
+
+/// Successful and failed client calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallCounts {
+    /// Calls answered with success.
+    pub ok: u64,
+    /// Calls refused, failed or abandoned (faults make many).
+    pub failed: u64,
+}
+
+/// What one run did and found.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// The seed (replays the run).
+    pub seed: u64,
+    /// Nodes in the cluster.
+    pub nodes: u64,
+    /// The timing the seed drew.
+    pub timing: Timing,
+    /// The snapshot interval the seed drew (`None`: no snapshots).
+    pub snapshot_every: Option<u64>,
+    /// The guard removed, if any.
+    pub mutation: Option<Guard>,
+    /// Virtual time simulated.
+    pub simulated: Duration,
+    /// Client calls.
+    pub calls: CallCounts,
+    /// Faults injected.
+    pub faults: FaultCounts,
+    /// Network counters, summed over every link.
+    pub network: LinkStats,
+    /// The checker's verdict on the history.
+    pub check: Report,
+    /// Virtual time from the final heal to the first timestamp served, or
+    /// `None` when none was served within the deadline.
+    pub recovery: Option<Duration>,
+    /// A digest of the recorded history: equal for two runs of one seed.
+    pub digest: u64,
+    /// The operations named by the first violations, by index.
+    pub evidence: BTreeMap<usize, Op>,
+    /// With a guard removed: how often its absence let something through.
+    pub bypassed: u64,
+    /// Two nodes that reported `Leader` at the same virtual time (the
+    /// lease forbids it).
+    pub leader_overlaps: Vec<(LeaderSpan, LeaderSpan)>,
+    /// Servers that started serving an epoch their driver no longer led
+    /// under (what epoch fencing prevents).
+    pub stale_serving: Vec<StaleServing>,
+}
+
+impl RunReport {
+    /// Safety (no checker violation) and liveness (service resumed after
+    /// the heal) both held.
+    #[must_use]
+    pub fn passed(&self) -> bool {
+        self.check.is_ok()
+            && self.leader_overlaps.is_empty()
+            && self.stale_serving.is_empty()
+            && self.recovery.is_some()
+    }
+}
+
+impl fmt::Display for RunReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = &self.timing;
+        writeln!(
+            f,
+            "seed {} ({} nodes{}): {:.1} s simulated; tick {:?}, election {:?}, lease {:?}, \
+             drift {:.3}, renew every {:?}, snapshot every {}",
+            self.seed,
+            self.nodes,
+            self.mutation
+                .map(|g| format!(
+                    ", guard removed: {} (bypassed {}x)",
+                    g.name(),
+                    self.bypassed
+                ))
+                .unwrap_or_default(),
+            self.simulated.as_secs_f64(),
+            t.tick,
+            t.election_timeout().unwrap_or_default(),
+            t.lease,
+            t.drift,
+            t.renew_every,
+            self.snapshot_every
+                .map_or_else(|| "never".to_owned(), |n| format!("{n} entries")),
+        )?;
+        writeln!(
+            f,
+            "  calls: {} ok, {} failed; checked {} timestamps, {} dense blocks, {} high-waters, \
+             {} dense reads, {} lease ops",
+            self.calls.ok,
+            self.calls.failed,
+            self.check.timestamps,
+            self.check.dense_blocks,
+            self.check.high_waters,
+            self.check.dense_reads,
+            self.check.lease_ops,
+        )?;
+        writeln!(f, "  faults: {}", self.faults)?;
+        writeln!(
+            f,
+            "  network: {} sent, {} dropped, {} cut, {} duplicated (all removed at the \
+             receiving end), {} reordered",
+            self.network.sent,
+            self.network.dropped,
+            self.network.cut,
+            self.network.duplicated,
+            self.network.reordered
+        )?;
+        match self.recovery {
+            Some(after) => writeln!(f, "  liveness: served again {after:?} after the heal")?,
+            None => writeln!(f, "  liveness: FAILED, nothing served after the heal")?,
+        }
+        for violation in self.check.violations.iter().take(10) {
+            writeln!(f, "  VIOLATION: {violation}")?;
+        }
+        for (a, b) in self.leader_overlaps.iter().take(5) {
+            writeln!(
+                f,
+                "  VIOLATION: nodes {} and {} both reported Leader: {a:?} and {b:?}",
+                a.node, b.node
+            )?;
+        }
+        for stale in self.stale_serving.iter().take(5) {
+            writeln!(
+                f,
+                "  VIOLATION: node {} started serving epoch {} at {} µs, which its driver no \
+                 longer led under",
+                stale.node, stale.epoch, stale.at
+            )?;
+        }
+        for (index, op) in &self.evidence {
+            writeln!(f, "    op {index}: {op:?}")?;
+        }
+        if self.check.violations.len() > 10 {
+            writeln!(f, "  ... {} more", self.check.violations.len() - 10)?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs seed `seed`: builds a single-threaded runtime with a paused clock on
+/// this thread and simulates the cluster on it.
+///
+/// # Errors
+///
+/// [`SimError`] when the runtime or the cluster cannot be built (a failed
+/// check is a [`RunReport`] that did not pass, not an error).
+pub fn run(seed: u64, config: &SimConfig) -> Result<RunReport, SimError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()?;
+    // The switch is per thread: the whole cluster runs on this one.
+    mutation::remove_on_this_thread(config.mutation);
+    let result = runtime.block_on(simulate(seed, config));
+    mutation::remove_on_this_thread(None);
+    result
+}
+
+/// Everything the seed draws before the run starts.
+struct Draw {
+    timing: Timing,
+    driver: DriverConfig,
+    setup: NodeSetup,
+}
+
+fn draw_setup(rng: &mut fastrand::Rng, nodes: u64) -> Draw {
+    let tick = Duration::from_millis([5, 10, 20][rng.usize(0..3)]);
+    let election_ticks = rng.u64(10..=20);
+    let election = tick * u32::try_from(election_ticks).unwrap_or(20);
+    let lease = election.mul_f64(0.5 + rng.f64() * 0.45);
+    let drift = rng.f64() * 0.05;
+    let mut timing = Timing {
+        tick,
+        election_ticks,
+        lease,
+        drift,
+        renew_every: lease,
+    };
+    timing.renew_every = timing
+        .leader_lease_validity()
+        .mul_f64(0.2 + rng.f64() * 0.25);
+    let mut driver = DriverConfig::new(timing);
+    driver.request_timeout = election * 10;
+    let snapshots = match rng.u8(0..4) {
+        0 => SnapshotPolicy::Disabled,
+        n => SnapshotPolicy::EveryDecided(
+            std::num::NonZeroU64::new([16, 64, 256][usize::from(n - 1)])
+                .unwrap_or(tsoracle_paxos_state::DEFAULT_SNAPSHOT_INTERVAL),
+        ),
+    };
+    let election_ms = u64::try_from(election.as_millis()).unwrap_or(100);
+    let server = ServerParams {
+        window_ahead_ms: rng.u64(election_ms / 2..=election_ms * 3),
+        failover_advance_ms: rng.u64(election_ms / 2..=election_ms * 3),
+        // Below the stop margin: the lease covers that much reaction time.
+        max_reaction: driver.stop_margin / 2,
+        max_step: tick / 2,
+        slow_probability: 0.05,
+        max_slow: election * 40,
+        wall_offset_ms: 0,
+    };
+    let rates = (1..=nodes)
+        .map(|id| (id, 1.0 + (rng.f64() * 2.0 - 1.0) * drift))
+        .collect();
+    let wall_offsets = (1..=nodes)
+        .map(|id| (id, 1_000_000 + rng.u64(0..=5_000)))
+        .collect();
+    Draw {
+        timing,
+        driver,
+        setup: NodeSetup {
+            timing,
+            driver,
+            snapshots,
+            server,
+            rates,
+            wall_offsets,
+        },
+    }
+}
+
+async fn simulate(seed: u64, config: &SimConfig) -> Result<RunReport, SimError> {
+    if config.nodes < 3 {
+        return Err(SimError::Setup(
+            "a simulated cluster needs at least 3 nodes (one may fail)".to_owned(),
+        ));
+    }
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let Draw {
+        timing,
+        driver: driver_config,
+        setup,
+    } = draw_setup(&mut rng, config.nodes);
+    let snapshot_every = match &setup.snapshots {
+        SnapshotPolicy::EveryDecided(n) => Some(n.get()),
+        _ => None,
+    };
+    let election = timing
+        .election_timeout()
+        .map_err(|e| SimError::Setup(e.to_string()))?;
+    let recorder = Recorder::new();
+    let net = MemNetwork::new(MemNetConfig {
+        seed: rng.u64(..),
+        at_most_once: true,
+        ..MemNetConfig::default()
+    })
+    .map_err(|e| SimError::Setup(e.to_string()))?;
+    let mut cluster = Cluster::start(config.nodes, net, setup, recorder.clone(), seed)?;
+    let control = cluster.control();
+
+    // Clients.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = JoinSet::new();
+    let kinds = [Kind::Timestamps, Kind::Dense, Kind::Reader, Kind::Leases];
+    for id in 0..config.workers {
+        let kind = kinds[usize::try_from(id).unwrap_or(0) % kinds.len()];
+        let worker = Worker {
+            id,
+            kind,
+            directory: cluster.directory(),
+            recorder: recorder.clone(),
+            rng: fastrand::Rng::with_seed(seed ^ (u64::from(id) + 1).wrapping_mul(0x9E37_79B9)),
+            stop: Arc::clone(&stop),
+            call_timeout: driver_config.request_timeout * 2,
+            think: timing.tick * 2,
+            preferred: None,
+            calls: Calls::default(),
+            lease: LeaseScript::new(format!("holder-{id}")),
+        };
+        workers.spawn(worker.run());
+    }
+
+    // The faulty phase.
+    let fault_end = election * config.fault_phase;
+    let mut faults = FaultCounts::default();
+    let mut agenda = Agenda::default();
+    let mut next_fault = election * 5;
+    let start = tokio::time::Instant::now();
+    let majority_down = usize::try_from((config.nodes - 1) / 2).unwrap_or(1);
+    loop {
+        let next = agenda.next().map_or(next_fault, |due| due.min(next_fault));
+        if next >= fault_end {
+            break;
+        }
+        tokio::time::sleep_until(start + next).await;
+        let now = start.elapsed();
+        for undo in agenda.take_due(now) {
+            if let Some(follow_up) = apply_undo(&mut cluster, undo)? {
+                agenda.push(now + election.mul_f64(3.0 + rng.f64() * 10.0), follow_up);
+            }
+        }
+        if now < next_fault {
+            continue;
+        }
+        next_fault = now + election.mul_f64(2.0 + rng.f64() * 13.0);
+        let hold = election.mul_f64(2.0 + rng.f64() * 28.0);
+        let fault = faults::draw(
+            &mut rng,
+            config.nodes,
+            election,
+            timing.leader_lease_validity(),
+        );
+        tracing::debug!(at = recorder.now_us(), ?fault, ?hold, leader = ?cluster.leader(), "fault");
+        match fault {
+            Fault::Crash(node) => {
+                if cluster.is_up(node) && cluster.down_count() < majority_down {
+                    cluster.crash(node).await;
+                    faults.crashes += 1;
+                    agenda.push(now + hold, Undo::Restart(node));
+                }
+            }
+            Fault::IsolateLeader => {
+                if let Some(leader) = cluster.leader() {
+                    control.isolate(leader);
+                    faults.leader_isolations += 1;
+                    agenda.push(now + hold, Undo::Rejoin(leader));
+                }
+            }
+            Fault::Flap => {
+                if let Some(leader) = cluster.leader() {
+                    control.isolate(leader);
+                    faults.flaps += 1;
+                    // Long enough for another node to take over.
+                    agenda.push(now + election * 6, Undo::FlapOn(leader));
+                }
+            }
+            Fault::MuteLeader => {
+                if let Some(leader) = cluster.leader() {
+                    mute(&cluster, leader);
+                    faults.mutes += 1;
+                    agenda.push(now + hold, Undo::Unmute(leader));
+                }
+            }
+            Fault::GrayLeader { slow, after } => {
+                if let Some(leader) = cluster.leader() {
+                    for peer in cluster.ids() {
+                        if peer != leader {
+                            control.set_link_delay(peer, leader, slow);
+                        }
+                    }
+                    faults.gray_failures += 1;
+                    agenda.push(now + after, Undo::Mute(leader));
+                    agenda.push(now + after + hold, Undo::Unmute(leader));
+                    agenda.push(now + after + hold, Undo::Unslow(leader));
+                }
+            }
+            Fault::Slow {
+                node,
+                inbound,
+                extra,
+            } => {
+                if let Some(node) = node.or_else(|| cluster.leader()) {
+                    for peer in cluster.ids() {
+                        if peer != node {
+                            let (from, to) = if inbound { (peer, node) } else { (node, peer) };
+                            control.set_link_delay(from, to, extra);
+                        }
+                    }
+                    faults.slow_links += 1;
+                    agenda.push(now + hold, Undo::Unslow(node));
+                }
+            }
+            Fault::Cut(a, b) => {
+                control.cut(a, b);
+                faults.cuts += 1;
+                agenda.push(now + hold, Undo::Heal(a, b));
+            }
+            Fault::CutOneWay(a, b) => {
+                control.cut_one_way(a, b);
+                faults.one_way_cuts += 1;
+                agenda.push(now + hold, Undo::HealOneWay(a, b));
+            }
+            Fault::Network(network) => {
+                control
+                    .set_faults(network)
+                    .map_err(|e| SimError::Setup(e.to_string()))?;
+                faults.network_changes += 1;
+            }
+        }
+    }
+
+    // Heal everything; service must resume.
+    tokio::time::sleep_until(start + fault_end).await;
+    for undo in agenda.take_all() {
+        // Follow-up faults are not started at the heal.
+        match undo {
+            Undo::FlapOn(node) => cluster.control().rejoin(node),
+            Undo::Mute(_) => {}
+            other => {
+                apply_undo(&mut cluster, other)?;
+            }
+        }
+    }
+    control.heal_all();
+    control.clear_faults();
+    for node in cluster.ids() {
+        for peer in cluster.ids() {
+            control.set_link_delay(node, peer, Duration::ZERO);
+        }
+    }
+    for id in cluster.ids() {
+        cluster.boot(id)?;
+    }
+    let healed_at = recorder.now_us();
+    let recovery = wait_for_service(&recorder, healed_at, election * config.heal_deadline).await;
+
+    // Stop the clients, then read the final counters through the leader.
+    stop.store(true, Ordering::SeqCst);
+    let mut calls = CallCounts::default();
+    let drain = tokio::time::timeout(driver_config.request_timeout * 3, async {
+        while let Some(done) = workers.join_next().await {
+            if let Ok(worker_calls) = done {
+                calls.ok += worker_calls.ok;
+                calls.failed += worker_calls.failed;
+            }
+        }
+    })
+    .await;
+    if drain.is_err() {
+        workers.abort_all();
+    }
+    let finals = final_counters(&cluster, election * config.heal_deadline).await;
+    let simulated = start.elapsed();
+    let network = control.total_stats();
+    let leaders = cluster.leaders().clone();
+    cluster.shutdown().await;
+    let leader_overlaps = leaders::overlaps(&leaders.spans());
+
+    let mut history = recorder.snapshot();
+    if let Some(finals) = finals {
+        history.final_counters = finals;
+    }
+    let report = check(&history);
+    let evidence = report
+        .violations
+        .iter()
+        .take(10)
+        .flat_map(violation_ops)
+        .filter_map(|i| history.ops.get(i).map(|op| (i, op.clone())))
+        .collect();
+    Ok(RunReport {
+        seed,
+        nodes: config.nodes,
+        timing,
+        mutation: config.mutation,
+        snapshot_every,
+        simulated,
+        calls,
+        faults,
+        network,
+        check: report,
+        recovery,
+        digest: digest(&history),
+        evidence,
+        bypassed: mutation::bypassed(),
+        leader_overlaps,
+        stale_serving: recorder.stale(),
+    })
+}
+
+/// The operations a violation names.
+fn violation_ops(violation: &Violation) -> Vec<usize> {
+    match violation {
+        Violation::DuplicateTimestamp { ops, .. }
+        | Violation::DenseOverlap { ops, .. }
+        | Violation::LeaseAnomaly { ops, .. } => vec![ops.0, ops.1],
+        Violation::RealTimeOrder { earlier, later }
+        | Violation::HighWaterRegression { earlier, later } => vec![*earlier, *later],
+        Violation::WorkerNotIncreasing { op, .. } | Violation::DenseLost { op, .. } => vec![*op],
+        Violation::StaleDenseRead { read, block, .. } => vec![*block, *read],
+    }
+}
+
+/// Cuts every link out of `node`.
+fn mute(cluster: &Cluster, node: NodeId) {
+    let control = cluster.control();
+    for peer in cluster.ids() {
+        if peer != node {
+            control.cut_one_way(node, peer);
+        }
+    }
+}
+
+/// Undoes a fault; returns a fault's follow-up undo, if it started one.
+fn apply_undo(cluster: &mut Cluster, undo: Undo) -> Result<Option<Undo>, SimError> {
+    let control = cluster.control();
+    match undo {
+        Undo::Restart(node) => cluster.boot(node)?,
+        Undo::Rejoin(node) => control.rejoin(node),
+        Undo::FlapOn(node) => {
+            control.rejoin(node);
+            if let Some(leader) = cluster.leader().filter(|&l| l != node) {
+                control.isolate(leader);
+                return Ok(Some(Undo::Rejoin(leader)));
+            }
+        }
+        Undo::Unslow(node) => {
+            for peer in cluster.ids() {
+                control.set_link_delay(node, peer, Duration::ZERO);
+                control.set_link_delay(peer, node, Duration::ZERO);
+            }
+        }
+        Undo::Mute(node) => mute(cluster, node),
+        Undo::Unmute(node) => {
+            for peer in cluster.ids() {
+                if peer != node {
+                    control.heal_one_way(node, peer);
+                }
+            }
+        }
+        Undo::Heal(a, b) => control.heal(a, b),
+        Undo::HealOneWay(a, b) => control.heal_one_way(a, b),
+    }
+    Ok(None)
+}
+
+/// Virtual time from `healed_at` (µs) to the first timestamp invoked after
+/// it and served, polled every millisecond, or `None` past `deadline`.
+async fn wait_for_service(
+    recorder: &Recorder,
+    healed_at: u64,
+    deadline: Duration,
+) -> Option<Duration> {
+    let waited = tokio::time::timeout(deadline, async {
+        loop {
+            let served = recorder.snapshot().ops.iter().any(|op| {
+                op.invoked >= healed_at
+                    && matches!(op.outcome, tsoracle_paxos_checker::Outcome::Timestamps(_))
+            });
+            if served {
+                return recorder.now_us().saturating_sub(healed_at);
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    waited.ok().map(Duration::from_micros)
+}
+
+/// Each dense key's counter, read (linearized) through any node that
+/// answers, or `None` when no node answered in time.
+async fn final_counters(cluster: &Cluster, deadline: Duration) -> Option<BTreeMap<String, u64>> {
+    let keys: Vec<SeqKey> = DENSE_KEYS
+        .iter()
+        .filter_map(|k| SeqKey::try_new(*k).ok())
+        .collect();
+    let ids: Vec<NodeId> = cluster.ids();
+    tokio::time::timeout(deadline, async {
+        loop {
+            for &id in &ids {
+                let Some(driver) = cluster.driver(id) else {
+                    continue;
+                };
+                let mut finals = BTreeMap::new();
+                for key in &keys {
+                    match driver.load_dense_seq(key).await {
+                        Ok(value) => {
+                            finals.insert(key.as_str().to_owned(), value);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                if finals.len() == keys.len() {
+                    return finals;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .ok()
+}
+
+/// FNV-1a over the history's debug form: cheap and stable within a build.
+fn digest(history: &tsoracle_paxos_checker::History) -> u64 {
+    let text = format!("{history:?}");
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}

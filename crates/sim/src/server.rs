@@ -1,0 +1,554 @@
+//! A simulated tsoracle-server: the serving protocol of the real one, driven
+//! by a [`PaxosDriver`] in virtual time.
+//!
+//! It follows `tsoracle-server` 3.2: on a `Leader` event it fences (step
+//! down, linearized `load_high_water` and `load_leases`, persist a new window
+//! above the old high-water under the new epoch, then serve from
+//! `tsoracle_core::Allocator`); `get_ts` grants from the window and extends it
+//! with `persist_high_water` when exhausted (committing the extension only
+//! under the epoch it was prepared in); `get_seq` is `advance_dense` under the
+//! serving epoch; leases go through `tsoracle_core::LeaseTable` and
+//! `persist_leases`. Its awaits take scheduling delays, now and then long
+//! ones: a slow server must still never hand out a timestamp twice or out of
+//! order, because the driver fences stale epochs.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use omnipaxos::util::NodeId;
+use tsoracle_consensus::{ConsensusDriver, ConsensusError, LeaderState};
+use tsoracle_core::{
+    AcquireDecision, Allocator, CoreError, Epoch, LeaseRecord, LeaseTable, PhysicalMs, SeqKey,
+};
+use tsoracle_driver_paxos::{PaxosDriver, Role, StandaloneHost};
+use tsoracle_paxos_checker::Outcome;
+
+use crate::clock::DriftingClock;
+use crate::history::Recorder;
+use crate::leaders::Monitor;
+use tsoracle_driver_paxos::Clock as _;
+
+/// The driver a simulated node runs.
+pub(crate) type Driver = PaxosDriver<StandaloneHost>;
+
+/// Lease TTL: longer than any run, so leases never lapse on their own and the
+/// checker's lease rules apply (see `tsoracle_paxos_checker`).
+pub(crate) const LEASE_TTL_MS: u64 = 300_000;
+
+/// Tunables of a simulated server.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ServerParams {
+    /// How far ahead of now a window extension reaches.
+    pub(crate) window_ahead_ms: u64,
+    /// How far above the fence floor a new leader's first window reaches.
+    pub(crate) failover_advance_ms: u64,
+    /// Longest delay before the server acts on a leadership event. Kept
+    /// below the driver's stop margin: the lease covers only that much
+    /// reaction time (see `tsoracle_driver_paxos::timing`).
+    pub(crate) max_reaction: Duration,
+    /// Usual scheduling delay at an await of the fence or an extension.
+    pub(crate) max_step: Duration,
+    /// Probability that such an await stalls for long instead.
+    pub(crate) slow_probability: f64,
+    /// Longest such stall.
+    pub(crate) max_slow: Duration,
+    /// Offset of this node's wall clock, in ms (clocks need not agree).
+    pub(crate) wall_offset_ms: u64,
+}
+
+/// Why a client request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Refused {
+    /// Not serving; the leader this node knows of, if any.
+    #[error("not serving (leader hint {0:?})")]
+    NotServing(Option<NodeId>),
+    /// The node crashed while the request was in flight.
+    #[error("the node is down")]
+    Down,
+    /// The driver refused or failed the call.
+    #[error("driver: {0}")]
+    Driver(String),
+    /// The request itself was refused (lease rules, window rules).
+    #[error("refused: {0}")]
+    Rejected(String),
+}
+
+impl From<ConsensusError> for Refused {
+    fn from(err: ConsensusError) -> Self {
+        Refused::Driver(err.to_string())
+    }
+}
+
+#[derive(Default)]
+struct Serving {
+    allocator: Allocator,
+    leases: LeaseTable,
+}
+
+/// One node's simulated server.
+pub(crate) struct SimServer {
+    node: NodeId,
+    driver: Arc<Driver>,
+    clock: DriftingClock,
+    params: ServerParams,
+    serving: Mutex<Serving>,
+    /// Serializes window extensions and lease mutations, as the real
+    /// server's extension lock does (an async lock: it is held across the
+    /// driver call).
+    extension: tokio::sync::Mutex<()>,
+    alive: AtomicBool,
+    rng: Mutex<fastrand::Rng>,
+    recorder: Recorder,
+    monitor: Monitor,
+}
+
+/// Worker id under which a server records its own driver calls.
+fn server_worker(node: NodeId) -> u32 {
+    1_000 + u32::try_from(node).unwrap_or(u32::MAX - 1_000)
+}
+
+impl SimServer {
+    pub(crate) fn new(
+        node: NodeId,
+        driver: Arc<Driver>,
+        clock: DriftingClock,
+        params: ServerParams,
+        seed: u64,
+        recorder: Recorder,
+        monitor: Monitor,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            node,
+            driver,
+            clock,
+            params,
+            serving: Mutex::default(),
+            extension: tokio::sync::Mutex::new(()),
+            alive: AtomicBool::new(true),
+            rng: Mutex::new(fastrand::Rng::with_seed(seed)),
+            recorder,
+            monitor,
+        })
+    }
+
+    pub(crate) fn node(&self) -> NodeId {
+        self.node
+    }
+
+    pub(crate) fn driver(&self) -> &Arc<Driver> {
+        &self.driver
+    }
+
+    /// `Ok` while the node is up.
+    pub(crate) fn get_alive(&self) -> Result<(), Refused> {
+        self.answer(Ok(()))
+    }
+
+    /// The node crashed: nothing it answers from now on reaches a client.
+    pub(crate) fn kill(&self) {
+        self.alive.store(false, Ordering::SeqCst);
+    }
+
+    fn serving(&self) -> MutexGuard<'_, Serving> {
+        self.serving.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn now_ms(&self) -> u64 {
+        let ms = u64::try_from(self.clock.now().as_millis()).unwrap_or(u64::MAX);
+        ms.saturating_add(self.params.wall_offset_ms)
+    }
+
+    fn draw(&self, max: Duration) -> Duration {
+        let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+        Duration::from_nanos(
+            self.rng
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .u64(0..=nanos),
+        )
+    }
+
+    /// A scheduling delay at an await, now and then a long stall.
+    async fn step(&self) {
+        let slow = {
+            let mut rng = self.rng.lock().unwrap_or_else(PoisonError::into_inner);
+            rng.f64() < self.params.slow_probability
+        };
+        let max = if slow {
+            self.params.max_slow
+        } else {
+            self.params.max_step
+        };
+        tokio::time::sleep(self.draw(max)).await;
+        if slow {
+            tracing::debug!(
+                at = self.recorder.now_us(),
+                node = self.node,
+                "slow step ended"
+            );
+        }
+    }
+
+    fn leader_hint(&self) -> Option<NodeId> {
+        match self.driver.role() {
+            Role::Follower(term) => Some(term.leader()),
+            Role::Leader(_) | Role::Unknown => None,
+        }
+    }
+
+    fn not_serving(&self) -> Refused {
+        Refused::NotServing(self.leader_hint())
+    }
+
+    /// Answers only while the node is up.
+    fn answer<T>(&self, result: Result<T, Refused>) -> Result<T, Refused> {
+        if self.alive.load(Ordering::SeqCst) {
+            result
+        } else {
+            Err(Refused::Down)
+        }
+    }
+
+    fn step_down(&self) {
+        let mut serving = self.serving();
+        serving.allocator.step_down();
+        serving.leases.clear();
+    }
+
+    /// Follows the driver's leadership stream until aborted.
+    pub(crate) async fn leader_watch(self: Arc<Self>) {
+        let mut stream = self.driver.leadership_events();
+        let mut pending: Option<LeaderState> = None;
+        loop {
+            let event = match pending.take() {
+                Some(event) => event,
+                None => match stream.next().await {
+                    Some(event) => event,
+                    // The driver never ends its stream; if it did, serving
+                    // stops (fail closed).
+                    None => {
+                        self.step_down();
+                        return;
+                    }
+                },
+            };
+            tokio::time::sleep(self.draw(self.params.max_reaction)).await;
+            tracing::debug!(
+                at = self.recorder.now_us(),
+                node = self.node,
+                ?event,
+                "leadership event"
+            );
+            let LeaderState::Leader { epoch } = event else {
+                self.step_down();
+                continue;
+            };
+            self.step_down();
+            let mut backoff = Duration::from_millis(5);
+            loop {
+                match self.fence(epoch).await {
+                    Ok(()) | Err(FenceEnd::GiveUp) => break,
+                    Err(FenceEnd::Retry) => {
+                        tokio::select! {
+                            biased;
+                            next = stream.next() => {
+                                pending = next;
+                                break;
+                            }
+                            () = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_millis(200));
+                    }
+                }
+            }
+        }
+    }
+
+    /// One fence attempt under `epoch` (see the module docs).
+    async fn fence(&self, epoch: Epoch) -> Result<(), FenceEnd> {
+        let worker = server_worker(self.node);
+        let invoked = self.recorder.now_us();
+        let prior = self.driver.load_high_water().await.map_err(fence_end)?;
+        self.recorder.record(
+            worker,
+            invoked,
+            Outcome::HighWater {
+                value: prior,
+                read: true,
+            },
+        );
+        let records = self.driver.load_leases().await.map_err(fence_end)?;
+        self.step().await;
+        let now = self.now_ms();
+        let floor = prior.saturating_add(1).max(now);
+        let requested = floor.saturating_add(self.params.failover_advance_ms);
+        let invoked = self.recorder.now_us();
+        let actual = self
+            .driver
+            .persist_high_water(requested, epoch)
+            .await
+            .map_err(fence_end)?;
+        self.recorder.record(
+            worker,
+            invoked,
+            Outcome::HighWater {
+                value: actual,
+                read: false,
+            },
+        );
+        let (Ok(floor), Ok(ceiling)) = (PhysicalMs::try_new(floor), PhysicalMs::try_new(actual))
+        else {
+            return Err(FenceEnd::GiveUp);
+        };
+        tracing::debug!(
+            at = self.recorder.now_us(),
+            node = self.node,
+            ?epoch,
+            prior,
+            "serving"
+        );
+        // The driver answered for `epoch`: it must lead under it now (or
+        // have done so within the reaction time this server is allowed).
+        let reaction = u64::try_from(self.params.max_reaction.as_micros()).unwrap_or(u64::MAX);
+        let leads_now = matches!(self.driver.role(), Role::Leader(term) if term.epoch() == epoch);
+        if !leads_now && !self.monitor.led_lately(epoch.0, reaction) {
+            self.recorder.stale_serving(self.node, epoch.0);
+        }
+        let mut serving = self.serving();
+        serving
+            .allocator
+            .become_leader(floor, ceiling, epoch)
+            .map_err(|_| FenceEnd::GiveUp)?;
+        serving.leases.seed(records, now);
+        Ok(())
+    }
+
+    /// `get_ts` for `count` timestamps.
+    pub(crate) async fn get_ts(&self, count: u32) -> Result<Vec<u64>, Refused> {
+        let result = self.get_ts_inner(count).await;
+        self.answer(result)
+    }
+
+    async fn get_ts_inner(&self, count: u32) -> Result<Vec<u64>, Refused> {
+        for _ in 0..4 {
+            {
+                let mut serving = self.serving();
+                if !serving.allocator.is_leader() {
+                    return Err(self.not_serving());
+                }
+                match serving.allocator.try_grant(self.now_ms(), count) {
+                    Ok(grant) => {
+                        let first = grant.first().0;
+                        return Ok((0..u64::from(grant.count())).map(|i| first + i).collect());
+                    }
+                    Err(CoreError::WindowExhausted) => {}
+                    Err(err) => return Err(Refused::Rejected(err.to_string())),
+                }
+            }
+            let _extension = self.extension.lock().await;
+            let now = self.now_ms();
+            if self.serving().allocator.would_grant(now, count) {
+                continue;
+            }
+            self.extend(now, self.params.window_ahead_ms).await?;
+        }
+        Err(Refused::Rejected("the window kept running out".to_owned()))
+    }
+
+    /// Persists a window `ahead_ms` past now under the serving epoch and
+    /// commits it if that epoch still serves. Hold `extension` around it.
+    async fn extend(&self, now: u64, ahead_ms: u64) -> Result<(u64, Epoch), Refused> {
+        let (epoch, requested) = {
+            let serving = self.serving();
+            let Some(epoch) = serving.allocator.epoch() else {
+                return Err(self.not_serving());
+            };
+            let requested = serving
+                .allocator
+                .try_prepare_window_extension(
+                    PhysicalMs::try_new(now).map_err(|e| Refused::Rejected(e.to_string()))?,
+                    ahead_ms,
+                )
+                .map_err(|e| Refused::Rejected(e.to_string()))?;
+            (epoch, requested.get())
+        };
+        self.step().await;
+        let invoked = self.recorder.now_us();
+        let actual = self.driver.persist_high_water(requested, epoch).await?;
+        self.recorder.record(
+            server_worker(self.node),
+            invoked,
+            Outcome::HighWater {
+                value: actual,
+                read: false,
+            },
+        );
+        let persisted =
+            PhysicalMs::try_new(actual).map_err(|e| Refused::Rejected(e.to_string()))?;
+        // Ignored (not leader, another epoch, not advanced) is fine: the
+        // grant is retried against whatever the window is now.
+        let _ = self
+            .serving()
+            .allocator
+            .try_commit_window_extension(persisted, epoch);
+        Ok((actual, epoch))
+    }
+
+    /// `get_seq`: a block of `count` values of `key`.
+    pub(crate) async fn get_seq(&self, key: &SeqKey, count: u32) -> Result<u64, Refused> {
+        let epoch = self.serving().allocator.epoch();
+        let result = match epoch {
+            None => Err(self.not_serving()),
+            Some(epoch) => self
+                .driver
+                .advance_dense(key, count, epoch)
+                .await
+                .map_err(Refused::from),
+        };
+        self.answer(result)
+    }
+
+    /// `acquire_lease`: the lease id granted (or the live one, for a repeat).
+    pub(crate) async fn acquire_lease(
+        &self,
+        holder: &[u8],
+        holder_epoch: u64,
+    ) -> Result<u64, Refused> {
+        let result = self.acquire_inner(holder, holder_epoch).await;
+        self.answer(result)
+    }
+
+    async fn acquire_inner(&self, holder: &[u8], holder_epoch: u64) -> Result<u64, Refused> {
+        if !self.serving().allocator.is_leader() {
+            return Err(self.not_serving());
+        }
+        let now = self.now_ms();
+        let _extension = self.extension.lock().await;
+        let decision = self
+            .serving()
+            .leases
+            .prepare_acquire(holder, holder_epoch, now)
+            .map_err(|e| Refused::Rejected(e.to_string()))?;
+        let supersedes = match decision {
+            AcquireDecision::Idempotent(live) => {
+                if self.serving().allocator.epoch().is_none() {
+                    return Err(self.not_serving());
+                }
+                return Ok(live.lease_id);
+            }
+            AcquireDecision::Grant { supersedes } => supersedes,
+        };
+        let (actual, epoch) = self.extend(now, LEASE_TTL_MS).await?;
+        let record = LeaseRecord {
+            lease_id: actual,
+            holder: holder.to_vec(),
+            holder_epoch,
+            ttl_ms: LEASE_TTL_MS,
+            ts_upper_bound: actual,
+            expires_at_ms: now.saturating_add(LEASE_TTL_MS),
+            superseded: false,
+        };
+        let set = self
+            .serving()
+            .leases
+            .projected_live_set(Some(&record), supersedes, None, now);
+        self.persist_leases(&set, epoch).await?;
+        self.serving()
+            .leases
+            .commit_acquire(record, supersedes, now);
+        Ok(actual)
+    }
+
+    /// `renew_lease`.
+    pub(crate) async fn renew_lease(&self, lease_id: u64) -> Result<(), Refused> {
+        let result = self.renew_inner(lease_id).await;
+        self.answer(result)
+    }
+
+    async fn renew_inner(&self, lease_id: u64) -> Result<(), Refused> {
+        if !self.serving().allocator.is_leader() {
+            return Err(self.not_serving());
+        }
+        let now = self.now_ms();
+        let _extension = self.extension.lock().await;
+        let mut record = self
+            .serving()
+            .leases
+            .prepare_renew(lease_id, now)
+            .map_err(|e| Refused::Rejected(e.to_string()))?;
+        let (actual, epoch) = self.extend(now, record.ttl_ms).await?;
+        record.ts_upper_bound = actual;
+        record.expires_at_ms = now.saturating_add(record.ttl_ms);
+        let set = self
+            .serving()
+            .leases
+            .projected_live_set(Some(&record), None, None, now);
+        self.persist_leases(&set, epoch).await?;
+        self.serving().leases.commit_renew(record, now);
+        Ok(())
+    }
+
+    /// `release_lease`.
+    pub(crate) async fn release_lease(&self, lease_id: u64) -> Result<(), Refused> {
+        let result = self.release_inner(lease_id).await;
+        self.answer(result)
+    }
+
+    async fn release_inner(&self, lease_id: u64) -> Result<(), Refused> {
+        if !self.serving().allocator.is_leader() {
+            return Err(self.not_serving());
+        }
+        let now = self.now_ms();
+        let _extension = self.extension.lock().await;
+        let (known, epoch) = {
+            let serving = self.serving();
+            (
+                serving.leases.prepare_release(lease_id).is_some(),
+                serving.allocator.epoch(),
+            )
+        };
+        if !known {
+            return Ok(());
+        }
+        let Some(epoch) = epoch else {
+            return Err(self.not_serving());
+        };
+        let set = self
+            .serving()
+            .leases
+            .projected_live_set(None, None, Some(lease_id), now);
+        self.persist_leases(&set, epoch).await?;
+        self.serving().leases.commit_release(lease_id, now);
+        Ok(())
+    }
+
+    async fn persist_leases(&self, set: &[LeaseRecord], epoch: Epoch) -> Result<(), Refused> {
+        self.step().await;
+        self.driver.persist_leases(set, epoch).await?;
+        // The real server commits a lease mutation only while it still
+        // serves the epoch it persisted under.
+        if self.serving().allocator.epoch() == Some(epoch) {
+            Ok(())
+        } else {
+            Err(self.not_serving())
+        }
+    }
+}
+
+/// How a fence attempt ended without serving.
+enum FenceEnd {
+    /// Leadership moved (`NotLeader`, `Fenced`) or the driver failed for
+    /// good: stay not serving until the next event.
+    GiveUp,
+    /// A transient failure: retry unless a new event arrives.
+    Retry,
+}
+
+fn fence_end(err: ConsensusError) -> FenceEnd {
+    match err {
+        ConsensusError::TransientDriver(_) => FenceEnd::Retry,
+        _ => FenceEnd::GiveUp,
+    }
+}

@@ -1,0 +1,6 @@
+//! The simulation's own tests: one module per property it must have.
+
+mod liveness;
+mod mutations;
+mod replay;
+mod seeds;

@@ -1,0 +1,55 @@
+//! Each guard the simulation checks is needed: removing it (a test-only
+//! mutation switch) makes some seed fail within the CI seed budget, while the
+//! same seeds pass with every guard in place (see `seeds.rs` and
+//! `cargo xtask sim`).
+
+use tsoracle_driver_paxos::mutation::Guard;
+use tsoracle_paxos_sim::{SimConfig, run};
+
+/// The seeds CI runs (`cargo xtask sim --seeds 300`).
+const CI_SEED_BUDGET: u64 = 300;
+
+/// The first seed that fails without `guard`, and what it reported.
+fn first_failure(guard: Guard) -> (u64, String) {
+    let config = SimConfig {
+        mutation: Some(guard),
+        ..SimConfig::default()
+    };
+    for seed in 0..CI_SEED_BUDGET {
+        let report = run(seed, &config).unwrap();
+        if !report.passed() {
+            return (seed, report.to_string());
+        }
+    }
+    panic!(
+        "removing {} failed no seed of {CI_SEED_BUDGET}: the simulation cannot see it",
+        guard.name()
+    );
+}
+
+#[test]
+fn without_the_read_barrier_a_stale_read_is_caught() {
+    let (seed, report) = first_failure(Guard::ReadBarrier);
+    assert!(
+        report.contains("smaller high-water") || report.contains("below its end"),
+        "seed {seed}: {report}"
+    );
+}
+
+#[test]
+fn without_the_epoch_fence_a_server_serves_a_stale_epoch() {
+    let (seed, report) = first_failure(Guard::EpochFence);
+    assert!(
+        report.contains("no longer led under"),
+        "seed {seed}: {report}"
+    );
+}
+
+#[test]
+fn without_the_new_leader_wait_two_leaders_overlap() {
+    let (seed, report) = first_failure(Guard::NewLeaderWait);
+    assert!(
+        report.contains("both reported Leader"),
+        "seed {seed}: {report}"
+    );
+}
