@@ -124,6 +124,17 @@ fn main() -> ExitCode {
         }
         bar.inc(1);
         bar.set_message(format!("{} failed", failed.len()));
+        // Without a terminal (CI logs) the bar is hidden: a line now and then.
+        if bar.is_hidden() && bar.position() % 25 == 0 {
+            let _ = writeln!(
+                std::io::stderr(),
+                "{}/{} seeds, {} failed, {:.0?}",
+                bar.position(),
+                args.seeds,
+                failed.len(),
+                started.elapsed()
+            );
+        }
         if args.fail_fast && !failed.is_empty() {
             break;
         }
