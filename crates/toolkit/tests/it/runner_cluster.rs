@@ -196,6 +196,8 @@ impl<E: Valued> Cluster<E> {
             link_capacity: 4096,
             seed,
             reorder_max_hold: Duration::from_millis(20),
+            // As the real transport: each message at most once per link.
+            at_most_once: true,
         })
         .unwrap();
         let ctl = net.control();
