@@ -125,7 +125,7 @@ fn main() -> ExitCode {
         bar.inc(1);
         bar.set_message(format!("{} failed", failed.len()));
         // Without a terminal (CI logs) the bar is hidden: a line now and then.
-        if bar.is_hidden() && bar.position() % 25 == 0 {
+        if bar.is_hidden() && bar.position().is_multiple_of(25) {
             let _ = writeln!(
                 std::io::stderr(),
                 "{}/{} seeds, {} failed, {:.0?}",
