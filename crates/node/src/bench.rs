@@ -1,9 +1,14 @@
 //! `tsoracle-paxos bench`: a bounded load against a running cluster, with
 //! hdrhistogram latencies and a progress bar.
+//!
+//! `--json` prints one JSON object instead of the text report, for `cargo
+//! xtask bench`; `--gap-ms` adds every stretch longer than that with no
+//! completed request, in wall-clock microseconds, so a caller that killed a
+//! leader at a known time can read the outage around it.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
@@ -31,6 +36,14 @@ pub(crate) struct BenchArgs {
     /// What to request.
     #[arg(long, value_enum, default_value = "ts")]
     op: BenchOp,
+    /// Print one JSON object (throughput, latency percentiles in ms, and the
+    /// gaps of `--gap-ms`) instead of the text report.
+    #[arg(long)]
+    json: bool,
+    /// Report every interval longer than this many milliseconds between two
+    /// consecutive completed requests (of any client), with wall-clock bounds.
+    #[arg(long, value_name = "MS")]
+    gap_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -59,6 +72,9 @@ pub(crate) async fn run(args: BenchArgs) -> Result<String, Error> {
         BenchOp::Seq => Mix::DENSE,
     };
     let shared = Arc::new(Shared::new(args.max_ops));
+    // Wall-clock time of the load's zero, so gaps can be matched against
+    // events (a leader kill) that another process timed.
+    let start_unix_us = unix_micros();
     let mut tasks = tokio::task::JoinSet::new();
     for id in 0..args.clients {
         tasks.spawn(worker(id, Arc::clone(&client), Arc::clone(&shared), mix));
@@ -81,8 +97,12 @@ pub(crate) async fn run(args: BenchArgs) -> Result<String, Error> {
     shared.stop.store(true, Ordering::Relaxed);
     bar.finish_and_clear();
     let mut latency = Histogram::<u64>::new(3).map_err(|err| Error::runtime("histogram", err))?;
+    let mut completions = Vec::new();
     while let Some(joined) = tasks.join_next().await {
-        let (_, latencies) = joined.map_err(|err| Error::runtime("bench worker", err))?;
+        let (ops, latencies) = joined.map_err(|err| Error::runtime("bench worker", err))?;
+        if args.gap_ms.is_some() {
+            completions.extend(ops.iter().map(|op| op.completed));
+        }
         for l in latencies {
             let _ = latency.record(l.max(1));
         }
@@ -90,6 +110,38 @@ pub(crate) async fn run(args: BenchArgs) -> Result<String, Error> {
     let elapsed = shared.start.elapsed().as_secs_f64();
     let ok = shared.ok.load(Ordering::Relaxed);
     let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
+    let gaps = args
+        .gap_ms
+        .map(|threshold| gaps(completions, threshold.saturating_mul(1000)))
+        .unwrap_or_default();
+    if args.json {
+        let gaps = gaps
+            .iter()
+            .map(|(from, to)| {
+                format!(
+                    "{{\"from_unix_us\":{},\"to_unix_us\":{}}}",
+                    start_unix_us + from,
+                    start_unix_us + to
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        // Every field is a number, so plain formatting is valid JSON.
+        return Ok(format!(
+            "{{\"clients\":{},\"ok\":{ok},\"errors\":{},\"elapsed_s\":{elapsed:.3},\
+             \"ops_per_s\":{:.1},\"start_unix_us\":{start_unix_us},\
+             \"latency_ms\":{{\"p50\":{:.3},\"p90\":{:.3},\"p99\":{:.3},\"p999\":{:.3},\"max\":{:.3}}},\
+             \"gaps\":[{gaps}]}}\n",
+            args.clients,
+            shared.errors.load(Ordering::Relaxed),
+            ok as f64 / elapsed.max(1e-9),
+            ms(0.5),
+            ms(0.9),
+            ms(0.99),
+            ms(0.999),
+            latency.max() as f64 / 1000.0,
+        ));
+    }
     Ok(format!(
         "{ok} requests ok, {} errors in {elapsed:.1} s with {} clients: {:.0} req/s\n\
          latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}\n",
@@ -102,4 +154,37 @@ pub(crate) async fn run(args: BenchArgs) -> Result<String, Error> {
         ms(0.999),
         latency.max() as f64 / 1000.0,
     ))
+}
+
+/// Microseconds since the Unix epoch (0 if the clock is before it).
+fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// The intervals longer than `threshold` µs between consecutive completion
+/// times (µs since the load's start).
+fn gaps(mut completions: Vec<u64>, threshold: u64) -> Vec<(u64, u64)> {
+    completions.sort_unstable();
+    completions
+        .windows(2)
+        .filter(|w| w[1] - w[0] > threshold)
+        .map(|w| (w[0], w[1]))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gaps_are_the_long_silences_between_completions() {
+        let completions = vec![500, 100, 200, 5_000, 5_100, 20_000];
+        assert_eq!(
+            gaps(completions, 1_000),
+            vec![(500, 5_000), (5_100, 20_000)]
+        );
+        assert!(gaps(vec![], 1).is_empty());
+    }
 }

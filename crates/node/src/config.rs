@@ -65,6 +65,12 @@ pub(crate) struct ServeArgs {
     /// disables snapshots).
     #[arg(long)]
     pub(crate) snapshot_every: Option<u64>,
+    /// How far ahead of the clock tsoracle-server persists its timestamp
+    /// window, in milliseconds (tsoracle-server's default: 3000). Smaller
+    /// values persist a high-water more often; `cargo xtask bench` sets 1 to
+    /// time `persist_high_water`. Flag only, not read from the file.
+    #[arg(long, value_name = "MS")]
+    pub(crate) window_ahead_ms: Option<u64>,
     /// PEM file of the cluster CA, for mutual TLS between peers.
     #[arg(long, value_name = "FILE", requires_all = ["tls_cert", "tls_key"])]
     pub(crate) tls_ca: Option<PathBuf>,
@@ -133,6 +139,8 @@ pub(crate) struct NodeConfig {
     pub(crate) timing: Timing,
     pub(crate) snapshot_every: Option<NonZeroU64>,
     pub(crate) tls: Option<TlsFiles>,
+    /// tsoracle-server's window ahead; `None` keeps the server's default.
+    pub(crate) window_ahead: Option<Duration>,
 }
 
 impl ServeArgs {
@@ -218,6 +226,7 @@ impl ServeArgs {
                 Some(n) => NonZeroU64::new(n),
             },
             tls,
+            window_ahead: self.window_ahead_ms.map(Duration::from_millis),
         };
         config.check()?;
         Ok(config)

@@ -1,13 +1,17 @@
-//! Client load shared by `demo` and `bench`: workers that issue one request
-//! at a time and record what came back.
+//! Client load shared by `demo`, `bench` and `chaos`: workers that issue one
+//! request at a time and record what came back, and what the runs do with
+//! the recorded history (collect it, read the final counters, check it).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use tsoracle_client::Client;
-use tsoracle_paxos_checker::{Op, Outcome};
+use tokio::task::JoinSet;
+use tsoracle_client::{Client, ClientBuilder};
+use tsoracle_paxos_checker::{History, Op, Outcome, Report, Violation};
+
+use crate::error::Error;
 
 /// The dense key the workers draw blocks from.
 pub(crate) const DENSE_KEY: &str = "demo";
@@ -37,9 +41,11 @@ pub(crate) struct Shared {
     pub(crate) stop: AtomicBool,
     pub(crate) ok: AtomicU64,
     pub(crate) errors: AtomicU64,
+    /// The failed requests among `errors` that were `get_seq`.
+    pub(crate) dense_errors: AtomicU64,
     issued: AtomicU64,
     max_ops: Option<u64>,
-    /// Latencies since the last [`take_recent`](Self::take_recent), for
+    /// Latencies since the last [`take_recent_p99_ms`](Self::take_recent_p99_ms), for
     /// live progress.
     recent: Mutex<Option<Histogram<u64>>>,
 }
@@ -51,6 +57,7 @@ impl Shared {
             stop: AtomicBool::new(false),
             ok: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            dense_errors: AtomicU64::new(0),
             issued: AtomicU64::new(0),
             max_ops,
             recent: Mutex::new(Histogram::new(2).ok()),
@@ -145,10 +152,152 @@ pub(crate) async fn worker(
             }
             None => {
                 shared.errors.fetch_add(1, Ordering::Relaxed);
+                if dense {
+                    shared.dense_errors.fetch_add(1, Ordering::Relaxed);
+                }
                 // A failover or an overloaded node: back off a little.
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
     }
     (ops, latencies)
+}
+
+/// What one worker returns: its successful operations and their latencies.
+pub(crate) type WorkerResult = (Vec<Op>, Vec<u64>);
+
+/// A client of `endpoints` (it connects lazily).
+pub(crate) async fn connect(endpoints: Vec<String>) -> Result<Arc<Client>, Error> {
+    ClientBuilder::endpoints(endpoints)
+        .build()
+        .await
+        .map(Arc::new)
+        .map_err(|err| Error::Client(format!("cannot connect: {err}")))
+}
+
+/// Connects a client to `endpoints` and waits (at most `within`) until the
+/// cluster hands out a first timestamp, i.e. has a leader. Returns the
+/// client and how long the wait took.
+pub(crate) async fn ready_client(
+    endpoints: Vec<String>,
+    within: Duration,
+) -> Result<(Arc<Client>, Duration), Error> {
+    let client = connect(endpoints).await?;
+    let ready = Instant::now();
+    while client.get_ts().await.is_err() {
+        if ready.elapsed() > within {
+            return Err(Error::runtime(
+                "cluster",
+                format!("no leader was elected within {} s", within.as_secs()),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok((client, ready.elapsed()))
+}
+
+/// Starts `workers` workers; worker `i` uses `clients[i % clients.len()]`
+/// (one shared client, or one each so each has its own leader cache).
+pub(crate) fn spawn_workers(
+    workers: u32,
+    clients: &[Arc<Client>],
+    shared: &Arc<Shared>,
+    mix: Mix,
+) -> JoinSet<WorkerResult> {
+    let mut tasks = JoinSet::new();
+    for (id, client) in (0..workers).zip(clients.iter().cycle()) {
+        tasks.spawn(worker(id, Arc::clone(client), Arc::clone(shared), mix));
+    }
+    tasks
+}
+
+/// Waits for every worker (they stop at `shared.stop`) and gathers their
+/// operations into one history and their latencies into one histogram.
+pub(crate) async fn collect(
+    mut tasks: JoinSet<WorkerResult>,
+) -> Result<(History, Histogram<u64>), Error> {
+    let mut history = History::default();
+    let mut latency = Histogram::<u64>::new(3).map_err(|err| Error::runtime("histogram", err))?;
+    while let Some(joined) = tasks.join_next().await {
+        let (ops, latencies) = joined.map_err(|err| Error::runtime("client worker", err))?;
+        history.ops.extend(ops);
+        for l in latencies {
+            let _ = latency.record(l.max(1));
+        }
+    }
+    Ok((history, latency))
+}
+
+/// Records [`DENSE_KEY`]'s final counter in `history`: a block taken after
+/// every worker stopped starts there. Retries for at most `within` (the
+/// cluster may be recovering); `false` when no block could be taken.
+pub(crate) async fn read_final_counter(
+    client: &Client,
+    history: &mut History,
+    within: Duration,
+) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(block) = client.get_seq(DENSE_KEY, 1).await {
+            history
+                .final_counters
+                .insert(DENSE_KEY.to_owned(), block.start);
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Test hook behind the runs' hidden `--forge-history`: swaps the results
+/// of the first and the last timestamp operations, which do not overlap in
+/// time, a real-time order violation the checker must report.
+pub(crate) fn forge(history: &mut History) {
+    let ts: Vec<usize> = history
+        .ops
+        .iter()
+        .enumerate()
+        .filter(|(_, op)| matches!(op.outcome, Outcome::Timestamps(_)))
+        .map(|(i, _)| i)
+        .collect();
+    if let (Some(&first), Some(&last)) = (ts.first(), ts.last()) {
+        let a = history.ops[first].outcome.clone();
+        history.ops[first].outcome = history.ops[last].outcome.clone();
+        history.ops[last].outcome = a;
+    }
+}
+
+/// The checker's rules as `(passed, rule)`, in the order runs print them.
+pub(crate) fn verdicts(report: &Report) -> [(bool, &'static str); 4] {
+    let none = |f: fn(&Violation) -> bool| !report.violations.iter().any(f);
+    [
+        (
+            none(|v| matches!(v, Violation::DuplicateTimestamp { .. })),
+            "every timestamp unique",
+        ),
+        (
+            none(|v| matches!(v, Violation::WorkerNotIncreasing { .. })),
+            "each worker's timestamps strictly increasing",
+        ),
+        (
+            none(|v| matches!(v, Violation::RealTimeOrder { .. })),
+            "a timestamp received before a request started is below its result",
+        ),
+        (
+            none(|v| {
+                matches!(
+                    v,
+                    Violation::DenseOverlap { .. } | Violation::DenseLost { .. }
+                )
+            }),
+            "dense blocks disjoint and below the final counter",
+        ),
+    ]
+}
+
+/// `PASS` or `FAIL`.
+pub(crate) fn verdict(ok: bool) -> &'static str {
+    if ok { "PASS" } else { "FAIL" }
 }

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod bad_config;
+mod chaos;
 mod common;
 mod demo;
 mod restart;

@@ -1,0 +1,87 @@
+//! `chaos` end to end on the debug binary: a short seeded run with every
+//! kind of fault passes, and its checker fails on a forged history.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::common::run;
+
+/// Runs `chaos` with `extra`, data and report under `dir`; returns whether
+/// it succeeded, its output, and the JSON report (if written).
+fn chaos(extra: &[&str], dir: &Path) -> (bool, String, Option<serde_json::Value>) {
+    let report = dir.join("report.json");
+    let mut args = vec![
+        "chaos".to_owned(),
+        "--workers".to_owned(),
+        "3".to_owned(),
+        "--dir".to_owned(),
+        dir.join("data").display().to_string(),
+        "--report".to_owned(),
+        report.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    let out = run(&args, Duration::from_secs(180));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let json = std::fs::read(&report)
+        .ok()
+        .map(|bytes| serde_json::from_slice(&bytes).unwrap());
+    (
+        out.status.success(),
+        format!("{stdout}\n--- stderr ---\n{stderr}"),
+        json,
+    )
+}
+
+#[test]
+fn a_seeded_chaos_run_with_every_kind_of_fault_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    // Seed 1 over 12 s of faults: a leader kill and restart, a link cut, a
+    // one-way cut and, last, a leader isolation; then 4 s quiet.
+    let (ok, output, report) = chaos(
+        &["--duration", "16s", "--quiet", "4s", "--seed", "1"],
+        dir.path(),
+    );
+    assert!(ok, "{output}");
+    let report = report.expect("no JSON report");
+    assert_eq!(report["pass"], true, "{output}");
+    let faults = &report["faults"];
+    for kind in ["kills", "restarts", "link_cuts", "one_way_cuts", "heals"] {
+        assert!(faults[kind].as_u64().unwrap() >= 1, "no {kind}: {output}");
+    }
+    let isolations = faults["leader_isolations"].as_u64().unwrap()
+        + faults["other_isolations"].as_u64().unwrap();
+    assert!(isolations >= 1, "{output}");
+    assert!(
+        report["ops"]["get_ts"]["ok"].as_u64().unwrap() > 0,
+        "{output}"
+    );
+    assert!(
+        report["ops"]["get_seq"]["ok"].as_u64().unwrap() > 0,
+        "{output}"
+    );
+    let availability = report["availability"]["fraction"].as_f64().unwrap();
+    assert!(availability > 0.0 && availability <= 1.0, "{output}");
+    assert!(!output.contains("FAIL"), "{output}");
+    assert_eq!(output.matches("PASS").count(), 7, "{output}");
+}
+
+#[test]
+fn the_chaos_checker_fails_on_a_forged_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, output, report) = chaos(
+        &["--duration", "6s", "--quiet", "2s", "--forge-history"],
+        dir.path(),
+    );
+    assert!(!ok, "a forged history passed: {output}");
+    assert!(
+        output.contains("FAIL  a timestamp received before a request started"),
+        "{output}"
+    );
+    assert!(output.contains("a check failed"), "{output}");
+    assert!(
+        output.contains("replay this schedule with --seed"),
+        "{output}"
+    );
+    assert_eq!(report.expect("no JSON report")["pass"], false);
+}
