@@ -26,6 +26,21 @@ impl Step {
         }
     }
 
+    /// `tsoracle-paxos <subcommand>` built and run in release mode (`demo`,
+    /// `chaos`); add its flags with [`args`](Self::args).
+    pub(crate) fn release_node(name: impl Into<String>, subcommand: &str) -> Self {
+        Self::new(name, "cargo").args([
+            "run",
+            "--release",
+            "--locked",
+            "-q",
+            "-p",
+            "tsoracle-paxos",
+            "--",
+            subcommand,
+        ])
+    }
+
     pub(crate) fn args<I, S>(mut self, args: I) -> Self
     where
         I: IntoIterator<Item = S>,

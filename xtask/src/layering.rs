@@ -81,6 +81,29 @@ const RULES: &[Rule] = &[
         forbidden: &["tonic", "rocksdb", "librocksdb-sys", "tsoracle-paxos-tonic"],
         why: "the piggyback example shows a host that compiles neither tonic nor RocksDB",
     },
+    Rule {
+        package: "tsoracle-paxos-sim",
+        no_default_features: false,
+        forbidden: &[
+            "tonic",
+            "rocksdb",
+            "librocksdb-sys",
+            "tsoracle-paxos-tonic",
+            "tsoracle-paxos",
+            "tsoracle-server",
+            "tsoracle-client",
+        ],
+        why: "the simulation runs the in-memory stack only: no transport, no disk, no node",
+    },
+];
+
+/// Packages that ship: built on their own, none may turn on the driver's
+/// test-only `mutations` feature.
+const SHIPPED: &[&str] = &[
+    "tsoracle-paxos",
+    "tsoracle-driver-paxos",
+    "paxos-standalone",
+    "paxos-piggyback",
 ];
 
 pub(crate) fn check(build_env: &BuildEnv) -> Result<()> {
@@ -100,8 +123,22 @@ pub(crate) fn check(build_env: &BuildEnv) -> Result<()> {
             ));
         }
     }
+    for package in SHIPPED {
+        if driver_features(build_env, package)?
+            .iter()
+            .any(|feature| feature == "mutations")
+        {
+            violations.push(format!(
+                "{package} turns on tsoracle-driver-paxos/mutations: the mutation switches \
+                 are for the simulation only"
+            ));
+        }
+    }
     if violations.is_empty() {
-        eprintln!("layering: {} rules hold", RULES.len());
+        eprintln!(
+            "layering: {} rules hold; no shipped package enables the mutation switches",
+            RULES.len()
+        );
         return Ok(());
     }
     bail!("layering violations:\n  {}", violations.join("\n  "));
@@ -110,20 +147,30 @@ pub(crate) fn check(build_env: &BuildEnv) -> Result<()> {
 /// Names of every crate compiled for `rule.package` (normal and build edges),
 /// the package itself excluded.
 fn dependency_names(build_env: &BuildEnv, rule: &Rule) -> Result<Vec<String>> {
+    let stdout = cargo_tree(
+        build_env,
+        rule.package,
+        rule.no_default_features,
+        "normal,build",
+        "{p}",
+    )?;
+    Ok(parse_tree(&stdout))
+}
+
+/// `cargo tree -p package -e edges --prefix none --format format`, one line
+/// per crate.
+fn cargo_tree(
+    build_env: &BuildEnv,
+    package: &str,
+    no_default_features: bool,
+    edges: &str,
+    format: &str,
+) -> Result<String> {
     let mut command = Command::new("cargo");
     command.args([
-        "tree",
-        "--locked",
-        "-p",
-        rule.package,
-        "-e",
-        "normal,build",
-        "--prefix",
-        "none",
-        "--format",
-        "{p}",
+        "tree", "--locked", "-p", package, "-e", edges, "--prefix", "none", "--format", format,
     ]);
-    if rule.no_default_features {
+    if no_default_features {
         command.arg("--no-default-features");
     }
     build_env.apply(&mut command);
@@ -132,9 +179,32 @@ fn dependency_names(build_env: &BuildEnv, rule: &Rule) -> Result<Vec<String>> {
         .output()
         .context("could not run cargo tree")?;
     if !output.status.success() {
-        bail!("cargo tree -p {} failed ({})", rule.package, output.status);
+        bail!("cargo tree -p {package} failed ({})", output.status);
     }
-    Ok(parse_tree(&String::from_utf8_lossy(&output.stdout)))
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// The features of `tsoracle-driver-paxos` when `package` is built alone.
+fn driver_features(build_env: &BuildEnv, package: &str) -> Result<Vec<String>> {
+    let stdout = cargo_tree(build_env, package, false, "normal", "{p} [{f}]")?;
+    Ok(parse_features(&stdout, "tsoracle-driver-paxos"))
+}
+
+/// The features listed for `crate_name` in `cargo tree --format "{p} [{f}]"`.
+fn parse_features(stdout: &str, crate_name: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .filter(|line| line.split_whitespace().next() == Some(crate_name))
+        .filter_map(|line| {
+            let open = line.rfind('[')?;
+            let close = line.rfind(']')?;
+            line.get(open + 1..close)
+        })
+        .flat_map(|list| list.split(','))
+        .map(str::trim)
+        .filter(|feature| !feature.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 fn parse_tree(stdout: &str) -> Vec<String> {
@@ -186,6 +256,18 @@ mod tests {
         );
         let no_tsoracle = &RULES[2];
         assert_eq!(forbidden_found(no_tsoracle, &names), ["tsoracle-core"]);
+    }
+
+    #[test]
+    fn features_are_read_from_the_tree() {
+        let tree = "tsoracle-paxos v0.1.0 (/w/crates/node) []\n\
+            tsoracle-driver-paxos v0.1.0 (/w/crates/driver) [mutations]\n\
+            tokio v1.48.0 [default,rt,sync]\n";
+        assert_eq!(
+            parse_features(tree, "tsoracle-driver-paxos"),
+            vec!["mutations".to_owned()]
+        );
+        assert!(parse_features(tree, "tsoracle-paxos").is_empty());
     }
 
     #[test]

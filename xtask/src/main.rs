@@ -4,10 +4,12 @@
 //! the same steps. `cargo xtask --help` lists them.
 
 mod bench;
+mod chaos;
 mod cmd;
 mod env;
 mod fuzz;
 mod layering;
+mod sim;
 
 use std::time::Instant;
 
@@ -52,19 +54,52 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build the node in release mode and run `tsoracle-paxos chaos`: real
+    /// node processes with a TCP fault proxy on every peer link, the real
+    /// client load, seeded kill -9 and restarts, link cuts and heals, leader
+    /// isolation; then the history checks, liveness after the final heal,
+    /// and an availability report (also `target/chaos/report.json`).
+    Chaos(chaos::ChaosArgs),
+    /// Run the deterministic cluster simulation: seeded faults, crashes,
+    /// partitions and clock drift in virtual time, then the history checks.
+    /// A failing seed is printed; `--seed S` replays it exactly.
+    Sim(sim::SimArgs),
     /// Build and run the worked examples (`examples/`); each checks its own
     /// outcome and exits non-zero when a check fails.
     Examples,
     /// Prepare the build environment (protoc, libclang) and print what was set.
     Env,
-    /// Run a benchmark in release mode and write `target/bench/<suite>.json`.
+    /// Run a benchmark in release mode. Without a suite: the driver
+    /// comparison (this driver against the file and openraft drivers), which
+    /// writes target/bench/report.json, docs/benchmarks.md and
+    /// docs/benchmarks/*.png and prints the target ratios.
+    #[command(long_about = "Run a benchmark in release mode.\n\n\
+        `cargo xtask bench` (suite `drivers`) starts this driver (3 nodes), tsoracle-driver-file \
+        (1 node) and tsoracle-driver-openraft (3 nodes) as processes on 127.0.0.1 with fresh \
+        temporary data, drives each with the same tsoracle-client load, and measures get_ts and \
+        dense get_seq throughput and latency at 1, 8 and 64 clients, failover after leader \
+        kill -9, persist_high_water latency next to the machine's limit, restart-to-serving \
+        against log length, and a soak. The full run takes about 45 minutes; --quick \
+        takes a few minutes. Node and load logs stay in target/bench/logs.\n\n\
+        `cargo xtask bench transport` measures the peer transport alone.")]
     Bench {
         /// Which benchmark.
-        #[arg(value_enum, default_value = "transport")]
+        #[arg(value_enum, default_value = "drivers")]
         suite: bench::Suite,
-        /// Measured seconds per scenario.
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
+        /// Measured seconds per scenario (transport; default 10) or per load
+        /// point (drivers; default 10, 2 with --quick).
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// The short version of the drivers suite: 2 s load points, 4 kills,
+        /// logs of 1k and 5k entries, a 20 s soak.
+        #[arg(long)]
+        quick: bool,
+        /// Leader kills per replicated driver (drivers; default 20, 4 with --quick).
+        #[arg(long)]
+        kills: Option<u32>,
+        /// Soak length in seconds (drivers; default 600, 20 with --quick).
+        #[arg(long)]
+        soak_seconds: Option<u64>,
     },
     /// Fuzz every decoder that reads bytes from the network or disk (needs
     /// nightly and cargo-fuzz). Runs each target for `--seconds`.
@@ -88,22 +123,29 @@ fn main() -> Result<()> {
         Command::Layering => layering::check(&build_env)?,
         Command::Env => build_env.describe(),
         Command::Examples => examples(&build_env)?,
+        Command::Sim(args) => sim::run(&build_env, &args)?,
         Command::Demo { args } => {
-            Step::new("demo (release build)", "cargo")
-                .args([
-                    "run",
-                    "--release",
-                    "--locked",
-                    "-q",
-                    "-p",
-                    "tsoracle-paxos",
-                    "--",
-                    "demo",
-                ])
+            Step::release_node("demo (release build)", "demo")
                 .args(args)
                 .run(&build_env)?;
         }
-        Command::Bench { suite, seconds } => bench::run(&build_env, suite, seconds)?,
+        Command::Chaos(args) => chaos::run(&build_env, &args)?,
+        Command::Bench {
+            suite,
+            seconds,
+            quick,
+            kills,
+            soak_seconds,
+        } => bench::run(
+            &build_env,
+            &bench::BenchArgs {
+                suite,
+                seconds,
+                quick,
+                kills,
+                soak_seconds,
+            },
+        )?,
         Command::Fuzz { seconds, target } => fuzz::run(&build_env, seconds, target.as_deref())?,
     }
     eprintln!("xtask: done in {:.0?}", started.elapsed());
@@ -135,6 +177,7 @@ fn ci(build_env: &env::BuildEnv) -> Result<()> {
         .args(["--", "-D", "warnings"])
         .run(build_env)?;
     test(build_env, &[])?;
+    sim::run(build_env, &sim::SimArgs::ci())?;
     examples(build_env)?;
     Step::new("rustdoc (warnings denied)", "cargo")
         .args(["doc", "--workspace", "--no-deps", "--all-features"])

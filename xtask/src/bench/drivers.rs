@@ -1,0 +1,979 @@
+//! `cargo xtask bench` (suite `drivers`): this repository's OmniPaxos driver
+//! against the published file and openraft drivers, in one run on one
+//! machine.
+//!
+//! Every scenario starts fresh clusters (see [`super::cluster`]) and drives
+//! them with the same load, `tsoracle-paxos bench --json`, so the client,
+//! the server and the measurement are identical and only the driver differs:
+//!
+//! 1. `get_ts` and dense `get_seq` throughput and p50/p99 at 1, 8, 64 clients;
+//! 2. failover: leader `kill -9` under load, the gap between the last
+//!    success before and the first after (the load reports its gaps in
+//!    wall-clock time, matched against the kill times);
+//! 3. `persist_high_water` as the server times it, with a 1 ms window so
+//!    every `get_ts` persists, next to the machine's limit ([`super::limit`]);
+//! 4. restart of a whole cluster to its first timestamp against log length,
+//!    with and without snapshots;
+//! 5. a soak of the OmniPaxos cluster: RSS and data size every few seconds.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Deserialize;
+
+use super::cluster::{
+    Binaries, Cluster, Kind, Options, interrupt, rss_bytes, run_captured, spawn_captured,
+    unix_micros,
+};
+use super::report::{
+    Failover, LoadPoint, Meta, PersistPoint, Report, RestartPoint, Soak, SoakSample, percentile,
+};
+use super::{BenchArgs, workspace_root};
+use crate::cmd::Step;
+use crate::env::BuildEnv;
+
+/// Sizes of one run.
+struct Plan {
+    quick: bool,
+    seconds: u64,
+    clients: [u32; 3],
+    kills: u32,
+    persist_seconds: u64,
+    limit_rounds: usize,
+    restart_lengths: Vec<u64>,
+    /// Longest time spent filling a log up to one length.
+    fill_limit: Duration,
+    soak_seconds: u64,
+    soak_interval: u64,
+}
+
+impl Plan {
+    fn new(args: &BenchArgs) -> Self {
+        let quick = args.quick;
+        let mut plan = if quick {
+            Self {
+                quick,
+                seconds: 2,
+                clients: [1, 8, 64],
+                kills: 4,
+                persist_seconds: 3,
+                limit_rounds: 300,
+                restart_lengths: vec![1_000, 5_000],
+                fill_limit: Duration::from_secs(30),
+                soak_seconds: 20,
+                soak_interval: 2,
+            }
+        } else {
+            Self {
+                quick,
+                seconds: 10,
+                clients: [1, 8, 64],
+                kills: 20,
+                persist_seconds: 20,
+                limit_rounds: 2_000,
+                restart_lengths: vec![10_000, 100_000, 1_000_000],
+                fill_limit: Duration::from_secs(20 * 60),
+                soak_seconds: 600,
+                soak_interval: 10,
+            }
+        };
+        if let Some(seconds) = args.seconds {
+            plan.seconds = seconds.max(1);
+        }
+        if let Some(kills) = args.kills {
+            plan.kills = kills.max(1);
+        }
+        if let Some(soak) = args.soak_seconds {
+            plan.soak_seconds = soak.max(plan.soak_interval);
+        }
+        plan
+    }
+
+    /// The number of progress steps.
+    fn steps(&self) -> u64 {
+        let throughput = 3 * 2 * self.clients.len() as u64;
+        let failover = 3;
+        let persist = 3 + 1;
+        let restart = 2 * 2 * self.restart_lengths.len() as u64 + 1;
+        throughput + failover + persist + restart + 1
+    }
+}
+
+/// Where the run keeps its files.
+struct Dirs {
+    /// Fresh data directories, removed at the end.
+    data: tempfile::TempDir,
+    /// Node and load logs, kept for a look after a failure.
+    logs: PathBuf,
+    out: PathBuf,
+}
+
+impl Dirs {
+    fn cluster(&self, name: &str) -> PathBuf {
+        self.data.path().join(format!("{name}-{}", unix_micros()))
+    }
+}
+
+/// What `tsoracle-paxos bench --json` prints.
+#[derive(Debug, Deserialize)]
+struct LoadResult {
+    ok: u64,
+    errors: u64,
+    ops_per_s: f64,
+    latency_ms: Latency,
+    #[serde(default)]
+    gaps: Vec<Gap>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Latency {
+    p50: f64,
+    p99: f64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Gap {
+    from_unix_us: u64,
+    to_unix_us: u64,
+}
+
+/// The load's gap threshold: a kill inside no longer gap cost less than this.
+const GAP_MS: u64 = 2;
+
+/// Progress on a terminal as a bar, elsewhere as plain lines.
+struct Progress {
+    bar: ProgressBar,
+}
+
+impl Progress {
+    fn new(steps: u64) -> Self {
+        let bar = ProgressBar::new(steps);
+        bar.set_style(
+            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        Self { bar }
+    }
+
+    fn step(&self, what: &str) {
+        if self.bar.is_hidden() {
+            eprintln!("bench: {what}");
+        }
+        self.bar.set_message(what.to_owned());
+    }
+
+    fn done(&self, line: &str) {
+        self.bar.inc(1);
+        self.line(line);
+    }
+
+    fn line(&self, line: &str) {
+        if self.bar.is_hidden() {
+            eprintln!("  {line}");
+        } else {
+            self.bar.println(format!("  {line}"));
+        }
+    }
+}
+
+pub(crate) fn run(build_env: &BuildEnv, args: &BenchArgs) -> Result<()> {
+    let plan = Plan::new(args);
+    let started = Instant::now();
+    interrupt::install()?;
+    let root = workspace_root();
+    let bins = build(build_env, &root)?;
+    let out = root.join("target").join("bench");
+    let logs = out.join("logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
+    let dirs = Dirs {
+        data: tempfile::Builder::new()
+            .prefix("tsoracle-bench-")
+            .tempdir()
+            .context("cannot create a temporary directory")?,
+        logs,
+        out: out.clone(),
+    };
+    eprintln!(
+        "==> bench drivers ({}): data in {}, logs in {}",
+        if plan.quick { "quick" } else { "full" },
+        dirs.data.path().display(),
+        dirs.logs.display()
+    );
+    let progress = Progress::new(plan.steps());
+    let mut report = Report {
+        meta: meta(&plan, args),
+        ..Report::default()
+    };
+
+    progress.step("the machine's limit: synced 64-byte write + loopback round trip");
+    report.persist.limit = super::limit::measure(dirs.data.path(), plan.limit_rounds)?;
+    progress.done(&format!(
+        "limit: p50 {:.3} ms, p99 {:.3} ms (sync {:.3} ms + round trip {:.3} ms at p50)",
+        report.persist.limit.p50_ms,
+        report.persist.limit.p99_ms,
+        report.persist.limit.sync_p50_ms,
+        report.persist.limit.rtt_p50_ms
+    ));
+
+    for kind in Kind::ALL {
+        throughput(&plan, &bins, &dirs, &progress, kind, &mut report.throughput)?;
+    }
+    for kind in Kind::REPLICATED {
+        let options = Options::default();
+        let f = failover(&plan, &bins, &dirs, &progress, kind, kind.name(), options)?;
+        report.failover.push(f);
+    }
+    // Not judged: how much of this driver's failover is its timing. The same
+    // run with an election period as short as openraft's shortest.
+    let options = Options {
+        paxos_flags: FAST_TIMING,
+        ..Options::default()
+    };
+    let f = failover(
+        &plan,
+        &bins,
+        &dirs,
+        &progress,
+        Kind::Paxos,
+        FAST_LABEL,
+        options,
+    )?;
+    report.failover.push(f);
+    for kind in Kind::ALL {
+        report
+            .persist
+            .drivers
+            .push(persist(&plan, &bins, &dirs, &progress, kind)?);
+    }
+    for kind in Kind::REPLICATED {
+        for snapshots in [true, false] {
+            restart(
+                &plan,
+                &bins,
+                &dirs,
+                &progress,
+                kind,
+                snapshots,
+                &mut report.restart,
+            )?;
+        }
+    }
+    restart_file(&bins, &dirs, &progress, &mut report.restart)?;
+    report
+        .soak
+        .push(soak(&plan, &bins, &dirs, &progress, Kind::Paxos)?);
+    progress.bar.finish_and_clear();
+
+    report.meta.elapsed_s = started.elapsed().as_secs_f64();
+    report.meta.loadavg_end = loadavg();
+    report.judge();
+    write_outputs(&report, &dirs.out, &root, &bins)?;
+    print_summary(&report);
+    Ok(())
+}
+
+/// Builds the node (this workspace) and the peers (the excluded
+/// `bench/peers` workspace, its own target directory) in release mode.
+fn build(build_env: &BuildEnv, root: &Path) -> Result<Binaries> {
+    Step::new("build tsoracle-paxos (release)", "cargo")
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "-q",
+            "-p",
+            "tsoracle-paxos",
+        ])
+        .run(build_env)?;
+    let manifest = root.join("bench").join("peers").join("Cargo.toml");
+    let target = root.join("target").join("bench-peers");
+    Step::new("build tsoracle-bench-peer (release, bench/peers)", "cargo")
+        .args(["build", "--release", "--locked", "-q", "--manifest-path"])
+        .args([manifest.into_os_string()])
+        .args([
+            std::ffi::OsString::from("--target-dir"),
+            target.clone().into_os_string(),
+        ])
+        .run(build_env)?;
+    Ok(Binaries {
+        node: root.join("target").join("release").join("tsoracle-paxos"),
+        peer: target.join("release").join("tsoracle-bench-peer"),
+    })
+}
+
+fn meta(plan: &Plan, args: &BenchArgs) -> Meta {
+    let mut command = String::from("cargo xtask bench");
+    if plan.quick {
+        command.push_str(" --quick");
+    }
+    if let Some(s) = args.seconds {
+        command.push_str(&format!(" --seconds {s}"));
+    }
+    if let Some(k) = args.kills {
+        command.push_str(&format!(" --kills {k}"));
+    }
+    if let Some(s) = args.soak_seconds {
+        command.push_str(&format!(" --soak-seconds {s}"));
+    }
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, name)| name.trim().to_owned())
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let memory_gib = read("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|l| l.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    Meta {
+        mode: if plan.quick { "quick" } else { "full" }.to_owned(),
+        date,
+        command,
+        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        memory_gib,
+        cpu,
+        kernel: read("/proc/sys/kernel/osrelease").trim().to_owned(),
+        seconds_per_point: plan.seconds,
+        kills: plan.kills,
+        restart_lengths: plan.restart_lengths.clone(),
+        soak_seconds: plan.soak_seconds,
+        elapsed_s: 0.0,
+        loadavg_start: loadavg(),
+        loadavg_end: String::new(),
+    }
+}
+
+/// The first three fields of `/proc/loadavg`.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Starts a fresh cluster and waits until it answers a timestamp.
+fn start(
+    bins: &Binaries,
+    dirs: &Dirs,
+    kind: Kind,
+    options: Options,
+    label: &str,
+) -> Result<Cluster> {
+    let data = dirs.cluster(&format!("{}-{label}", kind.name()));
+    let mut cluster = Cluster::start(kind, bins, options, &data, &dirs.logs)?;
+    let since = unix_micros();
+    // A fresh cluster is ready once it serves both kinds of request (openraft
+    // activates its dense record format after the first election).
+    wait_serving(
+        bins,
+        dirs,
+        &mut cluster,
+        since,
+        Duration::from_secs(120),
+        true,
+    )
+    .with_context(|| format!("the {} cluster did not start serving", kind.name()))?;
+    Ok(cluster)
+}
+
+/// Polls with single `get_ts` attempts until one succeeds; returns the
+/// milliseconds since `since_unix_us`.
+fn wait_serving(
+    bins: &Binaries,
+    dirs: &Dirs,
+    cluster: &mut Cluster,
+    since_unix_us: u64,
+    limit: Duration,
+    require_seq: bool,
+) -> Result<f64> {
+    let mut command = Command::new(&bins.peer);
+    command.arg("wait-serving");
+    for endpoint in cluster.endpoints() {
+        command.args(["--endpoint", &endpoint]);
+    }
+    if require_seq {
+        command.args(["--require-seq", "bench-ready"]);
+    }
+    command
+        .args(["--since-unix-us", &since_unix_us.to_string()])
+        .args(["--timeout-s", &limit.as_secs().to_string()])
+        .env("RUST_LOG", "error");
+    let probe = spawn_captured(
+        &mut command,
+        "the serving probe",
+        dirs.data.path(),
+        &dirs.logs.join("probe.log"),
+    )?;
+    let text = probe.finish(limit + Duration::from_secs(10));
+    cluster.check_alive()?;
+    #[derive(Deserialize)]
+    struct Probe {
+        serving_ms: f64,
+    }
+    let probe: Probe = serde_json::from_str(text?.trim()).context("unreadable probe output")?;
+    Ok(probe.serving_ms)
+}
+
+/// The load command for `cluster`.
+fn load_command(
+    bins: &Binaries,
+    cluster: &Cluster,
+    op: &str,
+    clients: u32,
+    seconds: u64,
+) -> Command {
+    let mut command = Command::new(&bins.node);
+    command.arg("bench");
+    for endpoint in cluster.endpoints() {
+        command.args(["--endpoint", &endpoint]);
+    }
+    command
+        .args(["--clients", &clients.to_string()])
+        .args(["--duration", &seconds.to_string()])
+        .args(["--op", op, "--json"])
+        .env("RUST_LOG", "error");
+    command
+}
+
+fn parse_load(text: &str) -> Result<LoadResult> {
+    serde_json::from_str(text.trim()).with_context(|| format!("unreadable load output: {text:?}"))
+}
+
+/// Runs a load to completion and returns its result.
+fn load(dirs: &Dirs, cluster: &mut Cluster, command: Command, seconds: u64) -> Result<LoadResult> {
+    let text = run_captured(
+        command,
+        "the client load",
+        Duration::from_secs(seconds + 90),
+        dirs.data.path(),
+        &dirs.logs.join("load.log"),
+    )?;
+    cluster.check_alive()?;
+    parse_load(&text)
+}
+
+fn throughput(
+    plan: &Plan,
+    bins: &Binaries,
+    dirs: &Dirs,
+    progress: &Progress,
+    kind: Kind,
+    points: &mut Vec<LoadPoint>,
+) -> Result<()> {
+    progress.step(&format!("{}: starting the cluster", kind.name()));
+    let mut cluster = start(bins, dirs, kind, Options::default(), "throughput")?;
+    for op in ["ts", "seq"] {
+        // A short unmeasured run: connections, the first window, caches.
+        let warm = load_command(bins, &cluster, op, 8, 1);
+        load(dirs, &mut cluster, warm, 1)?;
+        for clients in plan.clients {
+            progress.step(&format!("{}: {op} with {clients} clients", kind.name()));
+            let command = load_command(bins, &cluster, op, clients, plan.seconds);
+            let result = load(dirs, &mut cluster, command, plan.seconds)?;
+            progress.done(&format!(
+                "{:<8} {op:<3} {clients:>2} clients: {:>8.0} ops/s  p50 {:>7.2} ms  p99 {:>7.2} ms  {} errors",
+                kind.name(),
+                result.ops_per_s,
+                result.latency_ms.p50,
+                result.latency_ms.p99,
+                result.errors
+            ));
+            points.push(LoadPoint {
+                driver: kind.name().to_owned(),
+                op: op.to_owned(),
+                clients,
+                ops_per_s: result.ops_per_s,
+                p50_ms: result.latency_ms.p50,
+                p99_ms: result.latency_ms.p99,
+                errors: result.errors,
+            });
+        }
+    }
+    cluster.stop();
+    Ok(())
+}
+
+/// Waits until every node runs, answers its status page and one leads.
+fn settle(cluster: &mut Cluster, limit: Duration) -> Result<()> {
+    let end = Instant::now() + limit;
+    while !cluster.settled() {
+        cluster.check_alive()?;
+        if Instant::now() > end {
+            bail!(
+                "the {} cluster did not settle within {limit:?}",
+                cluster.kind().name()
+            );
+        }
+        interrupt::sleep(Duration::from_millis(50))?;
+    }
+    Ok(())
+}
+
+/// Waits (at most `limit`) until the nodes' log indices are within `slack`
+/// of each other, so a restarted node has caught up before the next kill.
+fn caught_up(cluster: &Cluster, slack: u64, limit: Duration) -> Result<()> {
+    let end = Instant::now() + limit;
+    loop {
+        let indices = cluster.indices();
+        let (lo, hi) = (
+            indices.iter().copied().min().unwrap_or(0),
+            indices.iter().copied().max().unwrap_or(0),
+        );
+        if indices.len() == cluster.pids().len() && hi - lo <= slack {
+            return Ok(());
+        }
+        if Instant::now() > end {
+            // Not fatal: the next kill may hit a lagging cluster, as it may
+            // in production; the sample is still a real failover.
+            return Ok(());
+        }
+        interrupt::sleep(Duration::from_millis(50))?;
+    }
+}
+
+/// The unavailability around a kill: the longest gap between completions
+/// that spans the moment the leader was dead, or starts within 100 ms of it
+/// (a response already on the wire may land just after). Without such a gap
+/// the outage was shorter than the load's gap threshold.
+fn outage(gaps: &[Gap], dead_unix_us: u64) -> f64 {
+    let window_end = dead_unix_us + 100_000;
+    gaps.iter()
+        .filter(|g| g.to_unix_us >= dead_unix_us && g.from_unix_us <= window_end)
+        .map(|g| (g.to_unix_us - g.from_unix_us) as f64 / 1000.0)
+        .fold(GAP_MS as f64, f64::max)
+}
+
+/// The faster paxos timing of the extra failover row: tick 10 ms, election
+/// after 15 ticks (150 ms, openraft's shortest election timeout), lease
+/// 120 ms, renewal every 30 ms.
+const FAST_TIMING: &[&str] = &[
+    "--tick-ms",
+    "10",
+    "--election-ticks",
+    "15",
+    "--lease-ms",
+    "120",
+    "--renew-every-ms",
+    "30",
+];
+const FAST_LABEL: &str = "paxos, 150 ms election";
+
+fn failover(
+    plan: &Plan,
+    bins: &Binaries,
+    dirs: &Dirs,
+    progress: &Progress,
+    kind: Kind,
+    label: &str,
+    options: Options,
+) -> Result<Failover> {
+    progress.step(&format!("{label}: failover, {} leader kills", plan.kills));
+    let mut cluster = start(bins, dirs, kind, options, "failover")?;
+    // About 6 s per kill: a second of steady load, the outage, the restart
+    // and catch-up; the load runs long enough for all of them.
+    let per_kill = 6;
+    let seconds = u64::from(plan.kills) * per_kill + 10;
+    let mut command = load_command(bins, &cluster, "ts", 8, seconds);
+    command.args(["--gap-ms", &GAP_MS.to_string()]);
+    let load = spawn_captured(
+        &mut command,
+        "the failover load",
+        dirs.data.path(),
+        &dirs.logs.join("load.log"),
+    )?;
+    let load_started = Instant::now();
+    let mut kills: Vec<u64> = Vec::new();
+    interrupt::sleep(Duration::from_secs(2))?;
+    while kills.len() < plan.kills as usize
+        && load_started.elapsed() + Duration::from_secs(per_kill) < Duration::from_secs(seconds)
+    {
+        settle(&mut cluster, Duration::from_secs(20))?;
+        caught_up(&cluster, 64, Duration::from_secs(5))?;
+        interrupt::sleep(Duration::from_secs(1))?;
+        let Some(leader) = cluster.leader() else {
+            continue;
+        };
+        cluster.kill(leader);
+        // Taken once the process is reaped: any completion after this was
+        // served by a survivor. (Timed before the kill, responses the old
+        // leader sent in its last milliseconds would split the outage.)
+        kills.push(unix_micros());
+        progress.step(&format!(
+            "{label}: failover, killed the leader (node {}), {}/{}",
+            leader + 1,
+            kills.len(),
+            plan.kills
+        ));
+        // Time for the outage itself before the node comes back, so the
+        // measured gap is the survivors' election, not a quick restart.
+        interrupt::sleep(Duration::from_millis(2500))?;
+        cluster.restart(leader)?;
+    }
+    let text = load.finish(Duration::from_secs(seconds + 90))?;
+    let result = parse_load(&text)?;
+    cluster.stop();
+    let mut samples: Vec<f64> = kills
+        .iter()
+        .map(|&dead| outage(&result.gaps, dead))
+        .collect();
+    let reported = samples.clone();
+    let f = Failover {
+        driver: label.to_owned(),
+        p50_ms: percentile(&mut samples, 0.5),
+        p99_ms: percentile(&mut samples, 0.99),
+        max_ms: samples.iter().copied().fold(0.0, f64::max),
+        samples_ms: reported,
+    };
+    progress.done(&format!(
+        "{label:<8} failover over {} kills: p50 {:.0} ms  p99 {:.0} ms  max {:.0} ms ({} requests ok)",
+        f.samples_ms.len(),
+        f.p50_ms,
+        f.p99_ms,
+        f.max_ms,
+        result.ok
+    ));
+    Ok(f)
+}
+
+fn persist(
+    plan: &Plan,
+    bins: &Binaries,
+    dirs: &Dirs,
+    progress: &Progress,
+    kind: Kind,
+) -> Result<PersistPoint> {
+    progress.step(&format!(
+        "{}: persist_high_water with a 1 ms window",
+        kind.name()
+    ));
+    let options = Options {
+        window_ahead_ms: Some(1),
+        ..Options::default()
+    };
+    let mut cluster = start(bins, dirs, kind, options, "persist")?;
+    let command = load_command(bins, &cluster, "ts", 1, plan.persist_seconds);
+    let result = load(dirs, &mut cluster, command, plan.persist_seconds)?;
+    let page = cluster
+        .leader()
+        .and_then(|leader| cluster.status(leader))
+        .with_context(|| format!("no {} leader's metrics after the persist load", kind.name()))?;
+    cluster.stop();
+    let get = |key: &str| page.get(key).copied().unwrap_or(0.0);
+    let name = "tsoracle_window_extension_latency";
+    let point = PersistPoint {
+        driver: kind.name().to_owned(),
+        p50_ms: get(&format!("{name}{{quantile=\"0.5\"}}")) * 1e3,
+        p99_ms: get(&format!("{name}{{quantile=\"0.99\"}}")) * 1e3,
+        count: get(&format!("{name}_count")) as u64,
+        client_p50_ms: result.latency_ms.p50,
+    };
+    progress.done(&format!(
+        "{:<8} persist_high_water: p50 {:.3} ms  p99 {:.3} ms over {} persists (client get_ts p50 {:.3} ms)",
+        kind.name(),
+        point.p50_ms,
+        point.p99_ms,
+        point.count,
+        point.client_p50_ms
+    ));
+    Ok(point)
+}
+
+fn restart(
+    plan: &Plan,
+    bins: &Binaries,
+    dirs: &Dirs,
+    progress: &Progress,
+    kind: Kind,
+    snapshots: bool,
+    points: &mut Vec<RestartPoint>,
+) -> Result<()> {
+    let mode = if snapshots {
+        "with snapshots"
+    } else {
+        "without snapshots"
+    };
+    progress.step(&format!("{}: restart {mode}, starting", kind.name()));
+    let options = Options {
+        snapshot_every: Some(if snapshots { 4096 } else { 0 }),
+        ..Options::default()
+    };
+    let mut cluster = start(bins, dirs, kind, options, "restart")?;
+    for &length in &plan.restart_lengths {
+        // Fill the log with dense entries (one per get_seq) up to `length`.
+        let fill_started = Instant::now();
+        loop {
+            let have = cluster.indices().into_iter().max().unwrap_or(0);
+            if have >= length {
+                break;
+            }
+            if fill_started.elapsed() > plan.fill_limit {
+                progress.line(&format!(
+                    "{}: filling to {length} entries took over {:?}; restarting at {have}",
+                    kind.name(),
+                    plan.fill_limit
+                ));
+                break;
+            }
+            progress.step(&format!(
+                "{}: restart {mode}, filling the log {have}/{length}",
+                kind.name()
+            ));
+            let missing = length - have;
+            let mut command = load_command(bins, &cluster, "seq", 64, 120);
+            command.args(["--max-ops", &missing.to_string()]);
+            load(dirs, &mut cluster, command, 120)?;
+        }
+        settle(&mut cluster, Duration::from_secs(30))?;
+        // Lease renewals keep adding entries, so "equal" is within a few.
+        caught_up(&cluster, 64, Duration::from_secs(5))?;
+        let entries = cluster.indices().into_iter().max().unwrap_or(0);
+        cluster.kill_all();
+        let since = unix_micros();
+        cluster.restart_all()?;
+        let serving_ms = wait_serving(
+            bins,
+            dirs,
+            &mut cluster,
+            since,
+            Duration::from_secs(300),
+            false,
+        )?;
+        progress.done(&format!(
+            "{:<8} restart {mode} after {entries} entries: serving after {serving_ms:.0} ms",
+            kind.name()
+        ));
+        points.push(RestartPoint {
+            driver: kind.name().to_owned(),
+            snapshots,
+            entries,
+            serving_ms,
+        });
+    }
+    if kind == Kind::Paxos && snapshots {
+        // Not judged: the same data restarted with the faster timing of the
+        // extra failover row, to separate election time from recovery time.
+        let entries = cluster.indices().into_iter().max().unwrap_or(0);
+        cluster.kill_all();
+        cluster.set_paxos_flags(FAST_TIMING);
+        let since = unix_micros();
+        cluster.restart_all()?;
+        let serving_ms = wait_serving(
+            bins,
+            dirs,
+            &mut cluster,
+            since,
+            Duration::from_secs(300),
+            false,
+        )?;
+        progress.line(&format!(
+            "{FAST_LABEL}: restart with snapshots after {entries} entries: serving after {serving_ms:.0} ms"
+        ));
+        points.push(RestartPoint {
+            driver: FAST_LABEL.to_owned(),
+            snapshots,
+            entries,
+            serving_ms,
+        });
+    }
+    cluster.stop();
+    Ok(())
+}
+
+/// The file driver has no log: one restart, as the baseline.
+fn restart_file(
+    bins: &Binaries,
+    dirs: &Dirs,
+    progress: &Progress,
+    points: &mut Vec<RestartPoint>,
+) -> Result<()> {
+    progress.step("file: restart");
+    let mut cluster = start(bins, dirs, Kind::File, Options::default(), "restart")?;
+    cluster.kill_all();
+    let since = unix_micros();
+    cluster.restart_all()?;
+    let serving_ms = wait_serving(
+        bins,
+        dirs,
+        &mut cluster,
+        since,
+        Duration::from_secs(60),
+        false,
+    )?;
+    cluster.stop();
+    progress.done(&format!(
+        "file     restart (no log): serving after {serving_ms:.0} ms"
+    ));
+    points.push(RestartPoint {
+        driver: "file".to_owned(),
+        snapshots: false,
+        entries: 0,
+        serving_ms,
+    });
+    Ok(())
+}
+
+fn soak(
+    plan: &Plan,
+    bins: &Binaries,
+    dirs: &Dirs,
+    progress: &Progress,
+    kind: Kind,
+) -> Result<Soak> {
+    progress.step(&format!("{}: soak, {} s", kind.name(), plan.soak_seconds));
+    let mut cluster = start(bins, dirs, kind, Options::default(), "soak")?;
+    let mut command = load_command(bins, &cluster, "seq", 8, plan.soak_seconds);
+    let load = spawn_captured(
+        &mut command,
+        "the soak load",
+        dirs.data.path(),
+        &dirs.logs.join("load.log"),
+    )?;
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    let mut next = Duration::ZERO;
+    while started.elapsed() < Duration::from_secs(plan.soak_seconds) {
+        if started.elapsed() >= next {
+            let rss: Vec<u64> = cluster.pids().into_iter().filter_map(rss_bytes).collect();
+            let sample = SoakSample {
+                t_s: started.elapsed().as_secs_f64(),
+                rss_mib: mib(rss.iter().sum()),
+                rss_max_node_mib: mib(rss.iter().copied().max().unwrap_or(0)),
+                data_mib: mib(cluster.data_bytes()),
+            };
+            progress.step(&format!(
+                "{}: soak {:.0}/{} s, RSS {:.0} MiB, data {:.1} MiB",
+                kind.name(),
+                sample.t_s,
+                plan.soak_seconds,
+                sample.rss_mib,
+                sample.data_mib
+            ));
+            samples.push(sample);
+            next += Duration::from_secs(plan.soak_interval);
+        }
+        cluster.check_alive()?;
+        interrupt::sleep(Duration::from_millis(100))?;
+    }
+    let text = load.finish(Duration::from_secs(90))?;
+    let result = parse_load(&text)?;
+    cluster.stop();
+    let rss: Vec<f64> = samples.iter().map(|s| s.rss_mib).collect();
+    let data: Vec<f64> = samples.iter().map(|s| s.data_mib).collect();
+    let soak = Soak {
+        driver: kind.name().to_owned(),
+        seconds: plan.soak_seconds,
+        interval_s: plan.soak_interval,
+        ops: result.ok,
+        rss_bounded: levelled_off(&rss),
+        data_bounded: levelled_off(&data),
+        samples,
+    };
+    progress.done(&format!(
+        "{:<8} soak: {} operations; RSS bounded: {}; data bounded: {}",
+        kind.name(),
+        soak.ops,
+        soak.rss_bounded,
+        soak.data_bounded
+    ));
+    Ok(soak)
+}
+
+/// Whether a series has stopped growing: the peak of its last third is at
+/// most the peak of its middle third plus 10% and 8 MiB (compaction and
+/// allocator noise).
+fn levelled_off(series: &[f64]) -> bool {
+    let third = series.len() / 3;
+    if third == 0 {
+        return true;
+    }
+    let peak = |s: &[f64]| s.iter().copied().fold(0.0, f64::max);
+    let middle = peak(&series[third..2 * third]);
+    let last = peak(&series[2 * third..]);
+    last <= middle * 1.1 + 8.0
+}
+
+fn write_outputs(report: &Report, out: &Path, root: &Path, bins: &Binaries) -> Result<()> {
+    std::fs::create_dir_all(out)?;
+    let json = out.join("report.json");
+    std::fs::write(&json, serde_json::to_string_pretty(report)?)
+        .with_context(|| format!("cannot write {}", json.display()))?;
+    let figures = root.join("docs").join("benchmarks");
+    let status = Command::new(&bins.peer)
+        .arg("plot")
+        .arg("--report")
+        .arg(&json)
+        .arg("--out")
+        .arg(&figures)
+        .status()
+        .context("cannot start the plotter")?;
+    if !status.success() {
+        bail!("drawing the figures failed ({status})");
+    }
+    let doc = root.join("docs").join("benchmarks.md");
+    let existing = std::fs::read_to_string(&doc).unwrap_or_default();
+    let analysis = super::report::carried_analysis(&existing);
+    std::fs::write(&doc, super::report::markdown(report, analysis.as_deref()))
+        .with_context(|| format!("cannot write {}", doc.display()))?;
+    eprintln!(
+        "bench: wrote {}, {} and {}",
+        json.display(),
+        doc.display(),
+        figures.display()
+    );
+    Ok(())
+}
+
+#[allow(clippy::print_stdout, reason = "the ratios are the command's output")]
+fn print_summary(report: &Report) {
+    print!("{}", super::report::summary(report));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn growth_that_levels_off_is_bounded() {
+        assert!(levelled_off(&[10.0, 50.0, 60.0, 62.0, 61.0, 63.0]));
+        assert!(!levelled_off(&[10.0, 20.0, 30.0, 40.0, 80.0, 160.0]));
+        assert!(levelled_off(&[1.0]));
+    }
+
+    #[test]
+    fn the_outage_is_the_long_gap_at_the_kill() {
+        let gap = |from, to| Gap {
+            from_unix_us: from,
+            to_unix_us: to,
+        };
+        // A short gap just before the death, the outage right after it.
+        let gaps = [gap(990_000, 1_002_500), gap(1_003_000, 1_900_000)];
+        assert_eq!(outage(&gaps, 1_001_000), 897.0);
+        // A gap far after the kill is another event.
+        let late = [gap(1_500_000, 2_000_000)];
+        assert_eq!(outage(&late, 1_000_000), GAP_MS as f64);
+    }
+
+    #[test]
+    fn load_output_parses() {
+        let text = r#"{"clients":8,"ok":10,"errors":0,"elapsed_s":1.0,"ops_per_s":10.0,"start_unix_us":5,"latency_ms":{"p50":1.0,"p90":2.0,"p99":3.0,"p999":4.0,"max":5.0},"gaps":[{"from_unix_us":7,"to_unix_us":9}]}"#;
+        let load = parse_load(text).unwrap();
+        assert_eq!(load.ok, 10);
+        assert_eq!(load.gaps.len(), 1);
+        assert_eq!(load.latency_ms.p99, 3.0);
+    }
+}

@@ -1,0 +1,78 @@
+//! `cargo xtask sim`: the deterministic cluster simulation (`crates/sim`).
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::cmd::Step;
+use crate::env::BuildEnv;
+
+/// `cargo xtask sim` flags, passed on to `tsoracle-paxos-sim`.
+#[derive(Debug, Args)]
+pub(crate) struct SimArgs {
+    /// Seeds to run (CI runs 300).
+    #[arg(long, default_value_t = 300)]
+    seeds: u64,
+    /// The first seed.
+    #[arg(long, default_value_t = 0)]
+    first: u64,
+    /// Replay one seed and print its full report.
+    #[arg(long, conflicts_with_all = ["seeds", "first"])]
+    seed: Option<u64>,
+    /// Remove a guard (new-leader-wait, epoch-fence, read-barrier) to watch
+    /// the checks catch it.
+    #[arg(long)]
+    mutation: Option<String>,
+    /// Nodes per cluster.
+    #[arg(long)]
+    nodes: Option<u64>,
+    /// Build the simulator with optimizations (faster for long runs; CI
+    /// reuses the debug build of the test step instead).
+    #[arg(long)]
+    release: bool,
+}
+
+impl SimArgs {
+    /// What CI runs: 300 seeds of 3-node clusters, on the debug build the
+    /// test step already made.
+    pub(crate) fn ci() -> Self {
+        Self {
+            seeds: 300,
+            first: 0,
+            seed: None,
+            mutation: None,
+            nodes: None,
+            release: false,
+        }
+    }
+}
+
+pub(crate) fn run(build_env: &BuildEnv, args: &SimArgs) -> Result<()> {
+    let mut cargo = vec!["run", "--locked", "-q"];
+    if args.release {
+        cargo.push("--release");
+    }
+    cargo.extend(["-p", "tsoracle-paxos-sim", "--"]);
+    let mut sim: Vec<String> = match args.seed {
+        Some(seed) => vec!["--seed".into(), seed.to_string()],
+        None => vec![
+            "--seeds".into(),
+            args.seeds.to_string(),
+            "--first".into(),
+            args.first.to_string(),
+        ],
+    };
+    if let Some(mutation) = &args.mutation {
+        sim.extend(["--mutation".into(), mutation.clone()]);
+    }
+    if let Some(nodes) = args.nodes {
+        sim.extend(["--nodes".into(), nodes.to_string()]);
+    }
+    let what = match args.seed {
+        Some(seed) => format!("simulation (seed {seed})"),
+        None => format!("simulation ({} seeds from {})", args.seeds, args.first),
+    };
+    Step::new(what, "cargo")
+        .args(cargo)
+        .args(sim)
+        .run(build_env)
+}
