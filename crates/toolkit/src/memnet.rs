@@ -905,10 +905,13 @@ mod tests {
         assert_eq!(net.shutdown().await, 2);
     }
 
-    #[tokio::test]
-    async fn reorder_and_duplicate_change_order_but_lose_nothing() {
+    /// Sends 200 messages over a link that duplicates and reorders, waits
+    /// until every message and copy was delivered or dropped as a copy, and
+    /// returns the link's counters and what the receiver got, in order.
+    async fn flood_with_copies(at_most_once: bool) -> (LinkStats, Vec<u32>) {
         let config = MemNetConfig {
             seed: 7,
+            at_most_once,
             ..MemNetConfig::default()
         };
         let (net, s1, _s2, mut rx) = pair(config, 1024);
@@ -922,43 +925,7 @@ mod tests {
             .unwrap();
         s1.send(2, (0..200).map(|n| msg(1, 2, n)).collect());
         let stats = || net.control().link_stats(1, 2).unwrap();
-        // Every message and every copy arrives (held ones within 20 ms).
-        tokio::time::timeout(Duration::from_secs(5), async {
-            while stats().delivered < 200 + stats().duplicated {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .await
-        .unwrap();
-        let stats = stats();
-        assert!(stats.duplicated > 0 && stats.reordered > 0, "{stats:?}");
-        let got = recv_n(&mut rx, usize::try_from(stats.delivered).unwrap()).await;
-        let mut sorted = got.clone();
-        sorted.sort_unstable();
-        assert_ne!(got, sorted, "some messages overtook others");
-        let distinct: BTreeSet<u32> = got.iter().copied().collect();
-        assert_eq!(distinct, (0..200).collect());
-        net.shutdown().await;
-    }
-
-    #[tokio::test]
-    async fn an_at_most_once_link_drops_the_copies_at_the_receiving_end() {
-        let config = MemNetConfig {
-            seed: 7,
-            at_most_once: true,
-            ..MemNetConfig::default()
-        };
-        let (net, s1, _s2, mut rx) = pair(config, 1024);
-        net.control()
-            .set_faults(Faults {
-                duplicate: 0.3,
-                reorder: 0.2,
-                reorder_window: 3,
-                ..Faults::default()
-            })
-            .unwrap();
-        s1.send(2, (0..200).map(|n| msg(1, 2, n)).collect());
-        let stats = || net.control().link_stats(1, 2).unwrap();
+        // Held messages arrive within 20 ms.
         tokio::time::timeout(Duration::from_secs(5), async {
             while stats().delivered + stats().deduplicated < 200 + stats().duplicated {
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -967,13 +934,32 @@ mod tests {
         .await
         .unwrap();
         let stats = stats();
+        let got = recv_n(&mut rx, usize::try_from(stats.delivered).unwrap()).await;
+        net.shutdown().await;
+        (stats, got)
+    }
+
+    #[tokio::test]
+    async fn reorder_and_duplicate_change_order_but_lose_nothing() {
+        let (stats, got) = flood_with_copies(false).await;
+        assert!(stats.duplicated > 0 && stats.reordered > 0, "{stats:?}");
+        assert_eq!(stats.delivered, 200 + stats.duplicated, "{stats:?}");
+        let mut sorted = got.clone();
+        sorted.sort_unstable();
+        assert_ne!(got, sorted, "some messages overtook others");
+        let distinct: BTreeSet<u32> = got.iter().copied().collect();
+        assert_eq!(distinct, (0..200).collect());
+    }
+
+    #[tokio::test]
+    async fn an_at_most_once_link_drops_the_copies_at_the_receiving_end() {
+        let (stats, got) = flood_with_copies(true).await;
         assert!(stats.duplicated > 0, "{stats:?}");
         assert_eq!(stats.deduplicated, stats.duplicated, "{stats:?}");
         assert_eq!(stats.delivered, 200, "{stats:?}");
-        let got = recv_n(&mut rx, 200).await;
         let distinct: BTreeSet<u32> = got.iter().copied().collect();
         assert_eq!(distinct, (0..200).collect());
-        net.shutdown().await;
+        assert_eq!(got.len(), 200, "a copy got through");
     }
 
     #[tokio::test(start_paused = true)]
