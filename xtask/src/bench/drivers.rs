@@ -692,6 +692,26 @@ fn persist(
     Ok(point)
 }
 
+/// Kills every node with `kill -9` (optionally changing the paxos nodes'
+/// flags), starts them again, and returns the log length before the kill and
+/// the milliseconds from the start to the first `get_ts` served.
+fn timed_restart(
+    bins: &Binaries,
+    dirs: &Dirs,
+    cluster: &mut Cluster,
+    paxos_flags: Option<&'static [&'static str]>,
+) -> Result<(u64, f64)> {
+    let entries = cluster.indices().into_iter().max().unwrap_or(0);
+    cluster.kill_all();
+    if let Some(flags) = paxos_flags {
+        cluster.set_paxos_flags(flags);
+    }
+    let since = unix_micros();
+    cluster.restart_all()?;
+    let serving_ms = wait_serving(bins, dirs, cluster, since, Duration::from_secs(300), false)?;
+    Ok((entries, serving_ms))
+}
+
 fn restart(
     plan: &Plan,
     bins: &Binaries,
@@ -740,18 +760,7 @@ fn restart(
         settle(&mut cluster, Duration::from_secs(30))?;
         // Lease renewals keep adding entries, so "equal" is within a few.
         caught_up(&cluster, 64, Duration::from_secs(5))?;
-        let entries = cluster.indices().into_iter().max().unwrap_or(0);
-        cluster.kill_all();
-        let since = unix_micros();
-        cluster.restart_all()?;
-        let serving_ms = wait_serving(
-            bins,
-            dirs,
-            &mut cluster,
-            since,
-            Duration::from_secs(300),
-            false,
-        )?;
+        let (entries, serving_ms) = timed_restart(bins, dirs, &mut cluster, None)?;
         progress.done(&format!(
             "{:<8} restart {mode} after {entries} entries: serving after {serving_ms:.0} ms",
             kind.name()
@@ -766,19 +775,7 @@ fn restart(
     if kind == Kind::Paxos && snapshots {
         // Not judged: the same data restarted with the faster timing of the
         // extra failover row, to separate election time from recovery time.
-        let entries = cluster.indices().into_iter().max().unwrap_or(0);
-        cluster.kill_all();
-        cluster.set_paxos_flags(FAST_TIMING);
-        let since = unix_micros();
-        cluster.restart_all()?;
-        let serving_ms = wait_serving(
-            bins,
-            dirs,
-            &mut cluster,
-            since,
-            Duration::from_secs(300),
-            false,
-        )?;
+        let (entries, serving_ms) = timed_restart(bins, dirs, &mut cluster, Some(FAST_TIMING))?;
         progress.line(&format!(
             "{FAST_LABEL}: restart with snapshots after {entries} entries: serving after {serving_ms:.0} ms"
         ));
