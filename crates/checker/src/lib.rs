@@ -332,39 +332,22 @@ fn duplicates(ts: &[(usize, &Op, &[u64])], out: &mut Vec<Violation>) {
     }
 }
 
-/// Sweeps operations by invocation time, keeping the largest timestamp of
-/// every operation completed strictly before: each one's smallest result
-/// must be above it.
+/// Each operation's smallest timestamp must be above the largest timestamp
+/// of every operation completed before it was invoked.
 fn real_time_order(ts: &[(usize, &Op, &[u64])], out: &mut Vec<Violation>) {
-    let mut by_completion: Vec<(u64, u64, usize)> = ts
+    let ops: Vec<Swept> = ts
         .iter()
-        .map(|&(i, op, values)| (op.completed, values.iter().copied().max().unwrap_or(0), i))
+        .map(|&(index, op, values)| Swept {
+            invoked: op.invoked,
+            completed: op.completed,
+            low: values.iter().copied().min().unwrap_or(0),
+            high: values.iter().copied().max().unwrap_or(0),
+            index,
+        })
         .collect();
-    by_completion.sort_unstable();
-    let mut by_invocation: Vec<(u64, u64, usize)> = ts
-        .iter()
-        .map(|&(i, op, values)| (op.invoked, values.iter().copied().min().unwrap_or(0), i))
-        .collect();
-    by_invocation.sort_unstable();
-    let mut done = 0;
-    let mut max_done: Option<(u64, usize)> = None;
-    for (invoked, min_value, i) in by_invocation {
-        while done < by_completion.len() && by_completion[done].0 < invoked {
-            let (_, value, j) = by_completion[done];
-            if max_done.is_none_or(|(m, _)| value > m) {
-                max_done = Some((value, j));
-            }
-            done += 1;
-        }
-        if let Some((max, j)) = max_done
-            && min_value <= max
-        {
-            out.push(Violation::RealTimeOrder {
-                earlier: j,
-                later: i,
-            });
-        }
-    }
+    sweep(&ops, Order::Increasing, |earlier, later| {
+        out.push(Violation::RealTimeOrder { earlier, later });
+    });
 }
 
 fn per_worker(ts: &[(usize, &Op, &[u64])], out: &mut Vec<Violation>) {
@@ -425,98 +408,127 @@ fn dense(history: &History, report: &mut Report) {
     }
 }
 
-/// Operations `(invoked, completed, value, index)` swept by invocation time
-/// against the largest value of every operation completed strictly before:
-/// calls `on_lower(earlier, later)` when `later`'s value is below it.
-fn sweep_monotone(ops: &[(u64, u64, u64, usize)], mut on_lower: impl FnMut(usize, usize)) {
+/// An operation as [`sweep`] sees it: judged at its invocation by `low`,
+/// and, once completed, a bound by `high` for every later operation.
+#[derive(Clone, Copy)]
+struct Swept {
+    invoked: u64,
+    completed: u64,
+    low: u64,
+    high: u64,
+    /// Index into [`History::ops`].
+    index: usize,
+}
+
+impl Swept {
+    /// An operation with one value.
+    fn single(invoked: u64, completed: u64, value: u64, index: usize) -> Self {
+        Self {
+            invoked,
+            completed,
+            low: value,
+            high: value,
+            index,
+        }
+    }
+}
+
+/// What real time demands of a later operation's `low` against the `high`
+/// of the operations completed before it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Order {
+    /// Strictly above (timestamps).
+    Increasing,
+    /// Not below (a high-water, a counter).
+    NonDecreasing,
+}
+
+/// Sweeps `ops` by invocation time, keeping the largest `high` of every
+/// operation completed strictly before, and calls `on_violation(earlier,
+/// later)` for each operation whose `low` breaks `order` against it.
+fn sweep(ops: &[Swept], order: Order, mut on_violation: impl FnMut(usize, usize)) {
     let mut by_completion: Vec<(u64, u64, usize)> =
-        ops.iter().map(|&(_, c, v, i)| (c, v, i)).collect();
+        ops.iter().map(|o| (o.completed, o.high, o.index)).collect();
     by_completion.sort_unstable();
     let mut by_invocation: Vec<(u64, u64, usize)> =
-        ops.iter().map(|&(inv, _, v, i)| (inv, v, i)).collect();
+        ops.iter().map(|o| (o.invoked, o.low, o.index)).collect();
     by_invocation.sort_unstable();
     let mut done = 0;
     let mut max_done: Option<(u64, usize)> = None;
-    for (invoked, value, i) in by_invocation {
+    for (invoked, low, later) in by_invocation {
         while done < by_completion.len() && by_completion[done].0 < invoked {
-            let (_, v, j) = by_completion[done];
-            if max_done.is_none_or(|(m, _)| v > m) {
-                max_done = Some((v, j));
+            let (_, high, earlier) = by_completion[done];
+            if max_done.is_none_or(|(m, _)| high > m) {
+                max_done = Some((high, earlier));
             }
             done += 1;
         }
-        if let Some((max, j)) = max_done
-            && value < max
-        {
-            on_lower(j, i);
+        if let Some((max, earlier)) = max_done {
+            let broken = match order {
+                Order::Increasing => low <= max,
+                Order::NonDecreasing => low < max,
+            };
+            if broken {
+                on_violation(earlier, later);
+            }
         }
     }
 }
 
 fn high_water(history: &History, report: &mut Report) {
-    let ops: Vec<(u64, u64, u64, usize)> = history
+    let ops: Vec<Swept> = history
         .ops
         .iter()
         .enumerate()
         .filter_map(|(i, op)| match op.outcome {
-            Outcome::HighWater { value, .. } => Some((op.invoked, op.completed, value, i)),
+            Outcome::HighWater { value, .. } => {
+                Some(Swept::single(op.invoked, op.completed, value, i))
+            }
             _ => None,
         })
         .collect();
     report.high_waters = ops.len();
-    sweep_monotone(&ops, |earlier, later| {
+    sweep(&ops, Order::NonDecreasing, |earlier, later| {
         report
             .violations
             .push(Violation::HighWaterRegression { earlier, later });
     });
 }
 
-/// Per key: blocks count as "values" at their end, reads at the counter they
-/// returned; a read below the end of a block acknowledged before it started
-/// is stale. Blocks are only compared with reads (two blocks are checked by
-/// the overlap rule).
+/// Per key, a read must return at least the end of every block acknowledged
+/// before it started, and at least what every earlier read returned
+/// (counters never go back). Blocks are bounds only: a block starting below
+/// an earlier one's end overlaps it, which the overlap rule reports.
 fn dense_reads(history: &History, report: &mut Report) {
-    /// `(invoked, completed, value, index, is_read)`.
-    type KeyOp = (u64, u64, u64, usize, bool);
-    let mut by_key: BTreeMap<&str, Vec<KeyOp>> = BTreeMap::new();
+    let mut by_key: BTreeMap<&str, Vec<Swept>> = BTreeMap::new();
     for (i, op) in history.ops.iter().enumerate() {
-        match &op.outcome {
-            Outcome::Dense { key, start, count } => {
-                let end = start.saturating_add(u64::from(*count));
-                by_key
-                    .entry(key)
-                    .or_default()
-                    .push((op.invoked, op.completed, end, i, false));
-            }
+        let (key, swept) = match &op.outcome {
+            Outcome::Dense { key, start, count } => (
+                key,
+                Swept {
+                    invoked: op.invoked,
+                    completed: op.completed,
+                    // Never judged itself.
+                    low: u64::MAX,
+                    high: start.saturating_add(u64::from(*count)),
+                    index: i,
+                },
+            ),
             Outcome::DenseRead { key, value } => {
                 report.dense_reads += 1;
-                by_key
-                    .entry(key)
-                    .or_default()
-                    .push((op.invoked, op.completed, *value, i, true));
+                (key, Swept::single(op.invoked, op.completed, *value, i))
             }
-            _ => {}
-        }
+            _ => continue,
+        };
+        by_key.entry(key).or_default().push(swept);
     }
     for (key, ops) in by_key {
-        let is_read: HashMap<usize, bool> = ops.iter().map(|o| (o.3, o.4)).collect();
-        // Blocks carry their end as a lower bound for later reads; a read
-        // itself is also a lower bound for later reads (counters never go
-        // back), which catches a read going back after another read.
-        let flat: Vec<(u64, u64, u64, usize)> = ops
-            .iter()
-            .map(|&(inv, c, v, i, _)| (inv, c, v, i))
-            .collect();
-        sweep_monotone(&flat, |earlier, later| {
-            // Only reads can be stale: a block may start below an earlier
-            // block's end only if they overlap, which the overlap rule reports.
-            if is_read.get(&later).copied().unwrap_or(false) {
-                report.violations.push(Violation::StaleDenseRead {
-                    key: key.to_owned(),
-                    read: later,
-                    block: earlier,
-                });
-            }
+        sweep(&ops, Order::NonDecreasing, |block, read| {
+            report.violations.push(Violation::StaleDenseRead {
+                key: key.to_owned(),
+                read,
+                block,
+            });
         });
     }
 }
