@@ -71,6 +71,19 @@ impl Recorder {
             .clone()
     }
 
+    /// Whether an operation invoked at or after `since` (µs) matches `what`.
+    /// Scans back from the newest operation only as far as `since`: each is
+    /// recorded at its completion, never before its invocation.
+    pub(crate) fn any_invoked_since(&self, since: u64, what: impl Fn(&Op) -> bool) -> bool {
+        let history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
+        history
+            .ops
+            .iter()
+            .rev()
+            .take_while(|op| op.completed >= since)
+            .any(|op| op.invoked >= since && what(op))
+    }
+
     /// The history so far.
     pub(crate) fn snapshot(&self) -> History {
         self.history

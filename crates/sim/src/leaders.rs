@@ -46,6 +46,15 @@ impl LeaderLog {
             .push(span);
     }
 
+    /// Whether a recorded span matches `what`.
+    fn any(&self, what: impl Fn(&LeaderSpan) -> bool) -> bool {
+        self.spans
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .any(what)
+    }
+
     pub(crate) fn spans(&self) -> Vec<LeaderSpan> {
         self.spans
             .lock()
@@ -105,9 +114,6 @@ impl Monitor {
         }
         let now = self.recorder.now_us();
         self.log
-            .spans()
-            .iter()
-            .rev()
             .any(|s| s.node == self.node && s.epoch == epoch && s.end.saturating_add(within) >= now)
     }
 

@@ -502,9 +502,7 @@ async fn simulate(seed: u64, config: &SimConfig) -> Result<RunReport, SimError> 
     control.heal_all();
     control.clear_faults();
     for node in cluster.ids() {
-        for peer in cluster.ids() {
-            control.set_link_delay(node, peer, Duration::ZERO);
-        }
+        apply_undo(&mut cluster, Undo::Unslow(node))?;
     }
     for id in cluster.ids() {
         cluster.boot(id)?;
@@ -631,9 +629,8 @@ async fn wait_for_service(
 ) -> Option<Duration> {
     let waited = tokio::time::timeout(deadline, async {
         loop {
-            let served = recorder.snapshot().ops.iter().any(|op| {
-                op.invoked >= healed_at
-                    && matches!(op.outcome, tsoracle_paxos_checker::Outcome::Timestamps(_))
+            let served = recorder.any_invoked_since(healed_at, |op| {
+                matches!(op.outcome, tsoracle_paxos_checker::Outcome::Timestamps(_))
             });
             if served {
                 return recorder.now_us().saturating_sub(healed_at);
