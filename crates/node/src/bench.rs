@@ -109,50 +109,40 @@ pub(crate) async fn run(args: BenchArgs) -> Result<String, Error> {
     }
     let elapsed = shared.start.elapsed().as_secs_f64();
     let ok = shared.ok.load(Ordering::Relaxed);
+    let errors = shared.errors.load(Ordering::Relaxed);
+    let ops_per_s = ok as f64 / elapsed.max(1e-9);
     let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
-    let gaps = args
-        .gap_ms
-        .map(|threshold| gaps(completions, threshold.saturating_mul(1000)))
-        .unwrap_or_default();
+    let (p50, p90, p99, p999) = (ms(0.5), ms(0.9), ms(0.99), ms(0.999));
+    let max = latency.max() as f64 / 1000.0;
     if args.json {
-        let gaps = gaps
-            .iter()
+        let gaps: Vec<serde_json::Value> = args
+            .gap_ms
+            .map(|threshold| gaps(completions, threshold.saturating_mul(1000)))
+            .unwrap_or_default()
+            .into_iter()
             .map(|(from, to)| {
-                format!(
-                    "{{\"from_unix_us\":{},\"to_unix_us\":{}}}",
-                    start_unix_us + from,
-                    start_unix_us + to
-                )
+                serde_json::json!({
+                    "from_unix_us": start_unix_us + from,
+                    "to_unix_us": start_unix_us + to,
+                })
             })
-            .collect::<Vec<_>>()
-            .join(",");
-        // Every field is a number, so plain formatting is valid JSON.
-        return Ok(format!(
-            "{{\"clients\":{},\"ok\":{ok},\"errors\":{},\"elapsed_s\":{elapsed:.3},\
-             \"ops_per_s\":{:.1},\"start_unix_us\":{start_unix_us},\
-             \"latency_ms\":{{\"p50\":{:.3},\"p90\":{:.3},\"p99\":{:.3},\"p999\":{:.3},\"max\":{:.3}}},\
-             \"gaps\":[{gaps}]}}\n",
-            args.clients,
-            shared.errors.load(Ordering::Relaxed),
-            ok as f64 / elapsed.max(1e-9),
-            ms(0.5),
-            ms(0.9),
-            ms(0.99),
-            ms(0.999),
-            latency.max() as f64 / 1000.0,
-        ));
+            .collect();
+        let report = serde_json::json!({
+            "clients": args.clients,
+            "ok": ok,
+            "errors": errors,
+            "elapsed_s": elapsed,
+            "ops_per_s": ops_per_s,
+            "start_unix_us": start_unix_us,
+            "latency_ms": { "p50": p50, "p90": p90, "p99": p99, "p999": p999, "max": max },
+            "gaps": gaps,
+        });
+        return Ok(format!("{report}\n"));
     }
     Ok(format!(
-        "{ok} requests ok, {} errors in {elapsed:.1} s with {} clients: {:.0} req/s\n\
-         latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}\n",
-        shared.errors.load(Ordering::Relaxed),
+        "{ok} requests ok, {errors} errors in {elapsed:.1} s with {} clients: {ops_per_s:.0} req/s\n\
+         latency ms: p50 {p50:.2}  p90 {p90:.2}  p99 {p99:.2}  p99.9 {p999:.2}  max {max:.2}\n",
         args.clients,
-        ok as f64 / elapsed.max(1e-9),
-        ms(0.5),
-        ms(0.9),
-        ms(0.99),
-        ms(0.999),
-        latency.max() as f64 / 1000.0,
     ))
 }
 

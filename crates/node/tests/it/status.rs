@@ -74,6 +74,24 @@ fn status_shows_one_leader_and_every_node() {
     let ok: u64 = report.split_whitespace().next().unwrap().parse().unwrap();
     assert!(ok > 0 && ok <= 200, "{report}");
     assert!(report.contains("p99"), "{report}");
+    // The same run as JSON, as `cargo xtask bench` reads it.
+    bench.extend([
+        "--json".to_owned(),
+        "--gap-ms".to_owned(),
+        "1000".to_owned(),
+    ]);
+    let out = run(&bench, Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ok = json["ok"].as_u64().unwrap();
+    assert!(ok > 0 && ok <= 200, "{json}");
+    assert!(json["latency_ms"]["p99"].as_f64().unwrap() > 0.0, "{json}");
+    assert!(json["ops_per_s"].as_f64().unwrap() > 0.0, "{json}");
+    assert!(json["gaps"].is_array(), "{json}");
     for node in &mut nodes {
         terminate(node);
     }
