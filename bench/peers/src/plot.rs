@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow};
 use clap::Args;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 use serde::Deserialize;
@@ -202,27 +203,7 @@ fn lines(
             .x_label_formatter(&|x| format_count(*x))
             .draw()
             .map_err(draw_err)?;
-        for (name, (c, pts)) in series {
-            let c = *c;
-            chart
-                .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(3)))
-                .map_err(draw_err)?
-                .label(name.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 24, y)], c.stroke_width(3))
-                });
-            chart
-                .draw_series(pts.iter().map(|&p| Circle::new(p, 5, c.filled())))
-                .map_err(draw_err)?;
-        }
-        chart
-            .configure_series_labels()
-            .label_font((FONT, 16))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperLeft)
-            .draw()
-            .map_err(draw_err)?;
+        draw_series(&mut chart, series, 3, true)?;
     } else {
         let mut chart = builder
             .build_cartesian_2d(x_min..x_max, 0.0..y_top)
@@ -235,26 +216,44 @@ fn lines(
             .axis_desc_style((FONT, 17))
             .draw()
             .map_err(draw_err)?;
-        for (name, (c, pts)) in series {
-            let c = *c;
-            chart
-                .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))
-                .map_err(draw_err)?
-                .label(name.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 24, y)], c.stroke_width(3))
-                });
-        }
-        chart
-            .configure_series_labels()
-            .label_font((FONT, 16))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperLeft)
-            .draw()
-            .map_err(draw_err)?;
+        draw_series(&mut chart, series, 2, false)?;
     }
     root.present().map_err(draw_err)?;
+    Ok(())
+}
+
+/// Draws each series as a line of `width` (with a dot at each point when
+/// `dots`) and the legend, on a chart with a linear or log x axis.
+fn draw_series<'a, X>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, Cartesian2d<X, RangedCoordf64>>,
+    series: &Series,
+    width: u32,
+    dots: bool,
+) -> Result<()>
+where
+    X: Ranged<ValueType = f64>,
+{
+    for (name, (c, pts)) in series {
+        let c = *c;
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(width)))
+            .map_err(draw_err)?
+            .label(name.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], c.stroke_width(3)));
+        if dots {
+            chart
+                .draw_series(pts.iter().map(|&p| Circle::new(p, 5, c.filled())))
+                .map_err(draw_err)?;
+        }
+    }
+    chart
+        .configure_series_labels()
+        .label_font((FONT, 16))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(draw_err)?;
     Ok(())
 }
 
