@@ -321,6 +321,8 @@ impl<H: PaxosHighWaterHost> Core<H> {
         let ballot = Some(term.ballot());
         let (at, pending) = self.submit(ballot, make)?;
         let applied = self.finish(ballot, at, pending).await?;
+        // Not `fence::check_write`: this guards late decisions, not stale
+        // callers, and must hold even where a test removes the epoch fence.
         match self.role_now() {
             Role::Leader(now) if now == term && applied.promise == term.ballot() => Ok(applied),
             Role::Leader(now) if now != term => Err(ConsensusError::Fenced {
