@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Instant;
 
 use omnipaxos::ballot_leader_election::Ballot;
 use omnipaxos::util::{LogEntry, NodeId};
@@ -41,6 +42,10 @@ pub struct PaxosApplier {
     snapshots: SnapshotTracker,
     promise: Ballot,
     shared: Arc<Shared>,
+    /// The recovered decided index and when recovery began, until the state
+    /// has been rebuilt up to it (logged once: restart time is a figure
+    /// operators watch).
+    replay: Option<(usize, Instant)>,
 }
 
 /// The async-side half of a [`PaxosApplier`]; cheap to clone.
@@ -78,6 +83,7 @@ impl PaxosApplier {
             snapshots: SnapshotTracker::new(policy, recovered_decided_idx),
             promise: Ballot::default(),
             shared: Arc::clone(&shared),
+            replay: (recovered_decided_idx > 0).then(|| (recovered_decided_idx, Instant::now())),
         };
         (applier, ApplierHandle { shared })
     }
@@ -150,6 +156,16 @@ impl PaxosApplier {
             }
         }
         let applied_to = self.cursor.next_idx();
+        if let Some((recovered, since)) = self.replay
+            && applied_to >= recovered
+        {
+            self.replay = None;
+            tracing::info!(
+                recovered_decided_idx = recovered,
+                elapsed = ?since.elapsed(),
+                "state rebuilt from the stored snapshot and log"
+            );
+        }
         if self.snapshots.should_snapshot(applied_to) {
             self.snapshots.snapshotted(applied_to);
             return Ok(Some(applied_to));

@@ -59,12 +59,15 @@ struct LogRange {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct RocksdbOptions {
-    /// Bytes of one memtable per column family. Default 16 MiB.
+    /// Bytes of one memtable per column family. Default 4 MiB: after a
+    /// `kill -9` RocksDB replays the write-ahead log of every unflushed
+    /// memtable before the node can start, so this bounds the replay
+    /// (about 60 MiB/s here: 4 MiB is under 0.1 s).
     pub write_buffer_size: usize,
     /// Memtables per column family before writes stall. Default 2.
     pub max_write_buffer_number: i32,
-    /// Total WAL bytes before RocksDB forces a flush, bounding disk use.
-    /// Default 64 MiB.
+    /// Total WAL bytes before RocksDB forces a flush, bounding disk use and
+    /// the replay after a crash. Default 16 MiB.
     pub max_total_wal_size: u64,
     /// Open table files kept cached (`-1`: unlimited). Default 256.
     pub max_open_files: i32,
@@ -77,9 +80,9 @@ pub struct RocksdbOptions {
 impl Default for RocksdbOptions {
     fn default() -> Self {
         RocksdbOptions {
-            write_buffer_size: 16 << 20,
+            write_buffer_size: 4 << 20,
             max_write_buffer_number: 2,
-            max_total_wal_size: 64 << 20,
+            max_total_wal_size: 16 << 20,
             max_open_files: 256,
             max_background_jobs: 2,
             keep_log_file_num: 4,
@@ -94,6 +97,12 @@ impl RocksdbOptions {
         o.set_write_buffer_size(self.write_buffer_size);
         o.set_max_write_buffer_number(self.max_write_buffer_number);
         o.set_max_total_wal_size(self.max_total_wal_size);
+        // The meta column family takes a small write every round and never
+        // fills its memtable, so on its own it would pin every WAL file
+        // until `max_total_wal_size` (measured: a 50 MB WAL and 0.8 s of
+        // replay on open after 1M entries). Flushing all column families
+        // together releases the WAL whenever the log's memtable flushes.
+        o.set_atomic_flush(true);
         o.set_max_open_files(self.max_open_files);
         o.set_max_background_jobs(self.max_background_jobs);
         o.set_keep_log_file_num(self.keep_log_file_num);
