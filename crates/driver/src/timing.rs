@@ -109,18 +109,22 @@ pub struct Timing {
 }
 
 impl Timing {
-    /// A starting point for nodes on one LAN: 20 ms ticks, a 400 ms
-    /// election timeout, a 300 ms lease with 1% drift, renewed every 60 ms.
-    /// It tolerates a synced write or a scheduling stall of about 200 ms
-    /// without losing the lease; a failover costs about 1.5 s.
+    /// A starting point for nodes on one LAN: 10 ms ticks, a 200 ms
+    /// election timeout, a 150 ms lease with 1% drift, renewed every 40 ms.
+    /// It tolerates a synced write or a scheduling stall of about 100 ms
+    /// without losing the lease; a leader `kill -9` costs about 0.7–0.9 s of
+    /// unavailability (see `docs/benchmarks.md`). On machines with longer
+    /// stalls (an overloaded VM, a disk whose sync can take 100 ms), double
+    /// every duration: failovers take twice as long, spurious elections
+    /// become rarer.
     #[must_use]
     pub const fn lan() -> Self {
         Self {
-            tick: Duration::from_millis(20),
+            tick: Duration::from_millis(10),
             election_ticks: 20,
-            lease: Duration::from_millis(300),
+            lease: Duration::from_millis(150),
             drift: 0.01,
-            renew_every: Duration::from_millis(60),
+            renew_every: Duration::from_millis(40),
         }
     }
 

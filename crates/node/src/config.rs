@@ -45,20 +45,20 @@ pub(crate) struct ServeArgs {
     /// Replaces the file's peer list.
     #[arg(long = "peer", value_name = "ID=PEER,CLIENT")]
     pub(crate) peers: Vec<String>,
-    /// Consensus tick in milliseconds (default 20).
+    /// Consensus tick in milliseconds (default 10).
     #[arg(long)]
     pub(crate) tick_ms: Option<u64>,
     /// Ticks per election timeout (default 20).
     #[arg(long)]
     pub(crate) election_ticks: Option<u64>,
-    /// Leader lease in milliseconds (default 300); must be shorter than the
+    /// Leader lease in milliseconds (default 150); must be shorter than the
     /// election timeout.
     #[arg(long)]
     pub(crate) lease_ms: Option<u64>,
     /// Relative clock-rate error bound (default 0.01).
     #[arg(long)]
     pub(crate) drift: Option<f64>,
-    /// Idle leader renewal period in milliseconds (default 60).
+    /// Idle leader renewal period in milliseconds (default 40).
     #[arg(long)]
     pub(crate) renew_every_ms: Option<u64>,
     /// Compact the log every this many decided entries (default 4096; 0
@@ -373,7 +373,7 @@ node_id = 2
 cluster_id = "from-file"
 snapshot_every = 0
 [timing]
-lease_ms = 250
+lease_ms = 120
 [[peers]]
 id = 1
 peer = "h1:6001"
@@ -392,7 +392,7 @@ client = "h2:7001"
         let config = a.resolve().unwrap();
         assert_eq!(config.node_id, 1, "the flag wins");
         assert_eq!(config.cluster_id, "from-file");
-        assert_eq!(config.timing.lease, Duration::from_millis(250));
+        assert_eq!(config.timing.lease, Duration::from_millis(120));
         assert_eq!(config.snapshot_every, None);
         assert_eq!(config.peer_addresses(), vec![(2, "h2:6001".to_owned())]);
     }
