@@ -79,7 +79,7 @@ enum Command {
         temporary data, drives each with the same tsoracle-client load, and measures get_ts and \
         dense get_seq throughput and latency at 1, 8 and 64 clients, failover after leader \
         kill -9, persist_high_water latency next to the machine's limit, restart-to-serving \
-        against log length, and a soak. The full run takes about 45 minutes; --quick \
+        against log length, and a soak. The full run takes about 25 minutes; --quick \
         takes a few minutes. Node and load logs stay in target/bench/logs.\n\n\
         `cargo xtask bench transport` measures the peer transport alone.")]
     Bench {

@@ -344,7 +344,7 @@ pub(crate) fn markdown(report: &Report, analysis: Option<&str>) -> String {
     );
     let _ = writeln!(
         md,
-        "Reproduce with `cargo xtask bench` (full, about 45 minutes) or `cargo xtask bench --quick` (a few minutes: shorter load points, fewer kills, shorter logs, a shorter soak). The run writes `target/bench/report.json` (every figure, and the failover samples) and regenerates this file and `docs/benchmarks/*.png`.\n"
+        "Reproduce with `cargo xtask bench` (full, about 25 minutes) or `cargo xtask bench --quick` (a few minutes: shorter load points, fewer kills, shorter logs, a shorter soak). The run writes `target/bench/report.json` (every figure, and the failover samples) and regenerates this file and `docs/benchmarks/*.png`.\n"
     );
     md.push_str(SETUP);
     let _ = writeln!(
