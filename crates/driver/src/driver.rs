@@ -458,7 +458,18 @@ async fn leadership_task<H: PaxosHighWaterHost>(core: Arc<Core<H>>, mut events: 
         };
         if let Some(state) = events.next(&role) {
             tracing::info!(?state, "leadership changed");
-            core.events.send_replace(state);
+            let lapsed = state == LeaderState::Unknown && !host_gone;
+            let previous = core.events.send_replace(state);
+            // Operators need to see this at the default log level: clients
+            // get errors until the next renewal is decided or a new leader
+            // is elected.
+            if lapsed && let LeaderState::Leader { epoch } = previous {
+                tracing::warn!(
+                    ?epoch,
+                    "stopped serving as leader: the lease ran out before a renewal was decided \
+                     (this node stalled for about a lease, or cannot reach a quorum)"
+                );
+            }
         }
         if renew {
             let core = Arc::clone(&core);
