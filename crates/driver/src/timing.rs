@@ -112,7 +112,7 @@ impl Timing {
     /// A starting point for nodes on one LAN: 10 ms ticks, a 200 ms
     /// election timeout, a 150 ms lease with 1% drift, renewed every 40 ms.
     /// It tolerates a synced write or a scheduling stall of about 100 ms
-    /// without losing the lease; a leader `kill -9` costs about 0.7–0.9 s of
+    /// without losing the lease; a leader `kill -9` costs about 0.7–1 s of
     /// unavailability (see `docs/benchmarks.md`). On machines with longer
     /// stalls (an overloaded VM, a disk whose sync can take 100 ms), double
     /// every duration: failovers take twice as long, spurious elections
