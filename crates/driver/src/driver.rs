@@ -10,6 +10,7 @@
 //! or on drop) follows the host's leadership view, publishes leadership
 //! changes, and proposes the idle leader's renewal barriers.
 
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -19,17 +20,19 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_core::Stream;
 use omnipaxos::ballot_leader_election::Ballot;
+use omnipaxos::util::NodeId;
 use tokio::sync::{Notify, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_stream::wrappers::WatchStream;
 use tsoracle_consensus::{ConsensusDriver, ConsensusError, LeaderState};
-use tsoracle_core::{Epoch, LeaseRecord, SeqKey};
+use tsoracle_core::{Epoch, LeaseRecord, PeerEndpoint, SeqKey};
 use tsoracle_paxos_state::{Command, Lease, ProposalId};
 
 use crate::clock::{Clock, MonotonicClock};
 use crate::error::Error;
 use crate::events::LeaderEvents;
 use crate::fence;
+use crate::gate::{NotServing, ReplyGate, reply_admitted};
 use crate::host::{Applied, HostError, PaxosHighWaterHost};
 use crate::lease::LeaseTracker;
 use crate::role::{Role, Term};
@@ -122,6 +125,8 @@ struct Core<H> {
     /// Set by `shutdown` and when the host's leadership watch closes: the
     /// node then claims no role at all, whatever the lease says.
     stopped: AtomicBool,
+    /// Each member's client endpoint, for the reply gate's leader hint.
+    endpoints: BTreeMap<NodeId, PeerEndpoint>,
 }
 
 impl<H: PaxosHighWaterHost> PaxosDriver<H> {
@@ -155,7 +160,7 @@ impl<H: PaxosHighWaterHost> PaxosDriver<H> {
         // One driver per host start: a second one would count proposal ids
         // from zero again, below the ids already applied.
         let incarnation = host.claim_proposer().ok_or(Error::ProposerClaimed)?;
-        let endpoints = host
+        let endpoints: BTreeMap<NodeId, PeerEndpoint> = host
             .members()
             .into_iter()
             .filter_map(|node| host.client_endpoint(node).map(|e| (node, e)))
@@ -172,6 +177,7 @@ impl<H: PaxosHighWaterHost> PaxosDriver<H> {
             subscribed: Arc::new(AtomicBool::new(false)),
             wake: Notify::new(),
             stopped: AtomicBool::new(false),
+            endpoints: endpoints.clone(),
         });
         let task = runtime.spawn(leadership_task(
             Arc::clone(&core),
@@ -193,6 +199,14 @@ impl<H: PaxosHighWaterHost> PaxosDriver<H> {
     #[must_use]
     pub fn role(&self) -> Role {
         self.core.role_now()
+    }
+
+    /// The gate every reply carrying data must pass after it was produced
+    /// and before it is sent (see [`crate::gate`]). Cheap to clone; hand it
+    /// to the server's reply path (the `tsoracle-paxos-reply-gate` layer).
+    #[must_use]
+    pub fn reply_gate(&self) -> Arc<dyn ReplyGate> {
+        Arc::clone(&self.core) as Arc<dyn ReplyGate>
     }
 
     /// A receiver of the leadership states this driver publishes (not
@@ -320,7 +334,19 @@ impl<H: PaxosHighWaterHost> Core<H> {
     ) -> Result<Applied, ConsensusError> {
         let ballot = Some(term.ballot());
         let (at, pending) = self.submit(ballot, make)?;
-        let applied = self.finish(ballot, at, pending).await?;
+        // Once the lease under `term` is gone, no answer can be an
+        // acknowledgement any more: answer now instead of holding the caller
+        // to the request deadline (the entry may still be decided; a
+        // high-water only rises and a dense block becomes a gap).
+        let applied = tokio::select! {
+            biased;
+            applied = self.finish(ballot, at, pending) => applied?,
+            () = self.lost(term) => {
+                return Err(ConsensusError::NotLeader {
+                    observed: self.role_now().leader_epoch(),
+                });
+            }
+        };
         // Not `fence::check_write`: this guards late decisions, not stale
         // callers, and must hold even where a test removes the epoch fence.
         match self.role_now() {
@@ -332,6 +358,22 @@ impl<H: PaxosHighWaterHost> Core<H> {
             role => Err(ConsensusError::NotLeader {
                 observed: role.leader_epoch(),
             }),
+        }
+    }
+
+    /// Resolves once this node no longer serves under `term` (lease lapsed,
+    /// stop margin included, or leadership moved). The leadership task
+    /// publishes every such change, so waking on its stream is enough.
+    async fn lost(&self, term: Term) {
+        let mut changes = self.events.subscribe();
+        loop {
+            if !matches!(self.role_now(), Role::Leader(now) if now == term) {
+                return;
+            }
+            if changes.changed().await.is_err() {
+                // The sender lives as long as this core: never reached.
+                return std::future::pending().await;
+            }
         }
     }
 
@@ -409,6 +451,31 @@ fn serving_role(lease: &LeaseTracker, now: Duration, stop_margin: Duration) -> R
         }
         Role::Leader(_) => Role::Unknown,
         other => other,
+    }
+}
+
+impl<H: PaxosHighWaterHost> ReplyGate for Core<H> {
+    fn check(&self, epoch: Epoch) -> Result<(), NotServing> {
+        let role = {
+            let lease = self.lease();
+            // Read under the lease lock: the clock reading is then never
+            // older than the lease state it is compared with.
+            let now = self.now();
+            if !self.stopped.load(Ordering::SeqCst) && reply_admitted(&lease, now, epoch) {
+                return Ok(());
+            }
+            lease.role(now)
+        };
+        let leader_epoch = role.leader_epoch();
+        let leader_endpoint = match role {
+            Role::Follower(term) => self.endpoints.get(&term.leader()).cloned(),
+            Role::Leader(_) | Role::Unknown => None,
+        };
+        metrics::counter!("tsoracle_paxos_replies_gated_total").increment(1);
+        Err(NotServing {
+            leader_endpoint,
+            leader_epoch,
+        })
     }
 }
 
@@ -685,6 +752,9 @@ mod tests {
         promise_at_apply: Mutex<Ballot>,
         proposer: ProposerSlot,
         submitted: AtomicU64,
+        /// Every command submitted from now on is never decided (a cut-off
+        /// leader: OmniPaxos takes the entry, no quorum accepts it).
+        stalled: AtomicBool,
     }
 
     impl FakeHost {
@@ -694,6 +764,7 @@ mod tests {
                 promise_at_apply: Mutex::new(promise_at_apply),
                 proposer: ProposerSlot::new(1),
                 submitted: AtomicU64::new(0),
+                stalled: AtomicBool::new(false),
             })
         }
     }
@@ -716,6 +787,9 @@ mod tests {
         }
         fn submit(&self, command: Command) -> Result<PendingApply, HostError> {
             self.submitted.fetch_add(1, Ordering::SeqCst);
+            if self.stalled.load(Ordering::SeqCst) {
+                return Ok(Box::pin(std::future::pending()));
+            }
             let promise = *self.promise_at_apply.lock().unwrap();
             let outcome = match command {
                 Command::Advance { at_least, .. } => Outcome::HighWater(at_least),
@@ -840,6 +914,63 @@ mod tests {
             "nothing was proposed"
         );
         driver.shutdown().await;
+    }
+
+    /// A write waiting for a decision when the lease lapses is answered at
+    /// once, not at the request deadline.
+    #[tokio::test]
+    async fn a_write_waiting_when_the_lease_lapses_is_answered_at_once() {
+        let b = Ballot::with(1, 2, 0, 1);
+        let host = FakeHost::new(leading(b), b);
+        let mut config = DriverConfig::new(timing());
+        config.request_timeout = Duration::from_secs(600);
+        let driver = PaxosDriver::start(Arc::clone(&host), config).unwrap();
+        assert!(leads_within(&driver, Duration::from_secs(2)).await);
+        let epoch = crate::role::Term::new(b).unwrap().epoch();
+        // Cut off: neither the write nor any renewal is decided from now on.
+        host.stalled.store(true, Ordering::SeqCst);
+        let answered =
+            tokio::time::timeout(Duration::from_secs(60), driver.persist_high_water(9, epoch))
+                .await
+                .expect("the write hung although the lease lapsed");
+        match answered {
+            Err(ConsensusError::NotLeader { .. }) => {}
+            other => panic!("expected NotLeader, got {other:?}"),
+        }
+        assert!(!driver.role().is_leader());
+        driver.shutdown().await;
+    }
+
+    /// The reply gate admits replies of the epoch this node leads under,
+    /// and refuses them once the lease lapsed, naming no leader.
+    #[tokio::test]
+    async fn the_reply_gate_follows_the_lease() {
+        let b = Ballot::with(1, 2, 0, 1);
+        let host = FakeHost::new(leading(b), b);
+        let driver = PaxosDriver::start(Arc::clone(&host), DriverConfig::new(timing())).unwrap();
+        let gate = driver.reply_gate();
+        let epoch = crate::role::Term::new(b).unwrap().epoch();
+        assert!(leads_within(&driver, Duration::from_secs(2)).await);
+        assert_eq!(gate.check(epoch), Ok(()));
+        let other = crate::role::Term::new(Ballot::with(1, 1, 0, 1))
+            .unwrap()
+            .epoch();
+        assert_eq!(
+            gate.check(other),
+            Err(NotServing {
+                leader_endpoint: None,
+                leader_epoch: Some(epoch),
+            })
+        );
+        host.stalled.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while gate.check(epoch).is_ok() {
+            assert!(Instant::now() < deadline, "the gate outlived the lease");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert!(!driver.role().is_leader());
+        driver.shutdown().await;
+        assert!(gate.check(epoch).is_err());
     }
 
     #[test]

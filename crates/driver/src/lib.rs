@@ -26,6 +26,9 @@
 //!   never decrease (invariant 6).
 //! - [`fence`] — the checks before a proposal (range, `NotLeader`, `Fenced`)
 //!   and the mapping of apply outcomes to `ConsensusError`s (invariant 4).
+//! - [`gate`] — the check every reply carrying data passes *after* it was
+//!   produced: this node still holds its lease under the reply's epoch
+//!   ([`PaxosDriver::reply_gate`]; invariant 5, paused processes).
 //!
 //! # Wiring a node
 //!
@@ -120,6 +123,7 @@ mod driver;
 mod error;
 mod events;
 pub mod fence;
+pub mod gate;
 mod host;
 mod incarnation;
 mod lease;
@@ -138,6 +142,7 @@ pub use clock::{Clock, MonotonicClock};
 pub use driver::{DEFAULT_DENSE_KEY_CAP, DEFAULT_REQUEST_TIMEOUT, DriverConfig, PaxosDriver};
 pub use error::Error;
 pub use events::LeaderEvents;
+pub use gate::{NotServing, ReplyGate};
 pub use host::{Applied, HostError, LeaderView, PaxosHighWaterHost, PendingApply, ProposerSlot};
 pub use incarnation::next_incarnation;
 pub use lease::{LeaseTracker, Observation};

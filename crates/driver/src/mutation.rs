@@ -21,19 +21,30 @@ pub enum Guard {
     /// A read (`load_high_water`, `load_dense_seq`, `load_leases`) first
     /// applies a barrier entry of its own.
     ReadBarrier,
+    /// A reply carrying data leaves only while this node still leads under
+    /// the reply's epoch, checked after the reply was produced
+    /// ([`gate::reply_admitted`](crate::gate::reply_admitted)).
+    ReplyGate,
 }
 
 impl Guard {
     /// Every guard.
-    pub const ALL: [Guard; 3] = [Guard::NewLeaderWait, Guard::EpochFence, Guard::ReadBarrier];
+    pub const ALL: [Guard; 4] = [
+        Guard::NewLeaderWait,
+        Guard::EpochFence,
+        Guard::ReadBarrier,
+        Guard::ReplyGate,
+    ];
 
-    /// A short name (`new-leader-wait`, `epoch-fence`, `read-barrier`).
+    /// A short name (`new-leader-wait`, `epoch-fence`, `read-barrier`,
+    /// `reply-gate`).
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
             Guard::NewLeaderWait => "new-leader-wait",
             Guard::EpochFence => "epoch-fence",
             Guard::ReadBarrier => "read-barrier",
+            Guard::ReplyGate => "reply-gate",
         }
     }
 
