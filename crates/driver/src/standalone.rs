@@ -291,6 +291,13 @@ where
         self.runner.status()
     }
 
+    /// Freezes (or thaws) the consensus thread as SIGSTOP (or SIGCONT)
+    /// would; for simulations of a paused process (see
+    /// `Runner::set_frozen`).
+    pub fn set_frozen(&self, frozen: bool) {
+        self.runner.set_frozen(frozen);
+    }
+
     /// Proposals waiting for their outcome.
     #[must_use]
     pub fn pending(&self) -> usize {

@@ -170,6 +170,7 @@ pub struct Runner<T: Entry> {
     // taken once and never held across an await.
     stop: Mutex<Option<oneshot::Sender<()>>>,
     worker: Mutex<Option<Worker>>,
+    frozen: watch::Sender<bool>,
 }
 
 /// What runs the consensus loop (see [`Placement`]).
@@ -205,6 +206,7 @@ where
         let (inbound_tx, inbound_rx) = mpsc::channel(config.inbound_capacity);
         let (proposal_tx, proposal_rx) = mpsc::channel(config.proposal_capacity);
         let (stop_tx, stop_rx) = oneshot::channel();
+        let (frozen_tx, frozen_rx) = watch::channel(false);
         let initial = observe(&omnipaxos, 0);
         let (status_tx, status_rx) = watch::channel(initial);
         let inbox = Inbox::new(node_id, peers.into(), inbound_tx);
@@ -231,7 +233,13 @@ where
                 let thread = std::thread::Builder::new()
                     .name(format!("omnipaxos-{node_id}"))
                     .spawn(move || {
-                        runtime.block_on(core.run(inbound_rx, proposal_rx, stop_rx, config));
+                        runtime.block_on(core.run(
+                            inbound_rx,
+                            proposal_rx,
+                            stop_rx,
+                            frozen_rx,
+                            config,
+                        ));
                     })
                     .map_err(|source| Error::Thread {
                         what: "spawning it",
@@ -246,7 +254,8 @@ where
                     )
                 })?;
                 Worker::Task(runtime.spawn(async move {
-                    core.run(inbound_rx, proposal_rx, stop_rx, config).await;
+                    core.run(inbound_rx, proposal_rx, stop_rx, frozen_rx, config)
+                        .await;
                 }))
             }
         };
@@ -256,7 +265,18 @@ where
             status: status_rx,
             stop: Mutex::new(Some(stop_tx)),
             worker: Mutex::new(Some(worker)),
+            frozen: frozen_tx,
         })
+    }
+
+    /// Freezes (or thaws) the consensus loop as SIGSTOP (or SIGCONT) would:
+    /// while frozen it takes no input, ticks nothing, applies and sends
+    /// nothing; inbound messages and proposals wait in their bounded queues.
+    /// A frozen loop still stops on [`shutdown`](Self::shutdown).
+    ///
+    /// For simulations of a paused process; a real node never calls it.
+    pub fn set_frozen(&self, frozen: bool) {
+        self.frozen.send_replace(frozen);
     }
 
     /// The inbound side, to hand to a transport.
@@ -409,11 +429,20 @@ where
         mut inbound: mpsc::Receiver<Message<T>>,
         mut proposals: mpsc::Receiver<Proposal<T>>,
         mut stop: oneshot::Receiver<()>,
+        mut frozen: watch::Receiver<bool>,
         config: RunnerConfig,
     ) {
         let mut ticker = tokio::time::interval(config.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let failure = loop {
+            if *frozen.borrow_and_update() {
+                tokio::select! {
+                    biased;
+                    _ = &mut stop => break None,
+                    _ = frozen.wait_for(|frozen| !*frozen) => {}
+                }
+                continue;
+            }
             let mut round = Round {
                 inbound: Vec::new(),
                 proposals: Vec::new(),
