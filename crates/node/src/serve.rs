@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
 use tsoracle_consensus::ConsensusDriver;
 use tsoracle_driver_paxos::{DriverConfig, PaxosDriver, StandaloneHost, next_incarnation};
+use tsoracle_paxos_reply_gate::ReplyGateLayer;
 use tsoracle_paxos_state::{PaxosEntry, SnapshotPolicy};
 use tsoracle_paxos_tonic::{PeerService, TlsMaterial, TonicSink, TransportConfig, serve};
 use tsoracle_paxos_toolkit::storage::{RocksdbOptions, RocksdbStorage, StorageIdentity};
@@ -16,7 +18,8 @@ use tsoracle_paxos_toolkit::storage::{RocksdbOptions, RocksdbStorage, StorageIde
 use crate::config::NodeConfig;
 use crate::error::Error;
 
-/// Runs the node until SIGTERM or SIGINT, then shuts it down in order:
+/// Runs the node until SIGTERM or SIGINT, or until it can no longer serve
+/// (then `Err`, so the process exits non-zero), and shuts it down in order:
 /// client service, driver, peer service, consensus thread (last sync).
 pub(crate) async fn run(config: NodeConfig) -> Result<(), Error> {
     let tls = match &config.tls {
@@ -94,6 +97,12 @@ pub(crate) async fn run(config: NodeConfig) -> Result<(), Error> {
     let server = server
         .build()
         .map_err(|err| Error::runtime("tsoracle server", err))?;
+    // The server's routes behind the reply gate: a reply carrying data
+    // leaves only while this node still holds its lease under the reply's
+    // epoch, checked after the reply was produced (a paused process).
+    let (routes, watch) = server
+        .into_router()
+        .map_err(|err| Error::runtime("tsoracle server", err))?;
     tracing::info!(
         node = config.node_id,
         cluster = %config.cluster_id,
@@ -103,28 +112,43 @@ pub(crate) async fn run(config: NodeConfig) -> Result<(), Error> {
         "serving"
     );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut client_service = tokio::spawn(async move {
-        server
-            .serve_with_listener(client_listener, async move {
+    let incoming = TcpIncoming::from(client_listener).with_nodelay(Some(true));
+    let mut client_service = tokio::spawn(
+        tonic::transport::Server::builder()
+            .layer(ReplyGateLayer::new(driver.reply_gate()))
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stop_rx.await;
-            })
-            .await
-    });
+            }),
+    );
     let outcome = tokio::select! {
         signal = shutdown_signal() => {
             tracing::info!(signal, "shutting down");
-            let _ = stop_tx.send(());
-            match tokio::time::timeout(Duration::from_secs(10), &mut client_service).await {
-                Ok(Ok(Err(err))) => Err(Error::runtime("tsoracle server", err)),
-                _ => Ok(()),
-            }
+            Ok(())
         }
         ended = &mut client_service => match ended {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(())) => Err(Error::runtime("tsoracle server", "the client service stopped")),
             Ok(Err(err)) => Err(Error::runtime("tsoracle server", err)),
             Err(err) => Err(Error::runtime("tsoracle server", err)),
         },
+        reason = failure(&host, &watch) => {
+            // One line a supervisor's log shows; the exit code says the rest.
+            tracing::error!(%reason, "stopping: this node can no longer serve");
+            Err(reason)
+        }
     };
+    // Close the gate first: no reply is served from here on.
+    let _ = stop_tx.send(());
+    drop(watch);
+    if !client_service.is_finished() {
+        match tokio::time::timeout(Duration::from_secs(10), &mut client_service).await {
+            Ok(Ok(Err(err))) if outcome.is_ok() => {
+                tracing::warn!(%err, "client service shutdown");
+            }
+            Ok(_) => {}
+            Err(_) => client_service.abort(),
+        }
+    }
     if let Some(sampler) = sampler {
         sampler.abort();
     }
@@ -132,9 +156,11 @@ pub(crate) async fn run(config: NodeConfig) -> Result<(), Error> {
     if let Err(err) = peers.shutdown().await {
         tracing::warn!(%err, "peer service shutdown");
     }
-    host.shutdown()
-        .await
-        .map_err(|err| Error::runtime("consensus", err))?;
+    match host.shutdown().await {
+        // A failed consensus thread is already the outcome.
+        Err(err) if outcome.is_ok() => return Err(Error::runtime("consensus", err)),
+        _ => {}
+    }
     tracing::info!("stopped");
     outcome
 }
@@ -146,6 +172,42 @@ pub(crate) async fn run(config: NodeConfig) -> Result<(), Error> {
 /// on the connections it accepts, and Nagle's algorithm meeting the client's
 /// delayed ACKs then holds small gRPC replies back for 40 ms (a p99 of
 /// ~42 ms under 64 clients in `cargo xtask bench`).
+/// Resolves with the reason once the node cannot serve any more: the
+/// consensus thread stopped (a storage error such as a full disk, a corrupt
+/// record, a panic in OmniPaxos or the apply path), or the server's
+/// leadership-watch task ended. Staying up would only answer "not leader"
+/// for ever; exiting lets a supervisor restart the node or page someone.
+async fn failure(host: &StandaloneHost, watch: &tsoracle_server::WatchGuard) -> Error {
+    let mut status = host.status();
+    let mut poll = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        {
+            let now = status.borrow_and_update();
+            if let Some(reason) = &now.failed {
+                return Error::runtime("consensus thread failed", reason);
+            }
+            if now.stopped {
+                return Error::runtime("consensus", "the consensus thread stopped");
+            }
+        }
+        if watch.is_finished() {
+            return Error::runtime(
+                "tsoracle server",
+                "the leadership watch ended; serving is disabled",
+            );
+        }
+        tokio::select! {
+            changed = status.changed() => {
+                if changed.is_err() {
+                    return Error::runtime("consensus", "the consensus thread is gone");
+                }
+            }
+            // The watch guard can only be polled.
+            _ = poll.tick() => {}
+        }
+    }
+}
+
 async fn bind(addr: std::net::SocketAddr, what: &'static str) -> Result<TcpListener, Error> {
     let listen = || -> std::io::Result<TcpListener> {
         let socket = if addr.is_ipv4() {

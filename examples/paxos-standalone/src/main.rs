@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tonic::transport::server::TcpIncoming;
+use tsoracle_paxos_reply_gate::ReplyGateLayer;
 
 use anyhow::{Context, Result, bail};
 use tokio::net::TcpListener;
@@ -86,14 +88,26 @@ impl Node {
         let server = tsoracle_server::Server::builder()
             .consensus_driver(Arc::clone(&driver) as Arc<dyn ConsensusDriver>)
             .build()?;
+        // The server's routes behind the reply gate: a reply carrying data
+        // leaves only while this node still holds its lease under the
+        // reply's epoch (a node paused mid-request answers "not leader").
+        let (routes, watch) = server.into_router()?;
+        let gate = ReplyGateLayer::new(driver.reply_gate());
         let (client_stop, stop_rx) = oneshot::channel::<()>();
         let client_server = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stop_rx.await;
             };
-            if let Err(err) = server.serve_with_listener(client_listener, shutdown).await {
+            let served = tonic::transport::Server::builder()
+                .layer(gate)
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(TcpIncoming::from(client_listener), shutdown)
+                .await;
+            if let Err(err) = served {
                 println!("node {id}: tsoracle-server stopped: {err}");
             }
+            // Serving ended: stop the server's leadership watch too.
+            drop(watch);
         });
         Ok(Self {
             host,

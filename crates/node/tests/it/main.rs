@@ -8,5 +8,6 @@ mod bad_config;
 mod chaos;
 mod common;
 mod demo;
+mod full_disk;
 mod restart;
 mod status;

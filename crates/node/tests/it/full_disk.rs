@@ -1,0 +1,142 @@
+//! Fail fast: a node whose disk fills up under load exits non-zero at once,
+//! with one line saying why, instead of lingering half-alive; restarted with
+//! space freed, it rejoins and nothing acknowledged is lost.
+//!
+//! Needs root (it mounts a small tmpfs for node 1's data directory); CI runs
+//! as root.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use crate::common::{Layout, get_ts, seq, spawn, terminate};
+
+/// A tmpfs mounted for the test's lifetime.
+struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs needs root (CI runs as root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self {
+            dir: dir.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+/// Writes zeros into `path` until the file system is full.
+fn fill(path: &Path) {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).unwrap();
+    let block = vec![0u8; 64 * 1024];
+    while file.write_all(&block).is_ok() {}
+    // The last partial block too, byte by byte would take long: smaller
+    // blocks until nothing fits.
+    for size in [4096, 512, 1] {
+        while file.write_all(&block[..size]).is_ok() {}
+    }
+    let _ = file.sync_all();
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+#[test]
+fn a_node_whose_disk_fills_exits_at_once_and_rejoins_after_space_is_freed() {
+    let layout = Layout::new();
+    let disk = Tmpfs::mount(&layout.data_dir(1), "48m");
+    let log = |id: u64, round: u32| layout.root.path().join(format!("node-{id}-{round}.log"));
+    let mut nodes: Vec<Child> = (1..=3)
+        .map(|id| spawn(&layout.args(id), &log(id, 1)))
+        .collect();
+    let endpoints = layout.endpoints();
+
+    // Acknowledged before the disk fills.
+    let mut timestamps = get_ts(&endpoints, 5);
+    let mut blocks = vec![seq(&endpoints, "orders", 10)];
+
+    // Fill node 1's disk while clients keep writing: its next synced
+    // write fails (every node writes the log, and an idle leader renews
+    // its lease through it every 40 ms).
+    let filled_at = Instant::now();
+    fill(&disk.dir.join("filler"));
+    let mut exited = None;
+    while exited.is_none() && filled_at.elapsed() < Duration::from_secs(30) {
+        blocks.push(seq(&endpoints, "orders", 10));
+        timestamps.extend(get_ts(&endpoints, 2));
+        exited = nodes[0].try_wait().unwrap();
+    }
+    let status = match exited {
+        Some(status) => status,
+        None => wait_exit(&mut nodes[0], Duration::from_secs(10))
+            .expect("node 1 kept running on a full disk"),
+    };
+    let took = filled_at.elapsed();
+    eprintln!("node 1 exited {took:?} after its disk filled, with {status}");
+    assert!(
+        !status.success(),
+        "node 1 exited successfully on a full disk"
+    );
+    let stderr = std::fs::read_to_string(log(1, 1)).unwrap();
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("tsoracle-paxos: error:") && last.contains("consensus thread failed"),
+        "the last line does not say why: {last:?}"
+    );
+    assert!(
+        stderr.contains("No space left on device") || stderr.contains("NoSpace"),
+        "the reason is not in the log:\n{stderr}"
+    );
+
+    // The others still serve.
+    blocks.push(seq(&endpoints, "orders", 10));
+    timestamps.extend(get_ts(&endpoints, 2));
+
+    // Space freed, node 1 restarts and rejoins; with node 3 stopped, node 1
+    // is half of every quorum, and nothing acknowledged went back.
+    std::fs::remove_file(disk.dir.join("filler")).unwrap();
+    nodes[0] = spawn(&layout.args(1), &log(1, 2));
+    terminate(&mut nodes[2]);
+    let after = get_ts(&endpoints, 1)[0];
+    let max_ts = *timestamps.iter().max().unwrap();
+    assert!(
+        after > max_ts,
+        "timestamp {after} after the restart <= {max_ts}"
+    );
+    let next = seq(&endpoints, "orders", 10);
+    let top = blocks.iter().map(|start| start + 10).max().unwrap();
+    assert!(
+        next >= top,
+        "dense block {next} overlaps acknowledged blocks (top {top})"
+    );
+    for (i, node) in nodes.iter_mut().enumerate() {
+        if i != 2 {
+            terminate(node);
+        }
+    }
+}
