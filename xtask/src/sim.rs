@@ -18,8 +18,8 @@ pub(crate) struct SimArgs {
     /// Replay one seed and print its full report.
     #[arg(long, conflicts_with_all = ["seeds", "first"])]
     seed: Option<u64>,
-    /// Remove a guard (new-leader-wait, epoch-fence, read-barrier) to watch
-    /// the checks catch it.
+    /// Remove a guard (new-leader-wait, epoch-fence, read-barrier,
+    /// reply-gate) to watch the checks catch it.
     #[arg(long)]
     mutation: Option<String>,
     /// Nodes per cluster.

@@ -178,7 +178,7 @@ impl Worker {
                 let driver = server.driver();
                 if self.rng.bool() {
                     let value = driver.load_high_water().await?;
-                    server_alive(server)?;
+                    server_alive(server).await?;
                     self.recorder.record(
                         self.id,
                         invoked,
@@ -187,7 +187,7 @@ impl Worker {
                 } else {
                     let name = DENSE_KEYS[self.rng.usize(0..DENSE_KEYS.len())];
                     let value = driver.load_dense_seq(&seq_key(name)?).await?;
-                    server_alive(server)?;
+                    server_alive(server).await?;
                     self.recorder.record(
                         self.id,
                         invoked,
@@ -278,7 +278,7 @@ fn seq_key(name: &str) -> Result<SeqKey, Refused> {
     SeqKey::try_new(name).map_err(|e| Refused::Rejected(e.to_string()))
 }
 
-fn server_alive(server: &SimServer) -> Result<(), Refused> {
+async fn server_alive(server: &SimServer) -> Result<(), Refused> {
     // A reply from a node that crashed meanwhile never arrives.
-    server.get_alive()
+    server.get_alive().await
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, PoisonError};
 use omnipaxos::util::NodeId;
 use tokio::task::JoinHandle;
 use tsoracle_core::PeerEndpoint;
-use tsoracle_driver_paxos::{DriverConfig, Member, PaxosDriver, StandaloneHost, Timing};
+use tsoracle_driver_paxos::{DriverConfig, Member, PaxosDriver, Role, StandaloneHost, Timing};
 use tsoracle_paxos_state::{PaxosEntry, SnapshotPolicy};
 use tsoracle_paxos_toolkit::{MemNetwork, NetControl, Placement, RunnerConfig};
 
@@ -43,6 +43,9 @@ struct Live {
     server: Arc<SimServer>,
     watch: JoinHandle<()>,
     monitor: (Monitor, JoinHandle<()>),
+    clock: DriftingClock,
+    /// Paused (SIGSTOP), with the epoch it was leading under then.
+    paused: Option<Option<u128>>,
 }
 
 struct Slot {
@@ -129,8 +132,64 @@ impl Cluster {
         self.slots.get(&id).is_some_and(|slot| slot.live.is_some())
     }
 
+    /// Nodes that are down or paused: neither takes part.
     pub(crate) fn down_count(&self) -> usize {
-        self.slots.values().filter(|s| s.live.is_none()).count()
+        self.slots
+            .values()
+            .filter(|s| s.live.as_ref().is_none_or(|live| live.paused.is_some()))
+            .count()
+    }
+
+    /// The server of a node that is up.
+    pub(crate) fn server(&self, id: NodeId) -> Option<Arc<SimServer>> {
+        self.slots
+            .get(&id)
+            .and_then(|slot| slot.live.as_ref())
+            .map(|live| Arc::clone(&live.server))
+    }
+
+    /// Pauses node `id` as SIGSTOP would: its clock stops (it reads no
+    /// later time), its consensus loop takes no input, its requests wait in
+    /// its sockets and no reply leaves. Time goes on for everyone else.
+    /// Returns whether it was up and running.
+    pub(crate) fn pause(&mut self, id: NodeId) -> bool {
+        let Some(live) = self.slots.get_mut(&id).and_then(|slot| slot.live.as_mut()) else {
+            return false;
+        };
+        if live.paused.is_some() {
+            return false;
+        }
+        live.clock.freeze();
+        live.driver.host().set_frozen(true);
+        live.server.set_paused(true);
+        live.paused = Some(live.monitor.0.pause());
+        true
+    }
+
+    /// Resumes a paused node as SIGCONT would: its clock jumps by the pause,
+    /// then its waiting requests and its consensus loop run again, in an
+    /// order drawn by the caller (nothing orders them in a real process).
+    pub(crate) fn resume(&mut self, id: NodeId, requests_first: bool) {
+        let Some(live) = self.slots.get_mut(&id).and_then(|slot| slot.live.as_mut()) else {
+            return;
+        };
+        let Some(was_leading) = live.paused.take() else {
+            return;
+        };
+        live.clock.thaw();
+        // Whatever its stream last said, it claims now what its driver
+        // reports now (the lease read on the clock that jumped).
+        let still = was_leading.filter(
+            |&epoch| matches!(live.driver.role(), Role::Leader(term) if term.epoch().0 == epoch),
+        );
+        live.monitor.0.resume(still);
+        if requests_first {
+            live.server.set_paused(false);
+            live.driver.host().set_frozen(false);
+        } else {
+            live.driver.host().set_frozen(false);
+            live.server.set_paused(false);
+        }
     }
 
     /// A node that currently claims to lead, if any.
@@ -181,8 +240,9 @@ impl Cluster {
         self.net.attach(host.inbox());
         let rate = setup.rates.get(&id).copied().unwrap_or(1.0);
         let clock = DriftingClock::new(rate);
-        let driver = PaxosDriver::start_with_clock(Arc::new(host), setup.driver, Arc::new(clock))
-            .map_err(|e| SimError::Setup(format!("node {id}: {e}")))?;
+        let driver =
+            PaxosDriver::start_with_clock(Arc::new(host), setup.driver, Arc::new(clock.clone()))
+                .map_err(|e| SimError::Setup(format!("node {id}: {e}")))?;
         let driver = Arc::new(driver);
         let params = ServerParams {
             wall_offset_ms: setup.wall_offsets.get(&id).copied().unwrap_or(0),
@@ -199,7 +259,7 @@ impl Cluster {
         let server = SimServer::new(
             id,
             Arc::clone(&driver),
-            clock,
+            clock.clone(),
             params,
             server_seed,
             self.recorder.clone(),
@@ -215,6 +275,8 @@ impl Cluster {
             server,
             watch,
             monitor: (monitor, monitor_task),
+            clock,
+            paused: None,
         });
         Ok(())
     }

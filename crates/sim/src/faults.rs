@@ -1,8 +1,9 @@
 //! The fault schedule: what goes wrong, when, and for how long.
 //!
 //! Faults are drawn from the run's seed: node crashes (and restarts after a
-//! while), the current leader isolated from its peers while clients still
-//! reach it, symmetric and one-way link cuts, and changes of the network's
+//! while), processes paused as by SIGSTOP (the leader's most often) while
+//! clients keep sending to them, the current leader isolated from its peers
+//! while clients still reach it, symmetric and one-way link cuts, and changes of the network's
 //! loss, delay, jitter, reordering and duplication. At most a minority of
 //! nodes is down at once. Every fault is undone after its duration, and all
 //! are undone at the end of the faulty phase.
@@ -38,6 +39,9 @@ pub struct FaultCounts {
     /// Gray failures: the leader's inbound links slow, then its outbound
     /// links fail.
     pub gray_failures: u64,
+    /// Processes paused (SIGSTOP) and resumed, clients still sending to
+    /// them.
+    pub pauses: u64,
 }
 
 impl FaultCounts {
@@ -52,6 +56,7 @@ impl FaultCounts {
         self.flaps += other.flaps;
         self.mutes += other.mutes;
         self.gray_failures += other.gray_failures;
+        self.pauses += other.pauses;
     }
 }
 
@@ -59,9 +64,10 @@ impl fmt::Display for FaultCounts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} crashes, {} leader isolations, {} flaps, {} leader mutes, {} gray failures, {} \
-             cuts, {} one-way cuts, {} slowed nodes, {} network changes",
+            "{} crashes, {} pauses, {} leader isolations, {} flaps, {} leader mutes, {} gray \
+             failures, {} cuts, {} one-way cuts, {} slowed nodes, {} network changes",
             self.crashes,
+            self.pauses,
             self.leader_isolations,
             self.flaps,
             self.mutes,
@@ -78,6 +84,15 @@ impl fmt::Display for FaultCounts {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Fault {
     Crash(NodeId),
+    /// Pause a node's process (`None`: the leader's) for `length`, while
+    /// clients pinned to it keep sending; its lease clock keeps running.
+    Pause {
+        node: Option<NodeId>,
+        length: Duration,
+        /// On resume, whether its waiting requests run before its
+        /// consensus loop (nothing orders them in a real process).
+        requests_first: bool,
+    },
     IsolateLeader,
     /// Isolate the leader; when it rejoins, isolate the leader of then.
     Flap,
@@ -105,6 +120,11 @@ pub(crate) enum Fault {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Undo {
     Restart(NodeId),
+    /// SIGCONT (see [`Fault::Pause`]).
+    Resume {
+        node: NodeId,
+        requests_first: bool,
+    },
     Rejoin(NodeId),
     /// Rejoin the node, then isolate whoever leads now.
     FlapOn(NodeId),
@@ -171,7 +191,7 @@ pub(crate) fn draw(
         }
         (a, b)
     };
-    match rng.u8(0..15) {
+    match rng.u8(0..17) {
         0..=2 => Fault::Crash(node(rng)),
         3..=4 => Fault::IsolateLeader,
         5..=6 => Fault::Flap,
@@ -209,7 +229,21 @@ pub(crate) fn draw(
             let (a, b) = pair(rng);
             Fault::CutOneWay(a, b)
         }
-        _ => Fault::Network(network(rng, election)),
+        12..=14 => Fault::Network(network(rng, election)),
+        _ => {
+            // From shorter than an election (the lease may outlive it) to
+            // long enough for a new leader to be elected and serve.
+            let node = if rng.u8(0..4) == 0 {
+                Some(node(rng))
+            } else {
+                None
+            };
+            Fault::Pause {
+                node,
+                length: election.mul_f64(0.5 + rng.f64() * 8.0),
+                requests_first: rng.bool(),
+            }
+        }
     }
 }
 
@@ -263,12 +297,15 @@ mod tests {
                 Fault::Cut(a, b) | Fault::CutOneWay(a, b) => {
                     assert!(a != b && (1..=3).contains(&a) && (1..=3).contains(&b));
                 }
-                Fault::Slow { node: Some(n), .. } => assert!((1..=3).contains(&n)),
+                Fault::Slow { node: Some(n), .. } | Fault::Pause { node: Some(n), .. } => {
+                    assert!((1..=3).contains(&n));
+                }
                 Fault::IsolateLeader
                 | Fault::Flap
                 | Fault::MuteLeader
                 | Fault::GrayLeader { .. }
                 | Fault::Slow { node: None, .. }
+                | Fault::Pause { node: None, .. }
                 | Fault::Network(_) => {}
             }
         }

@@ -36,9 +36,30 @@ pub struct LeaderSpan {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct LeaderLog {
     spans: Arc<Mutex<Vec<LeaderSpan>>>,
+    /// Every span's start and epoch, open ones included.
+    starts: Arc<Mutex<Vec<(u64, u128)>>>,
 }
 
 impl LeaderLog {
+    fn started(&self, at: u64, epoch: u128) {
+        self.starts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((at, epoch));
+    }
+
+    /// Whether some node started reporting `Leader` under an epoch above
+    /// `epoch` at or before `at`: a reply produced under `epoch` at `at` may
+    /// then be below what that newer leader served (the reply gate's reason
+    /// to be).
+    fn newer_leader_by(&self, epoch: u128, at: u64) -> bool {
+        self.starts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .any(|&(start, e)| e > epoch && start <= at)
+    }
+
     fn push(&self, span: LeaderSpan) {
         self.spans
             .lock()
@@ -70,6 +91,7 @@ impl LeaderLog {
             node,
             recorder,
             open: Arc::new(Mutex::new(None)),
+            paused: Arc::new(Mutex::new(false)),
         }
     }
 }
@@ -82,10 +104,20 @@ pub(crate) struct Monitor {
     recorder: Recorder,
     /// Start and epoch of the span in progress.
     open: Arc<Mutex<Option<(u64, u128)>>>,
+    /// The process is paused: it claims nothing, whatever its stream last
+    /// said (no one can ask it).
+    paused: Arc<Mutex<bool>>,
 }
 
 impl Monitor {
     fn set(&self, leading: Option<u128>) {
+        if *self.paused.lock().unwrap_or_else(PoisonError::into_inner) {
+            return;
+        }
+        self.record(leading);
+    }
+
+    fn record(&self, leading: Option<u128>) {
         let now = self.recorder.now_us();
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((start, epoch)) = *open
@@ -101,6 +133,7 @@ impl Monitor {
         }
         if let (None, Some(epoch)) = (*open, leading) {
             *open = Some((now, epoch));
+            self.log.started(now, epoch);
         }
     }
 
@@ -115,6 +148,12 @@ impl Monitor {
         let now = self.recorder.now_us();
         self.log
             .any(|s| s.node == self.node && s.epoch == epoch && s.end.saturating_add(within) >= now)
+    }
+
+    /// Whether a newer leader than `epoch` had started by now: a reply under
+    /// `epoch` leaving now is stale (see [`LeaderLog::newer_leader_by`]).
+    pub(crate) fn superseded(&self, epoch: u128) -> bool {
+        self.log.newer_leader_by(epoch, self.recorder.now_us())
     }
 
     /// Records every change of `events` until it closes.
@@ -134,7 +173,28 @@ impl Monitor {
 
     /// Ends the span in progress (the node crashed, or the run ended).
     pub(crate) fn close(&self) {
+        *self.paused.lock().unwrap_or_else(PoisonError::into_inner) = false;
         self.set(None);
+    }
+
+    /// The process was paused: its claim ends now. Returns the epoch it was
+    /// leading under, if any.
+    pub(crate) fn pause(&self) -> Option<u128> {
+        let epoch = self
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .map(|(_, epoch)| epoch);
+        self.record(None);
+        *self.paused.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        epoch
+    }
+
+    /// The process resumed, leading under `leading` as its lease says *now*
+    /// (its stream catches up only when its leadership task next runs).
+    pub(crate) fn resume(&self, leading: Option<u128>) {
+        *self.paused.lock().unwrap_or_else(PoisonError::into_inner) = false;
+        self.record(leading);
     }
 }
 

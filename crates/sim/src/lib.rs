@@ -230,8 +230,8 @@ impl fmt::Display for RunReport {
         for stale in self.stale_serving.iter().take(5) {
             writeln!(
                 f,
-                "  VIOLATION: node {} started serving epoch {} at {} µs, which its driver no \
-                 longer led under",
+                "  VIOLATION: node {} served epoch {} at {} µs (started serving it, or let a \
+                 reply under it pass), which its driver no longer led under",
                 stale.node, stale.epoch, stale.at
             )?;
         }
@@ -298,7 +298,10 @@ fn draw_setup(rng: &mut fastrand::Rng, nodes: u64) -> Draw {
     };
     let election_ms = u64::try_from(election.as_millis()).unwrap_or(100);
     let server = ServerParams {
-        window_ahead_ms: rng.u64(election_ms / 2..=election_ms * 3),
+        // Up to several elections ahead, as a real server runs (3 s against
+        // a 200 ms election by default): a paused leader then resumes with
+        // timestamps left in its window.
+        window_ahead_ms: rng.u64(election_ms / 2..=election_ms * 12),
         failover_advance_ms: rng.u64(election_ms / 2..=election_ms * 3),
         // Below the stop margin: the lease covers that much reaction time.
         max_reaction: driver.stop_margin / 2,
@@ -385,6 +388,9 @@ async fn simulate(seed: u64, config: &SimConfig) -> Result<RunReport, SimError> 
     let mut next_fault = election * 5;
     let start = tokio::time::Instant::now();
     let majority_down = usize::try_from((config.nodes - 1) / 2).unwrap_or(1);
+    // Requests from clients pinned to a paused node.
+    let mut probes = JoinSet::new();
+    let mut next_probe = PROBE_WORKERS;
     loop {
         let next = agenda.next().map_or(next_fault, |due| due.min(next_fault));
         if next >= fault_end {
@@ -415,6 +421,57 @@ async fn simulate(seed: u64, config: &SimConfig) -> Result<RunReport, SimError> 
                     cluster.crash(node).await;
                     faults.crashes += 1;
                     agenda.push(now + hold, Undo::Restart(node));
+                }
+            }
+            Fault::Pause {
+                node,
+                length,
+                requests_first,
+            } => {
+                if let Some(node) = node.or_else(|| cluster.leader())
+                    && cluster.down_count() < majority_down
+                    && cluster.pause(node)
+                {
+                    faults.pauses += 1;
+                    agenda.push(
+                        now + length,
+                        Undo::Resume {
+                            node,
+                            requests_first,
+                        },
+                    );
+                    let timeout = length + driver_config.request_timeout * 2;
+                    if let Some(server) = cluster.server(node) {
+                        let pinned = Pinned {
+                            servers: vec![server],
+                            recorder: recorder.clone(),
+                            timeout,
+                        };
+                        for _ in 0..rng.u8(2..=5) {
+                            next_probe += 1;
+                            let delay = length.mul_f64(rng.f64());
+                            let dense = rng.u8(0..3) == 0;
+                            probes.spawn(pinned.clone().call(next_probe, delay, dense));
+                        }
+                    }
+                    // Clients of the other nodes meanwhile: what a newer
+                    // leader serves during the pause, which a reply of the
+                    // paused node must never undercut.
+                    let others = Pinned {
+                        servers: cluster
+                            .ids()
+                            .into_iter()
+                            .filter(|&id| id != node)
+                            .filter_map(|id| cluster.server(id))
+                            .collect(),
+                        recorder: recorder.clone(),
+                        timeout,
+                    };
+                    for _ in 0..rng.u8(2..=5) {
+                        next_probe += 1;
+                        let delay = length.mul_f64(rng.f64());
+                        probes.spawn(others.clone().call(next_probe, delay, false));
+                    }
                 }
             }
             Fault::IsolateLeader => {
@@ -525,6 +582,10 @@ async fn simulate(seed: u64, config: &SimConfig) -> Result<RunReport, SimError> 
     if drain.is_err() {
         workers.abort_all();
     }
+    // Every pause was undone at the heal: a pinned call has its answer or
+    // was abandoned by now.
+    probes.abort_all();
+    while probes.join_next().await.is_some() {}
     let finals = final_counters(&cluster, election * config.heal_deadline).await;
     let simulated = start.elapsed();
     let network = control.total_stats();
@@ -564,6 +625,52 @@ async fn simulate(seed: u64, config: &SimConfig) -> Result<RunReport, SimError> 
     })
 }
 
+/// Worker ids of the clients pinned to a paused node, one per call.
+const PROBE_WORKERS: u32 = 100_000;
+
+/// A client that can reach only some nodes: pinned to a paused one, it
+/// cannot chase a new leader, so its request waits in that node's sockets
+/// and is answered, if at all, after the node resumes; pinned to the others,
+/// it sees what a newer leader serves meanwhile.
+#[derive(Clone)]
+struct Pinned {
+    servers: Vec<Arc<server::SimServer>>,
+    recorder: history::Recorder,
+    timeout: Duration,
+}
+
+impl Pinned {
+    /// One call `delay` from now, to each server in turn until one
+    /// succeeds, recorded under `worker` if one does.
+    async fn call(self, worker: u32, delay: Duration, dense: bool) {
+        tokio::time::sleep(delay).await;
+        let invoked = self.recorder.now_us();
+        let name = client::DENSE_KEYS[usize::try_from(worker).unwrap_or(0) % 3];
+        let Ok(key) = SeqKey::try_new(name) else {
+            return;
+        };
+        for server in &self.servers {
+            let outcome = if dense {
+                match tokio::time::timeout(self.timeout, server.get_seq(&key, 1)).await {
+                    Ok(Ok(start)) => tsoracle_paxos_checker::Outcome::Dense {
+                        key: name.to_owned(),
+                        start,
+                        count: 1,
+                    },
+                    _ => continue,
+                }
+            } else {
+                match tokio::time::timeout(self.timeout, server.get_ts(1)).await {
+                    Ok(Ok(values)) => tsoracle_paxos_checker::Outcome::Timestamps(values),
+                    _ => continue,
+                }
+            };
+            self.recorder.record(worker, invoked, outcome);
+            return;
+        }
+    }
+}
+
 /// The operations a violation names.
 fn violation_ops(violation: &Violation) -> Vec<usize> {
     match violation {
@@ -592,6 +699,10 @@ fn apply_undo(cluster: &mut Cluster, undo: Undo) -> Result<Option<Undo>, SimErro
     let control = cluster.control();
     match undo {
         Undo::Restart(node) => cluster.boot(node)?,
+        Undo::Resume {
+            node,
+            requests_first,
+        } => cluster.resume(node, requests_first),
         Undo::Rejoin(node) => control.rejoin(node),
         Undo::FlapOn(node) => {
             control.rejoin(node);

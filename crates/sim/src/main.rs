@@ -41,7 +41,8 @@ struct Args {
     /// Length of the faulty phase, in election timeouts.
     #[arg(long, default_value_t = 150)]
     fault_phase: u32,
-    /// Remove one guard (new-leader-wait, epoch-fence, read-barrier) to see
+    /// Remove one guard (new-leader-wait, epoch-fence, read-barrier,
+    /// reply-gate) to see
     /// the checks catch it; the run then fails when a seed passes all checks
     /// (unless --expect-pass).
     #[arg(long, value_parser = parse_guard)]

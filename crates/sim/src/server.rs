@@ -99,6 +99,9 @@ pub(crate) struct SimServer {
     /// driver call).
     extension: tokio::sync::Mutex<()>,
     alive: AtomicBool,
+    /// Set while the node's process is paused: requests wait in its
+    /// sockets, and no reply leaves until it resumes.
+    paused: tokio::sync::watch::Sender<bool>,
     rng: Mutex<fastrand::Rng>,
     recorder: Recorder,
     monitor: Monitor,
@@ -127,6 +130,7 @@ impl SimServer {
             serving: Mutex::default(),
             extension: tokio::sync::Mutex::new(()),
             alive: AtomicBool::new(true),
+            paused: tokio::sync::watch::Sender::new(false),
             rng: Mutex::new(fastrand::Rng::with_seed(seed)),
             recorder,
             monitor,
@@ -141,14 +145,54 @@ impl SimServer {
         &self.driver
     }
 
-    /// `Ok` while the node is up.
-    pub(crate) fn get_alive(&self) -> Result<(), Refused> {
-        self.answer(Ok(()))
+    /// `Ok` while the node is up (and once it runs).
+    pub(crate) async fn get_alive(&self) -> Result<(), Refused> {
+        self.answer(Ok(())).await
     }
 
     /// The node crashed: nothing it answers from now on reaches a client.
     pub(crate) fn kill(&self) {
         self.alive.store(false, Ordering::SeqCst);
+        // A paused process can be killed: what waited in it is lost.
+        self.paused.send_replace(false);
+    }
+
+    /// Pauses (or resumes) the process as SIGSTOP (SIGCONT) would, as far
+    /// as clients see it: requests wait, replies do not leave.
+    pub(crate) fn set_paused(&self, paused: bool) {
+        self.paused.send_replace(paused);
+    }
+
+    /// Returns once the process runs (at once unless it is paused).
+    async fn running(&self) {
+        let mut paused = self.paused.subscribe();
+        // The sender lives in `self`: `wait_for` cannot fail while we do.
+        let _ = paused.wait_for(|paused| !*paused).await;
+    }
+
+    /// The reply gate, as the real node's gRPC layer applies it: a reply
+    /// produced under `epoch` leaves only if the driver still holds its
+    /// lease under that epoch now.
+    ///
+    /// Also the stale-serving oracle for replies: one that passes must not
+    /// leave after a newer leader than `epoch` started (a removed gate, the
+    /// `reply-gate` mutation, lets a resumed node answer from its old
+    /// window; caught here and, when a client saw the newer leader's values
+    /// first, by the checker's real-time rule).
+    fn gate(&self, epoch: Epoch) -> Result<(), Refused> {
+        if self.driver.reply_gate().check(epoch).is_err() {
+            tracing::debug!(
+                at = self.recorder.now_us(),
+                node = self.node,
+                ?epoch,
+                "reply held back by the gate"
+            );
+            return Err(self.not_serving());
+        }
+        if self.monitor.superseded(epoch.0) {
+            self.recorder.stale_serving(self.node, epoch.0);
+        }
+        Ok(())
     }
 
     fn serving(&self) -> MutexGuard<'_, Serving> {
@@ -202,8 +246,9 @@ impl SimServer {
         Refused::NotServing(self.leader_hint())
     }
 
-    /// Answers only while the node is up.
-    fn answer<T>(&self, result: Result<T, Refused>) -> Result<T, Refused> {
+    /// Answers only while the node is up, once it runs.
+    async fn answer<T>(&self, result: Result<T, Refused>) -> Result<T, Refused> {
+        self.running().await;
         if self.alive.load(Ordering::SeqCst) {
             result
         } else {
@@ -327,11 +372,15 @@ impl SimServer {
 
     /// `get_ts` for `count` timestamps.
     pub(crate) async fn get_ts(&self, count: u32) -> Result<Vec<u64>, Refused> {
-        let result = self.get_ts_inner(count).await;
-        self.answer(result)
+        self.running().await;
+        let result = self
+            .get_ts_inner(count)
+            .await
+            .and_then(|(values, epoch)| self.gate(epoch).map(|()| values));
+        self.answer(result).await
     }
 
-    async fn get_ts_inner(&self, count: u32) -> Result<Vec<u64>, Refused> {
+    async fn get_ts_inner(&self, count: u32) -> Result<(Vec<u64>, Epoch), Refused> {
         for _ in 0..4 {
             {
                 let mut serving = self.serving();
@@ -341,7 +390,8 @@ impl SimServer {
                 match serving.allocator.try_grant(self.now_ms(), count) {
                     Ok(grant) => {
                         let first = grant.first().0;
-                        return Ok((0..u64::from(grant.count())).map(|i| first + i).collect());
+                        let values = (0..u64::from(grant.count())).map(|i| first + i).collect();
+                        return Ok((values, grant.epoch()));
                     }
                     Err(CoreError::WindowExhausted) => {}
                     Err(err) => return Err(Refused::Rejected(err.to_string())),
@@ -398,6 +448,7 @@ impl SimServer {
 
     /// `get_seq`: a block of `count` values of `key`.
     pub(crate) async fn get_seq(&self, key: &SeqKey, count: u32) -> Result<u64, Refused> {
+        self.running().await;
         let epoch = self.serving().allocator.epoch();
         let result = match epoch {
             None => Err(self.not_serving()),
@@ -405,9 +456,10 @@ impl SimServer {
                 .driver
                 .advance_dense(key, count, epoch)
                 .await
-                .map_err(Refused::from),
+                .map_err(Refused::from)
+                .and_then(|start| self.gate(epoch).map(|()| start)),
         };
-        self.answer(result)
+        self.answer(result).await
     }
 
     /// `acquire_lease`: the lease id granted (or the live one, for a repeat).
@@ -416,11 +468,19 @@ impl SimServer {
         holder: &[u8],
         holder_epoch: u64,
     ) -> Result<u64, Refused> {
-        let result = self.acquire_inner(holder, holder_epoch).await;
-        self.answer(result)
+        self.running().await;
+        let result = self
+            .acquire_inner(holder, holder_epoch)
+            .await
+            .and_then(|(lease_id, epoch)| self.gate(epoch).map(|()| lease_id));
+        self.answer(result).await
     }
 
-    async fn acquire_inner(&self, holder: &[u8], holder_epoch: u64) -> Result<u64, Refused> {
+    async fn acquire_inner(
+        &self,
+        holder: &[u8],
+        holder_epoch: u64,
+    ) -> Result<(u64, Epoch), Refused> {
         if !self.serving().allocator.is_leader() {
             return Err(self.not_serving());
         }
@@ -433,10 +493,10 @@ impl SimServer {
             .map_err(|e| Refused::Rejected(e.to_string()))?;
         let supersedes = match decision {
             AcquireDecision::Idempotent(live) => {
-                if self.serving().allocator.epoch().is_none() {
+                let Some(epoch) = self.serving().allocator.epoch() else {
                     return Err(self.not_serving());
-                }
-                return Ok(live.lease_id);
+                };
+                return Ok((live.lease_id, epoch));
             }
             AcquireDecision::Grant { supersedes } => supersedes,
         };
@@ -458,16 +518,20 @@ impl SimServer {
         self.serving()
             .leases
             .commit_acquire(record, supersedes, now);
-        Ok(actual)
+        Ok((actual, epoch))
     }
 
     /// `renew_lease`.
     pub(crate) async fn renew_lease(&self, lease_id: u64) -> Result<(), Refused> {
-        let result = self.renew_inner(lease_id).await;
-        self.answer(result)
+        self.running().await;
+        let result = self
+            .renew_inner(lease_id)
+            .await
+            .and_then(|epoch| self.gate(epoch));
+        self.answer(result).await
     }
 
-    async fn renew_inner(&self, lease_id: u64) -> Result<(), Refused> {
+    async fn renew_inner(&self, lease_id: u64) -> Result<Epoch, Refused> {
         if !self.serving().allocator.is_leader() {
             return Err(self.not_serving());
         }
@@ -487,13 +551,15 @@ impl SimServer {
             .projected_live_set(Some(&record), None, None, now);
         self.persist_leases(&set, epoch).await?;
         self.serving().leases.commit_renew(record, now);
-        Ok(())
+        Ok(epoch)
     }
 
     /// `release_lease`.
     pub(crate) async fn release_lease(&self, lease_id: u64) -> Result<(), Refused> {
+        self.running().await;
+        // No data in the reply: the real gate lets it through unchecked.
         let result = self.release_inner(lease_id).await;
-        self.answer(result)
+        self.answer(result).await
     }
 
     async fn release_inner(&self, lease_id: u64) -> Result<(), Refused> {

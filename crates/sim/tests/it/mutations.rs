@@ -53,3 +53,12 @@ fn without_the_new_leader_wait_two_leaders_overlap() {
         "seed {seed}: {report}"
     );
 }
+
+#[test]
+fn without_the_reply_gate_a_resumed_node_answers_from_its_old_window() {
+    let (seed, report) = first_failure(Guard::ReplyGate);
+    assert!(
+        report.contains("no longer led under") || report.contains("real-time"),
+        "seed {seed}: {report}"
+    );
+}
