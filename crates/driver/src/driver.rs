@@ -882,6 +882,10 @@ mod tests {
         let driver = PaxosDriver::start(Arc::clone(&host), DriverConfig::new(timing())).unwrap();
         let mut events = driver.watch_leadership();
         assert!(leads_within(&driver, Duration::from_secs(2)).await);
+        events
+            .wait_for(|s| matches!(s, LeaderState::Leader { .. }))
+            .await
+            .unwrap();
         host.view
             .send_modify(|view| view.configuration_ended = true);
         tokio::time::timeout(
