@@ -127,6 +127,11 @@ struct Core<H> {
     stopped: AtomicBool,
     /// Each member's client endpoint, for the reply gate's leader hint.
     endpoints: BTreeMap<NodeId, PeerEndpoint>,
+    /// Set when the host reports that a StopSign ended the configuration:
+    /// every call then fails with [`Error::ConfigurationEnded`], which
+    /// tells the operator what to do (a `NotLeader` would only send clients
+    /// from node to node).
+    ended: AtomicBool,
 }
 
 impl<H: PaxosHighWaterHost> PaxosDriver<H> {
@@ -178,6 +183,7 @@ impl<H: PaxosHighWaterHost> PaxosDriver<H> {
             wake: Notify::new(),
             stopped: AtomicBool::new(false),
             endpoints: endpoints.clone(),
+            ended: AtomicBool::new(false),
         });
         let task = runtime.spawn(leadership_task(
             Arc::clone(&core),
@@ -257,11 +263,21 @@ impl<H: PaxosHighWaterHost> Core<H> {
     }
 
     fn role_now(&self) -> Role {
-        if self.stopped.load(Ordering::SeqCst) {
+        if self.stopped.load(Ordering::SeqCst) || self.ended.load(Ordering::SeqCst) {
             return Role::Unknown;
         }
         let lease = self.lease();
         serving_role(&lease, self.now(), self.config.stop_margin)
+    }
+
+    /// `PermanentDriver` once a StopSign ended the configuration.
+    fn check_not_ended(&self) -> Result<(), ConsensusError> {
+        if self.ended.load(Ordering::SeqCst) {
+            return Err(ConsensusError::PermanentDriver(Box::new(
+                Error::ConfigurationEnded,
+            )));
+        }
+        Ok(())
     }
 
     /// Mints the next proposal id and submits the command built with it,
@@ -383,6 +399,7 @@ impl<H: PaxosHighWaterHost> Core<H> {
         &self,
         read: impl FnOnce(&tsoracle_paxos_state::ApplyState) -> R,
     ) -> Result<(u64, R), ConsensusError> {
+        self.check_not_ended()?;
         #[cfg(feature = "mutations")]
         if !crate::mutation::is_on(crate::mutation::Guard::ReadBarrier) {
             crate::mutation::count_bypass();
@@ -428,6 +445,7 @@ impl<H: PaxosHighWaterHost> Core<H> {
         caller_epoch: Epoch,
         advance: Option<u64>,
     ) -> Result<Term, ConsensusError> {
+        self.check_not_ended()?;
         let role = self.role_now();
         match advance {
             Some(at_least) => fence::check_advance(&role, at_least, caller_epoch)?,
@@ -461,7 +479,8 @@ impl<H: PaxosHighWaterHost> ReplyGate for Core<H> {
             // Read under the lease lock: the clock reading is then never
             // older than the lease state it is compared with.
             let now = self.now();
-            if !self.stopped.load(Ordering::SeqCst) && reply_admitted(&lease, now, epoch) {
+            let claims = !self.stopped.load(Ordering::SeqCst) && !self.ended.load(Ordering::SeqCst);
+            if claims && reply_admitted(&lease, now, epoch) {
                 return Ok(());
             }
             lease.role(now)
@@ -499,6 +518,17 @@ async fn leadership_task<H: PaxosHighWaterHost>(core: Arc<Core<H>>, mut events: 
     loop {
         while renewals.try_join_next().is_some() {}
         let view = *views.borrow_and_update();
+        if view.configuration_ended && !core.ended.swap(true, Ordering::SeqCst) {
+            // Once per start, at ERROR: the node stays up but serves nothing,
+            // and only an operator can act. The host reports the StopSign
+            // only once everything before it was applied, so this
+            // high-water is final.
+            let mut high_water = 0;
+            core.host
+                .read_state(&mut |state| high_water = state.high_water());
+            tracing::error!(high_water, "{}", Error::ConfigurationEnded);
+        }
+        let ended = core.ended.load(Ordering::SeqCst);
         let (now, role, wakeup, renew) = {
             let mut lease = core.lease();
             // Sampled after the view was read, never before: the new-leader
@@ -507,12 +537,12 @@ async fn leadership_task<H: PaxosHighWaterHost>(core: Arc<Core<H>>, mut events: 
             if let Err(err) = lease.observe(now, view.into()) {
                 tracing::warn!(%err, "leadership observation refused; no leader known");
             }
-            let role = if host_gone {
+            let role = if host_gone || ended {
                 Role::Unknown
             } else {
                 serving_role(&lease, now, core.config.stop_margin)
             };
-            let renew = !host_gone && renewals.is_empty() && lease.wants_renewal(now);
+            let renew = !host_gone && !ended && renewals.is_empty() && lease.wants_renewal(now);
             let margin_end = lease
                 .lease_expiry()
                 .and_then(|until| until.checked_sub(core.config.stop_margin));
@@ -525,7 +555,7 @@ async fn leadership_task<H: PaxosHighWaterHost>(core: Arc<Core<H>>, mut events: 
         };
         if let Some(state) = events.next(&role) {
             tracing::info!(?state, "leadership changed");
-            let lapsed = state == LeaderState::Unknown && !host_gone;
+            let lapsed = state == LeaderState::Unknown && !host_gone && !ended;
             let previous = core.events.send_replace(state);
             // Operators need to see this at the default log level: clients
             // get errors until the next renewal is decided or a new leader
@@ -817,6 +847,7 @@ mod tests {
         LeaderView {
             promise: ballot,
             leader: Some((1, true)),
+            configuration_ended: false,
         }
     }
 
@@ -971,6 +1002,59 @@ mod tests {
         assert!(!driver.role().is_leader());
         driver.shutdown().await;
         assert!(gate.check(epoch).is_err());
+    }
+
+    /// A StopSign that ended the configuration turns a leader into a node
+    /// that serves nothing and answers every call with the permanent error
+    /// that tells the operator what happened, without proposing anything.
+    #[tokio::test]
+    async fn an_ended_configuration_fails_every_call_permanently_and_says_why() {
+        let b = Ballot::with(1, 2, 0, 1);
+        let host = FakeHost::new(leading(b), b);
+        let driver = PaxosDriver::start(Arc::clone(&host), DriverConfig::new(timing())).unwrap();
+        let mut events = driver.watch_leadership();
+        assert!(leads_within(&driver, Duration::from_secs(2)).await);
+        events
+            .wait_for(|s| matches!(s, LeaderState::Leader { .. }))
+            .await
+            .unwrap();
+        host.view
+            .send_modify(|view| view.configuration_ended = true);
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            events.wait_for(|s| *s == LeaderState::Unknown),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(driver.role(), Role::Unknown);
+        let submitted = host.submitted.load(Ordering::SeqCst);
+        let epoch = crate::role::Term::new(b).unwrap().epoch();
+        let key = SeqKey::try_new("k").unwrap();
+        let errors = [
+            driver.persist_high_water(7, epoch).await.map(|_| ()),
+            driver.load_high_water().await.map(|_| ()),
+            driver.advance_dense(&key, 1, epoch).await.map(|_| ()),
+            driver.load_dense_seq(&key).await.map(|_| ()),
+            driver.persist_leases(&[], epoch).await,
+            driver.load_leases().await.map(|_| ()),
+        ];
+        for result in errors {
+            match result {
+                Err(ConsensusError::PermanentDriver(err)) => {
+                    let message = err.to_string();
+                    assert!(message.contains("no admin request"), "{message}");
+                    assert!(message.contains("Restore"), "{message}");
+                }
+                other => panic!("expected PermanentDriver, got {other:?}"),
+            }
+        }
+        assert_eq!(
+            host.submitted.load(Ordering::SeqCst),
+            submitted,
+            "a call was proposed after the configuration ended"
+        );
+        driver.shutdown().await;
     }
 
     #[test]

@@ -106,6 +106,20 @@ pub enum Error {
     /// The host could not be built or started.
     #[error("host: {0}")]
     Host(String),
+    /// A decided StopSign ended the OmniPaxos configuration. Nothing here
+    /// asks for one (there is no membership-change path yet, and peer links
+    /// drop StopSign-carrying messages), so it was decided before that
+    /// filter existed: the cluster can decide nothing more.
+    #[error(
+        "this OmniPaxos configuration was ended by a StopSign that no admin request started \
+         (there is no membership-change path yet: it came over a peer link, e.g. a plaintext \
+         peer port); this cluster can decide nothing more and restarts do not help. Restore \
+         every node's data directory from a backup taken before the StopSign, or start a new \
+         cluster (fresh data directories) only once the wall clock (Unix ms) is past the \
+         high-water this node exported (logged at ERROR, metric tsoracle_paxos_high_water): \
+         timestamps then stay unique, but dense sequences and leases start over"
+    )]
+    ConfigurationEnded,
     /// A node id or ballot the epoch codec cannot encode (node id 0 or above
     /// `u32::MAX`).
     #[error("node id not usable as an epoch: {0}")]

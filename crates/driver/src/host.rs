@@ -30,6 +30,11 @@ pub struct LeaderView {
     /// `OmniPaxos::get_current_leader`: the pid of the promised ballot and
     /// whether this node is in the accept phase (its prepare phase is over).
     pub leader: Option<(NodeId, bool)>,
+    /// A decided StopSign ended this configuration (`OmniPaxos::is_reconfigured`)
+    /// and the host has applied everything before it. The driver then
+    /// serves nothing: every call fails with a permanent error that says
+    /// what happened and what to do.
+    pub configuration_ended: bool,
 }
 
 impl From<LeaderView> for Observation {

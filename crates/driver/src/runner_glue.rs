@@ -47,6 +47,7 @@ fn view_of(status: &RunnerStatus) -> LeaderView {
     LeaderView {
         promise: status.promise,
         leader: if status.stopped { None } else { status.leader },
+        configuration_ended: status.stop_sign.is_some(),
     }
 }
 
@@ -93,10 +94,15 @@ where
     }))
 }
 
-/// A full queue is worth a retry; anything else means the runner is gone.
+/// A full queue is worth a retry; anything else means the runner is gone,
+/// or its configuration ended (said in full: the toolkit's own message does
+/// not know that nothing here ever asks for a StopSign).
 fn runner_error(err: ToolkitError) -> HostError {
     match err {
         ToolkitError::ProposalQueueFull { .. } => HostError::Unavailable(err.to_string()),
+        ToolkitError::ConfigurationStopped => {
+            HostError::Failed(crate::Error::ConfigurationEnded.to_string())
+        }
         other => HostError::Failed(other.to_string()),
     }
 }

@@ -34,7 +34,9 @@ pub(crate) struct ServeArgs {
     /// Address the tsoracle client service listens on, e.g. 0.0.0.0:7001.
     #[arg(long, value_name = "ADDR")]
     pub(crate) client_listen: Option<SocketAddr>,
-    /// Address the peer transport listens on, e.g. 0.0.0.0:6001.
+    /// Address the peer transport listens on, e.g. 10.0.0.1:6001. Any
+    /// address but loopback needs mutual TLS (--tls-ca, --tls-cert,
+    /// --tls-key) or --insecure-peer-plaintext.
     #[arg(long, value_name = "ADDR")]
     pub(crate) peer_listen: Option<SocketAddr>,
     /// Serve Prometheus metrics on this address (`/metrics`), e.g. 0.0.0.0:9101.
@@ -80,6 +82,14 @@ pub(crate) struct ServeArgs {
     /// PEM private key of this node.
     #[arg(long, value_name = "FILE", requires_all = ["tls_ca", "tls_cert"])]
     pub(crate) tls_key: Option<PathBuf>,
+    /// Serve the peer port without mutual TLS on an address other than
+    /// loopback. INSECURE: anyone who can reach the port can act as a
+    /// member and disrupt or corrupt the cluster. Without mutual TLS,
+    /// `serve` refuses such an address unless this is set (or
+    /// `insecure_peer_plaintext = true` in the file); a WARN is logged at
+    /// start-up when it is.
+    #[arg(long)]
+    pub(crate) insecure_peer_plaintext: bool,
 }
 
 /// The TOML file, every field optional (flags may supply it).
@@ -98,6 +108,7 @@ struct FileConfig {
     timing: FileTiming,
     snapshot_every: Option<u64>,
     tls: Option<FileTls>,
+    insecure_peer_plaintext: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,6 +150,8 @@ pub(crate) struct NodeConfig {
     pub(crate) timing: Timing,
     pub(crate) snapshot_every: Option<NonZeroU64>,
     pub(crate) tls: Option<TlsFiles>,
+    /// The operator accepted a plaintext peer port on a reachable address.
+    pub(crate) insecure_peer_plaintext: bool,
     /// tsoracle-server's window ahead; `None` keeps the server's default.
     pub(crate) window_ahead: Option<Duration>,
 }
@@ -226,9 +239,21 @@ impl ServeArgs {
                 Some(n) => NonZeroU64::new(n),
             },
             tls,
+            insecure_peer_plaintext: self.insecure_peer_plaintext
+                || file.insecure_peer_plaintext.unwrap_or(false),
             window_ahead: self.window_ahead_ms.map(Duration::from_millis),
         };
         config.check()?;
+        if config.tls.is_none() && config.insecure_peer_plaintext {
+            // Logged here, before anything is opened: the flag is the
+            // operator's explicit opt-out of invariant 13 (secure by default).
+            tracing::warn!(
+                peer = %config.peer_listen,
+                "the peer port serves plaintext without authentication \
+                 (--insecure-peer-plaintext): anyone who can reach it can act as a member; \
+                 configure mutual TLS ([tls] or --tls-ca/--tls-cert/--tls-key)"
+            );
+        }
         Ok(config)
     }
 }
@@ -255,6 +280,22 @@ impl NodeConfig {
             return Err(Error::Config(format!(
                 "this node's id {} is not in the peer list {ids:?}",
                 self.node_id
+            )));
+        }
+        // Secure by default: the peer link trusts whoever speaks as a member
+        // (a single forged message once ended the configuration), so only
+        // loopback may go without mutual TLS unless the operator says so.
+        if self.tls.is_none()
+            && !self.peer_listen.ip().is_loopback()
+            && !self.insecure_peer_plaintext
+        {
+            return Err(Error::Config(format!(
+                "peer_listen {} is not a loopback address and mutual TLS is not configured: \
+                 anyone who can reach the peer port could act as a member. Configure mutual \
+                 TLS ([tls] ca/cert/key in the file, or --tls-ca/--tls-cert/--tls-key), listen \
+                 on 127.0.0.1, or accept the risk with --insecure-peer-plaintext \
+                 (insecure_peer_plaintext = true in the file)",
+                self.peer_listen
             )));
         }
         Ok(())
@@ -425,6 +466,64 @@ client = "h2:7001"
             let err = a.resolve().unwrap_err().to_string();
             assert!(err.contains(needle), "{needle}: {err}");
         }
+    }
+
+    /// Invariant 13 (secure by default): a peer port reachable from other
+    /// machines needs mutual TLS, or the operator's explicit opt-out.
+    #[test]
+    fn a_reachable_plaintext_peer_port_needs_the_insecure_flag() {
+        let reachable = |addr: &str| {
+            let mut a = args();
+            a.peer_listen = Some(addr.parse().unwrap());
+            a
+        };
+        for addr in ["0.0.0.0:6001", "10.0.0.1:6001", "[::]:6001"] {
+            let err = reachable(addr).resolve().unwrap_err().to_string();
+            assert!(err.contains("not a loopback address"), "{addr}: {err}");
+            assert!(err.contains("--insecure-peer-plaintext"), "{addr}: {err}");
+            assert!(
+                err.contains("insecure_peer_plaintext = true"),
+                "{addr}: {err}"
+            );
+            assert!(err.contains("--tls-ca"), "{addr}: {err}");
+
+            // The flag, or the file key, accepts it.
+            let mut flagged = reachable(addr);
+            flagged.insecure_peer_plaintext = true;
+            assert!(flagged.resolve().unwrap().insecure_peer_plaintext);
+
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("node.toml");
+            std::fs::write(&path, "insecure_peer_plaintext = true\n").unwrap();
+            let mut filed = reachable(addr);
+            filed.config = Some(path);
+            assert!(filed.resolve().unwrap().insecure_peer_plaintext);
+
+            // Mutual TLS needs no flag.
+            let mut tls = reachable(addr);
+            tls.tls_ca = Some("ca.pem".into());
+            tls.tls_cert = Some("node-1.pem".into());
+            tls.tls_key = Some("node-1.key".into());
+            let config = tls.resolve().unwrap();
+            assert!(config.tls.is_some());
+            assert!(!config.insecure_peer_plaintext);
+        }
+        // Loopback needs neither.
+        for addr in ["127.0.0.1:6001", "127.0.0.2:6001", "[::1]:6001"] {
+            let config = reachable(addr).resolve().unwrap();
+            assert!(config.tls.is_none() && !config.insecure_peer_plaintext);
+        }
+        // The same rule for mutual TLS from the file.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "[tls]\nca = \"ca.pem\"\ncert = \"node-1.pem\"\nkey = \"node-1.key\"\n",
+        )
+        .unwrap();
+        let mut filed = reachable("0.0.0.0:6001");
+        filed.config = Some(path);
+        assert!(filed.resolve().unwrap().tls.is_some());
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub(crate) const DECIDED: &str = "tsoracle_paxos_decided_index";
 pub(crate) const COMPACTED: &str = "tsoracle_paxos_compacted_index";
 pub(crate) const HIGH_WATER: &str = "tsoracle_paxos_high_water";
 pub(crate) const PENDING: &str = "tsoracle_paxos_pending_proposals";
+pub(crate) const STOP_SIGN_REFUSED: &str = "tsoracle_paxos_peer_stop_sign_refused_total";
 
 /// Serves `/metrics` on `addr`.
 pub(crate) fn install(addr: SocketAddr) -> Result<(), Error> {
@@ -71,6 +72,9 @@ pub(crate) fn sample(
             gauge!("tsoracle_paxos_peer_reconnects_total").set(outbound.reconnects() as f64);
             gauge!("tsoracle_paxos_peer_messages_out_total").set(outbound.messages_out() as f64);
             gauge!("tsoracle_paxos_peer_messages_in_total").set(inbound.messages_in() as f64);
+            // Above zero: some peer tried to end the configuration (dropped
+            // at the inbox; see `carries_stop_sign`).
+            gauge!(STOP_SIGN_REFUSED).set(host.inbox().stats().stop_sign() as f64);
         }
     })
 }

@@ -174,8 +174,8 @@ pub(crate) async fn run(config: NodeConfig) -> Result<(), Error> {
 /// ~42 ms under 64 clients in `cargo xtask bench`).
 /// Resolves with the reason once the node cannot serve any more: the
 /// consensus thread stopped (a storage error such as a full disk, a corrupt
-/// record, a panic in OmniPaxos or the apply path), or the server's
-/// leadership-watch task ended. Staying up would only answer "not leader"
+/// record, a panic in OmniPaxos or the apply path), a StopSign ended the
+/// configuration, or the server's leadership-watch task ended. Staying up would only answer "not leader"
 /// for ever; exiting lets a supervisor restart the node or page someone.
 async fn failure(host: &StandaloneHost, watch: &tsoracle_server::WatchGuard) -> Error {
     let mut status = host.status();
@@ -188,6 +188,15 @@ async fn failure(host: &StandaloneHost, watch: &tsoracle_server::WatchGuard) -> 
             }
             if now.stopped {
                 return Error::runtime("consensus", "the consensus thread stopped");
+            }
+            // Until membership changes exist, no StopSign is ever ours: the
+            // node can never serve again, and says why (the driver logs the
+            // high-water to start a new cluster above).
+            if now.stop_sign.is_some() {
+                return Error::runtime(
+                    "consensus",
+                    tsoracle_driver_paxos::Error::ConfigurationEnded,
+                );
             }
         }
         if watch.is_finished() {

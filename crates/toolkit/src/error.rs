@@ -142,7 +142,10 @@ pub enum Error {
 
     /// The configuration is stopped or being replaced (a StopSign is
     /// pending or decided); a new configuration must take the proposal.
-    #[error("the OmniPaxos configuration is stopped for reconfiguration")]
+    #[error(
+        "the OmniPaxos configuration was ended by a StopSign (accepted or decided); it takes \
+         no more proposals"
+    )]
     ConfigurationStopped,
 
     /// [`Runner::try_propose`](crate::Runner::try_propose) found the proposal

@@ -154,4 +154,4 @@ pub use durability::{Durability, SyncedWrites};
 pub use error::Error;
 pub use memnet::{Faults, LinkStats, MemNetConfig, MemNetwork, MemSink, NetControl};
 pub use runner::{DecidedHook, Placement, Runner, RunnerConfig, RunnerStatus};
-pub use sink::{Inbox, InboxStats, MessageSink, Refusal};
+pub use sink::{Inbox, InboxStats, MessageSink, Refusal, carries_stop_sign};

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use omnipaxos::ballot_leader_election::Ballot;
 use omnipaxos::messages::Message;
-use omnipaxos::storage::{Entry, Storage};
+use omnipaxos::storage::{Entry, StopSign, Storage};
 use omnipaxos::util::{LogEntry, NodeId};
 use omnipaxos::{OmniPaxos, ProposeErr};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -152,6 +152,17 @@ pub struct RunnerStatus {
     pub failed: Option<String>,
     /// Whether the runner has stopped (after a shutdown or a failure).
     pub stopped: bool,
+    /// The decided StopSign that ended this configuration
+    /// (`OmniPaxos::is_reconfigured`), set once the hook has consumed every
+    /// entry up to and including it (so the applied state is final). From
+    /// then on every proposal fails with [`Error::ConfigurationStopped`],
+    /// across restarts: the StopSign is persisted.
+    ///
+    /// A runner never proposes a StopSign (it has no call for it) and its
+    /// [`Inbox`] drops every message that carries one, so a value here was
+    /// never asked for: it was decided before this filter existed, or it
+    /// came from a data directory written by something else.
+    pub stop_sign: Option<StopSign>,
 }
 
 /// How long a proposer whose reply was dropped waits for the runner's final
@@ -207,7 +218,7 @@ where
         let (proposal_tx, proposal_rx) = mpsc::channel(config.proposal_capacity);
         let (stop_tx, stop_rx) = oneshot::channel();
         let (frozen_tx, frozen_rx) = watch::channel(false);
-        let initial = observe(&omnipaxos, 0);
+        let initial = observe(&omnipaxos, 0, hook.next_idx());
         let (status_tx, status_rx) = watch::channel(initial);
         let inbox = Inbox::new(node_id, peers.into(), inbound_tx);
         let mut core = Core {
@@ -535,7 +546,7 @@ where
             let _ = reply.send(result);
         }
         self.send_outgoing();
-        let observed = observe(&self.omnipaxos, self.rounds);
+        let observed = observe(&self.omnipaxos, self.rounds, self.hook.next_idx());
         self.status.send_if_modified(|status| {
             // `rounds` alone changing is not worth waking every watcher.
             let changed = RunnerStatus {
@@ -568,7 +579,7 @@ where
             return Ok(());
         };
         self.hook
-            .before_decided(&observe(&self.omnipaxos, self.rounds));
+            .before_decided(&observe(&self.omnipaxos, self.rounds, self.hook.next_idx()));
         let snapshot_below = self
             .hook
             .on_decided(entries)
@@ -599,16 +610,27 @@ where
     }
 }
 
-fn observe<T: Entry, B: Storage<T>>(omnipaxos: &OmniPaxos<T, B>, rounds: u64) -> RunnerStatus {
+/// `applied_to` is the hook's next index: the StopSign is reported only
+/// once the hook has read past it.
+fn observe<T: Entry, B: Storage<T>>(
+    omnipaxos: &OmniPaxos<T, B>,
+    rounds: u64,
+    applied_to: usize,
+) -> RunnerStatus {
+    let decided_idx = omnipaxos.get_decided_idx();
     RunnerStatus {
         node_id: omnipaxos.get_pid(),
         leader: omnipaxos.get_current_leader(),
         promise: omnipaxos.get_promise(),
-        decided_idx: omnipaxos.get_decided_idx(),
+        decided_idx,
         compacted_idx: omnipaxos.get_compacted_idx(),
         rounds,
         failed: None,
         stopped: false,
+        // The decided StopSign occupies the last decided index.
+        stop_sign: (applied_to >= decided_idx)
+            .then(|| omnipaxos.is_reconfigured())
+            .flatten(),
     }
 }
 

@@ -4,12 +4,14 @@
 //! grouped by receiver, and never waits for the network: a sink queues or
 //! drops (Paxos resends what is lost). Inbound, a transport delivers what it
 //! receives through an [`Inbox`], which refuses messages that do not belong
-//! to this node's configuration before they can reach OmniPaxos.
+//! to this node's configuration, and messages that could end it (a
+//! StopSign), before they can reach OmniPaxos.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use omnipaxos::messages::Message;
+use omnipaxos::messages::sequence_paxos::{PaxosMessage, PaxosMsg};
 use omnipaxos::storage::Entry;
 use omnipaxos::util::NodeId;
 use tokio::sync::mpsc;
@@ -52,6 +54,13 @@ pub enum Refusal {
     /// The message is addressed to another node.
     #[error("message addressed to node {0}, not to this node")]
     WrongReceiver(NodeId),
+    /// The message from this node carries a StopSign (see
+    /// [`carries_stop_sign`]); a peer link may not end the configuration.
+    #[error(
+        "message from node {0} carries an OmniPaxos StopSign; dropped (a peer link cannot end \
+         the configuration)"
+    )]
+    StopSign(NodeId),
     /// The runner's inbound queue is full; the message was dropped.
     #[error("the inbound queue is full")]
     QueueFull,
@@ -66,6 +75,7 @@ pub struct InboxStats {
     delivered: AtomicU64,
     unknown_sender: AtomicU64,
     wrong_receiver: AtomicU64,
+    stop_sign: AtomicU64,
     queue_full: AtomicU64,
 }
 
@@ -85,6 +95,14 @@ impl InboxStats {
         self.wrong_receiver.load(Ordering::Relaxed)
     }
 
+    /// Messages refused because they carry a StopSign (see
+    /// [`carries_stop_sign`]). Anything above zero means some peer tried to
+    /// end the configuration: with no admin path for membership changes,
+    /// that is a forged or misbehaving peer.
+    pub fn stop_sign(&self) -> u64 {
+        self.stop_sign.load(Ordering::Relaxed)
+    }
+
     /// Messages dropped because the runner's queue was full.
     pub fn queue_full(&self) -> u64 {
         self.queue_full.load(Ordering::Relaxed)
@@ -94,6 +112,7 @@ impl InboxStats {
         let counter = match refusal {
             Refusal::UnknownSender(_) => &self.unknown_sender,
             Refusal::WrongReceiver(_) => &self.wrong_receiver,
+            Refusal::StopSign(_) => &self.stop_sign,
             Refusal::QueueFull => &self.queue_full,
             Refusal::Stopped => return,
         };
@@ -105,7 +124,8 @@ impl InboxStats {
 ///
 /// It checks the sender and receiver ids of every message against the
 /// configuration before the message is queued: a message from an unknown pid
-/// crashes an OmniPaxos leader.
+/// crashes an OmniPaxos leader. It also drops every message that carries a
+/// StopSign ([`carries_stop_sign`]), counted in [`InboxStats::stop_sign`].
 pub struct Inbox<T: Entry> {
     me: NodeId,
     peers: Arc<[NodeId]>,
@@ -181,6 +201,8 @@ impl<T: Entry> Inbox<T> {
             Err(Refusal::WrongReceiver(receiver))
         } else if !self.is_peer(sender) {
             Err(Refusal::UnknownSender(sender))
+        } else if carries_stop_sign(message) {
+            Err(Refusal::StopSign(sender))
         } else {
             Ok(())
         };
@@ -188,5 +210,230 @@ impl<T: Entry> Inbox<T> {
             self.stats.count(refusal);
         }
         verdict
+    }
+}
+
+/// Whether `message` could make this node accept, or its leader propose, an
+/// OmniPaxos StopSign, the entry that ends a configuration for good.
+///
+/// Why the [`Inbox`] drops these (the one gate every transport passes, so
+/// tonic and the in-memory network alike): OmniPaxos trusts its peers, and a
+/// single `ForwardStopSign` from anything that can speak as a member makes a
+/// leader propose the StopSign; once decided and persisted, the
+/// configuration is over, across restarts. Nothing here asks for a
+/// reconfiguration ([`Runner`](crate::Runner) has no such call), so until an
+/// authenticated admin path for membership changes exists, no StopSign may
+/// arrive over a peer link at all.
+///
+/// StopSign-carrying, from OmniPaxos 0.2.4's `messages.rs` and the handlers
+/// in `sequence_paxos`:
+/// - `ForwardStopSign`: a leader in its accept phase proposes it.
+/// - `AcceptStopSign`: a follower stores it as accepted.
+/// - `Promise` whose log sync holds a stopsign: the new leader adopts it
+///   and syncs it to every follower.
+/// - `AcceptSync` whose log sync holds a stopsign: the follower stores it.
+///
+/// Not StopSign-carrying: `Decide` and `AcceptDecide` carry only a decided
+/// index (and entries); they can decide a StopSign only one that the node
+/// already accepted, which only the messages above can deliver.
+/// `PrepareReq`, `Prepare`, `Accepted`, `NotAccepted`, `ProposalForward`,
+/// `Compaction`, the election's heartbeats (and the proposal-tagging
+/// messages of OmniPaxos' `async_runtime` feature) carry none. The match on
+/// Sequence Paxos messages is exhaustive, so a new kind does not pass
+/// unexamined.
+pub fn carries_stop_sign<T: Entry>(message: &Message<T>) -> bool {
+    let Message::SequencePaxos(PaxosMessage { msg, .. }) = message else {
+        return false;
+    };
+    match msg {
+        PaxosMsg::ForwardStopSign(_) | PaxosMsg::AcceptStopSign(_) => true,
+        PaxosMsg::Promise(promise) => promise
+            .log_sync
+            .as_ref()
+            .is_some_and(|sync| sync.stopsign.is_some()),
+        PaxosMsg::AcceptSync(sync) => sync.log_sync.stopsign.is_some(),
+        PaxosMsg::PrepareReq(_)
+        | PaxosMsg::Prepare(_)
+        | PaxosMsg::AcceptDecide(_)
+        | PaxosMsg::Accepted(_)
+        | PaxosMsg::NotAccepted(_)
+        | PaxosMsg::Decide(_)
+        | PaxosMsg::ProposalForward(_)
+        | PaxosMsg::Compaction(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use omnipaxos::ClusterConfig;
+    use omnipaxos::ballot_leader_election::Ballot;
+    use omnipaxos::messages::ballot_leader_election::{BLEMessage, HeartbeatMsg, HeartbeatRequest};
+    use omnipaxos::messages::sequence_paxos::{
+        AcceptDecide, AcceptStopSign, AcceptSync, Decide, Promise,
+    };
+    use omnipaxos::storage::{NoSnapshot, StopSign};
+    use omnipaxos::util::{LogSync, SequenceNumber};
+
+    use super::*;
+
+    #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+    struct Put(u64);
+
+    impl Entry for Put {
+        type Snapshot = NoSnapshot;
+    }
+
+    const N: Ballot = Ballot {
+        config_id: 1,
+        n: 3,
+        priority: 0,
+        pid: 2,
+    };
+
+    fn stop_sign() -> StopSign {
+        StopSign::with(
+            ClusterConfig {
+                configuration_id: 2,
+                nodes: vec![2, 3],
+                flexible_quorum: None,
+            },
+            None,
+        )
+    }
+
+    fn log_sync(stopsign: Option<StopSign>) -> LogSync<Put> {
+        LogSync {
+            decided_snapshot: None,
+            suffix: vec![Put(7)],
+            sync_idx: 0,
+            stopsign,
+        }
+    }
+
+    fn paxos(msg: PaxosMsg<Put>) -> Message<Put> {
+        Message::SequencePaxos(PaxosMessage {
+            from: 2,
+            to: 1,
+            msg,
+        })
+    }
+
+    fn promise(log_sync: Option<LogSync<Put>>) -> Message<Put> {
+        paxos(PaxosMsg::Promise(Promise {
+            n: N,
+            n_accepted: N,
+            decided_idx: 0,
+            accepted_idx: 1,
+            log_sync,
+        }))
+    }
+
+    fn accept_sync(stopsign: Option<StopSign>) -> Message<Put> {
+        paxos(PaxosMsg::AcceptSync(AcceptSync {
+            n: N,
+            seq_num: SequenceNumber::default(),
+            decided_idx: 0,
+            log_sync: log_sync(stopsign),
+        }))
+    }
+
+    fn stop_sign_carriers() -> Vec<(&'static str, Message<Put>)> {
+        vec![
+            (
+                "ForwardStopSign",
+                paxos(PaxosMsg::ForwardStopSign(stop_sign())),
+            ),
+            (
+                "AcceptStopSign",
+                paxos(PaxosMsg::AcceptStopSign(AcceptStopSign {
+                    n: N,
+                    seq_num: SequenceNumber::default(),
+                    ss: stop_sign(),
+                })),
+            ),
+            (
+                "Promise with a stopsign",
+                promise(Some(log_sync(Some(stop_sign())))),
+            ),
+            ("AcceptSync with a stopsign", accept_sync(Some(stop_sign()))),
+        ]
+    }
+
+    fn ordinary() -> Vec<(&'static str, Message<Put>)> {
+        vec![
+            ("Promise without a log sync", promise(None)),
+            (
+                "Promise with a plain log sync",
+                promise(Some(log_sync(None))),
+            ),
+            ("AcceptSync without a stopsign", accept_sync(None)),
+            (
+                "AcceptDecide",
+                paxos(PaxosMsg::AcceptDecide(AcceptDecide {
+                    n: N,
+                    seq_num: SequenceNumber::default(),
+                    decided_idx: 5,
+                    entries: vec![Put(1)],
+                })),
+            ),
+            (
+                "Decide",
+                paxos(PaxosMsg::Decide(Decide {
+                    n: N,
+                    seq_num: SequenceNumber::default(),
+                    decided_idx: 5,
+                })),
+            ),
+            (
+                "ProposalForward",
+                paxos(PaxosMsg::ProposalForward(vec![Put(2)])),
+            ),
+            (
+                "heartbeat",
+                Message::BLE(BLEMessage {
+                    from: 2,
+                    to: 1,
+                    msg: HeartbeatMsg::Request(HeartbeatRequest { round: 1 }),
+                }),
+            ),
+        ]
+    }
+
+    #[test]
+    fn stop_sign_carriers_are_told_apart_from_ordinary_messages() {
+        for (name, message) in stop_sign_carriers() {
+            assert!(carries_stop_sign(&message), "{name} not recognised");
+        }
+        for (name, message) in ordinary() {
+            assert!(!carries_stop_sign(&message), "{name} taken for a StopSign");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_inbox_drops_and_counts_every_stop_sign_carrier() {
+        let (tx, mut rx) = mpsc::channel(64);
+        let inbox = Inbox::new(1, Arc::from(vec![1, 2, 3]), tx);
+        let carriers = stop_sign_carriers();
+        let count = carriers.len() as u64;
+        for (i, (name, message)) in carriers.into_iter().enumerate() {
+            // Both entry points refuse, before the queue.
+            let refused = if i % 2 == 0 {
+                inbox.try_deliver(message)
+            } else {
+                inbox.deliver(message).await
+            };
+            assert_eq!(refused, Err(Refusal::StopSign(2)), "{name}");
+        }
+        assert_eq!(inbox.stats().stop_sign(), count);
+        assert_eq!(inbox.stats().delivered(), 0);
+        assert!(
+            rx.try_recv().is_err(),
+            "a StopSign reached the runner queue"
+        );
+        for (name, message) in ordinary() {
+            assert_eq!(inbox.try_deliver(message), Ok(()), "{name}");
+        }
+        assert_eq!(inbox.stats().delivered(), ordinary().len() as u64);
+        assert_eq!(inbox.stats().stop_sign(), count);
     }
 }

@@ -106,13 +106,18 @@ impl Cluster {
         &self.nodes[&id].driver
     }
 
+    /// Node `id`'s RocksDB directory.
+    pub(crate) fn db_dir(&self, id: NodeId) -> PathBuf {
+        self.root.join(format!("node-{id}")).join("db")
+    }
+
     /// Starts node `id` from its data directory (creating it on first start).
     pub(crate) async fn start_node(&mut self, id: NodeId, listener: Option<TcpListener>) {
         let node_dir = self.root.join(format!("node-{id}"));
         std::fs::create_dir_all(&node_dir).unwrap();
         let incarnation = next_incarnation(&node_dir.join("incarnation")).unwrap();
         let storage = RocksdbStorage::<PaxosEntry>::open(
-            node_dir.join("db"),
+            self.db_dir(id),
             StorageIdentity::new("driver-it", id),
             RocksdbOptions::default(),
         )

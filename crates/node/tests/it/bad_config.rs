@@ -108,6 +108,14 @@ fn every_bad_configuration_is_refused_clearly_and_changes_nothing() {
         "not in the peer list",
     );
 
+    // A peer port other machines can reach, without mutual TLS and without
+    // the explicit opt-out (invariant 13).
+    refused(
+        &layout,
+        &with(layout.args(1), "--peer-listen", "0.0.0.0:0"),
+        "--insecure-peer-plaintext",
+    );
+
     // Unreadable TLS files.
     let mut tls = layout.args(1);
     for flag in ["--tls-ca", "--tls-cert", "--tls-key"] {

@@ -300,7 +300,8 @@ impl Cluster {
                 format!(
                     "\nnode {} (server {}): leader {:?} promise n={} pid={} decided_idx {} \
                      recorded {}; out: frames {} connects {} reconnects {} links_failed {} \
-                     drops [{}]; in: frames {} msgs {} superseded {} refusals {} inbox_full {}",
+                     drops [{}]; in: frames {} msgs {} superseded {} refusals {} inbox_full {} \
+                     stop_sign {}",
                     n.id,
                     if n.server.is_some() { "up" } else { "down" },
                     s.leader,
@@ -318,6 +319,7 @@ impl Cluster {
                     inb.links_superseded(),
                     inb.total_refusals(),
                     n.runner.inbox().stats().queue_full(),
+                    n.runner.inbox().stats().stop_sign(),
                 )
             })
             .collect()

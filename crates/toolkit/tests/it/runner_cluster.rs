@@ -906,3 +906,43 @@ async fn the_inbox_refuses_foreign_messages_before_omnipaxos_sees_them() {
     assert_eq!(c.status(leader).failed, None);
     c.shutdown().await;
 }
+
+/// Issue 12, item 5: a peer (or anything that speaks as one on an
+/// unauthenticated link) cannot end the configuration. The inbox drops and
+/// counts a `ForwardStopSign`, and the leader keeps deciding; without the
+/// filter the leader proposes the StopSign and every later append fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_sign_from_a_peer_never_reaches_omnipaxos() {
+    let c = memory_cluster(11).await;
+    let leader = c.leader(&NODES).await;
+    let other = NODES.into_iter().find(|&p| p != leader).unwrap();
+    c.decide(&NODES, 0..10, ALL).await;
+    let inbox = c.runner(leader).inbox();
+    let stop_sign = StopSign::with(
+        ClusterConfig {
+            configuration_id: 2,
+            nodes: NODES.to_vec(),
+            flexible_quorum: None,
+        },
+        None,
+    );
+    let forward = Message::SequencePaxos(PaxosMessage {
+        from: other,
+        to: leader,
+        msg: PaxosMsg::ForwardStopSign(stop_sign),
+    });
+    let delivered = inbox.deliver(forward).await;
+
+    // Many rounds later the leader is unharmed and still decides.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.decide(&NODES, 10..20, ALL).await;
+    c.converged(&NODES, leader).await;
+    for pid in NODES {
+        let status = c.status(pid);
+        assert_eq!(status.failed, None);
+        assert_eq!(status.stop_sign, None, "node {pid} decided a StopSign");
+    }
+    assert_eq!(delivered, Err(Refusal::StopSign(other)));
+    assert_eq!(inbox.stats().stop_sign(), 1);
+    c.shutdown().await;
+}
