@@ -80,23 +80,32 @@ fn a_node_whose_disk_fills_exits_at_once_and_rejoins_after_space_is_freed() {
     let mut timestamps = get_ts(&endpoints, 5);
     let mut blocks = vec![seq(&endpoints, "orders", 10)];
 
-    // Fill node 1's disk while clients keep writing: its next synced
-    // write fails (every node writes the log, and an idle leader renews
-    // its lease through it every 40 ms).
-    let filled_at = Instant::now();
+    // Fill node 1's disk while clients keep writing. Every node writes the
+    // log; RocksDB first uses up the WAL space it preallocated, then its
+    // next flush or WAL file fails with ENOSPC, so the load must write a few
+    // MiB (a dense load of 32 clients).
     fill(&disk.dir.join("filler"));
-    let mut exited = None;
-    while exited.is_none() && filled_at.elapsed() < Duration::from_secs(30) {
-        blocks.push(seq(&endpoints, "orders", 10));
-        timestamps.extend(get_ts(&endpoints, 2));
-        exited = nodes[0].try_wait().unwrap();
-    }
-    let status = match exited {
-        Some(status) => status,
-        None => wait_exit(&mut nodes[0], Duration::from_secs(10))
-            .expect("node 1 kept running on a full disk"),
-    };
+    let mut load = Command::new(crate::common::BIN)
+        .args([
+            "bench",
+            "--clients",
+            "32",
+            "--op",
+            "seq",
+            "--duration",
+            "60",
+        ])
+        .args(endpoints.iter().flat_map(|e| ["--endpoint", e.as_str()]))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let filled_at = Instant::now();
+    let exited = wait_exit(&mut nodes[0], Duration::from_secs(60));
     let took = filled_at.elapsed();
+    let _ = load.kill();
+    let _ = load.wait();
+    let status = exited.expect("node 1 kept running on a full disk for 60 s under load");
     eprintln!("node 1 exited {took:?} after its disk filled, with {status}");
     assert!(
         !status.success(),
