@@ -280,6 +280,13 @@ impl SimServer {
             },
         );
         let records = self.driver.load_leases().await.map_err(fence_end)?;
+        tracing::debug!(
+            at = self.recorder.now_us(),
+            node = self.node,
+            prior,
+            leases = ?lease_ids(&records),
+            "fence loaded"
+        );
         self.step().await;
         let now = self.now_ms();
         let floor = prior.saturating_add(1).max(now);
@@ -389,10 +396,18 @@ impl SimServer {
             PhysicalMs::try_new(actual).map_err(|e| Refused::Rejected(e.to_string()))?;
         // Ignored (not leader, another epoch, not advanced) is fine: the
         // grant is retried against whatever the window is now.
-        let _ = self
+        let commit = self
             .serving()
             .allocator
             .try_commit_window_extension(persisted, epoch);
+        tracing::debug!(
+            at = self.recorder.now_us(),
+            node = self.node,
+            requested,
+            actual,
+            ?commit,
+            "window extended"
+        );
         Ok((actual, epoch))
     }
 
@@ -526,7 +541,15 @@ impl SimServer {
 
     async fn persist_leases(&self, set: &[LeaseRecord], epoch: Epoch) -> Result<(), Refused> {
         self.step().await;
-        self.driver.persist_leases(set, epoch).await?;
+        let result = self.driver.persist_leases(set, epoch).await;
+        tracing::debug!(
+            at = self.recorder.now_us(),
+            node = self.node,
+            leases = ?lease_ids(set),
+            ?result,
+            "lease set persisted"
+        );
+        result?;
         // The real server commits a lease mutation only while it still
         // serves the epoch it persisted under.
         if self.serving().allocator.epoch() == Some(epoch) {
@@ -544,6 +567,13 @@ enum FenceEnd {
     GiveUp,
     /// A transient failure: retry unless a new event arrives.
     Retry,
+}
+
+/// `(lease id, holder epoch, superseded)` of each record, for traces.
+fn lease_ids(set: &[LeaseRecord]) -> Vec<(u64, u64, bool)> {
+    set.iter()
+        .map(|r| (r.lease_id, r.holder_epoch, r.superseded))
+        .collect()
 }
 
 fn fence_end(err: ConsensusError) -> FenceEnd {
