@@ -9,10 +9,13 @@ use crate::env::BuildEnv;
 /// `cargo xtask sim` flags, passed on to `tsoracle-paxos-sim`.
 #[derive(Debug, Args)]
 pub(crate) struct SimArgs {
-    /// Seeds to run (CI runs 300).
+    /// Seeds to run (CI runs 300, from 0).
     #[arg(long, default_value_t = 300)]
     seeds: u64,
-    /// The first seed.
+    /// The first seed. A long run over a fresh range (e.g. `--seeds 10000
+    /// --first 200000 --release`) finds interleavings CI's fixed seeds miss;
+    /// run one before resolving a change to the apply path, the lease,
+    /// leadership or storage.
     #[arg(long, default_value_t = 0)]
     first: u64,
     /// Replay one seed and print its full report.
