@@ -1,7 +1,7 @@
 //! `cargo xtask chaos`: builds the node in release mode and runs
 //! `tsoracle-paxos chaos` (real node processes, a TCP fault proxy on every
-//! peer link, seeded kills and link cuts, the history checker), writing the
-//! JSON report under `target/chaos/`.
+//! peer link, seeded kills, link cuts and SIGSTOP/SIGCONT pauses, the
+//! history checker), writing the JSON report under `target/chaos/`.
 
 use std::path::PathBuf;
 
@@ -26,7 +26,8 @@ pub(crate) struct ChaosArgs {
     #[arg(long, default_value = "target/chaos/report.json")]
     report: PathBuf,
     /// More `tsoracle-paxos chaos` flags, e.g. `--nodes 5 --workers 8
-    /// --quiet 10s --dir ./chaos-data` (`tsoracle-paxos chaos --help`).
+    /// --quiet 10s --dir ./chaos-data --faults pause` (`tsoracle-paxos
+    /// chaos --help`).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     args: Vec<String>,
 }

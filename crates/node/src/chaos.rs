@@ -7,8 +7,10 @@
 //! from `--workers` workers (one client and one request in flight each,
 //! `get_ts` and every tenth a `get_seq`), and meanwhile injects faults from
 //! a seeded schedule ([`plan()`]): `kill -9` of a node (often the leader) and
-//! its restart, a link cut between two nodes, a one-way cut, and the
-//! isolation of the leader from its peers while clients still reach it. One
+//! its restart, a link cut between two nodes, a one-way cut, the isolation
+//! of the leader from its peers while clients still reach it, and a pause
+//! (SIGSTOP, then SIGCONT) of the leader or sometimes another node while
+//! requests keep flowing to it from workers pinned to it ([`pinned`]). One
 //! fault at a time, so a majority stays connected. After the last fault
 //! everything is healed and a quiet period follows, in which progress must
 //! resume within its length (liveness).
@@ -22,6 +24,7 @@
 //! exited on its own. Every child is stopped on every exit path (the
 //! [`Cluster`] guard), Ctrl-C and SIGTERM included.
 
+mod pinned;
 mod plan;
 mod report;
 
@@ -33,20 +36,42 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use clap::Args;
 use hdrhistogram::Histogram;
 use tokio::time::Instant;
-use tsoracle_client::Client;
+use tsoracle_client::{Client, RetryPolicy};
 use tsoracle_paxos_checker::{History, check};
 
-use self::plan::{Fault, Step, Who, plan};
+use self::pinned::PinnedLoad;
+use self::plan::{Fault, Kind, Step, Who, plan};
 use self::report::{
-    ChaosReport, Check, Event, FaultKind, Faults, Latency, OpCount, Ops, availability, ok_counts,
-    recovery_ms, worst_gaps,
+    ChaosReport, Check, Event, FaultKind, Faults, Latency, OpCount, Ops, Pinned, availability,
+    ok_counts, recovery_ms, worst_gaps,
 };
 use crate::cluster::{Cluster, RunDir, interrupted, println_out};
 use crate::error::Error;
 use crate::fault_proxy::{FaultProxy, Mode};
 use crate::load::{
-    Mix, Shared, collect, connect, forge, read_final_counter, ready_client, spawn_workers, verdicts,
+    Mix, Shared, collect, connect_with, forge, read_final_counter, ready_client_with,
+    spawn_workers, verdicts,
 };
+
+/// The per-attempt deadline of the regular workers' clients (which know
+/// every endpoint). Well under a pause: with the client's default of 2 s
+/// every worker whose leader cache points at a paused leader would wait
+/// out the pause on it, nobody would be served by its successor while it
+/// is stopped, and a resumed leader answering from its old window would go
+/// unnoticed. Still far above a request's latency outside faults.
+const WORKER_ATTEMPT_DEADLINE: Duration = Duration::from_millis(300);
+
+/// The nodes' timestamp window, `tsoracle-server`'s default, passed
+/// explicitly: an aligned pause is timed against it (see
+/// [`plan::ALIGN_MARGIN`]).
+const WINDOW_AHEAD: Duration = Duration::from_secs(3);
+
+fn worker_policy() -> RetryPolicy {
+    RetryPolicy {
+        per_attempt_deadline: WORKER_ATTEMPT_DEADLINE,
+        ..RetryPolicy::default()
+    }
+}
 
 /// `chaos` flags.
 #[derive(Debug, Clone, Args)]
@@ -59,10 +84,16 @@ pub(crate) struct ChaosArgs {
     /// replays the same schedule. Random when not given.
     #[arg(long)]
     seed: Option<u64>,
+    /// Only these kinds of fault, comma-separated (all by default): kill,
+    /// link-cut, one-way-cut, isolation, pause.
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "KINDS")]
+    faults: Vec<Kind>,
     /// Cluster size, 3 to 9.
     #[arg(long, default_value_t = 3)]
     nodes: u64,
-    /// Concurrent client workers, each with one request in flight.
+    /// Concurrent client workers, each with one request in flight, all
+    /// knowing every node. (A pause adds its own workers, pinned to the
+    /// paused node.)
     #[arg(long, default_value_t = 4)]
     workers: u32,
     /// The fault-free period at the end of the run; after the final heal
@@ -76,6 +107,11 @@ pub(crate) struct ChaosArgs {
     /// Also write the report as JSON to this file.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+    /// Also write the recorded history (every successful operation with
+    /// its worker, invocation and response times in µs since the load
+    /// started, and result) as JSON to this file, to study a violation.
+    #[arg(long, value_name = "FILE")]
+    history: Option<PathBuf>,
     /// Test hook: corrupt the recorded history before checking it (swap two
     /// timestamps of operations far apart), to show the checker can fail.
     #[arg(long, hide = true)]
@@ -131,6 +167,10 @@ pub(crate) async fn run(args: ChaosArgs) -> Result<bool, Error> {
     let seed = args.seed.unwrap_or_else(random_seed);
     let dir = RunDir::new(args.dir.as_deref(), "chaos")?;
     let mut cluster = Cluster::plan(dir.path(), "chaos", args.nodes)?;
+    cluster.add_serve_args([
+        "--window-ahead-ms".to_owned(),
+        WINDOW_AHEAD.as_millis().to_string(),
+    ]);
     let targets: Vec<_> = cluster
         .ids()
         .filter_map(|id| cluster.peer_listen(id).map(|addr| (id, addr)))
@@ -177,6 +217,8 @@ struct Run<'a> {
     crashed: Vec<String>,
     /// Each fault's kind and start (µs since the load started).
     started: Vec<(FaultKind, u64)>,
+    /// The workers pinned to paused nodes.
+    pinned: PinnedLoad,
     next_progress: Duration,
     last_ok: u64,
 }
@@ -185,6 +227,8 @@ struct Run<'a> {
 enum Undo {
     Restart(u64),
     Open(Vec<(u64, u64)>),
+    /// SIGCONT the node, paused at this time (µs since the load started).
+    Resume(u64, u64),
 }
 
 async fn drive(
@@ -193,9 +237,14 @@ async fn drive(
     args: &ChaosArgs,
     seed: u64,
 ) -> Result<bool, Error> {
-    let (client, ready) = ready_client(cluster.endpoints(), Duration::from_secs(60)).await?;
+    let (client, ready) = ready_client_with(
+        cluster.endpoints(),
+        worker_policy(),
+        Duration::from_secs(60),
+    )
+    .await?;
     let faults_end = args.duration - args.quiet;
-    let steps = plan(seed, args.nodes, faults_end);
+    let steps = plan(seed, args.nodes, &args.faults, faults_end);
     println_out(&format!(
         "chaos: seed {seed} (replay with --seed {seed}); {} nodes up in {ready:.1?}, \
          peer links through the fault proxy; {} workers for {:.0?}; {} faults until {:.0?}, \
@@ -213,7 +262,7 @@ async fn drive(
     // The first is also the run's view of the leader.
     let mut clients = vec![Arc::clone(&client)];
     for _ in 1..args.workers {
-        clients.push(connect(cluster.endpoints()).await?);
+        clients.push(connect_with(cluster.endpoints(), worker_policy()).await?);
     }
     let shared = Arc::new(Shared::new(None));
     let tasks = spawn_workers(args.workers, &clients, &shared, Mix::DENSE_EVERY_TENTH);
@@ -226,18 +275,24 @@ async fn drive(
         events: Vec::new(),
         crashed: Vec::new(),
         started: Vec::new(),
+        pinned: PinnedLoad::new(args.workers),
         next_progress: Duration::from_secs(5),
         last_ok: 0,
     };
     let (healed_at, load_end) = run.faults_then_quiet(&steps, args).await?;
     // Every request is bounded by the client's own deadline (10 s); this
     // bounds the wait even if one were not.
-    let (mut history, latency) = tokio::time::timeout(Duration::from_secs(30), collect(tasks))
+    let (mut history, mut latency) = tokio::time::timeout(Duration::from_secs(30), collect(tasks))
         .await
         .map_err(|_| Error::runtime("chaos", "the client workers did not stop within 30 s"))??;
+    let pinned = run.pinned.finish(&mut history, &mut latency).await?;
     let counter_read = read_final_counter(&client, &mut history, Duration::from_secs(10)).await;
     if args.forge_history {
         forge(&mut history);
+    }
+    if let Some(path) = &args.history {
+        write_history(&history, path)?;
+        println_out(&format!("history written to {}", path.display()));
     }
     let report = assess(
         args,
@@ -254,6 +309,7 @@ async fn drive(
             events: run.events,
             crashed: run.crashed,
             started: run.started,
+            pinned,
         },
     );
     report.print();
@@ -262,6 +318,21 @@ async fn drive(
         println_out(&format!("report written to {}", path.display()));
     }
     Ok(report.pass)
+}
+
+/// Writes `history` as JSON to `path` (its directory created).
+fn write_history(history: &History, path: &std::path::Path) -> Result<(), Error> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|err| Error::runtime("chaos history", err))?;
+    }
+    let json =
+        serde_json::to_string(history).map_err(|err| Error::runtime("chaos history", err))?;
+    std::fs::write(path, json + "\n").map_err(|err| {
+        Error::runtime(
+            "chaos history",
+            format!("cannot write {}: {err}", path.display()),
+        )
+    })
 }
 
 /// What a run observed, for [`assess`].
@@ -280,6 +351,7 @@ struct Observed {
     events: Vec<Event>,
     crashed: Vec<String>,
     started: Vec<(FaultKind, u64)>,
+    pinned: Pinned,
 }
 
 /// Checks the history and liveness and puts the report together.
@@ -338,6 +410,7 @@ fn assess(args: &ChaosArgs, seed: u64, seen: Observed) -> ChaosReport {
         timestamps: checked.timestamps,
         dense_blocks: checked.dense_blocks,
         faults: seen.faults,
+        pinned: seen.pinned,
         availability: availability(&completions, 0, seen.load_end),
         quiet_availability: availability(&completions, seen.healed_at, seen.load_end),
         recovery_ms: recovery,
@@ -348,6 +421,7 @@ fn assess(args: &ChaosArgs, seed: u64, seen: Observed) -> ChaosReport {
             max: seen.latency.max() as f64 / 1000.0,
         },
         checks,
+        violation_count: checked.violations.len(),
         violations: checked
             .violations
             .iter()
@@ -373,14 +447,18 @@ impl Run<'_> {
             if !self.crashed.is_empty() {
                 break; // no more faults on top of a crash; report it
             }
-            let undo = self.inject(step)?;
-            self.wait_until(step.at + step.hold).await;
+            let (undo, end) = self.inject(step).await?;
+            self.wait_until(end).await;
             self.undo(undo)?;
         }
         self.wait_until(args.duration - args.quiet).await;
         // The final heal: every link open, every node running.
         self.proxy.heal_all();
         for id in self.cluster.ids() {
+            if self.cluster.is_paused(id) {
+                self.cluster.resume(id)?;
+                self.event(format!("final heal: SIGCONT node {id}"));
+            }
             if !self.cluster.is_up(id) {
                 self.cluster.restart(id)?;
                 self.event(format!("final heal: restart node {id}"));
@@ -460,16 +538,21 @@ impl Run<'_> {
         }
     }
 
-    fn inject(&mut self, step: &Step) -> Result<Undo, Error> {
+    /// Starts `step`'s fault; returns how to undo it and when (since the
+    /// load started): `hold` after it started, which an aligned pause
+    /// may put up to `slack` after `at`.
+    async fn inject(&mut self, step: &Step) -> Result<(Undo, Duration), Error> {
         let kind = match step.fault {
             Fault::Kill(_) => FaultKind::Kill,
             Fault::LinkCut(..) => FaultKind::LinkCut,
             Fault::OneWayCut { .. } => FaultKind::OneWayCut,
             Fault::LeaderIsolation { .. } => FaultKind::Isolation,
+            Fault::Pause { .. } => FaultKind::Pause,
         };
         self.started.push((kind, self.shared.micros()));
         let hold = step.hold;
         let role = |leads: bool| if leads { " (the leader)" } else { "" };
+        let end = step.at + hold;
         Ok(match step.fault {
             Fault::Kill(who) => {
                 let (node, leads) = self.resolve(who);
@@ -480,7 +563,7 @@ impl Run<'_> {
                     "kill -9 node {node}{}; restart in {hold:.1?}",
                     role(leads)
                 ));
-                Undo::Restart(node)
+                (Undo::Restart(node), end)
             }
             Fault::LinkCut(a, b) => {
                 self.proxy.set(a, b, Mode::Cut);
@@ -489,7 +572,7 @@ impl Run<'_> {
                 self.event(format!(
                     "cut the links between node {a} and node {b} for {hold:.1?}"
                 ));
-                Undo::Open(vec![(a, b), (b, a)])
+                (Undo::Open(vec![(a, b), (b, a)]), end)
             }
             Fault::OneWayCut { from, to } => {
                 self.proxy.set(from, to, Mode::Stall);
@@ -498,7 +581,7 @@ impl Run<'_> {
                     "stall node {from} -> node {to} (one way; {to} -> {from} still flows) \
                      for {hold:.1?}"
                 ));
-                Undo::Open(vec![(from, to)])
+                (Undo::Open(vec![(from, to)]), end)
             }
             Fault::LeaderIsolation { fallback } => {
                 let (node, leads) = self.resolve(Who::Leader { fallback });
@@ -516,7 +599,47 @@ impl Run<'_> {
                      for {hold:.1?}",
                     role(leads)
                 ));
-                Undo::Open(links)
+                (Undo::Open(links), end)
+            }
+            Fault::Pause { who, align } => {
+                let (node, leads) = self.resolve(who);
+                let endpoint = self
+                    .cluster
+                    .endpoint(node)
+                    .ok_or_else(|| Error::runtime("chaos", format!("no node {node}")))?;
+                let clients = PinnedLoad::connect(&endpoint, hold, leads).await?;
+                let mut timing = "";
+                if align && leads {
+                    // Whatever of the slack the connecting left.
+                    let within = (step.at + step.slack).saturating_sub(self.shared.start.elapsed());
+                    timing = match clients.first() {
+                        Some(client)
+                            if pinned::await_window(
+                                client,
+                                WINDOW_AHEAD,
+                                hold + plan::ALIGN_MARGIN,
+                                within,
+                            )
+                            .await =>
+                        {
+                            " (inside its timestamp window)"
+                        }
+                        _ => " (its window's end unknown)",
+                    };
+                }
+                self.cluster.pause(node)?;
+                let stopped = self.shared.micros();
+                self.faults.pauses += 1;
+                self.faults.leader_pauses += u64::from(leads);
+                let from = Duration::from_micros(stopped);
+                let end = from + hold;
+                let pinned = self.pinned.start(clients, &self.shared, from, end);
+                self.event(format!(
+                    "SIGSTOP node {node}{} for {hold:.1?}{timing}; {pinned} workers pinned \
+                     to it keep sending",
+                    role(leads)
+                ));
+                (Undo::Resume(node, stopped), end)
             }
         })
     }
@@ -534,6 +657,12 @@ impl Run<'_> {
                 }
                 self.faults.heals += 1;
                 self.event("heal".to_owned());
+            }
+            Undo::Resume(node, stopped) => {
+                self.cluster.resume(node)?;
+                self.pinned.paused(stopped, self.shared.micros());
+                self.faults.resumes += 1;
+                self.event(format!("SIGCONT node {node}"));
             }
         }
         Ok(())

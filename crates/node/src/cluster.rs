@@ -1,12 +1,16 @@
 //! A local cluster of `serve` child processes on 127.0.0.1, shared by `demo`
 //! and `chaos`: the run directory, the node processes (start, SIGKILL,
-//! restart, stop), and the signal that ends a run early.
+//! SIGSTOP and SIGCONT, restart, stop), and the signal that ends a run
+//! early.
 //!
 //! Every child is stopped on every exit path: [`Cluster::stop`] on a normal
 //! end, and the [`Drop`] impl (SIGKILL and reap) on an error or a panic.
+//! A child paused with SIGSTOP is sent SIGCONT on each of those paths too:
+//! a stopped process leaves SIGTERM pending until it is continued.
 //! A run that is interrupted (Ctrl-C, SIGTERM) ends through [`interrupted`]
 //! (the node's own shutdown signal) and then the same path.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -29,6 +33,10 @@ pub(crate) struct Cluster {
     /// that nothing else binding port 0 meanwhile (the fault proxy's
     /// listeners) can be handed one of them.
     reserved: Vec<std::net::TcpListener>,
+    /// Nodes stopped with SIGSTOP and not yet continued.
+    paused: BTreeSet<u64>,
+    /// More `serve` flags, for every node.
+    serve_args: Vec<String>,
 }
 
 impl Cluster {
@@ -54,6 +62,8 @@ impl Cluster {
             peer_ports,
             client_ports,
             reserved,
+            paused: BTreeSet::new(),
+            serve_args: Vec::new(),
         })
     }
 
@@ -76,6 +86,16 @@ impl Cluster {
     /// Where node `id`'s peer transport listens.
     pub(crate) fn peer_listen(&self, id: u64) -> Option<SocketAddr> {
         index(id).and_then(|i| self.peer_ports.get(i).map(|&p| local(p)))
+    }
+
+    /// Adds `serve` flags for every node. Takes effect when a node
+    /// (re)starts.
+    pub(crate) fn add_serve_args<I, S>(&mut self, args: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.serve_args.extend(args.into_iter().map(Into::into));
     }
 
     /// Makes node `from` reach node `to`'s peer transport through `via`.
@@ -116,6 +136,7 @@ impl Cluster {
                 .arg(format!("{}={peer},{}", j + 1, local(*client)));
         }
         command
+            .args(&self.serve_args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -132,6 +153,15 @@ impl Cluster {
             .collect()
     }
 
+    /// Node `id`'s client address, `127.0.0.1:PORT`.
+    pub(crate) fn endpoint(&self, id: u64) -> Option<String> {
+        index(id).and_then(|i| {
+            self.client_ports
+                .get(i)
+                .map(|&port| local(port).to_string())
+        })
+    }
+
     /// The node id serving `endpoint`.
     pub(crate) fn node_of(&self, endpoint: &str) -> Option<u64> {
         let port: u16 = endpoint
@@ -146,11 +176,67 @@ impl Cluster {
 
     /// SIGKILL (`kill -9`) node `id` and reap it; nothing if it is down.
     pub(crate) fn kill(&mut self, id: u64) {
+        self.continue_if_paused(id);
         if let Some(slot) = index(id).and_then(|i| self.nodes.get_mut(i))
             && let Some(mut child) = slot.take()
         {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// SIGSTOP node `id`: the process is frozen while the kernel still
+    /// accepts connections and queues requests for it. Until
+    /// [`resume`](Self::resume) it counts as paused, and every exit path
+    /// continues it before stopping it.
+    pub(crate) fn pause(&mut self, id: u64) -> Result<(), Error> {
+        let child = index(id)
+            .and_then(|i| self.nodes.get(i))
+            .and_then(Option::as_ref)
+            .ok_or_else(|| Error::runtime("cluster", format!("node {id} is not running")))?;
+        send_signal(child, "STOP")?;
+        self.paused.insert(id);
+        Ok(())
+    }
+
+    /// SIGCONT node `id` after [`pause`](Self::pause); nothing if it is
+    /// not paused.
+    pub(crate) fn resume(&mut self, id: u64) -> Result<(), Error> {
+        if !self.paused.contains(&id) {
+            return Ok(());
+        }
+        if let Some(child) = index(id)
+            .and_then(|i| self.nodes.get(i))
+            .and_then(Option::as_ref)
+        {
+            send_signal(child, "CONT")?;
+        }
+        self.paused.remove(&id);
+        Ok(())
+    }
+
+    /// Whether node `id` is stopped with SIGSTOP.
+    pub(crate) fn is_paused(&self, id: u64) -> bool {
+        self.paused.contains(&id)
+    }
+
+    /// Best-effort SIGCONT on an exit path (errors are not worth stopping
+    /// the cleanup for: a SIGKILL follows anyway).
+    fn continue_if_paused(&mut self, id: u64) {
+        if self.paused.remove(&id)
+            && let Some(child) = index(id)
+                .and_then(|i| self.nodes.get(i))
+                .and_then(Option::as_ref)
+        {
+            let _ = send_signal(child, "CONT");
+        }
+    }
+
+    /// [`continue_if_paused`](Self::continue_if_paused) for every node.
+    fn continue_all(&mut self) {
+        let paused: Vec<u64> = self.paused.iter().copied().collect();
+        for id in paused {
+            self.continue_if_paused(id);
         }
     }
 
@@ -180,6 +266,7 @@ impl Cluster {
             {
                 out.push((id, status));
                 *slot = None;
+                self.paused.remove(&id);
             }
         }
         out
@@ -188,10 +275,10 @@ impl Cluster {
     /// SIGTERM to every node, then SIGKILL to any still running after a grace.
     pub(crate) fn stop(&mut self) {
         for child in self.nodes.iter().flatten() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
+            let _ = send_signal(child, "TERM");
         }
+        // A stopped node keeps SIGTERM pending until it is continued.
+        self.continue_all();
         let deadline = Instant::now() + Duration::from_secs(10);
         for slot in &mut self.nodes {
             if let Some(mut child) = slot.take() {
@@ -207,12 +294,33 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // SIGKILL ends a stopped process too; continuing it first leaves
+        // no stopped child behind should the kill fail.
+        self.continue_all();
         for slot in &mut self.nodes {
             if let Some(mut child) = slot.take() {
                 let _ = child.kill();
                 let _ = child.wait();
             }
         }
+    }
+}
+
+/// `kill -<name> <pid>`: the same tool for SIGTERM, SIGSTOP and SIGCONT
+/// (the standard library only sends SIGKILL).
+fn send_signal(child: &Child, name: &str) -> Result<(), Error> {
+    let status = Command::new("kill")
+        .args([format!("-{name}"), child.id().to_string()])
+        .stdin(Stdio::null())
+        .status()
+        .map_err(|err| Error::runtime("cluster: kill", err))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Error::runtime(
+            "cluster: kill",
+            format!("kill -{name} {} failed ({status})", child.id()),
+        ))
     }
 }
 
@@ -272,4 +380,61 @@ pub(crate) use crate::serve::shutdown_signal as interrupted;
 pub(crate) fn println_out(line: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stdout(), "{line}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A one-node cluster whose node is `sleep 60` (stands in for `serve`:
+    /// only the signals matter here).
+    fn sleeper(dir: &Path) -> Cluster {
+        let mut cluster = Cluster::plan(dir, "test", 1).unwrap();
+        cluster.reserved.clear();
+        let child = Command::new("sleep").arg("60").spawn().unwrap();
+        cluster.nodes.push(Some(child));
+        cluster
+    }
+
+    /// `/proc/<pid>/stat`'s state letter (`T`: stopped), if it still exists.
+    fn state(pid: u32) -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit(')').next()?.trim().chars().next()
+    }
+
+    #[test]
+    fn a_paused_node_is_continued_and_stopped_without_waiting_out_the_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cluster = sleeper(dir.path());
+        let pid = cluster.nodes[0].as_ref().unwrap().id();
+        cluster.pause(1).unwrap();
+        assert!(cluster.is_paused(1));
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(state(pid), Some('T'));
+        // A stopped process would leave SIGTERM pending for the whole
+        // 10 s grace; stop() continues it, so SIGTERM ends it at once.
+        let began = Instant::now();
+        cluster.stop();
+        assert!(
+            began.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            began.elapsed()
+        );
+        assert_eq!(state(pid), None, "the child was not reaped");
+    }
+
+    #[test]
+    fn resume_continues_and_drop_kills_a_paused_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cluster = sleeper(dir.path());
+        let pid = cluster.nodes[0].as_ref().unwrap().id();
+        cluster.pause(1).unwrap();
+        cluster.resume(1).unwrap();
+        assert!(!cluster.is_paused(1));
+        std::thread::sleep(Duration::from_millis(100));
+        assert_ne!(state(pid), Some('T'));
+        cluster.pause(1).unwrap();
+        drop(cluster);
+        assert_eq!(state(pid), None, "the child was not reaped");
+    }
 }

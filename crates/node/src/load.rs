@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use tokio::task::JoinSet;
-use tsoracle_client::{Client, ClientBuilder};
+use tsoracle_client::{Client, ClientBuilder, RetryPolicy};
 use tsoracle_paxos_checker::{History, Op, Outcome, Report, Violation};
 
 use crate::error::Error;
@@ -117,58 +117,80 @@ pub(crate) async fn worker(
     let mut n: u64 = 0;
     while shared.take() {
         n += 1;
-        let invoked = shared.micros();
         let dense = mix.dense_every.is_some_and(|every| n.is_multiple_of(every));
-        let outcome = if dense {
-            client
-                .get_seq(DENSE_KEY, 4)
-                .await
-                .ok()
-                .map(|block| Outcome::Dense {
-                    key: DENSE_KEY.to_owned(),
-                    start: block.start,
-                    count: block.count,
-                })
-        } else {
-            client
-                .get_ts()
-                .await
-                .ok()
-                .map(|ts| Outcome::Timestamps(vec![ts.0]))
-        };
-        let completed = shared.micros();
-        match outcome {
-            Some(outcome) => {
-                shared.ok.fetch_add(1, Ordering::Relaxed);
-                let latency = completed.saturating_sub(invoked);
-                shared.record_recent(latency);
+        match issue(id, &client, &shared, dense).await {
+            Some((op, latency)) => {
                 latencies.push(latency);
-                ops.push(Op {
-                    worker: id,
-                    invoked,
-                    completed,
-                    outcome,
-                });
+                ops.push(op);
             }
-            None => {
-                shared.errors.fetch_add(1, Ordering::Relaxed);
-                if dense {
-                    shared.dense_errors.fetch_add(1, Ordering::Relaxed);
-                }
-                // A failover or an overloaded node: back off a little.
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            // A failover or an overloaded node: back off a little.
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     }
     (ops, latencies)
 }
 
+/// Issues one request for worker `id` (a `get_seq` of 4 when `dense`,
+/// else a `get_ts`) and counts it in `shared`. Returns the operation, its
+/// invocation and response times taken right around the call, and its
+/// latency (µs); `None` when it failed.
+pub(crate) async fn issue(
+    id: u32,
+    client: &Client,
+    shared: &Shared,
+    dense: bool,
+) -> Option<(Op, u64)> {
+    let invoked = shared.micros();
+    let outcome = if dense {
+        client
+            .get_seq(DENSE_KEY, 4)
+            .await
+            .ok()
+            .map(|block| Outcome::Dense {
+                key: DENSE_KEY.to_owned(),
+                start: block.start,
+                count: block.count,
+            })
+    } else {
+        client
+            .get_ts()
+            .await
+            .ok()
+            .map(|ts| Outcome::Timestamps(vec![ts.0]))
+    };
+    let completed = shared.micros();
+    let Some(outcome) = outcome else {
+        shared.errors.fetch_add(1, Ordering::Relaxed);
+        if dense {
+            shared.dense_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        return None;
+    };
+    shared.ok.fetch_add(1, Ordering::Relaxed);
+    let latency = completed.saturating_sub(invoked);
+    shared.record_recent(latency);
+    Some((
+        Op {
+            worker: id,
+            invoked,
+            completed,
+            outcome,
+        },
+        latency,
+    ))
+}
+
 /// What one worker returns: its successful operations and their latencies.
 pub(crate) type WorkerResult = (Vec<Op>, Vec<u64>);
 
-/// A client of `endpoints` (it connects lazily).
-pub(crate) async fn connect(endpoints: Vec<String>) -> Result<Arc<Client>, Error> {
+/// A client of `endpoints` with its own retry and deadline `policy` (it
+/// connects lazily).
+pub(crate) async fn connect_with(
+    endpoints: Vec<String>,
+    policy: RetryPolicy,
+) -> Result<Arc<Client>, Error> {
     ClientBuilder::endpoints(endpoints)
+        .retry_policy(policy)
         .build()
         .await
         .map(Arc::new)
@@ -182,7 +204,16 @@ pub(crate) async fn ready_client(
     endpoints: Vec<String>,
     within: Duration,
 ) -> Result<(Arc<Client>, Duration), Error> {
-    let client = connect(endpoints).await?;
+    ready_client_with(endpoints, RetryPolicy::default(), within).await
+}
+
+/// [`ready_client`] with the client's retry and deadline `policy`.
+pub(crate) async fn ready_client_with(
+    endpoints: Vec<String>,
+    policy: RetryPolicy,
+    within: Duration,
+) -> Result<(Arc<Client>, Duration), Error> {
+    let client = connect_with(endpoints, policy).await?;
     let ready = Instant::now();
     while client.get_ts().await.is_err() {
         if ready.elapsed() > within {

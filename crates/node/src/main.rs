@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! tsoracle-paxos demo                              # a local cluster and a failover
-//! tsoracle-paxos chaos --duration 60s              # kills, link cuts, a checked history
+//! tsoracle-paxos chaos --duration 60s              # kills, cuts, pauses, a checked history
 //! tsoracle-paxos serve --config node.toml          # run a node
 //! tsoracle-paxos get-ts --endpoint 10.0.0.1:7001   # one timestamp
 //! tsoracle-paxos seq --endpoint 10.0.0.1:7001 --key orders --count 10
@@ -66,25 +66,36 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Start a local cluster whose peer links pass through a TCP fault
     /// proxy, drive the real client, inject seeded faults (kill -9 and
-    /// restart, link cuts, one-way cuts, leader isolation), then check the
-    /// history, liveness after the final heal, and report availability.
+    /// restart, link cuts, one-way cuts, leader isolation, process pauses),
+    /// then check the history, liveness after the final heal, and report
+    /// availability.
     ///
     /// The nodes run as child processes on 127.0.0.1 with data in a fresh
     /// directory. Faults come one at a time, so a majority always stays
-    /// connected: a node killed with SIGKILL and restarted after a pause;
+    /// connected: a node killed with SIGKILL and restarted a little later;
     /// both links between two nodes cut; one link stalled in one direction;
-    /// every link of the leader cut while clients still reach it. The
+    /// every link of the leader cut while clients still reach it; the
+    /// leader (sometimes another node) stopped with SIGSTOP for 1 to 2 s,
+    /// longer than a failover and, mostly, only once the leader's
+    /// timestamp window reaches past the pause, then continued with
+    /// SIGCONT, while workers whose client knows only that node keep
+    /// sending to it (a new one every 25 ms of the pause), so their
+    /// requests wait in its sockets and are answered after it resumes. The
     /// schedule is drawn from --seed (printed at the start; the same seed
-    /// replays it). After the last fault every link is healed and every
-    /// node runs, and an operation must complete within --quiet.
+    /// replays it); --faults keeps only some kinds (e.g. --faults pause).
+    /// After the last fault every link is healed and every node runs, and
+    /// an operation must complete within --quiet.
     ///
     /// The report gives operations ok and failed by kind, faults by kind,
     /// availability (the share of 100 ms buckets with at least one
     /// successful operation, and the longest gap) and the checker's
-    /// verdicts; --report writes it as JSON. The exit code is non-zero on
+    /// verdicts; --report writes it as JSON, --history the recorded
+    /// operations (each with its invocation and response time). The exit
+    /// code is non-zero on
     /// any violation, a liveness failure, or a node that exited on its
     /// own; the data and node logs are then kept. Every child process is
-    /// stopped on every exit path, Ctrl-C included.
+    /// stopped on every exit path, Ctrl-C included (a paused one is
+    /// continued first).
     Chaos(chaos::ChaosArgs),
     /// Fetch timestamps from a cluster and print them, one per line.
     GetTs {

@@ -6,18 +6,31 @@
 //! Faults come one at a time, each healed (or its node restarted) before
 //! the next, so at most one node is ever down or cut off and a majority
 //! always stays connected: the run must keep making progress. Kinds are
-//! drawn in shuffled rounds of all four, so a run long enough for four
+//! drawn in shuffled rounds of all five, so a run long enough for five
 //! faults sees each kind at least once.
 
 use std::time::Duration;
 
-/// The kinds of fault, drawn in shuffled rounds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+/// The kinds of fault, drawn in shuffled rounds (`--faults` picks some).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub(crate) enum Kind {
     Kill,
     LinkCut,
     OneWayCut,
+    #[value(name = "isolation")]
     LeaderIsolation,
+    Pause,
+}
+
+impl Kind {
+    /// Every kind, in the order rounds list them before the shuffle.
+    pub(crate) const ALL: [Self; 5] = [
+        Self::Kill,
+        Self::LinkCut,
+        Self::OneWayCut,
+        Self::LeaderIsolation,
+        Self::Pause,
+    ];
 }
 
 /// Whom a node fault hits.
@@ -41,12 +54,19 @@ pub(crate) enum Fault {
     OneWayCut { from: u64, to: u64 },
     /// Cut every link into and out of the leader; clients still reach it.
     LeaderIsolation { fallback: u64 },
+    /// SIGSTOP a node (usually the leader) while clients keep sending to
+    /// it, SIGCONT it when the fault ends. With `align`, a leader is
+    /// stopped only once its timestamp window reaches past the pause (see
+    /// [`ALIGN_MARGIN`]), which may take up to the step's `slack`.
+    Pause { who: Who, align: bool },
 }
 
-/// One fault: it starts `at` (since the load started) and lasts `hold`.
+/// One fault: it starts `at` (since the load started), or up to `slack`
+/// later, and lasts `hold` from its start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Step {
     pub(crate) at: Duration,
+    pub(crate) slack: Duration,
     pub(crate) hold: Duration,
     pub(crate) fault: Fault,
 }
@@ -57,10 +77,41 @@ pub(crate) const WARMUP: Duration = Duration::from_secs(1);
 /// reopens its storage and its peers reconnect (their backoff reaches 2 s),
 /// and until then it is not yet part of the connected majority.
 const SETTLE_AFTER_RESTART: Duration = Duration::from_millis(1500);
+/// How long a pause lasts, in ms. Longer than a failover (0.6 to 1 s in
+/// the chaos runs with `Timing::lan`: a 200 ms election timeout, the
+/// election, then the new leader's lease wait), so a new leader usually
+/// serves before the old one resumes: the case in which a resumed leader
+/// could answer from its old timestamp window. Shorter than the window
+/// (`tsoracle-server`'s 3 s) less [`ALIGN_MARGIN`], so an aligned pause
+/// ends inside it, and than the pinned clients' per-attempt deadline, so
+/// requests queued at the paused node are still awaited when it resumes.
+pub(crate) const PAUSE_MS: std::ops::RangeInclusive<u64> = 1000..=2000;
+/// An aligned pause of the leader starts only once the leader's window
+/// reaches this far past the pause's end. `tsoracle-server` extends the
+/// window only when the clock passes its end, so at a random moment it
+/// reaches anywhere from 0 to 3 s ahead; a pause that outlasts it makes
+/// the resumed node ask the driver for more, which refuses, and the path
+/// that answers from the old window goes untested.
+pub(crate) const ALIGN_MARGIN: Duration = Duration::from_millis(300);
+/// How long an aligned pause may wait for that: the window's end is at
+/// most the pause plus [`ALIGN_MARGIN`] away when it does not reach far
+/// enough, it is extended once reached, and the poll takes a little.
+fn align_slack(hold: Duration) -> Duration {
+    hold + ALIGN_MARGIN + Duration::from_millis(300)
+}
 
-/// Draws the schedule for a run of `nodes` nodes whose faults must all be
-/// over by `faults_end` (since the load started).
-pub(crate) fn plan(seed: u64, nodes: u64, faults_end: Duration) -> Vec<Step> {
+/// Draws the schedule for a run of `nodes` nodes whose faults, of the
+/// given `kinds` (all when empty), must all be over by `faults_end` (since
+/// the load started).
+pub(crate) fn plan(seed: u64, nodes: u64, kinds: &[Kind], faults_end: Duration) -> Vec<Step> {
+    let mut kinds = if kinds.is_empty() {
+        Kind::ALL.to_vec()
+    } else {
+        kinds.to_vec()
+    };
+    // The order given on the command line does not change the schedule.
+    kinds.sort_unstable();
+    kinds.dedup();
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut steps = Vec::new();
     let mut round: Vec<Kind> = Vec::new();
@@ -68,12 +119,7 @@ pub(crate) fn plan(seed: u64, nodes: u64, faults_end: Duration) -> Vec<Step> {
     let mut after_kill = false;
     loop {
         if round.is_empty() {
-            round = vec![
-                Kind::Kill,
-                Kind::LinkCut,
-                Kind::OneWayCut,
-                Kind::LeaderIsolation,
-            ];
+            round.clone_from(&kinds);
             rng.shuffle(&mut round);
         }
         let Some(kind) = round.pop() else { break };
@@ -81,7 +127,10 @@ pub(crate) fn plan(seed: u64, nodes: u64, faults_end: Duration) -> Vec<Step> {
         if after_kill {
             gap += SETTLE_AFTER_RESTART;
         }
-        let hold = Duration::from_millis(rng.u64(800..=2500));
+        let hold = Duration::from_millis(match kind {
+            Kind::Pause => rng.u64(PAUSE_MS),
+            _ => rng.u64(800..=2500),
+        });
         let node = rng.u64(1..=nodes);
         // A second node, distinct from the first.
         let other = (node + rng.u64(1..nodes) - 1) % nodes + 1;
@@ -94,16 +143,36 @@ pub(crate) fn plan(seed: u64, nodes: u64, faults_end: Duration) -> Vec<Step> {
                 to: other,
             },
             Kind::LeaderIsolation => Fault::LeaderIsolation { fallback: node },
+            // Mostly the leader (the case a lease must cover), mostly
+            // aligned with its window; sometimes a drawn node, often a
+            // follower, whose queued requests must be redirected, not
+            // answered.
+            Kind::Pause => {
+                let who = if rng.u64(0..4) == 0 {
+                    Who::Node(node)
+                } else {
+                    Who::Leader { fallback: node }
+                };
+                Fault::Pause {
+                    who,
+                    align: rng.u64(0..4) != 0,
+                }
+            }
         };
-        if t + gap + hold > faults_end {
+        let slack = match fault {
+            Fault::Pause { align: true, .. } => align_slack(hold),
+            _ => Duration::ZERO,
+        };
+        if t + gap + slack + hold > faults_end {
             break;
         }
         steps.push(Step {
             at: t + gap,
+            slack,
             hold,
             fault,
         });
-        t += gap + hold;
+        t += gap + slack + hold;
         after_kill = kind == Kind::Kill;
     }
     steps
@@ -116,26 +185,39 @@ mod tests {
     #[test]
     fn a_seed_replays_its_schedule() {
         let end = Duration::from_secs(55);
-        assert_eq!(plan(7, 3, end), plan(7, 3, end));
-        assert_ne!(plan(7, 3, end), plan(8, 3, end));
+        assert_eq!(plan(7, 3, &[], end), plan(7, 3, &[], end));
+        assert_ne!(plan(7, 3, &[], end), plan(8, 3, &[], end));
     }
 
     #[test]
     fn faults_do_not_overlap_and_end_in_time() {
         for seed in 0..200 {
             let end = Duration::from_secs(30);
-            let steps = plan(seed, 5, end);
+            let steps = plan(seed, 5, &[], end);
             let mut free_from = WARMUP;
             let node = |n: u64| (1..=5).contains(&n);
             for step in &steps {
                 assert!(step.at > free_from, "seed {seed}: {step:?} overlaps");
-                free_from = step.at + step.hold;
+                free_from = step.at + step.slack + step.hold;
                 match step.fault {
                     Fault::LinkCut(a, b) | Fault::OneWayCut { from: a, to: b } => {
                         assert!(a != b && node(a) && node(b), "seed {seed}: {step:?}");
                     }
                     Fault::Kill(Who::Node(n) | Who::Leader { fallback: n })
+                    | Fault::Pause {
+                        who: Who::Node(n) | Who::Leader { fallback: n },
+                        ..
+                    }
                     | Fault::LeaderIsolation { fallback: n } => assert!(node(n)),
+                }
+                if let Fault::Pause { align, .. } = step.fault {
+                    let ms = u64::try_from(step.hold.as_millis()).unwrap();
+                    assert!(PAUSE_MS.contains(&ms), "seed {seed}: {step:?}");
+                    // An aligned pause still ends inside a fresh window.
+                    assert!(step.hold + ALIGN_MARGIN < Duration::from_secs(3));
+                    assert_eq!(align, !step.slack.is_zero(), "seed {seed}: {step:?}");
+                } else {
+                    assert!(step.slack.is_zero(), "seed {seed}: {step:?}");
                 }
             }
             assert!(free_from <= end, "seed {seed}");
@@ -149,8 +231,21 @@ mod tests {
                 steps
                     .iter()
                     .any(|s| matches!(s.fault, Fault::LeaderIsolation { .. })),
+                steps.iter().any(|s| matches!(s.fault, Fault::Pause { .. })),
             ];
-            assert_eq!(kinds, [true; 4], "seed {seed}");
+            assert_eq!(kinds, [true; 5], "seed {seed}");
         }
+    }
+
+    #[test]
+    fn faults_picks_the_kinds() {
+        let end = Duration::from_secs(30);
+        let steps = plan(3, 3, &[Kind::Pause], end);
+        assert!(steps.len() >= 5, "{steps:?}");
+        assert!(steps.iter().all(|s| matches!(s.fault, Fault::Pause { .. })));
+        // All kinds, in any order, is the default schedule.
+        let mut all = Kind::ALL;
+        all.reverse();
+        assert_eq!(plan(3, 3, &all, end), plan(3, 3, &[], end));
     }
 }

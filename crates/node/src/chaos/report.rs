@@ -47,6 +47,28 @@ pub(crate) struct Faults {
     pub(crate) other_isolations: u64,
     /// Link faults undone.
     pub(crate) heals: u64,
+    /// SIGSTOP of a node (the leader's included) while clients keep
+    /// sending to it.
+    pub(crate) pauses: u64,
+    /// Pauses whose target was the leader the client saw.
+    pub(crate) leader_pauses: u64,
+    /// SIGCONT of a paused node.
+    pub(crate) resumes: u64,
+}
+
+/// The requests of the workers pinned to a paused node (a client that
+/// knows only that node's endpoint, so it cannot move on to the others).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub(crate) struct Pinned {
+    /// Pinned workers started, over all pauses.
+    pub(crate) workers: u64,
+    pub(crate) ok: u64,
+    pub(crate) failed: u64,
+    /// Successful requests invoked while their node was stopped and
+    /// answered after its SIGCONT: they waited in the node's sockets, the
+    /// case a resumed old leader must not answer from its old window. (The
+    /// answer came from that node, or from the leader it redirected to.)
+    pub(crate) queued_across_pause: u64,
 }
 
 /// How much of the run had successful operations.
@@ -89,6 +111,9 @@ pub(crate) struct ChaosReport {
     pub(crate) timestamps: usize,
     pub(crate) dense_blocks: usize,
     pub(crate) faults: Faults,
+    /// Requests of the workers pinned to paused nodes; they are part of
+    /// `ops` and of the checked history too.
+    pub(crate) pinned: Pinned,
     pub(crate) availability: Availability,
     /// Availability over the fault-free period at the end.
     pub(crate) quiet_availability: Availability,
@@ -100,6 +125,8 @@ pub(crate) struct ChaosReport {
     /// of a fault to the start of the next (or the end), worst per kind.
     pub(crate) worst_gaps_ms: WorstGaps,
     pub(crate) checks: Vec<Check>,
+    /// How many violations the checker found.
+    pub(crate) violation_count: usize,
     /// The checker's first violations (at most 20).
     pub(crate) violations: Vec<String>,
     pub(crate) events: Vec<Event>,
@@ -112,6 +139,7 @@ pub(crate) enum FaultKind {
     LinkCut,
     OneWayCut,
     Isolation,
+    Pause,
 }
 
 /// The worst gap after each kind of fault, in milliseconds (`None`: the
@@ -122,6 +150,7 @@ pub(crate) struct WorstGaps {
     pub(crate) link_cut: Option<f64>,
     pub(crate) one_way_cut: Option<f64>,
     pub(crate) isolation: Option<f64>,
+    pub(crate) pause: Option<f64>,
 }
 
 /// Attributes outages to faults: for each fault (kind, start µs, in start
@@ -137,6 +166,7 @@ pub(crate) fn worst_gaps(completions: &[u64], started: &[(FaultKind, u64)], end:
             FaultKind::LinkCut => &mut worst.link_cut,
             FaultKind::OneWayCut => &mut worst.one_way_cut,
             FaultKind::Isolation => &mut worst.isolation,
+            FaultKind::Pause => &mut worst.pause,
         };
         *slot = Some(slot.map_or(gap, |w| w.max(gap)));
     }
@@ -234,7 +264,8 @@ impl ChaosReport {
             ),
             format!(
                 "  faults                {} kills ({} of the leader), {} restarts, {} link cuts, \
-                 {} one-way cuts, {} leader isolations{}, {} heals",
+                 {} one-way cuts, {} leader isolations{}, {} heals, {} pauses ({} of the \
+                 leader), {} resumes",
                 f.kills,
                 f.leader_kills,
                 f.restarts,
@@ -246,7 +277,18 @@ impl ChaosReport {
                 } else {
                     String::new()
                 },
-                f.heals
+                f.heals,
+                f.pauses,
+                f.leader_pauses,
+                f.resumes
+            ),
+            format!(
+                "  pinned to paused node {} workers, {} ok ({} sent during a pause, answered after \
+                 SIGCONT), {} failed",
+                self.pinned.workers,
+                self.pinned.ok,
+                self.pinned.queued_across_pause,
+                self.pinned.failed
             ),
             format!(
                 "  availability          {:.1}% of {} ms buckets ({}/{}), longest gap {:.0} ms \
@@ -259,11 +301,13 @@ impl ChaosReport {
                 a.longest_gap_from_ms as f64 / 1000.0
             ),
             format!(
-                "  worst gap after       kill {}, link cut {}, one-way cut {}, isolation {}",
+                "  worst gap after       kill {}, link cut {}, one-way cut {}, isolation {}, \
+                 pause {}",
                 ms(self.worst_gaps_ms.kill),
                 ms(self.worst_gaps_ms.link_cut),
                 ms(self.worst_gaps_ms.one_way_cut),
-                ms(self.worst_gaps_ms.isolation)
+                ms(self.worst_gaps_ms.isolation),
+                ms(self.worst_gaps_ms.pause)
             ),
             format!(
                 "  quiet period          {:.1}% available",
@@ -282,6 +326,13 @@ impl ChaosReport {
         ];
         for check in &self.checks {
             lines.push(format!("  {}  {}", verdict(check.pass), check.rule));
+        }
+        if self.violation_count > 0 {
+            lines.push(format!(
+                "  {} violations (the first {} below)",
+                self.violation_count,
+                self.violation_count.min(10)
+            ));
         }
         for violation in self.violations.iter().take(10) {
             lines.push(format!("  violation: {violation}"));
@@ -337,7 +388,10 @@ mod tests {
         // Kill 1: 100 ms -> 900 ms; kill 2: 1.5 s -> 2.0 s; the cut: 1.05 s -> 1.5 s.
         assert_eq!(worst.kill, Some(800.0));
         assert_eq!(worst.link_cut, Some(450.0));
-        assert_eq!((worst.one_way_cut, worst.isolation), (None, None));
+        assert_eq!(
+            (worst.one_way_cut, worst.isolation, worst.pause),
+            (None, None, None)
+        );
     }
 
     #[test]
