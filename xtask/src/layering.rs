@@ -134,14 +134,68 @@ pub(crate) fn check(build_env: &BuildEnv) -> Result<()> {
             ));
         }
     }
+    if let Some(path) = published_omnipaxos(build_env)? {
+        violations.push(format!(
+            "the published omnipaxos is compiled ({path}): every crate must use the fixed \
+             copy, package tsoracle-paxos-omnipaxos (vendor/README.md)"
+        ));
+    }
     if violations.is_empty() {
         eprintln!(
-            "layering: {} rules hold; no shipped package enables the mutation switches",
+            "layering: {} rules hold; no shipped package enables the mutation switches; \
+             only the fixed OmniPaxos is compiled",
             RULES.len()
         );
         return Ok(());
     }
     bail!("layering violations:\n  {}", violations.join("\n  "));
+}
+
+/// The first crate that reaches the published `omnipaxos` (whose 0.2.4 loses
+/// a lagging follower's decided prefix), over every package, target, feature
+/// and edge of the workspace; `None` when only the fixed copy is compiled.
+fn published_omnipaxos(build_env: &BuildEnv) -> Result<Option<String>> {
+    let mut command = Command::new("cargo");
+    command.args([
+        "tree",
+        "--locked",
+        "--workspace",
+        "--all-features",
+        "-e",
+        "all",
+        "-i",
+        "omnipaxos",
+        "--prefix",
+        "none",
+        "--format",
+        "{p}",
+    ]);
+    build_env.apply(&mut command);
+    let output = command.output().context("could not run cargo tree")?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        // `cargo tree -i` fails when no package of that name is in the
+        // graph, which is the state this check wants; any other failure is
+        // an error, not a pass.
+        if stderr.contains("did not match any packages") {
+            return Ok(None);
+        }
+        bail!(
+            "cargo tree -i omnipaxos failed ({}): {stderr}",
+            output.status
+        );
+    }
+    Ok(Some(first_dependent(&String::from_utf8_lossy(
+        &output.stdout,
+    ))))
+}
+
+/// The first crate other than `omnipaxos` itself in an inverted tree.
+fn first_dependent(inverted: &str) -> String {
+    parse_tree(inverted)
+        .into_iter()
+        .find(|name| name != "omnipaxos")
+        .unwrap_or_else(|| "omnipaxos".to_owned())
 }
 
 /// Names of every crate compiled for `rule.package` (normal and build edges),
@@ -216,11 +270,15 @@ fn parse_tree(stdout: &str) -> Vec<String> {
         .collect()
 }
 
+/// The fixed OmniPaxos (`vendor/omnipaxos`): below every layer, so no
+/// `tsoracle-*` pattern of a rule forbids it.
+const FIXED_OMNIPAXOS: &str = "tsoracle-paxos-omnipaxos";
+
 fn forbidden_found<'a>(rule: &Rule, names: &'a [String]) -> Vec<&'a str> {
     let mut found: Vec<&str> = names
         .iter()
         .map(String::as_str)
-        .filter(|name| *name != rule.package)
+        .filter(|name| *name != rule.package && *name != FIXED_OMNIPAXOS)
         .filter(|name| {
             rule.forbidden
                 .iter()
@@ -271,8 +329,18 @@ mod tests {
     }
 
     #[test]
+    fn a_path_to_the_published_omnipaxos_is_reported() {
+        let inverted = "omnipaxos v0.2.4\n\
+            omnipaxos feature \"serde\"\n\
+            tsoracle-paxos-state v0.1.0 (/w/crates/state)\n";
+        assert_eq!(first_dependent(inverted), "tsoracle-paxos-state");
+    }
+
+    #[test]
     fn the_package_itself_is_not_a_violation() {
-        let names = parse_tree("tsoracle-paxos-epoch v0.1.0\nomnipaxos v0.2.4\n");
+        let names = parse_tree(
+            "tsoracle-paxos-epoch v0.1.0\ntsoracle-paxos-omnipaxos v0.2.4 (/w/vendor/omnipaxos)\n",
+        );
         assert!(forbidden_found(&RULES[0], &names).is_empty());
     }
 }

@@ -150,6 +150,12 @@ pub mod runner;
 pub mod sink;
 pub mod storage;
 
+/// The OmniPaxos every crate of this workspace runs: 0.2.4 with the fix to
+/// delta-snapshot sync (package `tsoracle-paxos-omnipaxos`, see
+/// `vendor/README.md`). A host that builds its own `OmniPaxos` takes it from
+/// here, so it cannot end up on the published crate and its snapshot bug.
+pub use omnipaxos;
+
 pub use durability::{Durability, SyncedWrites};
 pub use error::Error;
 pub use memnet::{Faults, LinkStats, MemNetConfig, MemNetwork, MemSink, NetControl};

@@ -28,9 +28,6 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use omnipaxos::storage::{Entry, Snapshot};
-use omnipaxos::util::{LogEntry, NodeId};
-use omnipaxos::{ClusterConfig, OmniPaxosConfig, ServerConfig};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -44,6 +41,9 @@ use tsoracle_driver_paxos::{
 use tsoracle_paxos_state::{
     ApplyState, Command, HostItem, PaxosEntry, PaxosEnvelope, PaxosSnapshot, SnapshotPolicy,
 };
+use tsoracle_paxos_toolkit::omnipaxos::storage::{Entry, Snapshot};
+use tsoracle_paxos_toolkit::omnipaxos::util::{LogEntry, NodeId};
+use tsoracle_paxos_toolkit::omnipaxos::{ClusterConfig, OmniPaxosConfig, ServerConfig};
 use tsoracle_paxos_toolkit::storage::MemoryStorage;
 use tsoracle_paxos_toolkit::{
     DecidedHook, MemNetConfig, MemNetwork, Runner, RunnerConfig, RunnerStatus, SyncedWrites,
