@@ -9,6 +9,7 @@ mod cmd;
 mod env;
 mod fuzz;
 mod layering;
+mod outside;
 mod sim;
 
 use std::time::Instant;
@@ -179,6 +180,7 @@ fn ci(build_env: &env::BuildEnv) -> Result<()> {
     test(build_env, &[])?;
     sim::run(build_env, &sim::SimArgs::ci())?;
     examples(build_env)?;
+    outside::check(build_env)?;
     Step::new("rustdoc (warnings denied)", "cargo")
         .args(["doc", "--workspace", "--no-deps", "--all-features"])
         .args(locked)
