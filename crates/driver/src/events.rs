@@ -2,7 +2,7 @@
 //!
 //! [`LeaderEvents`] turns the roles the [`LeaseTracker`](crate::LeaseTracker)
 //! decides into the items of `ConsensusDriver::leadership_events`, following
-//! the trait's contract (design invariant 6):
+//! the trait's contract (invariant 6 in `docs/architecture.md`):
 //!
 //! - it emits only on a change of the whole state, payload included (a new
 //!   ballot of the same leader is a new epoch, hence a new event);

@@ -1,5 +1,5 @@
 //! Pre-proposal checks and outcome mapping: the write path's answers as
-//! [`ConsensusError`]s (design invariant 4).
+//! [`ConsensusError`]s (invariant 4 in `docs/architecture.md`).
 //!
 //! Before proposing anything the driver runs [`check_advance`] (high-water)
 //! or [`check_write`] (dense, leases): a node that is not [`Role::Leader`]

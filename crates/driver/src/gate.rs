@@ -1,6 +1,6 @@
 //! The reply gate: no reply carrying data leaves a node that no longer leads
-//! under the epoch the reply was produced in (design invariant 5, the
-//! re-check after production).
+//! under the epoch the reply was produced in (invariant 5 in
+//! `docs/architecture.md`: the re-check after production).
 //!
 //! `tsoracle-server` decides whether to serve from a flag that flips only
 //! when its leadership-watch task runs. A process that was paused (SIGSTOP,

@@ -53,7 +53,7 @@ struct Leading {
 }
 
 /// Decides, from OmniPaxos observations, decisions and the time, whether this
-/// node may serve as leader (design invariant 5).
+/// node may serve as leader (invariant 5 in `docs/architecture.md`).
 ///
 /// - [`observe`](Self::observe) after every read of OmniPaxos' status;
 /// - [`proposed`](Self::proposed) when this node hands an entry to OmniPaxos,

@@ -2,8 +2,9 @@
 //!
 //! OmniPaxos has no lease: an isolated old leader keeps reporting itself
 //! leader for ever. The driver therefore serves as leader only while it holds
-//! a *lease* (design invariant 5), and a newly elected leader waits before it
-//! serves, so that the two can never overlap in real time.
+//! a *lease* (invariant 5 in `docs/architecture.md`), and a newly elected
+//! leader waits before it serves, so that the two can never overlap in real
+//! time.
 //!
 //! # The rule
 //!

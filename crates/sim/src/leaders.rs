@@ -1,10 +1,11 @@
 //! Who claimed leadership when: the lease's promise, checked directly.
 //!
-//! Design invariant 5: a deposed leader stops reporting `Leader` before any
-//! new leader can serve. Each node's driver publishes its leadership; a
-//! monitor records every span of virtual time during which a node reported
-//! `Leader`, and [`overlaps`] finds two nodes' spans that intersect (which the
-//! lease forbids, whatever the clients happened to observe).
+//! Invariant 5 (`docs/architecture.md`): a deposed leader stops reporting
+//! `Leader` before any new leader can serve. Each node's driver publishes its
+//! leadership; a monitor records every span of virtual time during which a
+//! node reported `Leader`, and [`overlaps`] finds two nodes' spans that
+//! intersect (which the lease forbids, whatever the clients happened to
+//! observe).
 //!
 //! It also answers whether a node led under an epoch a moment ago, for the
 //! servers' own check: a server may start serving an epoch only while its

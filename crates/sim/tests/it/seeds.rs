@@ -1,6 +1,7 @@
-//! Every safety invariant (design invariants 2 to 8, as the checker and the
-//! simulation's oracles see them) holds on a band of seeds, with a 3-node and
-//! a 5-node cluster. `cargo xtask sim` runs hundreds more.
+//! Every safety invariant the checker and the simulation's oracles see
+//! (invariants 2 to 5, 7 and 8 in `docs/architecture.md`) holds on a band of
+//! seeds, with a 3-node and a 5-node cluster. `cargo xtask sim` runs hundreds
+//! more.
 
 use tsoracle_paxos_sim::{SimConfig, run};
 
