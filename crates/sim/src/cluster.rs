@@ -210,6 +210,17 @@ impl Cluster {
             .map(|live| Arc::clone(&live.driver))
     }
 
+    /// Ends the servers' long stalls, for the running nodes and every node
+    /// booted later (part of the heal).
+    pub(crate) fn end_stalls(&mut self) {
+        self.setup.server.slow_probability = 0.0;
+        for slot in self.slots.values() {
+            if let Some(live) = &slot.live {
+                live.server.end_stalls();
+            }
+        }
+    }
+
     /// Starts node `id` from what its disk holds.
     pub(crate) fn boot(&mut self, id: NodeId) -> Result<(), SimError> {
         let setup = &self.setup;

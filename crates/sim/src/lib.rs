@@ -558,6 +558,7 @@ async fn simulate(seed: u64, config: &SimConfig) -> Result<RunReport, SimError> 
     }
     control.heal_all();
     control.clear_faults();
+    cluster.end_stalls();
     for node in cluster.ids() {
         apply_undo(&mut cluster, Undo::Unslow(node))?;
     }

@@ -116,6 +116,11 @@ pub(crate) struct SimServer {
     /// takes `extension` (the real lock order, so no cycle).
     gate: tokio::sync::RwLock<()>,
     alive: AtomicBool,
+    /// Whether an await may still stall for long. A stall is a fault, and
+    /// every fault ends at the heal: a server that stalled twice in a row
+    /// after it (each up to `max_slow`) could miss the liveness deadline
+    /// with nothing wrong in the driver (seed 313956 did).
+    stalls: AtomicBool,
     /// Set while the node's process is paused: requests wait in its
     /// sockets, and no reply leaves until it resumes.
     paused: tokio::sync::watch::Sender<bool>,
@@ -148,6 +153,7 @@ impl SimServer {
             extension: tokio::sync::Mutex::new(()),
             gate: tokio::sync::RwLock::new(()),
             alive: AtomicBool::new(true),
+            stalls: AtomicBool::new(true),
             paused: tokio::sync::watch::Sender::new(false),
             rng: Mutex::new(fastrand::Rng::with_seed(seed)),
             recorder,
@@ -177,6 +183,12 @@ impl SimServer {
 
     /// Pauses (or resumes) the process as SIGSTOP (SIGCONT) would, as far
     /// as clients see it: requests wait, replies do not leave.
+    /// No await stalls for long from now on (the heal); one already
+    /// stalling runs out.
+    pub(crate) fn end_stalls(&self) {
+        self.stalls.store(false, Ordering::SeqCst);
+    }
+
     pub(crate) fn set_paused(&self, paused: bool) {
         self.paused.send_replace(paused);
     }
@@ -236,7 +248,8 @@ impl SimServer {
     async fn step(&self) {
         let slow = {
             let mut rng = self.rng.lock().unwrap_or_else(PoisonError::into_inner);
-            rng.f64() < self.params.slow_probability
+            // Drawn even after the heal, so the seed's draws stay the same.
+            rng.f64() < self.params.slow_probability && self.stalls.load(Ordering::SeqCst)
         };
         let max = if slow {
             self.params.max_slow
