@@ -186,20 +186,23 @@ fn ci(build_env: &env::BuildEnv) -> Result<()> {
         .args(locked)
         .env("RUSTDOCFLAGS", "-D warnings")
         .run(build_env)?;
-    if cmd::cargo_subcommand_available("deny") {
-        // The advisory database cannot be fetched on this network, so only the
-        // offline checks run (see deny.toml).
-        Step::new("cargo deny (licenses, bans, sources)", "cargo")
-            .args(["deny", "--locked", "check", "licenses", "bans", "sources"])
+    if !cmd::cargo_subcommand_available("deny") {
+        // A fresh machine lacks it: installed once (about 5 CPU-minutes),
+        // pinned so every machine checks with the same rules.
+        Step::new("install cargo-deny (once per machine)", "cargo")
+            .args(["install", "--locked", "cargo-deny", "--version", CARGO_DENY])
             .run(build_env)?;
-    } else {
-        eprintln!(
-            "xtask: cargo-deny is not installed, skipping the license/duplicate check \
-             (install it with `cargo install cargo-deny --locked`)"
-        );
     }
+    // The advisory database cannot be fetched on this network, so only the
+    // offline checks run (see deny.toml).
+    Step::new("cargo deny (licenses, bans, sources)", "cargo")
+        .args(["deny", "--locked", "check", "licenses", "bans", "sources"])
+        .run(build_env)?;
     Ok(())
 }
+
+/// The cargo-deny release CI installs when it is missing (builds on 1.95).
+const CARGO_DENY: &str = "0.20.2";
 
 /// The examples, in debug builds (already compiled by clippy's pass over
 /// the workspace, so only linking is left).
