@@ -90,7 +90,18 @@ pub(crate) struct ServeArgs {
     /// start-up when it is.
     #[arg(long)]
     pub(crate) insecure_peer_plaintext: bool,
+    /// Stop serving and exit (non-zero) when the data directory's
+    /// filesystem has less than this many MiB free, and refuse to start
+    /// below it (default 64). Checked twice a second: a full disk otherwise
+    /// shows only when RocksDB's preallocated space runs out, tens of
+    /// seconds later. 0 turns the check off.
+    #[arg(long, value_name = "MIB")]
+    pub(crate) min_free_disk_mib: Option<u64>,
 }
+
+/// Free space the node keeps on its data directory's filesystem, in MiB:
+/// room for a memtable flush (4 MiB) and a compaction with plenty to spare.
+const DEFAULT_MIN_FREE_DISK_MIB: u64 = 64;
 
 /// The TOML file, every field optional (flags may supply it).
 #[derive(Debug, Default, Deserialize)]
@@ -109,6 +120,7 @@ struct FileConfig {
     snapshot_every: Option<u64>,
     tls: Option<FileTls>,
     insecure_peer_plaintext: Option<bool>,
+    min_free_disk_mib: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -154,6 +166,8 @@ pub(crate) struct NodeConfig {
     pub(crate) insecure_peer_plaintext: bool,
     /// tsoracle-server's window ahead; `None` keeps the server's default.
     pub(crate) window_ahead: Option<Duration>,
+    /// Free space below which the node stops (bytes; 0: never).
+    pub(crate) min_free_disk: u64,
 }
 
 impl ServeArgs {
@@ -242,6 +256,11 @@ impl ServeArgs {
             insecure_peer_plaintext: self.insecure_peer_plaintext
                 || file.insecure_peer_plaintext.unwrap_or(false),
             window_ahead: self.window_ahead_ms.map(Duration::from_millis),
+            min_free_disk: self
+                .min_free_disk_mib
+                .or(file.min_free_disk_mib)
+                .unwrap_or(DEFAULT_MIN_FREE_DISK_MIB)
+                .saturating_mul(1024 * 1024),
         };
         config.check()?;
         if config.tls.is_none() && config.insecure_peer_plaintext {

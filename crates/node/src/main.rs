@@ -15,6 +15,7 @@ mod client_cmd;
 mod cluster;
 mod config;
 mod demo;
+mod disk;
 mod error;
 mod fault_proxy;
 mod load;

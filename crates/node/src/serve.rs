@@ -32,6 +32,14 @@ pub(crate) async fn run(config: NodeConfig) -> Result<(), Error> {
         crate::metrics::install(addr)?;
     }
 
+    // Refused like any other bad input: before anything is written.
+    if let Some(reason) = crate::disk::shortage(&config.data_dir, config.min_free_disk) {
+        return Err(Error::DataDir {
+            dir: config.data_dir.clone(),
+            reason,
+        });
+    }
+
     let db_dir = config.data_dir.join("db");
     // A restart's time to serving is a figure users ask for: the storage open
     // (WAL replay) is logged here, the rebuild of the state from the snapshot
@@ -131,7 +139,7 @@ pub(crate) async fn run(config: NodeConfig) -> Result<(), Error> {
             Ok(Err(err)) => Err(Error::runtime("tsoracle server", err)),
             Err(err) => Err(Error::runtime("tsoracle server", err)),
         },
-        reason = failure(&host, &watch) => {
+        reason = failure(&host, &watch, &config) => {
             // One line a supervisor's log shows; the exit code says the rest.
             tracing::error!(%reason, "stopping: this node can no longer serve");
             Err(reason)
@@ -177,7 +185,11 @@ pub(crate) async fn run(config: NodeConfig) -> Result<(), Error> {
 /// record, a panic in OmniPaxos or the apply path), a StopSign ended the
 /// configuration, or the server's leadership-watch task ended. Staying up would only answer "not leader"
 /// for ever; exiting lets a supervisor restart the node or page someone.
-async fn failure(host: &StandaloneHost, watch: &tsoracle_server::WatchGuard) -> Error {
+async fn failure(
+    host: &StandaloneHost,
+    watch: &tsoracle_server::WatchGuard,
+    config: &NodeConfig,
+) -> Error {
     let mut status = host.status();
     let mut poll = tokio::time::interval(Duration::from_millis(100));
     loop {
@@ -204,6 +216,11 @@ async fn failure(host: &StandaloneHost, watch: &tsoracle_server::WatchGuard) -> 
                 "tsoracle server",
                 "the leadership watch ended; serving is disabled",
             );
+        }
+        // A statvfs per tick costs microseconds; the node stops within a
+        // tick of its disk filling, not when a write finally fails.
+        if let Some(reason) = crate::disk::shortage(&config.data_dir, config.min_free_disk) {
+            return Error::runtime("disk", reason);
         }
         tokio::select! {
             changed = status.changed() => {
