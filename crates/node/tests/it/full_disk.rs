@@ -66,19 +66,58 @@ fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitSt
     None
 }
 
+/// Three nodes on 127.0.0.1, node 1's data directory on a 48 MiB tmpfs.
+struct FullDiskCluster {
+    // Unmounted before the layout's directory is removed (field order).
+    disk: Tmpfs,
+    layout: Layout,
+    /// `--min-free-disk-mib` of every node.
+    floor_mib: u64,
+}
+
+impl FullDiskCluster {
+    fn start_with_floor(floor_mib: u64) -> Self {
+        let layout = Layout::new();
+        let disk = Tmpfs::mount(&layout.data_dir(1), "48m");
+        Self {
+            disk,
+            layout,
+            floor_mib,
+        }
+    }
+
+    /// Node `id`'s stderr in its `round`-th life.
+    fn log(&self, id: u64, round: u32) -> PathBuf {
+        self.layout
+            .root
+            .path()
+            .join(format!("node-{id}-{round}.log"))
+    }
+
+    fn args(&self, id: u64) -> Vec<String> {
+        let mut args = self.layout.args(id);
+        args.extend(["--min-free-disk-mib".to_owned(), self.floor_mib.to_string()]);
+        args
+    }
+
+    fn spawn_all(&self) -> Vec<Child> {
+        (1..=3)
+            .map(|id| spawn(&self.args(id), &self.log(id, 1)))
+            .collect()
+    }
+}
+
 #[test]
 fn a_node_whose_disk_fills_exits_at_once_and_rejoins_after_space_is_freed() {
-    let layout = Layout::new();
-    let disk = Tmpfs::mount(&layout.data_dir(1), "48m");
-    let log = |id: u64, round: u32| layout.root.path().join(format!("node-{id}-{round}.log"));
     // The free-space check off: this test is about the write that fails.
-    let args = |id: u64| {
-        let mut args = layout.args(id);
-        args.extend(["--min-free-disk-mib".to_owned(), "0".to_owned()]);
-        args
-    };
-    let mut nodes: Vec<Child> = (1..=3).map(|id| spawn(&args(id), &log(id, 1))).collect();
-    let endpoints = layout.endpoints();
+    let cluster = FullDiskCluster::start_with_floor(0);
+    let (disk, log, args) = (
+        &cluster.disk,
+        |id, round| cluster.log(id, round),
+        |id| cluster.args(id),
+    );
+    let mut nodes = cluster.spawn_all();
+    let endpoints = cluster.layout.endpoints();
 
     // Acknowledged before the disk fills.
     let mut timestamps = get_ts(&endpoints, 5);
@@ -163,16 +202,14 @@ fn a_node_whose_disk_fills_exits_at_once_and_rejoins_after_space_is_freed() {
 /// freed.
 #[test]
 fn a_node_below_its_free_space_floor_stops_without_waiting_for_a_failed_write() {
-    let layout = Layout::new();
-    let disk = Tmpfs::mount(&layout.data_dir(1), "48m");
-    let log = |id: u64, round: u32| layout.root.path().join(format!("node-{id}-{round}.log"));
-    let args = |id: u64| {
-        let mut args = layout.args(id);
-        args.extend(["--min-free-disk-mib".to_owned(), "8".to_owned()]);
-        args
-    };
-    let mut nodes: Vec<Child> = (1..=3).map(|id| spawn(&args(id), &log(id, 1))).collect();
-    let endpoints = layout.endpoints();
+    let cluster = FullDiskCluster::start_with_floor(8);
+    let (disk, log, args) = (
+        &cluster.disk,
+        |id, round| cluster.log(id, round),
+        |id| cluster.args(id),
+    );
+    let mut nodes = cluster.spawn_all();
+    let endpoints = cluster.layout.endpoints();
     let before = get_ts(&endpoints, 3);
 
     fill(&disk.dir.join("filler"));
