@@ -66,6 +66,18 @@ fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitSt
     None
 }
 
+/// Node 1 exited with a failure `took` after its disk filled; its last
+/// stderr line (the one a supervisor's log shows).
+fn failed_exit_line(status: std::process::ExitStatus, took: Duration, log: &Path) -> String {
+    eprintln!("node 1 exited {took:?} after its disk filled, with {status}");
+    assert!(
+        !status.success(),
+        "node 1 exited successfully on a full disk"
+    );
+    let stderr = std::fs::read_to_string(log).unwrap();
+    stderr.lines().last().unwrap_or_default().to_owned()
+}
+
 /// Three nodes on 127.0.0.1, node 1's data directory on a 48 MiB tmpfs.
 struct FullDiskCluster {
     // Unmounted before the layout's directory is removed (field order).
@@ -152,13 +164,8 @@ fn a_node_whose_disk_fills_exits_at_once_and_rejoins_after_space_is_freed() {
     let _ = load.kill();
     let _ = load.wait();
     let status = exited.expect("node 1 kept running on a full disk for 180 s under load");
-    eprintln!("node 1 exited {took:?} after its disk filled, with {status}");
-    assert!(
-        !status.success(),
-        "node 1 exited successfully on a full disk"
-    );
+    let last = failed_exit_line(status, took, &log(1, 1));
     let stderr = std::fs::read_to_string(log(1, 1)).unwrap();
-    let last = stderr.lines().last().unwrap_or_default();
     assert!(
         last.starts_with("tsoracle-paxos: error:") && last.contains("consensus thread failed"),
         "the last line does not say why: {last:?}"
@@ -217,13 +224,7 @@ fn a_node_below_its_free_space_floor_stops_without_waiting_for_a_failed_write() 
     let exited = wait_exit(&mut nodes[0], Duration::from_secs(30));
     let took = filled_at.elapsed();
     let status = exited.expect("node 1 kept running below its free-space floor for 30 s");
-    eprintln!("node 1 exited {took:?} after its disk filled, with {status}");
-    assert!(
-        !status.success(),
-        "node 1 exited successfully on a full disk"
-    );
-    let stderr = std::fs::read_to_string(log(1, 1)).unwrap();
-    let last = stderr.lines().last().unwrap_or_default();
+    let last = failed_exit_line(status, took, &log(1, 1));
     assert!(
         last.starts_with("tsoracle-paxos: error: disk:")
             && last.contains("below min_free_disk_mib"),
