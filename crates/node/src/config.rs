@@ -92,7 +92,7 @@ pub(crate) struct ServeArgs {
     pub(crate) insecure_peer_plaintext: bool,
     /// Stop serving and exit (non-zero) when the data directory's
     /// filesystem has less than this many MiB free, and refuse to start
-    /// below it (default 64). Checked twice a second: a full disk otherwise
+    /// below it (default 64). Checked every 100 ms: a full disk otherwise
     /// shows only when RocksDB's preallocated space runs out, tens of
     /// seconds later. 0 turns the check off.
     #[arg(long, value_name = "MIB")]
@@ -260,7 +260,7 @@ impl ServeArgs {
                 .min_free_disk_mib
                 .or(file.min_free_disk_mib)
                 .unwrap_or(DEFAULT_MIN_FREE_DISK_MIB)
-                .saturating_mul(1024 * 1024),
+                .saturating_mul(crate::disk::MIB),
         };
         config.check()?;
         if config.tls.is_none() && config.insecure_peer_plaintext {

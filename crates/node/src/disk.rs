@@ -64,7 +64,8 @@ pub(crate) fn shortage(dir: &Path, min_free: u64) -> Option<String> {
     }
 }
 
-const MIB: u64 = 1024 * 1024;
+/// Bytes in a MiB, the unit of `min_free_disk_mib`.
+pub(crate) const MIB: u64 = 1024 * 1024;
 
 #[cfg(test)]
 mod tests {

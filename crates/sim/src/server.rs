@@ -181,14 +181,14 @@ impl SimServer {
         self.paused.send_replace(false);
     }
 
-    /// Pauses (or resumes) the process as SIGSTOP (SIGCONT) would, as far
-    /// as clients see it: requests wait, replies do not leave.
     /// No await stalls for long from now on (the heal); one already
     /// stalling runs out.
     pub(crate) fn end_stalls(&self) {
         self.stalls.store(false, Ordering::SeqCst);
     }
 
+    /// Pauses (or resumes) the process as SIGSTOP (SIGCONT) would, as far
+    /// as clients see it: requests wait, replies do not leave.
     pub(crate) fn set_paused(&self, paused: bool) {
         self.paused.send_replace(paused);
     }
