@@ -3,7 +3,9 @@
 //! The driver records its proposal latency histogram and tsoracle-server its
 //! own metrics through the `metrics` facade; this module installs the
 //! exporter and samples the rest (role, epoch, indices, high-water, queue
-//! depth, transport counters) every 250 ms.
+//! depth, transport counters) every 250 ms. The gauges' names come from
+//! `tsoracle-paxos-metrics`, so `status` and the tooling read back the
+//! same ones.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,19 +15,12 @@ use metrics::gauge;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio::task::JoinHandle;
 use tsoracle_driver_paxos::{PaxosDriver, Role, StandaloneHost};
+use tsoracle_paxos_metrics::{
+    BALLOT, COMPACTED, DECIDED, HIGH_WATER, LEADER, PENDING, ROLE, STOP_SIGN_REFUSED,
+};
 use tsoracle_paxos_tonic::TransportStats;
 
 use crate::error::Error;
-
-/// Names of the sampled gauges (also read back by `status`).
-pub(crate) const ROLE: &str = "tsoracle_paxos_role";
-pub(crate) const BALLOT: &str = "tsoracle_paxos_ballot";
-pub(crate) const LEADER: &str = "tsoracle_paxos_leader";
-pub(crate) const DECIDED: &str = "tsoracle_paxos_decided_index";
-pub(crate) const COMPACTED: &str = "tsoracle_paxos_compacted_index";
-pub(crate) const HIGH_WATER: &str = "tsoracle_paxos_high_water";
-pub(crate) const PENDING: &str = "tsoracle_paxos_pending_proposals";
-pub(crate) const STOP_SIGN_REFUSED: &str = "tsoracle_paxos_peer_stop_sign_refused_total";
 
 /// Serves `/metrics` on `addr`.
 pub(crate) fn install(addr: SocketAddr) -> Result<(), Error> {

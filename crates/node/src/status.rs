@@ -1,14 +1,16 @@
 //! `tsoracle-paxos status`: each node's role, ballot, indices, high-water
 //! and lag, read from the nodes' metrics endpoints.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use tsoracle_paxos_metrics::{
+    BALLOT, COMPACTED, DECIDED, HIGH_WATER, LEADER, PENDING, ROLE, parse,
+};
+
 use crate::error::Error;
-use crate::metrics::{BALLOT, COMPACTED, DECIDED, HIGH_WATER, LEADER, PENDING, ROLE};
 
 /// Fetches `http://<addr>/metrics` (plain HTTP/1.0, bounded by a timeout).
 async fn fetch(addr: &str) -> Result<String, Error> {
@@ -26,17 +28,6 @@ async fn fetch(addr: &str) -> Result<String, Error> {
         Ok(Err(err)) => Err(Error::Client(format!("{addr}: {err}"))),
         Err(_) => Err(Error::Client(format!("{addr}: no answer within 3 s"))),
     }
-}
-
-/// The value of each un-labelled sample in a Prometheus text page.
-fn parse(page: &str) -> BTreeMap<String, f64> {
-    page.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            Some((name.trim().to_owned(), value.trim().parse().ok()?))
-        })
-        .collect()
 }
 
 /// Renders the status table of the nodes behind `endpoints`.
@@ -79,19 +70,4 @@ pub(crate) async fn run(endpoints: &[String]) -> Result<String, Error> {
         ));
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn samples_are_read_and_comments_skipped() {
-        let page = "# TYPE tsoracle_paxos_role gauge\ntsoracle_paxos_role 2\n\
-                    tsoracle_paxos_decided_index 1234\nwith{label=\"x\"} 5\n";
-        let m = parse(page);
-        assert_eq!(m.get(ROLE), Some(&2.0));
-        assert_eq!(m.get(DECIDED), Some(&1234.0));
-        assert_eq!(m.len(), 3);
-    }
 }

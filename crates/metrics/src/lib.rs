@@ -1,0 +1,75 @@
+//! The gauges a `tsoracle-paxos serve --metrics-listen` node samples, and
+//! the one reader of Prometheus text pages in this workspace.
+//!
+//! The node exports these names; `tsoracle-paxos status`, the test kit's
+//! process clusters and `cargo xtask bench` read them back with [`parse`].
+//! No dependencies, so the tooling that reads a page (xtask among it) does
+//! not compile the node.
+//!
+//! ```
+//! use tsoracle_paxos_metrics::{DECIDED, ROLE, parse};
+//!
+//! let page = "# TYPE tsoracle_paxos_role gauge\ntsoracle_paxos_role 2\n\
+//!             tsoracle_paxos_decided_index 1234\n";
+//! let samples = parse(page);
+//! assert_eq!(samples.get(ROLE), Some(&2.0));
+//! assert_eq!(samples.get(DECIDED), Some(&1234.0));
+//! ```
+
+use std::collections::BTreeMap;
+
+/// This node's role: 2 leader, 1 follower, 0 unknown.
+pub const ROLE: &str = "tsoracle_paxos_role";
+/// The ballot number of the term this node last saw.
+pub const BALLOT: &str = "tsoracle_paxos_ballot";
+/// The node id of the leader this node last saw (0: none).
+pub const LEADER: &str = "tsoracle_paxos_leader";
+/// The absolute index of the last decided log entry (across compaction).
+pub const DECIDED: &str = "tsoracle_paxos_decided_index";
+/// The absolute index up to which the log is compacted into a snapshot.
+pub const COMPACTED: &str = "tsoracle_paxos_compacted_index";
+/// The replicated high-water.
+pub const HIGH_WATER: &str = "tsoracle_paxos_high_water";
+/// Proposals waiting for their decision.
+pub const PENDING: &str = "tsoracle_paxos_pending_proposals";
+/// StopSign-class messages dropped at the inbox (a peer tried to end the
+/// configuration).
+pub const STOP_SIGN_REFUSED: &str = "tsoracle_paxos_peer_stop_sign_refused_total";
+
+/// The samples of a Prometheus text page, keyed by everything before the
+/// value: `name`, or `name{labels}` for a labelled sample. Comment lines
+/// (`# HELP`, `# TYPE`) and lines without a numeric value are skipped.
+pub fn parse(page: &str) -> BTreeMap<String, f64> {
+    page.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.trim().to_owned(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_are_read_and_comments_skipped() {
+        let page = "# TYPE tsoracle_paxos_role gauge\ntsoracle_paxos_role 2\n\
+                    tsoracle_paxos_decided_index 1234\nwith{label=\"x\"} 5\n";
+        let m = parse(page);
+        assert_eq!(m.get(ROLE), Some(&2.0));
+        assert_eq!(m.get(DECIDED), Some(&1234.0));
+        assert_eq!(m.len(), 3);
+    }
+
+    #[test]
+    fn labelled_samples_keep_their_labels() {
+        let page = "# TYPE x summary\nx{quantile=\"0.5\"} 0.002\nx_count 12\nrole 2\nbad line\n";
+        let m = parse(page);
+        assert_eq!(m.get("x{quantile=\"0.5\"}"), Some(&0.002));
+        assert_eq!(m.get("x_count"), Some(&12.0));
+        assert_eq!(m.get("role"), Some(&2.0));
+        assert_eq!(m.len(), 3);
+    }
+}
