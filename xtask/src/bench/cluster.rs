@@ -1,19 +1,23 @@
 //! The benchmark's clusters: node processes on 127.0.0.1 with data in a
 //! fresh temporary directory, stopped on every exit path.
 //!
-//! A [`Cluster`] kills and reaps its children when dropped, and every wait in
-//! the benchmark goes through [`interrupt`] so Ctrl-C, SIGTERM or SIGHUP
-//! ends the run through those drops instead of leaving nodes behind.
+//! The processes, their ports (reserved until the nodes start, and picked
+//! again should one be taken meanwhile) and their status pages are the test
+//! kit's process cluster (`tsoracle_paxos_testkit::cluster`); this module
+//! says what each kind of node runs and reads leadership and log length
+//! from the pages. A [`Cluster`] kills and reaps its children when dropped,
+//! and every wait in the benchmark goes through [`interrupt`] so Ctrl-C,
+//! SIGTERM or SIGHUP ends the run through those drops instead of leaving
+//! nodes behind.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
+use tsoracle_paxos_testkit::cluster::{self as testkit, Launcher, Ports, Serve, Setup, Spec};
 
 /// Ctrl-C, SIGTERM and SIGHUP set a flag; every wait checks it.
 pub(crate) mod interrupt {
@@ -94,7 +98,7 @@ impl Kind {
         }
     }
 
-    fn nodes(self) -> usize {
+    fn nodes(self) -> u64 {
         match self {
             Kind::File => 1,
             Kind::Paxos | Kind::Openraft => 3,
@@ -104,7 +108,7 @@ impl Kind {
     /// The gauge that says 2 on the leader.
     fn role_metric(self) -> &'static str {
         match self {
-            Kind::Paxos => "tsoracle_paxos_role",
+            Kind::Paxos => tsoracle_paxos_metrics::ROLE,
             Kind::File | Kind::Openraft => "bench_peer_role",
         }
     }
@@ -112,7 +116,7 @@ impl Kind {
     /// The gauge with the node's log length (absolute, across compaction).
     fn index_metric(self) -> &'static str {
         match self {
-            Kind::Paxos => "tsoracle_paxos_decided_index",
+            Kind::Paxos => tsoracle_paxos_metrics::DECIDED,
             Kind::File | Kind::Openraft => "bench_peer_last_log_index",
         }
     }
@@ -139,31 +143,93 @@ pub(crate) struct Options {
     pub(crate) paxos_flags: &'static [&'static str],
 }
 
-struct Node {
-    id: usize,
-    client: u16,
-    peer: u16,
-    status: u16,
-    dir: PathBuf,
-    child: Option<Child>,
+impl Options {
+    /// The flags every node of `kind` gets from these options.
+    fn flags(&self, kind: Kind) -> Vec<String> {
+        let mut flags = Vec::new();
+        if let Some(every) = self.snapshot_every
+            && kind != Kind::File
+        {
+            flags.extend(["--snapshot-every".to_owned(), every.to_string()]);
+        }
+        if kind == Kind::Paxos {
+            flags.extend(self.paxos_flags.iter().map(|f| (*f).to_owned()));
+        }
+        if let Some(ms) = self.window_ahead_ms {
+            flags.extend(["--window-ahead-ms".to_owned(), ms.to_string()]);
+        }
+        flags
+    }
 }
 
-/// A running cluster of one [`Kind`]; dropping it kills every node.
+/// How the benchmark's nodes start: `tsoracle-paxos serve` (the test kit's
+/// [`Serve`]) or a `tsoracle-bench-peer` file or openraft node.
+struct Nodes {
+    kind: Kind,
+    /// The paxos nodes' command (flags included).
+    serve: Serve,
+    /// `tsoracle-bench-peer`.
+    peer: PathBuf,
+    /// The file and openraft nodes' extra flags.
+    flags: Vec<String>,
+}
+
+impl Launcher for Nodes {
+    fn command(&self, node: &Spec<'_>) -> Command {
+        let own = node.own();
+        let members: Vec<String> = node
+            .members()
+            .map(|(id, p)| format!("{id}=127.0.0.1:{},127.0.0.1:{}", p.peer, p.client))
+            .collect();
+        let mut command = match self.kind {
+            Kind::Paxos => return self.serve.command(node),
+            Kind::Openraft => {
+                let mut c = Command::new(&self.peer);
+                c.arg("openraft")
+                    .args(["--node-id", &node.id.to_string()])
+                    .arg("--data-dir")
+                    .arg(node.data_dir)
+                    .args(["--client-listen", &format!("127.0.0.1:{}", own.client)])
+                    .args(["--raft-listen", &format!("127.0.0.1:{}", own.peer)])
+                    .args(["--status-listen", &format!("127.0.0.1:{}", own.metrics)]);
+                for m in &members {
+                    c.args(["--peer", m]);
+                }
+                // The membership is written once, by node 1 at the first start.
+                if node.first_start && node.id == 1 {
+                    c.arg("--bootstrap");
+                }
+                c
+            }
+            Kind::File => {
+                let mut c = Command::new(&self.peer);
+                c.arg("file")
+                    .arg("--data-dir")
+                    .arg(node.data_dir)
+                    .args(["--client-listen", &format!("127.0.0.1:{}", own.client)])
+                    .args(["--status-listen", &format!("127.0.0.1:{}", own.metrics)]);
+                c
+            }
+        };
+        command.args(&self.flags);
+        command
+    }
+
+    fn listens(&self, ports: &Ports) -> Vec<u16> {
+        match self.kind {
+            Kind::Paxos => self.serve.listens(ports),
+            Kind::Openraft => vec![ports.client, ports.peer, ports.metrics],
+            Kind::File => vec![ports.client, ports.metrics],
+        }
+    }
+}
+
+/// A running cluster of one [`Kind`] (the test kit's process cluster, with
+/// every node's status page); dropping it kills every node.
 pub(crate) struct Cluster {
     kind: Kind,
-    bins: Binaries,
     options: Options,
-    logs: PathBuf,
-    nodes: Vec<Node>,
-    /// Whether the openraft membership was initialized (first start only).
-    initialized: bool,
-}
-
-fn free_port() -> Result<u16> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .context("cannot pick a free port on 127.0.0.1")
+    inner: testkit::Cluster<Nodes>,
 }
 
 impl Cluster {
@@ -177,32 +243,33 @@ impl Cluster {
     ) -> Result<Self> {
         std::fs::create_dir_all(data)
             .with_context(|| format!("cannot create {}", data.display()))?;
-        std::fs::create_dir_all(logs)
-            .with_context(|| format!("cannot create {}", logs.display()))?;
-        let mut nodes = Vec::new();
-        for id in 1..=kind.nodes() {
-            nodes.push(Node {
-                id,
-                client: free_port()?,
-                peer: free_port()?,
-                status: free_port()?,
-                dir: data.join(format!("node-{id}")),
-                child: None,
-            });
-        }
-        let mut cluster = Self {
+        let mut serve = Serve::new(&bins.node, "bench").with_metrics();
+        let flags = options.flags(kind);
+        serve.set_args(&flags);
+        let nodes = Nodes {
             kind,
-            bins: bins.clone(),
-            options,
-            logs: logs.to_path_buf(),
-            nodes,
-            initialized: false,
+            serve,
+            peer: bins.peer.clone(),
+            flags,
         };
-        for index in 0..cluster.nodes.len() {
-            cluster.spawn(index)?;
-        }
-        cluster.initialized = true;
-        Ok(cluster)
+        let setup = Setup {
+            nodes: kind.nodes(),
+            data: data.to_path_buf(),
+            logs: logs.to_path_buf(),
+            log_prefix: format!("{}-", kind.name()),
+            // Warnings only: per-request logging would cost every driver
+            // alike, but it is not what is being measured.
+            rust_log: "warn".to_owned(),
+        };
+        let mut inner = testkit::Cluster::plan(nodes, setup)?;
+        inner
+            .start()
+            .with_context(|| format!("cannot start the {} cluster", kind.name()))?;
+        Ok(Self {
+            kind,
+            options,
+            inner,
+        })
     }
 
     pub(crate) fn kind(&self) -> Kind {
@@ -212,179 +279,66 @@ impl Cluster {
     /// Changes the paxos `serve` flags for the next (re)starts.
     pub(crate) fn set_paxos_flags(&mut self, flags: &'static [&'static str]) {
         self.options.paxos_flags = flags;
-    }
-
-    fn spawn(&mut self, index: usize) -> Result<()> {
-        let members: Vec<String> = self
-            .nodes
-            .iter()
-            .map(|n| format!("{}=127.0.0.1:{},127.0.0.1:{}", n.id, n.peer, n.client))
-            .collect();
-        let node = &self.nodes[index];
-        let mut command = match self.kind {
-            Kind::Paxos => {
-                let mut c = Command::new(&self.bins.node);
-                c.arg("serve")
-                    .args(["--node-id", &node.id.to_string(), "--cluster-id", "bench"])
-                    .arg("--data-dir")
-                    .arg(&node.dir)
-                    .args(["--client-listen", &format!("127.0.0.1:{}", node.client)])
-                    .args(["--peer-listen", &format!("127.0.0.1:{}", node.peer)])
-                    .args(["--metrics-listen", &format!("127.0.0.1:{}", node.status)]);
-                for m in &members {
-                    c.args(["--peer", m]);
-                }
-                c
-            }
-            Kind::Openraft => {
-                let mut c = Command::new(&self.bins.peer);
-                c.arg("openraft")
-                    .args(["--node-id", &node.id.to_string()])
-                    .arg("--data-dir")
-                    .arg(&node.dir)
-                    .args(["--client-listen", &format!("127.0.0.1:{}", node.client)])
-                    .args(["--raft-listen", &format!("127.0.0.1:{}", node.peer)])
-                    .args(["--status-listen", &format!("127.0.0.1:{}", node.status)]);
-                for m in &members {
-                    c.args(["--peer", m]);
-                }
-                // The membership is written once, by node 1 at the first start.
-                if !self.initialized && node.id == 1 {
-                    c.arg("--bootstrap");
-                }
-                c
-            }
-            Kind::File => {
-                let mut c = Command::new(&self.bins.peer);
-                c.arg("file")
-                    .arg("--data-dir")
-                    .arg(&node.dir)
-                    .args(["--client-listen", &format!("127.0.0.1:{}", node.client)])
-                    .args(["--status-listen", &format!("127.0.0.1:{}", node.status)]);
-                c
-            }
-        };
-        if let Some(every) = self.options.snapshot_every
-            && self.kind != Kind::File
-        {
-            command.args(["--snapshot-every", &every.to_string()]);
-        }
-        if self.kind == Kind::Paxos {
-            command.args(self.options.paxos_flags);
-        }
-        if let Some(ms) = self.options.window_ahead_ms {
-            command.args(["--window-ahead-ms", &ms.to_string()]);
-        }
-        let log_path = self
-            .logs
-            .join(format!("{}-node-{}.log", self.kind.name(), node.id));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .with_context(|| format!("cannot open {}", log_path.display()))?;
-        // Warnings only: per-request logging would cost every driver alike,
-        // but it is not what is being measured.
-        let child = command
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("cannot start a {} node", self.kind.name()))?;
-        self.nodes[index].child = Some(child);
-        Ok(())
+        let flags = self.options.flags(self.kind);
+        let nodes = self.inner.launcher_mut();
+        nodes.serve.set_args(&flags);
+        nodes.flags = flags;
     }
 
     /// The client endpoints, `127.0.0.1:PORT` each.
     pub(crate) fn endpoints(&self) -> Vec<String> {
-        self.nodes
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.client))
-            .collect()
+        self.inner.endpoints()
     }
 
-    /// SIGKILL (`kill -9`) to one node, reaped.
-    pub(crate) fn kill(&mut self, index: usize) {
-        if let Some(mut child) = self.nodes.get_mut(index).and_then(|n| n.child.take()) {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+    /// SIGKILL (`kill -9`) to node `id`, reaped.
+    pub(crate) fn kill(&mut self, id: u64) {
+        self.inner.kill(id);
     }
 
     /// SIGKILL to every node.
     pub(crate) fn kill_all(&mut self) {
-        for index in 0..self.nodes.len() {
-            self.kill(index);
-        }
+        self.inner.kill_all();
     }
 
     /// Starts a killed node again on the same ports and data.
-    pub(crate) fn restart(&mut self, index: usize) -> Result<()> {
-        self.kill(index);
-        self.spawn(index)
+    pub(crate) fn restart(&mut self, id: u64) -> Result<()> {
+        Ok(self.inner.restart(id)?)
     }
 
     /// Starts every node again (after [`kill_all`](Self::kill_all)).
     pub(crate) fn restart_all(&mut self) -> Result<()> {
-        for index in 0..self.nodes.len() {
-            self.restart(index)?;
-        }
-        Ok(())
+        Ok(self.inner.restart_all()?)
     }
 
     /// Fails when a node that should run has exited on its own.
     pub(crate) fn check_alive(&mut self) -> Result<()> {
-        for node in &mut self.nodes {
-            if let Some(child) = node.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                bail!(
-                    "{} node {} exited ({status}); see {}",
-                    self.kind.name(),
-                    node.id,
-                    self.logs
-                        .join(format!("{}-node-{}.log", self.kind.name(), node.id))
-                        .display()
-                );
-            }
+        if let Some((id, status)) = self.inner.exited().into_iter().next() {
+            bail!(
+                "{} node {id} exited ({status}); see {}",
+                self.kind.name(),
+                self.inner.log_path(id).display()
+            );
         }
         Ok(())
     }
 
     /// SIGTERM to every node, then SIGKILL after a grace period.
     pub(crate) fn stop(&mut self) {
-        for child in self.nodes.iter().filter_map(|n| n.child.as_ref()) {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        for node in &mut self.nodes {
-            if let Some(mut child) = node.child.take() {
-                while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
+        self.inner.stop();
     }
 
-    /// The un-labelled and labelled samples of a node's status page, keyed
-    /// by `name` or `name{labels}`.
-    pub(crate) fn status(&self, index: usize) -> Option<BTreeMap<String, f64>> {
-        let node = self.nodes.get(index)?;
-        node.child.as_ref()?;
-        fetch_metrics(node.status).ok()
+    /// The un-labelled and labelled samples of node `id`'s status page,
+    /// keyed by `name` or `name{labels}`.
+    pub(crate) fn status(&self, id: u64) -> Option<BTreeMap<String, f64>> {
+        self.inner.metrics(id)
     }
 
     /// The node that says it leads (the highest role, then log index, wins
     /// when a stale sample shows two).
-    pub(crate) fn leader(&self) -> Option<usize> {
-        let mut best: Option<(usize, f64)> = None;
-        for index in 0..self.nodes.len() {
-            let Some(page) = self.status(index) else {
+    pub(crate) fn leader(&self) -> Option<u64> {
+        let mut best: Option<(u64, f64)> = None;
+        for id in self.inner.ids() {
+            let Some(page) = self.status(id) else {
                 continue;
             };
             if page.get(self.kind.role_metric()).copied() != Some(2.0) {
@@ -392,60 +346,40 @@ impl Cluster {
             }
             let log = page.get(self.kind.index_metric()).copied().unwrap_or(0.0);
             if best.is_none_or(|(_, b)| log > b) {
-                best = Some((index, log));
+                best = Some((id, log));
             }
         }
-        best.map(|(index, _)| index)
+        best.map(|(id, _)| id)
     }
 
     /// Every running node's log index.
     pub(crate) fn indices(&self) -> Vec<u64> {
-        (0..self.nodes.len())
-            .filter_map(|i| self.status(i))
+        self.inner
+            .ids()
+            .filter_map(|id| self.status(id))
             .map(|page| page.get(self.kind.index_metric()).copied().unwrap_or(0.0) as u64)
             .collect()
     }
 
     /// Whether every node runs, answers its status page, and one leads.
     pub(crate) fn settled(&self) -> bool {
-        let answering = (0..self.nodes.len())
-            .filter(|&i| self.status(i).is_some())
+        let answering = self
+            .inner
+            .ids()
+            .filter(|&id| self.status(id).is_some())
             .count();
-        answering == self.nodes.len() && self.leader().is_some()
+        answering == self.inner.ids().count() && self.leader().is_some()
     }
 
     /// Process ids of the running nodes.
     pub(crate) fn pids(&self) -> Vec<u32> {
-        self.nodes
-            .iter()
-            .filter_map(|n| n.child.as_ref().map(Child::id))
-            .collect()
+        self.inner.pids()
     }
 
     /// Bytes under every node's data directory.
     pub(crate) fn data_bytes(&self) -> u64 {
-        self.nodes.iter().map(|n| dir_bytes(&n.dir)).sum()
+        self.inner.data_bytes()
     }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.kill_all();
-    }
-}
-
-fn dir_bytes(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|entry| match entry.metadata() {
-            Ok(meta) if meta.is_dir() => dir_bytes(&entry.path()),
-            Ok(meta) => meta.len(),
-            Err(_) => 0,
-        })
-        .sum()
 }
 
 /// Resident set size of a process, in bytes (`VmRSS` of `/proc/PID/status`).
@@ -459,30 +393,6 @@ pub(crate) fn rss_bytes(pid: u32) -> Option<u64> {
         .parse()
         .ok()?;
     Some(kib * 1024)
-}
-
-/// `GET /metrics` over plain HTTP/1.0 with short deadlines.
-fn fetch_metrics(port: u16) -> Result<BTreeMap<String, f64>> {
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(300))?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(1)))?;
-    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
-    let mut page = String::new();
-    stream.read_to_string(&mut page)?;
-    Ok(parse_metrics(&page))
-}
-
-/// Sample lines of a Prometheus text page, keyed by everything before the
-/// value (`name` or `name{labels}`).
-pub(crate) fn parse_metrics(page: &str) -> BTreeMap<String, f64> {
-    page.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            Some((name.trim().to_owned(), value.trim().parse().ok()?))
-        })
-        .collect()
 }
 
 /// Runs `command` to completion within `limit`, stdout to a file that is
@@ -578,25 +488,6 @@ impl Drop for Captured {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn metrics_pages_are_parsed_with_labels() {
-        let page = "# TYPE x summary\nx{quantile=\"0.5\"} 0.002\nx_count 12\nrole 2\nbad line\n";
-        let m = parse_metrics(page);
-        assert_eq!(m.get("x{quantile=\"0.5\"}"), Some(&0.002));
-        assert_eq!(m.get("x_count"), Some(&12.0));
-        assert_eq!(m.get("role"), Some(&2.0));
-        assert_eq!(m.len(), 3);
-    }
-
-    #[test]
-    fn directory_sizes_add_up_recursively() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("a"), [0u8; 100]).unwrap();
-        std::fs::create_dir(dir.path().join("sub")).unwrap();
-        std::fs::write(dir.path().join("sub").join("b"), [0u8; 50]).unwrap();
-        assert_eq!(dir_bytes(dir.path()), 150);
-    }
 
     #[test]
     fn own_rss_is_readable() {

@@ -614,8 +614,7 @@ fn failover(
         // leader sent in its last milliseconds would split the outage.)
         kills.push(unix_micros());
         progress.step(&format!(
-            "{label}: failover, killed the leader (node {}), {}/{}",
-            leader + 1,
+            "{label}: failover, killed the leader (node {leader}), {}/{}",
             kills.len(),
             plan.kills
         ));
