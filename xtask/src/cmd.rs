@@ -1,10 +1,12 @@
 //! Running child commands as named, timed steps.
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use serde::Deserialize;
 
 use crate::env::BuildEnv;
 
@@ -26,19 +28,28 @@ impl Step {
         }
     }
 
-    /// `tsoracle-paxos <subcommand>` built and run in release mode (`demo`,
-    /// `chaos`); add its flags with [`args`](Self::args).
-    pub(crate) fn release_node(name: impl Into<String>, subcommand: &str) -> Self {
-        Self::new(name, "cargo").args([
-            "run",
-            "--release",
-            "--locked",
-            "-q",
-            "-p",
-            "tsoracle-paxos",
-            "--",
-            subcommand,
-        ])
+    /// `tsoracle-paxos-testkit <subcommand>` in release mode with its nodes
+    /// run by the release `tsoracle-paxos` (`--node-bin`), both built by
+    /// [`build_release`] (`demo`, `chaos`); add its flags with
+    /// [`args`](Self::args).
+    pub(crate) fn release_testkit(
+        name: impl Into<String>,
+        bins: &ReleaseBins,
+        subcommand: &str,
+    ) -> Self {
+        Self::new(name, "cargo")
+            .args([
+                "run",
+                "--release",
+                "--locked",
+                "-q",
+                "-p",
+                "tsoracle-paxos-testkit",
+                "--",
+                subcommand,
+                "--node-bin",
+            ])
+            .args([bins.node.as_os_str()])
     }
 
     pub(crate) fn args<I, S>(mut self, args: I) -> Self
@@ -106,4 +117,57 @@ pub(crate) fn cargo_subcommand_available(name: &str) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|status| status.success())
+}
+
+/// The release binaries of the node and the test kit.
+pub(crate) struct ReleaseBins {
+    /// `tsoracle-paxos`.
+    pub(crate) node: PathBuf,
+    /// `tsoracle-paxos-testkit`.
+    pub(crate) testkit: PathBuf,
+}
+
+/// Builds `tsoracle-paxos` and `tsoracle-paxos-testkit` in release mode, as
+/// one step named `name`, and returns where they are (under the target
+/// directory cargo uses, `CARGO_TARGET_DIR` included).
+pub(crate) fn build_release(name: &str, build_env: &BuildEnv) -> Result<ReleaseBins> {
+    Step::new(name, "cargo")
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "-q",
+            "-p",
+            "tsoracle-paxos",
+            "-p",
+            "tsoracle-paxos-testkit",
+            "--bins",
+        ])
+        .run(build_env)?;
+    let release = target_dir(build_env)?.join("release");
+    Ok(ReleaseBins {
+        node: release.join("tsoracle-paxos"),
+        testkit: release.join("tsoracle-paxos-testkit"),
+    })
+}
+
+/// The workspace's target directory, as `cargo metadata` reports it.
+fn target_dir(build_env: &BuildEnv) -> Result<PathBuf> {
+    #[derive(Deserialize)]
+    struct Metadata {
+        target_directory: PathBuf,
+    }
+    let mut command = Command::new("cargo");
+    command.args(["metadata", "--locked", "--no-deps", "--format-version", "1"]);
+    build_env.apply(&mut command);
+    let output = command
+        .stderr(Stdio::inherit())
+        .output()
+        .context("could not run cargo metadata")?;
+    if !output.status.success() {
+        bail!("cargo metadata failed ({})", output.status);
+    }
+    let metadata: Metadata =
+        serde_json::from_slice(&output.stdout).context("unreadable cargo metadata")?;
+    Ok(metadata.target_directory)
 }

@@ -48,14 +48,16 @@ enum Command {
     },
     /// Check that no crate depends on a layer above it (see docs/architecture.md).
     Layering,
-    /// Build the node in release mode and run `tsoracle-paxos demo`: a local
+    /// Build the node and the test kit in release mode and run
+    /// `tsoracle-paxos-testkit demo` on `tsoracle-paxos serve` nodes: a local
     /// 3-node cluster, a leader kill, and the history checks.
     Demo {
-        /// Arguments for `tsoracle-paxos demo` (e.g. `--duration 60`).
+        /// Arguments for `tsoracle-paxos-testkit demo` (e.g. `--duration 60`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Build the node in release mode and run `tsoracle-paxos chaos`: real
+    /// Build the node and the test kit in release mode and run
+    /// `tsoracle-paxos-testkit chaos` on `tsoracle-paxos serve` nodes: real
     /// node processes with a TCP fault proxy on every peer link, the real
     /// client load, seeded kill -9 and restarts, link cuts and heals, leader
     /// isolation; then the history checks, liveness after the final heal,
@@ -126,7 +128,11 @@ fn main() -> Result<()> {
         Command::Examples => examples(&build_env)?,
         Command::Sim(args) => sim::run(&build_env, &args)?,
         Command::Demo { args } => {
-            Step::release_node("demo (release build)", "demo")
+            let bins = cmd::build_release(
+                "build tsoracle-paxos and tsoracle-paxos-testkit (release)",
+                &build_env,
+            )?;
+            Step::release_testkit("demo", &bins, "demo")
                 .args(args)
                 .run(&build_env)?;
         }

@@ -15,6 +15,9 @@ use tsoracle_paxos_tonic::TlsFiles;
 
 use crate::error::Error;
 
+/// `serve`'s snapshot interval unless told otherwise.
+const DEFAULT_SNAPSHOT_EVERY: u64 = 4096;
+
 /// `serve` flags. Every one overrides the same field of `--config`.
 #[derive(Debug, Clone, Default, Args)]
 pub(crate) struct ServeArgs {
@@ -149,25 +152,44 @@ struct FileTls {
     key: PathBuf,
 }
 
-/// A checked configuration.
+/// One node's configuration: what `serve` reads from its file and flags,
+/// and what [`Node::start`](crate::Node::start) runs.
+///
+/// [`NodeConfig::new`] fills in the defaults `serve` uses; the fields can
+/// be changed after. [`Node::start`](crate::Node::start) checks the whole
+/// before it opens or binds anything.
 #[derive(Debug, Clone)]
-pub(crate) struct NodeConfig {
-    pub(crate) node_id: u64,
-    pub(crate) cluster_id: String,
-    pub(crate) data_dir: PathBuf,
-    pub(crate) client_listen: SocketAddr,
-    pub(crate) peer_listen: SocketAddr,
-    pub(crate) metrics_listen: Option<SocketAddr>,
-    pub(crate) members: Vec<Member>,
-    pub(crate) timing: Timing,
-    pub(crate) snapshot_every: Option<NonZeroU64>,
-    pub(crate) tls: Option<TlsFiles>,
+pub struct NodeConfig {
+    /// This node's id, one of the members' ids (`1..=N`).
+    pub node_id: u64,
+    /// The cluster's name; every node and data directory of a cluster
+    /// shares it.
+    pub cluster_id: String,
+    /// Where this node keeps its log and state (`db/`, `incarnation`).
+    pub data_dir: PathBuf,
+    /// Where the tsoracle client service listens.
+    pub client_listen: SocketAddr,
+    /// Where the peer transport listens.
+    pub peer_listen: SocketAddr,
+    /// Where the Prometheus endpoint listens, if anywhere. The exporter is
+    /// process-wide: one node per process may set it.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Every member of the cluster, this node included.
+    pub members: Vec<Member>,
+    /// Consensus tick, election timeout, lease and drift.
+    pub timing: Timing,
+    /// Compact the log every this many decided entries; `None`: never.
+    pub snapshot_every: Option<NonZeroU64>,
+    /// Mutual TLS between peers; required unless `peer_listen` is loopback
+    /// or `insecure_peer_plaintext` is set.
+    pub tls: Option<TlsFiles>,
     /// The operator accepted a plaintext peer port on a reachable address.
-    pub(crate) insecure_peer_plaintext: bool,
+    pub insecure_peer_plaintext: bool,
     /// tsoracle-server's window ahead; `None` keeps the server's default.
-    pub(crate) window_ahead: Option<Duration>,
-    /// Free space below which the node stops (bytes; 0: never).
-    pub(crate) min_free_disk: u64,
+    pub window_ahead: Option<Duration>,
+    /// Free space on the data directory's file system below which the node
+    /// refuses to start or stops (bytes; 0: never checked).
+    pub min_free_disk: u64,
 }
 
 impl ServeArgs {
@@ -249,7 +271,7 @@ impl ServeArgs {
             members: peers,
             timing,
             snapshot_every: match self.snapshot_every.or(file.snapshot_every) {
-                None => NonZeroU64::new(4096),
+                None => NonZeroU64::new(DEFAULT_SNAPSHOT_EVERY),
                 Some(n) => NonZeroU64::new(n),
             },
             tls,
@@ -263,22 +285,46 @@ impl ServeArgs {
                 .saturating_mul(crate::disk::MIB),
         };
         config.check()?;
-        if config.tls.is_none() && config.insecure_peer_plaintext {
-            // Logged here, before anything is opened: the flag is the
-            // operator's explicit opt-out of invariant 13 (secure by default).
-            tracing::warn!(
-                peer = %config.peer_listen,
-                "the peer port serves plaintext without authentication \
-                 (--insecure-peer-plaintext): anyone who can reach it can act as a member; \
-                 configure mutual TLS ([tls] or --tls-ca/--tls-cert/--tls-key)"
-            );
-        }
         Ok(config)
     }
 }
 
 impl NodeConfig {
-    fn check(&self) -> Result<(), Error> {
+    /// A configuration with `serve`'s defaults: [`Timing::lan`], a
+    /// snapshot every 4096 decided entries, no metrics endpoint, no TLS
+    /// (so `peer_listen` must be loopback), tsoracle-server's default
+    /// window.
+    pub fn new(
+        node_id: u64,
+        cluster_id: impl Into<String>,
+        data_dir: impl Into<PathBuf>,
+        client_listen: SocketAddr,
+        peer_listen: SocketAddr,
+        members: Vec<Member>,
+    ) -> Self {
+        Self {
+            node_id,
+            cluster_id: cluster_id.into(),
+            data_dir: data_dir.into(),
+            client_listen,
+            peer_listen,
+            metrics_listen: None,
+            members,
+            timing: Timing::lan(),
+            snapshot_every: NonZeroU64::new(DEFAULT_SNAPSHOT_EVERY),
+            tls: None,
+            insecure_peer_plaintext: false,
+            window_ahead: None,
+            min_free_disk: DEFAULT_MIN_FREE_DISK_MIB.saturating_mul(crate::disk::MIB),
+        }
+    }
+
+    /// Every rule `serve` enforces before it opens anything: the timing,
+    /// the member list, and mutual TLS on a peer port beyond loopback.
+    pub(crate) fn check(&self) -> Result<(), Error> {
+        self.timing
+            .validate()
+            .map_err(|err| Error::Config(err.to_string()))?;
         if self.cluster_id.is_empty() {
             return Err(Error::Config("cluster_id must not be empty".to_owned()));
         }
@@ -365,7 +411,9 @@ fn parse_peer(spec: &str) -> Result<Member, Error> {
     member(id, peer.trim(), client.trim()).map_err(|err| malformed(&err.to_string()))
 }
 
-fn member(id: u64, peer: &str, client: &str) -> Result<Member, Error> {
+/// A member of the cluster: its id, the address its peer transport is
+/// reached at (`HOST:PORT`), and its client address (`HOST:PORT`).
+pub fn member(id: u64, peer: &str, client: &str) -> Result<Member, Error> {
     if id == 0 {
         return Err(Error::Config("peer id 0: ids start at 1".to_owned()));
     }

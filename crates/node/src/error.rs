@@ -6,15 +6,19 @@ use std::path::PathBuf;
 
 /// Why the node stopped (or never started).
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum Error {
+pub enum Error {
     /// A missing, malformed or inconsistent setting.
     #[error("configuration: {0}")]
     Config(String),
     /// A listen address could not be bound.
     #[error("cannot listen on {addr} for {what}: {reason}")]
     Bind {
+        /// What was to listen there (the client service, the peer
+        /// transport, the metrics endpoint).
         what: &'static str,
+        /// The address.
         addr: SocketAddr,
+        /// Why it could not be bound.
         reason: String,
     },
     /// TLS files could not be read or do not fit together.
@@ -23,10 +27,20 @@ pub(crate) enum Error {
     /// The data directory could not be opened (locked, another node's or
     /// cluster's, corrupt).
     #[error("data directory {}: {reason}", dir.display())]
-    DataDir { dir: PathBuf, reason: String },
+    DataDir {
+        /// The node's data directory.
+        dir: PathBuf,
+        /// Why it could not be used.
+        reason: String,
+    },
     /// Starting or running a component failed.
     #[error("{what}: {reason}")]
-    Runtime { what: &'static str, reason: String },
+    Runtime {
+        /// The component.
+        what: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
     /// A client command failed.
     #[error("{0}")]
     Client(String),

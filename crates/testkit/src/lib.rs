@@ -1,11 +1,25 @@
 //! Test tooling for tsoracle-paxos (not published).
 //!
-//! [`cluster`] is a local cluster of node processes on 127.0.0.1 (ports
-//! reserved until the nodes start and a start that tries again on fresh
-//! ports when one was taken, data directories and logs, SIGKILL, SIGSTOP
-//! and SIGCONT, restarts, each node's metrics page, and every child stopped
-//! on every exit path). It compiles neither the node nor RocksDB, so
-//! `cargo xtask bench` links it.
+//! The library is [`cluster`]: a local cluster of node processes on
+//! 127.0.0.1 (ports reserved until the nodes start and a start that tries
+//! again on fresh ports when one was taken, data directories and logs,
+//! SIGKILL, SIGSTOP and SIGCONT, restarts, each node's metrics page, and
+//! every child stopped on every exit path). The `tsoracle-paxos-testkit`
+//! binary (feature `cli`, on by default) runs on it:
+//!
+//! ```text
+//! tsoracle-paxos-testkit demo                         # a local cluster, a leader kill, the checks
+//! tsoracle-paxos-testkit chaos --duration 60s         # kills, cuts, pauses, a checked history
+//! tsoracle-paxos-testkit bench --endpoint HOST:PORT   # a bounded load, latency percentiles
+//! tsoracle-paxos-testkit node serve ...               # the tsoracle-paxos command line
+//! ```
+//!
+//! `demo` and `chaos` run their nodes with the test kit's own copy of the
+//! node's command line (`node serve`), or with `--node-bin PATH` (a built
+//! `tsoracle-paxos`, as `cargo xtask demo` and `chaos` pass).
+//!
+//! `cargo xtask bench` links the library without default features: it
+//! compiles neither the node nor RocksDB.
 //!
 //! ```no_run
 //! use tsoracle_paxos_testkit::cluster::{Cluster, Serve, Setup};

@@ -122,11 +122,13 @@ impl Kind {
     }
 }
 
-/// The two release binaries the benchmark runs.
+/// The release binaries the benchmark runs.
 #[derive(Clone, Debug)]
 pub(crate) struct Binaries {
-    /// `tsoracle-paxos` (the node, and the client load for every driver).
+    /// `tsoracle-paxos` (this driver's node).
     pub(crate) node: PathBuf,
+    /// `tsoracle-paxos-testkit` (the client load for every driver).
+    pub(crate) testkit: PathBuf,
     /// `tsoracle-bench-peer` (file and openraft nodes, the probe, the plots).
     pub(crate) peer: PathBuf,
 }

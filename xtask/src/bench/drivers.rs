@@ -3,7 +3,7 @@
 //! machine.
 //!
 //! Every scenario starts fresh clusters (see [`super::cluster`]) and drives
-//! them with the same load, `tsoracle-paxos bench --json`, so the client,
+//! them with the same load, `tsoracle-paxos-testkit bench --json`, so the client,
 //! the server and the measurement are identical and only the driver differs:
 //!
 //! 1. `get_ts` and dense `get_seq` throughput and p50/p99 at 1, 8, 64 clients;
@@ -32,7 +32,7 @@ use super::report::{
     Failover, LoadPoint, Meta, PersistPoint, Report, RestartPoint, Soak, SoakSample, percentile,
 };
 use super::{BenchArgs, workspace_root};
-use crate::cmd::Step;
+use crate::cmd::{Step, build_release};
 use crate::env::BuildEnv;
 
 /// Sizes of one run.
@@ -117,7 +117,7 @@ impl Dirs {
     }
 }
 
-/// What `tsoracle-paxos bench --json` prints.
+/// What `tsoracle-paxos-testkit bench --json` prints.
 #[derive(Debug, Deserialize)]
 struct LoadResult {
     ok: u64,
@@ -276,19 +276,14 @@ pub(crate) fn run(build_env: &BuildEnv, args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// Builds the node (this workspace) and the peers (the excluded
-/// `bench/peers` workspace, its own target directory) in release mode.
+/// Builds the node and the test kit (this workspace) and the peers (the
+/// excluded `bench/peers` workspace, its own target directory) in release
+/// mode.
 fn build(build_env: &BuildEnv, root: &Path) -> Result<Binaries> {
-    Step::new("build tsoracle-paxos (release)", "cargo")
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "-q",
-            "-p",
-            "tsoracle-paxos",
-        ])
-        .run(build_env)?;
+    let release = build_release(
+        "build tsoracle-paxos and tsoracle-paxos-testkit (release)",
+        build_env,
+    )?;
     let manifest = root.join("bench").join("peers").join("Cargo.toml");
     let target = root.join("target").join("bench-peers");
     Step::new("build tsoracle-bench-peer (release, bench/peers)", "cargo")
@@ -300,7 +295,8 @@ fn build(build_env: &BuildEnv, root: &Path) -> Result<Binaries> {
         ])
         .run(build_env)?;
     Ok(Binaries {
-        node: root.join("target").join("release").join("tsoracle-paxos"),
+        node: release.node,
+        testkit: release.testkit,
         peer: target.join("release").join("tsoracle-bench-peer"),
     })
 }
@@ -436,7 +432,7 @@ fn load_command(
     clients: u32,
     seconds: u64,
 ) -> Command {
-    let mut command = Command::new(&bins.node);
+    let mut command = Command::new(&bins.testkit);
     command.arg("bench");
     for endpoint in cluster.endpoints() {
         command.args(["--endpoint", &endpoint]);

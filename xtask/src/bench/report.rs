@@ -499,7 +499,7 @@ const SETUP: &str = "## Setup\n\n\
 Each node is its own process on 127.0.0.1, with its data in a fresh temporary directory on \
 the machine's disk, stopped at the end of each scenario. All three serve clients through the \
 same `tsoracle-server` 3.2.2 (window ahead 3 s unless said otherwise), and the load is the \
-same `tsoracle-client` 1.3 for all: `tsoracle-paxos bench`, one shared client with N \
+same `tsoracle-client` 1.3 for all: `tsoracle-paxos-testkit bench`, one shared client with N \
 concurrent workers, each with one request in flight.\n\n\
 | driver | nodes | configuration |\n|---|---:|---|\n\
 | paxos (this repository) | 3 | `tsoracle-paxos serve`: RocksDB storage, one synced `WriteBatch` per consensus round (group commit), tonic peer transport without TLS, RocksDB memtables of 4 MiB flushed together (WAL replay after a crash bounded), `Timing::lan()` (tick 10 ms, election after 20 ticks, lease 150 ms, renewal every 40 ms), a snapshot every 4096 decided entries |\n\

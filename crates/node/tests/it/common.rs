@@ -156,39 +156,6 @@ pub(crate) fn get_ts(endpoints: &[String], count: u32) -> Vec<u64> {
     }
 }
 
-/// `seq` against the cluster, retried until it succeeds (bounded); the
-/// block's first value.
-pub(crate) fn seq(endpoints: &[String], key: &str, count: u32) -> u64 {
-    let mut args = vec![
-        "seq".to_owned(),
-        "--key".to_owned(),
-        key.to_owned(),
-        "--count".to_owned(),
-        count.to_string(),
-    ];
-    for e in endpoints {
-        args.push("--endpoint".to_owned());
-        args.push(e.clone());
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let out = run(&args, Duration::from_secs(30));
-        if out.status.success() {
-            return String::from_utf8(out.stdout)
-                .unwrap()
-                .trim()
-                .parse()
-                .unwrap();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "seq kept failing: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// Every file under `dir` with its bytes, to compare a directory before
 /// and after a refused start.
 pub(crate) fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {

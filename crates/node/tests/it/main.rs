@@ -5,9 +5,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod bad_config;
-mod chaos;
 mod common;
-mod demo;
-mod full_disk;
 mod restart;
 mod status;

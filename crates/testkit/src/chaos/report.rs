@@ -7,9 +7,9 @@ use std::path::Path;
 use serde::Serialize;
 use tsoracle_paxos_checker::{History, Outcome};
 
-use crate::cluster::println_out;
 use crate::error::Error;
 use crate::load::verdict;
+use crate::run::println_out;
 
 /// The availability bucket: a bucket counts as available when at least one
 /// operation completed successfully in it.

@@ -1,4 +1,4 @@
-//! `tsoracle-paxos chaos`: real node processes, real faults, a checked
+//! `tsoracle-paxos-testkit chaos`: real node processes, real faults, a checked
 //! history.
 //!
 //! It starts `--nodes` `serve` child processes on 127.0.0.1 whose peer links
@@ -38,6 +38,7 @@ use hdrhistogram::Histogram;
 use tokio::time::Instant;
 use tsoracle_client::{Client, RetryPolicy};
 use tsoracle_paxos_checker::{History, check};
+use tsoracle_paxos_testkit::cluster::{Cluster, Serve, Setup};
 
 use self::pinned::PinnedLoad;
 use self::plan::{Fault, Kind, Step, Who, plan};
@@ -45,13 +46,14 @@ use self::report::{
     ChaosReport, Check, Event, FaultKind, Faults, Latency, OpCount, Ops, Pinned, availability,
     ok_counts, recovery_ms, worst_gaps,
 };
-use crate::cluster::{Cluster, RunDir, interrupted, println_out};
+
 use crate::error::Error;
 use crate::fault_proxy::{FaultProxy, Mode};
 use crate::load::{
     Mix, Shared, collect, connect_with, forge, read_final_counter, ready_client_with,
     spawn_workers, verdicts,
 };
+use crate::run::{RunDir, interrupted, println_out, serve_nodes};
 
 /// The per-attempt deadline of the regular workers' clients (which know
 /// every endpoint). Well under a pause: with the client's default of 2 s
@@ -104,6 +106,10 @@ pub(crate) struct ChaosArgs {
     /// kept only when the run fails).
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
+    /// Run the nodes with this `tsoracle-paxos` binary (by default with
+    /// this binary's own copy of its command line).
+    #[arg(long, value_name = "PATH")]
+    node_bin: Option<PathBuf>,
     /// Also write the report as JSON to this file.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
@@ -166,11 +172,12 @@ pub(crate) async fn run(args: ChaosArgs) -> Result<bool, Error> {
     }
     let seed = args.seed.unwrap_or_else(random_seed);
     let dir = RunDir::new(args.dir.as_deref(), "chaos")?;
-    let mut cluster = Cluster::plan(dir.path(), "chaos", args.nodes)?;
-    cluster.add_serve_args([
+    let mut nodes = serve_nodes(args.node_bin.as_deref(), "chaos")?;
+    nodes.add_args([
         "--window-ahead-ms".to_owned(),
         WINDOW_AHEAD.as_millis().to_string(),
     ]);
+    let mut cluster = Cluster::plan(nodes, Setup::new(args.nodes, dir.path()))?;
     let targets: Vec<_> = cluster
         .ids()
         .filter_map(|id| cluster.peer_listen(id).map(|addr| (id, addr)))
@@ -179,11 +186,12 @@ pub(crate) async fn run(args: ChaosArgs) -> Result<bool, Error> {
     for (from, _) in &targets {
         for (to, _) in &targets {
             if let Some(via) = proxy.addr(*from, *to) {
-                cluster.set_route(*from, *to, via);
+                cluster.launcher_mut().set_route(*from, *to, via);
             }
         }
     }
-    cluster.start()?;
+    // Waits (blocking) until every node listens.
+    tokio::task::block_in_place(|| cluster.start())?;
     let result = tokio::select! {
         result = drive(&mut cluster, &proxy, &args, seed) => result,
         signal = interrupted() => Err(Error::runtime("chaos", format!("interrupted by {signal}"))),
@@ -207,7 +215,7 @@ fn random_seed() -> u64 {
 
 /// The run's state while faults are injected.
 struct Run<'a> {
-    cluster: &'a mut Cluster,
+    cluster: &'a mut Cluster<Serve>,
     proxy: &'a FaultProxy,
     client: Arc<Client>,
     shared: Arc<Shared>,
@@ -232,7 +240,7 @@ enum Undo {
 }
 
 async fn drive(
-    cluster: &mut Cluster,
+    cluster: &mut Cluster<Serve>,
     proxy: &FaultProxy,
     args: &ChaosArgs,
     seed: u64,

@@ -1,4 +1,4 @@
-//! `tsoracle-paxos demo`: a whole cluster and its failover in one command.
+//! `tsoracle-paxos-testkit demo`: a whole cluster and its failover in one command.
 //!
 //! It starts `--nodes` `serve` child processes on 127.0.0.1 with data in a
 //! fresh directory, drives the real tsoracle client from `--workers`
@@ -16,12 +16,13 @@ use clap::Args;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use tsoracle_paxos_checker::{History, Report, check};
+use tsoracle_paxos_testkit::cluster::{Cluster, Serve, Setup};
 
-use crate::cluster::{Cluster, RunDir, interrupted, println_out};
 use crate::error::Error;
 use crate::load::{
     Mix, Shared, collect, forge, read_final_counter, ready_client, spawn_workers, verdict, verdicts,
 };
+use crate::run::{RunDir, interrupted, println_out, serve_nodes};
 
 /// `demo` flags.
 #[derive(Debug, Clone, Args)]
@@ -38,6 +39,10 @@ pub(crate) struct DemoArgs {
     /// Keep the data and logs here instead of a temporary directory.
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
+    /// Run the nodes with this `tsoracle-paxos` binary (by default with
+    /// this binary's own copy of its command line).
+    #[arg(long, value_name = "PATH")]
+    node_bin: Option<PathBuf>,
     /// Test hook: corrupt the recorded history before checking it (swap two
     /// timestamps of operations far apart), to show the checker can fail.
     #[arg(long, hide = true)]
@@ -58,8 +63,10 @@ pub(crate) async fn run(args: DemoArgs) -> Result<bool, Error> {
         ));
     }
     let dir = RunDir::new(args.dir.as_deref(), "demo")?;
-    let mut cluster = Cluster::plan(dir.path(), "demo", args.nodes)?;
-    cluster.start()?;
+    let nodes = serve_nodes(args.node_bin.as_deref(), "demo")?;
+    let mut cluster = Cluster::plan(nodes, Setup::new(args.nodes, dir.path()))?;
+    // Waits (blocking) until every node listens.
+    tokio::task::block_in_place(|| cluster.start())?;
     let result = tokio::select! {
         result = drive(&mut cluster, &args) => result,
         signal = interrupted() => Err(Error::runtime("demo", format!("interrupted by {signal}"))),
@@ -69,7 +76,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<bool, Error> {
     result
 }
 
-async fn drive(cluster: &mut Cluster, args: &DemoArgs) -> Result<bool, Error> {
+async fn drive(cluster: &mut Cluster<Serve>, args: &DemoArgs) -> Result<bool, Error> {
     let (client, ready) = ready_client(cluster.endpoints(), Duration::from_secs(60)).await?;
     println_out(&format!(
         "{} nodes up in {:.1?}; {} workers for {} s; the leader is killed (SIGKILL) at {} s \

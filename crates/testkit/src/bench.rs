@@ -1,4 +1,4 @@
-//! `tsoracle-paxos bench`: a bounded load against a running cluster, with
+//! `tsoracle-paxos-testkit bench`: a bounded load against a running cluster, with
 //! hdrhistogram latencies and a progress bar.
 //!
 //! `--json` prints one JSON object instead of the text report, for `cargo

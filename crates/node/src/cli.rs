@@ -1,0 +1,147 @@
+//! The `tsoracle-paxos` command line: `serve`, `status`, `get-ts`, `seq`.
+//!
+//! The shipped binary is [`main`]; [`main_from`] runs the same command line
+//! from given arguments, so another binary (the test kit's) can embed it.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::ServeArgs;
+use crate::error::Error;
+
+#[derive(Parser)]
+#[command(
+    name = "tsoracle-paxos",
+    version,
+    about = "A replicated tsoracle timestamp oracle node on OmniPaxos",
+    long_about = "A replicated tsoracle timestamp oracle on OmniPaxos.\n\n\
+        `serve` runs one node: a tsoracle-server for clients, the gRPC peer transport, \
+        and RocksDB under --data-dir. Run one per machine, three for a cluster that \
+        survives the loss of one. `get-ts` and `seq` call a running cluster.\n\n\
+        Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=info,tsoracle_driver_paxos=debug) \
+        and --log-format json for machine-readable lines."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log line format.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one node until SIGTERM or SIGINT (then shut down cleanly).
+    Serve(Box<ServeArgs>),
+    /// Fetch timestamps from a cluster and print them, one per line.
+    GetTs {
+        /// A node's client address, HOST:PORT (repeat for several).
+        #[arg(long = "endpoint", required = true)]
+        endpoints: Vec<String>,
+        /// How many timestamps.
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+    },
+    /// Show each node's role, ballot, decided index, high-water and lag,
+    /// read from the nodes' metrics endpoints (`serve --metrics-listen`).
+    Status {
+        /// A node's metrics address, HOST:PORT (repeat for each node).
+        #[arg(long = "metrics", required = true)]
+        endpoints: Vec<String>,
+    },
+    /// Take a block of a dense sequence and print its first value.
+    Seq {
+        /// A node's client address, HOST:PORT (repeat for several).
+        #[arg(long = "endpoint", required = true)]
+        endpoints: Vec<String>,
+        /// The sequence's key.
+        #[arg(long)]
+        key: String,
+        /// The block's length.
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+    },
+}
+
+/// `tsoracle-paxos` with the process's arguments.
+pub fn main() -> ExitCode {
+    main_from(std::env::args_os())
+}
+
+/// `tsoracle-paxos` with `args` (the first is the program name). Parses
+/// them (printing help or a usage error and exiting as clap does), sets up
+/// logging to stderr, runs the command on a new Tokio runtime, and returns
+/// the exit code: failure with one line `tsoracle-paxos: error: ...` on
+/// stderr when the command failed.
+pub fn main_from<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = Cli::parse_from(args);
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => return fail(&Error::runtime("tokio runtime", err)),
+    };
+    let result = runtime.block_on(run(cli.command));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => fail(&err),
+    }
+}
+
+async fn run(command: Command) -> Result<(), Error> {
+    match command {
+        Command::Serve(args) => crate::serve(args.resolve()?).await,
+        Command::GetTs { endpoints, count } => {
+            let timestamps = crate::client_cmd::get_ts(&endpoints, count).await?;
+            let mut out = std::io::stdout().lock();
+            for ts in timestamps {
+                writeln!(out, "{ts}").map_err(|err| Error::runtime("stdout", err))?;
+            }
+            Ok(())
+        }
+        Command::Status { endpoints } => {
+            let table = crate::status::run(&endpoints).await?;
+            write!(std::io::stdout(), "{table}").map_err(|err| Error::runtime("stdout", err))
+        }
+        Command::Seq {
+            endpoints,
+            key,
+            count,
+        } => {
+            let start = crate::client_cmd::seq(&endpoints, &key, count).await?;
+            writeln!(std::io::stdout(), "{start}").map_err(|err| Error::runtime("stdout", err))
+        }
+    }
+}
+
+/// One line on stderr, exit code 1.
+fn fail(err: &Error) -> ExitCode {
+    let _ = writeln!(std::io::stderr(), "tsoracle-paxos: error: {err}");
+    ExitCode::FAILURE
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // `try_init`: a binary that embeds this command line may have set up
+    // logging already; its subscriber then stays.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}

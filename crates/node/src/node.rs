@@ -1,0 +1,495 @@
+//! One running node: storage, consensus thread, peer transport, driver, and
+//! a `tsoracle-server` behind the reply gate, wired once for `serve`, the
+//! examples and the tests.
+//!
+//! Everything that can be refused (the configuration, the TLS files, the
+//! listen addresses, the data directory) is checked before anything is
+//! written, so a refused start leaves the data directory as it was.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+use tokio::task::{JoinError, JoinHandle};
+use tonic::transport::server::TcpIncoming;
+use tsoracle_consensus::ConsensusDriver;
+use tsoracle_driver_paxos::{DriverConfig, PaxosDriver, StandaloneHost, next_incarnation};
+use tsoracle_paxos_reply_gate::ReplyGateLayer;
+use tsoracle_paxos_state::{PaxosEntry, SnapshotPolicy};
+use tsoracle_paxos_tonic::{
+    PeerService, ServerHandle, TlsMaterial, TonicSink, TransportConfig, serve,
+};
+use tsoracle_paxos_toolkit::RunnerStatus;
+use tsoracle_paxos_toolkit::storage::{RocksdbOptions, RocksdbStorage, StorageIdentity};
+
+use crate::config::NodeConfig;
+use crate::error::Error;
+
+/// How long [`Node::shutdown`] lets the client service drain.
+const CLIENT_DRAIN: Duration = Duration::from_secs(10);
+
+/// The client service task: tonic's server over the gated routes.
+type ClientService = JoinHandle<Result<(), tonic::transport::Error>>;
+
+/// Listeners bound by the caller, for [`Node::start_on`]: a caller that
+/// binds port 0 learns its addresses (for the member list) without a
+/// window in which another process could take them.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Where the tsoracle client service accepts connections.
+    pub client: TcpListener,
+    /// Where the peer transport accepts links.
+    pub peer: TcpListener,
+}
+
+impl Listeners {
+    /// Binds `config`'s client and peer addresses as `serve` does:
+    /// `SO_REUSEADDR` (a restart may reuse a port whose old connections
+    /// linger in TIME_WAIT) and `TCP_NODELAY` inherited by accepted
+    /// connections. A port in use is an [`Error::Bind`] that says so.
+    ///
+    /// Call it inside a Tokio runtime (the listeners register with it).
+    pub fn bind(config: &NodeConfig) -> Result<Self, Error> {
+        Ok(Self {
+            client: bind(config.client_listen, "the client service")?,
+            peer: bind(config.peer_listen, "the peer transport")?,
+        })
+    }
+}
+
+/// A running node. Start one with [`Node::start`]; stop it with
+/// [`Node::shutdown`], which stops the client service, the driver, the peer
+/// service and the consensus thread (after its last sync), in that order.
+///
+/// [`Node::failure`] resolves once the node can no longer serve, which is
+/// what `serve` exits non-zero on.
+pub struct Node {
+    host: Arc<StandaloneHost>,
+    driver: Arc<PaxosDriver<StandaloneHost>>,
+    peers: ServerHandle,
+    /// `None` once [`failure`](Self::failure) saw it end.
+    client_service: Option<ClientService>,
+    client_stop: oneshot::Sender<()>,
+    watch: tsoracle_server::WatchGuard,
+    sampler: Option<JoinHandle<()>>,
+    client_addr: SocketAddr,
+    peer_addr: SocketAddr,
+    incarnation: u64,
+    /// The data directory and the free space below which the node stops.
+    data_dir: PathBuf,
+    min_free_disk: u64,
+    /// Whether [`failure`](Self::failure) reported a reason (shutdown then
+    /// does not report the same failure again).
+    failed: bool,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("client_addr", &self.client_addr)
+            .field("peer_addr", &self.peer_addr)
+            .field("incarnation", &self.incarnation)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Checks `config`, binds its listen addresses and starts the node
+    /// (see [`start_on`](Self::start_on)).
+    pub async fn start(config: NodeConfig) -> Result<Self, Error> {
+        precheck(&config)?;
+        let tls = load_tls(&config)?;
+        let listeners = Listeners::bind(&config)?;
+        launch(config, tls, listeners).await
+    }
+
+    /// Starts the node on listeners the caller bound; `config`'s listen
+    /// addresses are not bound again (the listeners' addresses win).
+    ///
+    /// In order, with nothing written before the data directory is locked
+    /// and proven this node's: the checks of the configuration, the TLS
+    /// files, the metrics endpoint (`metrics_listen`; process-wide), the
+    /// free space on the data directory's file system, the storage (RocksDB under `data_dir/db`), the incarnation file, the
+    /// peer transport, the consensus thread, the peer service, the driver,
+    /// and a `tsoracle-server` whose routes sit behind the reply gate, on
+    /// the client listener with `TCP_NODELAY`.
+    pub async fn start_on(config: NodeConfig, listeners: Listeners) -> Result<Self, Error> {
+        precheck(&config)?;
+        let tls = load_tls(&config)?;
+        launch(config, tls, listeners).await
+    }
+
+    /// The driver, as the server calls it (role, reply gate, writes).
+    pub fn driver(&self) -> &Arc<PaxosDriver<StandaloneHost>> {
+        &self.driver
+    }
+
+    /// The host: the consensus thread and its state.
+    pub fn host(&self) -> &Arc<StandaloneHost> {
+        &self.host
+    }
+
+    /// The consensus thread's status (leader, indices, failure, StopSign),
+    /// updated after every round.
+    pub fn status(&self) -> watch::Receiver<RunnerStatus> {
+        self.host.status()
+    }
+
+    /// Where the client service listens (the bound address, so port 0 is
+    /// resolved).
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client_addr
+    }
+
+    /// Where the peer transport listens.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
+    }
+
+    /// This start's incarnation (one more than the previous start's).
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// Resolves with the reason once the node cannot serve any more: the
+    /// consensus thread stopped (a storage error such as a full disk, a
+    /// corrupt record, a panic in OmniPaxos or the apply path), a StopSign
+    /// ended the configuration, the server's leadership-watch task ended,
+    /// the data directory's free space fell below the configured floor
+    /// (checked every 100 ms), or the client service stopped. Staying up would only answer "not
+    /// leader" for ever; `serve` exits so that a supervisor restarts the
+    /// node or pages someone.
+    ///
+    /// Cancel-safe: dropping the future (a `select!` that a signal won)
+    /// loses nothing.
+    pub async fn failure(&mut self) -> Error {
+        let service = self.client_service.as_mut();
+        let client = async move {
+            match service {
+                Some(service) => Some(service.await),
+                None => std::future::pending().await,
+            }
+        };
+        let consensus = consensus_failure(
+            &self.host,
+            &self.watch,
+            &self.data_dir,
+            self.min_free_disk,
+        );
+        let (reason, client_ended_now) = tokio::select! {
+            ended = client => (client_ended(ended), true),
+            reason = consensus => (reason, false),
+        };
+        if client_ended_now {
+            // A finished task is not polled again.
+            self.client_service = None;
+        }
+        self.failed = true;
+        reason
+    }
+
+    /// Stops the node in order: the client service first (no reply is
+    /// served from here on; it drains for at most 10 s), the metrics
+    /// sampler, the driver, the peer service, and the consensus thread
+    /// after its last sync. An error of the consensus thread is returned,
+    /// unless [`failure`](Self::failure) already reported why the node
+    /// stopped.
+    pub async fn shutdown(self) -> Result<(), Error> {
+        let Self {
+            host,
+            driver,
+            peers,
+            client_service,
+            client_stop,
+            watch,
+            sampler,
+            failed,
+            ..
+        } = self;
+        // Close the gate first: no reply is served from here on.
+        let _ = client_stop.send(());
+        drop(watch);
+        if let Some(mut service) = client_service
+            && !service.is_finished()
+        {
+            match tokio::time::timeout(CLIENT_DRAIN, &mut service).await {
+                Ok(Ok(Err(err))) if !failed => {
+                    tracing::warn!(%err, "client service shutdown");
+                }
+                Ok(_) => {}
+                Err(_) => service.abort(),
+            }
+        }
+        if let Some(sampler) = sampler {
+            sampler.abort();
+        }
+        driver.shutdown().await;
+        if let Err(err) = peers.shutdown().await {
+            tracing::warn!(%err, "peer service shutdown");
+        }
+        match host.shutdown().await {
+            // A failed consensus thread is already the outcome.
+            Err(err) if !failed => return Err(Error::runtime("consensus", err)),
+            _ => {}
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// The checks that need no file and no socket.
+fn precheck(config: &NodeConfig) -> Result<(), Error> {
+    config.check()?;
+    if config.tls.is_none() && config.insecure_peer_plaintext {
+        // Logged here, before anything is opened: the flag is the
+        // operator's explicit opt-out of invariant 13 (secure by default).
+        tracing::warn!(
+            peer = %config.peer_listen,
+            "the peer port serves plaintext without authentication \
+             (--insecure-peer-plaintext): anyone who can reach it can act as a member; \
+             configure mutual TLS ([tls] or --tls-ca/--tls-cert/--tls-key)"
+        );
+    }
+    Ok(())
+}
+
+fn load_tls(config: &NodeConfig) -> Result<Option<TlsMaterial>, Error> {
+    match &config.tls {
+        Some(files) => Ok(Some(
+            TlsMaterial::load(files).map_err(|err| Error::Tls(err.to_string()))?,
+        )),
+        None => Ok(None),
+    }
+}
+
+/// Everything after the checks that need no write: see [`Node::start_on`].
+async fn launch(
+    config: NodeConfig,
+    tls: Option<TlsMaterial>,
+    listeners: Listeners,
+) -> Result<Node, Error> {
+    let Listeners {
+        client: client_listener,
+        peer: peer_listener,
+    } = listeners;
+    let local = |listener: &TcpListener, what| {
+        listener
+            .local_addr()
+            .map_err(|err| Error::runtime(what, err))
+    };
+    let client_addr = local(&client_listener, "the client service")?;
+    let peer_addr = local(&peer_listener, "the peer transport")?;
+    if let Some(addr) = config.metrics_listen {
+        crate::metrics::install(addr)?;
+    }
+
+    // Refused like any other bad input: before anything is written.
+    if let Some(reason) = crate::disk::shortage(&config.data_dir, config.min_free_disk) {
+        return Err(Error::DataDir {
+            dir: config.data_dir.clone(),
+            reason,
+        });
+    }
+
+    let db_dir = config.data_dir.join("db");
+    // A restart's time to serving is a figure users ask for: the storage open
+    // (WAL replay) is logged here, the rebuild of the state from the snapshot
+    // and log by the applier once the consensus thread has done it.
+    let opening = Instant::now();
+    let storage = RocksdbStorage::<PaxosEntry>::open(
+        &db_dir,
+        StorageIdentity::new(config.cluster_id.clone(), config.node_id),
+        RocksdbOptions::default(),
+    )
+    .map_err(|err| Error::DataDir {
+        dir: config.data_dir.clone(),
+        reason: err.to_string(),
+    })?;
+    tracing::info!(elapsed = ?opening.elapsed(), "storage opened");
+    // Only now, with the directory locked and proven ours, is anything written.
+    let incarnation =
+        next_incarnation(&config.data_dir.join("incarnation")).map_err(|err| Error::DataDir {
+            dir: config.data_dir.clone(),
+            reason: format!("cannot update the incarnation file: {err}"),
+        })?;
+    let durability = storage.group_commit();
+
+    let ids: Vec<u64> = config.members.iter().map(|m| m.id).collect();
+    let transport = TransportConfig::new(config.cluster_id.clone(), config.node_id, 1, ids);
+    let sink = Arc::new(
+        TonicSink::spawn(&transport, config.peer_addresses(), tls.as_ref())
+            .map_err(|err| Error::runtime("peer transport", err))?,
+    );
+    let outbound = Arc::clone(sink.stats());
+    let policy = match config.snapshot_every {
+        Some(every) => SnapshotPolicy::EveryDecided(every),
+        None => SnapshotPolicy::Disabled,
+    };
+    let host = Arc::new(
+        StandaloneHost::builder()
+            .node_id(config.node_id)
+            .cluster_id(config.cluster_id.clone())
+            .members(config.members.clone())
+            .incarnation(incarnation)
+            .timing(config.timing)
+            .snapshot_policy(policy)
+            .start(storage, durability, sink)
+            .map_err(|err| Error::runtime("consensus", err))?,
+    );
+    let service = PeerService::new(host.inbox(), &transport)
+        .map_err(|err| Error::runtime("peer service", err))?;
+    let inbound = Arc::clone(service.stats());
+    let peers = serve(peer_listener, service, &transport, tls.as_ref())
+        .map_err(|err| Error::runtime("peer service", err))?;
+    let driver = Arc::new(
+        PaxosDriver::start(Arc::clone(&host), DriverConfig::new(config.timing))
+            .map_err(|err| Error::runtime("driver", err))?,
+    );
+    let sampler = config
+        .metrics_listen
+        .map(|_| crate::metrics::sample(Arc::clone(&host), Arc::clone(&driver), outbound, inbound));
+    let mut server = tsoracle_server::Server::builder()
+        .consensus_driver(Arc::clone(&driver) as Arc<dyn ConsensusDriver>);
+    if let Some(ahead) = config.window_ahead {
+        server = server.window_ahead(ahead);
+    }
+    let server = server
+        .build()
+        .map_err(|err| Error::runtime("tsoracle server", err))?;
+    // The server's routes behind the reply gate: a reply carrying data
+    // leaves only while this node still holds its lease under the reply's
+    // epoch, checked after the reply was produced (a paused process).
+    let (routes, watch) = server
+        .into_router()
+        .map_err(|err| Error::runtime("tsoracle server", err))?;
+    tracing::info!(
+        node = config.node_id,
+        cluster = %config.cluster_id,
+        client = %client_addr,
+        peer = %peer_addr,
+        incarnation,
+        "serving"
+    );
+    let (client_stop, stop_rx) = oneshot::channel::<()>();
+    let incoming = TcpIncoming::from(client_listener).with_nodelay(Some(true));
+    let client_service = tokio::spawn(
+        tonic::transport::Server::builder()
+            .layer(ReplyGateLayer::new(driver.reply_gate()))
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stop_rx.await;
+            }),
+    );
+    Ok(Node {
+        host,
+        driver,
+        peers,
+        client_service: Some(client_service),
+        client_stop,
+        watch,
+        sampler,
+        client_addr,
+        peer_addr,
+        incarnation,
+        data_dir: config.data_dir.clone(),
+        min_free_disk: config.min_free_disk,
+        failed: false,
+    })
+}
+
+fn client_ended(ended: Option<Result<Result<(), tonic::transport::Error>, JoinError>>) -> Error {
+    match ended {
+        Some(Ok(Ok(()))) | None => Error::runtime("tsoracle server", "the client service stopped"),
+        Some(Ok(Err(err))) => Error::runtime("tsoracle server", err),
+        Some(Err(err)) => Error::runtime("tsoracle server", err),
+    }
+}
+
+/// Resolves with the reason once the consensus side cannot serve any more:
+/// the consensus thread failed or stopped, a StopSign ended the
+/// configuration, the server's leadership-watch task ended, or the data
+/// directory's free space fell below `min_free_disk`.
+async fn consensus_failure(
+    host: &StandaloneHost,
+    watch: &tsoracle_server::WatchGuard,
+    data_dir: &Path,
+    min_free_disk: u64,
+) -> Error {
+    let mut status = host.status();
+    let mut poll = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        {
+            let now = status.borrow_and_update();
+            if let Some(reason) = &now.failed {
+                return Error::runtime("consensus thread failed", reason);
+            }
+            if now.stopped {
+                return Error::runtime("consensus", "the consensus thread stopped");
+            }
+            // Until membership changes exist, no StopSign is ever ours: the
+            // node can never serve again, and says why (the driver logs the
+            // high-water to start a new cluster above).
+            if now.stop_sign.is_some() {
+                return Error::runtime(
+                    "consensus",
+                    tsoracle_driver_paxos::Error::ConfigurationEnded,
+                );
+            }
+        }
+        if watch.is_finished() {
+            return Error::runtime(
+                "tsoracle server",
+                "the leadership watch ended; serving is disabled",
+            );
+        }
+        // A statvfs per tick costs microseconds; the node stops within a
+        // tick of its disk filling, not when a write finally fails.
+        if let Some(reason) = crate::disk::shortage(data_dir, min_free_disk) {
+            return Error::runtime("disk", reason);
+        }
+        tokio::select! {
+            changed = status.changed() => {
+                if changed.is_err() {
+                    return Error::runtime("consensus", "the consensus thread is gone");
+                }
+            }
+            // The watch guard can only be polled.
+            _ = poll.tick() => {}
+        }
+    }
+}
+
+/// Binds a listener whose accepted connections have `TCP_NODELAY` set.
+///
+/// Accepted sockets inherit `TCP_NODELAY` from the listening socket (Linux,
+/// and the BSDs). `tsoracle-server`'s `serve_with_listener` does not set it
+/// on the connections it accepts, and Nagle's algorithm meeting the client's
+/// delayed ACKs then holds small gRPC replies back for 40 ms (a p99 of
+/// ~42 ms under 64 clients in `cargo xtask bench`).
+fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, Error> {
+    let listen = || -> std::io::Result<TcpListener> {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // As `TcpListener::bind` does: a restart may reuse a port whose old
+        // connections linger in TIME_WAIT (a port in use still fails).
+        socket.set_reuseaddr(true)?;
+        socket.set_nodelay(true)?;
+        socket.bind(addr)?;
+        socket.listen(1024)
+    };
+    listen().map_err(|err| Error::Bind {
+        what,
+        addr,
+        reason: if err.kind() == std::io::ErrorKind::AddrInUse {
+            "the address is already in use (is another node running?)".to_owned()
+        } else {
+            err.to_string()
+        },
+    })
+}
