@@ -1,4 +1,5 @@
-//! The `tsoracle-paxos` binary, run as child processes on 127.0.0.1.
+//! The `tsoracle-paxos` binary, run as child processes on 127.0.0.1, and
+//! the node library in one process.
 
 // Test helpers outside #[test] functions unwrap on purpose: a failed setup
 // is a failed test.
@@ -6,5 +7,6 @@
 
 mod bad_config;
 mod common;
+mod library;
 mod restart;
 mod status;
