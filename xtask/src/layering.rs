@@ -1,5 +1,6 @@
-//! The layering check: each crate depends only on layers below it, and the
-//! piggyback promise (no tonic, no RocksDB without opting in) is enforced.
+//! The layering check: each crate depends only on layers below it, the
+//! piggyback promise (no tonic, no RocksDB without opting in) is enforced,
+//! and the shipped node links no test tooling (that is the test kit's).
 //!
 //! Rules are checked against `cargo tree`, i.e. against what really gets
 //! compiled, not against what the manifests intend.
@@ -94,6 +95,54 @@ const RULES: &[Rule] = &[
             "tsoracle-client",
         ],
         why: "the simulation runs the in-memory stack only: no transport, no disk, no node",
+    },
+    Rule {
+        package: "tsoracle-paxos",
+        no_default_features: false,
+        forbidden: &[
+            "tsoracle-paxos-testkit",
+            "tsoracle-paxos-checker",
+            "tsoracle-paxos-sim",
+            "indicatif",
+            "hdrhistogram",
+        ],
+        why: "the shipped node links no test tooling: the demo, the chaos run and its fault \
+              proxy, the load generator and the history checker are the test kit's",
+    },
+    Rule {
+        package: "tsoracle-paxos-testkit",
+        no_default_features: true,
+        forbidden: &[
+            "tsoracle-paxos",
+            "tsoracle-driver-paxos",
+            "tsoracle-paxos-toolkit",
+            "tsoracle-paxos-tonic",
+            "tonic",
+            "tokio",
+            "rocksdb",
+            "librocksdb-sys",
+        ],
+        why: "the test kit's library (its process cluster, which xtask links) compiles no node, \
+              no runtime and no RocksDB",
+    },
+    Rule {
+        package: "xtask",
+        no_default_features: false,
+        forbidden: &[
+            "tsoracle-paxos",
+            "tsoracle-driver-paxos",
+            "rocksdb",
+            "librocksdb-sys",
+            "tonic",
+        ],
+        why: "xtask prepares the build environment (libclang for RocksDB's bindgen), so it must \
+              build without RocksDB or the node",
+    },
+    Rule {
+        package: "tsoracle-paxos-metrics",
+        no_default_features: false,
+        forbidden: &["tsoracle-*", "tokio"],
+        why: "the metric names and the Prometheus text reader are a leaf that xtask and the node share",
     },
 ];
 
@@ -334,6 +383,37 @@ mod tests {
             omnipaxos feature \"serde\"\n\
             tsoracle-paxos-state v0.1.0 (/w/crates/state)\n";
         assert_eq!(first_dependent(inverted), "tsoracle-paxos-state");
+    }
+
+    #[test]
+    fn test_tooling_in_the_node_is_reported() {
+        let names = parse_tree(
+            "tsoracle-paxos v0.1.0 (/w/crates/node)\n\
+             tsoracle-paxos-metrics v0.1.0 (/w/crates/metrics)\n\
+             tsoracle-paxos-checker v0.1.0 (/w/crates/checker)\n\
+             indicatif v0.17.11\n\
+             hdrhistogram v7.5.4\n",
+        );
+        let node = RULES
+            .iter()
+            .find(|rule| rule.package == "tsoracle-paxos")
+            .unwrap();
+        assert_eq!(
+            forbidden_found(node, &names),
+            ["hdrhistogram", "indicatif", "tsoracle-paxos-checker"]
+        );
+        // The test kit's library may not pull the node, but the exact name
+        // is meant, not every crate it prefixes.
+        let testkit = RULES
+            .iter()
+            .find(|rule| rule.package == "tsoracle-paxos-testkit")
+            .unwrap();
+        let names = parse_tree(
+            "tsoracle-paxos-testkit v0.1.0\ntsoracle-paxos-metrics v0.1.0\nthiserror v2.0.0\n",
+        );
+        assert!(forbidden_found(testkit, &names).is_empty());
+        let names = parse_tree("tsoracle-paxos-testkit v0.1.0\ntsoracle-paxos v0.1.0\n");
+        assert_eq!(forbidden_found(testkit, &names), ["tsoracle-paxos"]);
     }
 
     #[test]
