@@ -106,8 +106,10 @@ impl Node {
         launch(config, tls, listeners).await
     }
 
-    /// Starts the node on listeners the caller bound; `config`'s listen
-    /// addresses are not bound again (the listeners' addresses win).
+    /// Starts the node on listeners the caller bound. Their addresses
+    /// replace `config`'s listen addresses, for the checks too: a peer
+    /// listener beyond loopback needs mutual TLS (or
+    /// `insecure_peer_plaintext`) whatever `config.peer_listen` says.
     ///
     /// In order, with nothing written before the data directory is locked
     /// and proven this node's: the checks of the configuration, the TLS
@@ -116,7 +118,9 @@ impl Node {
     /// peer transport, the consensus thread, the peer service, the driver,
     /// and a `tsoracle-server` whose routes sit behind the reply gate, on
     /// the client listener with `TCP_NODELAY`.
-    pub async fn start_on(config: NodeConfig, listeners: Listeners) -> Result<Self, Error> {
+    pub async fn start_on(mut config: NodeConfig, listeners: Listeners) -> Result<Self, Error> {
+        config.client_listen = local_addr(&listeners.client, "the client service")?;
+        config.peer_listen = local_addr(&listeners.peer, "the peer transport")?;
         precheck(&config)?;
         let tls = load_tls(&config)?;
         launch(config, tls, listeners).await
@@ -275,13 +279,8 @@ async fn launch(
         client: client_listener,
         peer: peer_listener,
     } = listeners;
-    let local = |listener: &TcpListener, what| {
-        listener
-            .local_addr()
-            .map_err(|err| Error::runtime(what, err))
-    };
-    let client_addr = local(&client_listener, "the client service")?;
-    let peer_addr = local(&peer_listener, "the peer transport")?;
+    let client_addr = local_addr(&client_listener, "the client service")?;
+    let peer_addr = local_addr(&peer_listener, "the peer transport")?;
     if let Some(addr) = config.metrics_listen {
         crate::metrics::install(addr)?;
     }
@@ -398,6 +397,12 @@ async fn launch(
         min_free_disk: config.min_free_disk,
         failed: false,
     })
+}
+
+fn local_addr(listener: &TcpListener, what: &'static str) -> Result<SocketAddr, Error> {
+    listener
+        .local_addr()
+        .map_err(|err| Error::runtime(what, err))
 }
 
 fn client_ended(ended: Option<Result<Result<(), tonic::transport::Error>, JoinError>>) -> Error {

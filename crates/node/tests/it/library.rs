@@ -1,7 +1,7 @@
 //! The node library in one process: three `Node`s started on listeners
 //! bound to port 0 serve the real client; `failure` stays pending while a
 //! node is healthy and reports a stopped consensus thread; `shutdown` stops
-//! every node.
+//! every node. Listeners given to `start_on` are checked as bound.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -87,4 +87,34 @@ async fn nodes_started_by_the_library_serve_report_failure_and_shut_down() {
     for node in nodes {
         node.shutdown().await.unwrap();
     }
+}
+
+#[tokio::test]
+async fn a_reachable_plaintext_peer_listener_is_refused_whatever_the_config_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer = TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let loopback = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let members = vec![
+        member(1, "127.0.0.1:1", "127.0.0.1:2").unwrap(),
+        member(2, "127.0.0.1:3", "127.0.0.1:4").unwrap(),
+    ];
+    // The configuration claims loopback; the peer listener is not.
+    let config = NodeConfig::new(
+        1,
+        "library",
+        dir.path().join("node-1"),
+        loopback(2),
+        loopback(1),
+        members,
+    );
+    let err = Node::start_on(config, Listeners { client, peer })
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not a loopback address"), "{err}");
+    assert!(
+        !dir.path().join("node-1").exists(),
+        "a refused start wrote the data directory"
+    );
 }
