@@ -177,12 +177,8 @@ impl Node {
                 None => std::future::pending().await,
             }
         };
-        let consensus = consensus_failure(
-            &self.host,
-            &self.watch,
-            &self.data_dir,
-            self.min_free_disk,
-        );
+        let consensus =
+            consensus_failure(&self.host, &self.watch, &self.data_dir, self.min_free_disk);
         let (reason, client_ended_now) = tokio::select! {
             ended = client => (client_ended(ended), true),
             reason = consensus => (reason, false),
