@@ -29,13 +29,13 @@ use tsoracle_core::{Epoch, LeaseRecord, PeerEndpoint, SeqKey};
 use tsoracle_paxos_state::{Command, Lease, ProposalId};
 
 use crate::clock::{Clock, MonotonicClock};
+use crate::core::events::LeaderEvents;
+use crate::core::lease::LeaseTracker;
+use crate::core::role::{Role, Term};
 use crate::error::Error;
-use crate::events::LeaderEvents;
 use crate::fence;
 use crate::gate::{NotServing, ReplyGate, reply_admitted};
 use crate::host::{Applied, HostError, PaxosHighWaterHost};
-use crate::lease::LeaseTracker;
-use crate::role::{Role, Term};
 use crate::timing::Timing;
 
 /// Default bound on one driver call (`TransientDriver` after it).
@@ -773,7 +773,8 @@ mod tests {
     use tsoracle_paxos_state::{ApplyState, Outcome};
 
     use super::*;
-    use crate::host::{LeaderView, PendingApply, ProposerSlot};
+    use crate::core::lease::LeaderView;
+    use crate::host::{PendingApply, ProposerSlot};
 
     /// A host whose leadership is set by the test and whose commands are
     /// "applied" at once, with a chosen promise.
@@ -929,7 +930,7 @@ mod tests {
         let host = FakeHost::new(leading(b), b);
         let driver = PaxosDriver::start(Arc::clone(&host), DriverConfig::new(timing())).unwrap();
         assert!(leads_within(&driver, Duration::from_secs(2)).await);
-        let epoch = crate::role::Term::new(b).unwrap().epoch();
+        let epoch = crate::core::role::Term::new(b).unwrap().epoch();
         assert_eq!(driver.persist_high_water(7, epoch).await.unwrap(), 7);
         // From now on every command is applied while this node has promised
         // a newer ballot: the lease still holds for a while, but the
@@ -957,7 +958,7 @@ mod tests {
         config.request_timeout = Duration::from_secs(600);
         let driver = PaxosDriver::start(Arc::clone(&host), config).unwrap();
         assert!(leads_within(&driver, Duration::from_secs(2)).await);
-        let epoch = crate::role::Term::new(b).unwrap().epoch();
+        let epoch = crate::core::role::Term::new(b).unwrap().epoch();
         // Cut off: neither the write nor any renewal is decided from now on.
         host.stalled.store(true, Ordering::SeqCst);
         let answered =
@@ -980,10 +981,10 @@ mod tests {
         let host = FakeHost::new(leading(b), b);
         let driver = PaxosDriver::start(Arc::clone(&host), DriverConfig::new(timing())).unwrap();
         let gate = driver.reply_gate();
-        let epoch = crate::role::Term::new(b).unwrap().epoch();
+        let epoch = crate::core::role::Term::new(b).unwrap().epoch();
         assert!(leads_within(&driver, Duration::from_secs(2)).await);
         assert_eq!(gate.check(epoch), Ok(()));
-        let other = crate::role::Term::new(Ballot::with(1, 1, 0, 1))
+        let other = crate::core::role::Term::new(Ballot::with(1, 1, 0, 1))
             .unwrap()
             .epoch();
         assert_eq!(
@@ -1029,7 +1030,7 @@ mod tests {
         .unwrap();
         assert_eq!(driver.role(), Role::Unknown);
         let submitted = host.submitted.load(Ordering::SeqCst);
-        let epoch = crate::role::Term::new(b).unwrap().epoch();
+        let epoch = crate::core::role::Term::new(b).unwrap().epoch();
         let key = SeqKey::try_new("k").unwrap();
         let errors = [
             driver.persist_high_water(7, epoch).await.map(|_| ()),

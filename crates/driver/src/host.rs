@@ -20,31 +20,7 @@ use tokio::sync::watch;
 use tsoracle_core::PeerEndpoint;
 use tsoracle_paxos_state::{ApplyState, Command, Outcome};
 
-use crate::lease::Observation;
-
-/// This node's view of the leadership, as OmniPaxos reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LeaderView {
-    /// The ballot this node has promised (`OmniPaxos::get_promise`).
-    pub promise: Ballot,
-    /// `OmniPaxos::get_current_leader`: the pid of the promised ballot and
-    /// whether this node is in the accept phase (its prepare phase is over).
-    pub leader: Option<(NodeId, bool)>,
-    /// A decided StopSign ended this configuration (`OmniPaxos::is_reconfigured`)
-    /// and the host has applied everything before it. The driver then
-    /// serves nothing: every call fails with a permanent error that says
-    /// what happened and what to do.
-    pub configuration_ended: bool,
-}
-
-impl From<LeaderView> for Observation {
-    fn from(view: LeaderView) -> Self {
-        Self {
-            promise: view.promise,
-            leader: view.leader,
-        }
-    }
-}
+use crate::core::lease::LeaderView;
 
 /// A command of this node's, applied by this node.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -119,34 +119,28 @@
 
 mod applier;
 mod clock;
+pub mod core;
 mod driver;
 mod error;
-mod events;
-pub mod fence;
-pub mod gate;
 mod host;
 mod incarnation;
-mod lease;
 #[cfg(feature = "mutations")]
 pub mod mutation;
-mod role;
 mod runner_glue;
 mod standalone;
-pub mod timing;
-
-#[cfg(test)]
-mod proptests;
 
 pub use applier::{ApplierHandle, PaxosApplier, Waiter};
 pub use clock::{Clock, MonotonicClock};
+// The pure modules keep their old paths (`tsoracle_driver_paxos::timing`, ...).
+pub use crate::core::events::LeaderEvents;
+pub use crate::core::gate::{NotServing, ReplyGate};
+pub use crate::core::lease::{LeaderView, LeaseTracker, Observation};
+pub use crate::core::role::{Role, Term};
+pub use crate::core::timing::{MAX_DRIFT, Timing};
+pub use crate::core::{fence, gate, timing};
 pub use driver::{DEFAULT_DENSE_KEY_CAP, DEFAULT_REQUEST_TIMEOUT, DriverConfig, PaxosDriver};
 pub use error::Error;
-pub use events::LeaderEvents;
-pub use gate::{NotServing, ReplyGate};
-pub use host::{Applied, HostError, LeaderView, PaxosHighWaterHost, PendingApply, ProposerSlot};
+pub use host::{Applied, HostError, PaxosHighWaterHost, PendingApply, ProposerSlot};
 pub use incarnation::next_incarnation;
-pub use lease::{LeaseTracker, Observation};
-pub use role::{Role, Term};
 pub use runner_glue::{leadership_from_runner, submit_to_runner};
 pub use standalone::{Member, StandaloneHost, StandaloneHostBuilder};
-pub use timing::{MAX_DRIFT, Timing};

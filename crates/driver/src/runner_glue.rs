@@ -11,7 +11,8 @@ use tsoracle_paxos_state::{Command, PaxosEnvelope};
 use tsoracle_paxos_toolkit::{Error as ToolkitError, Runner, RunnerStatus};
 
 use crate::applier::ApplierHandle;
-use crate::host::{HostError, LeaderView, PendingApply};
+use crate::core::lease::LeaderView;
+use crate::host::{HostError, PendingApply};
 
 /// Publishes the runner's leadership fields as a [`LeaderView`] (for
 /// [`PaxosHighWaterHost::leadership`](crate::PaxosHighWaterHost::leadership));

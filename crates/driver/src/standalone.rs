@@ -19,10 +19,11 @@ use tsoracle_paxos_state::{ApplyState, Command, PaxosEntry, PaxosEnvelope, Snaps
 use tsoracle_paxos_toolkit::{Durability, Inbox, MessageSink, Runner, RunnerConfig, RunnerStatus};
 
 use crate::applier::{ApplierHandle, PaxosApplier};
+use crate::core::lease::LeaderView;
+use crate::core::timing::Timing;
 use crate::error::Error;
-use crate::host::{HostError, LeaderView, PaxosHighWaterHost, PendingApply, ProposerSlot};
+use crate::host::{HostError, PaxosHighWaterHost, PendingApply, ProposerSlot};
 use crate::runner_glue::{leadership_from_runner, submit_to_runner};
-use crate::timing::Timing;
 
 /// A member of the configuration as the host needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]

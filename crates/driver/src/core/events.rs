@@ -20,7 +20,7 @@ use omnipaxos::util::NodeId;
 use tsoracle_consensus::LeaderState;
 use tsoracle_core::{Epoch, PeerEndpoint};
 
-use crate::role::Role;
+use crate::core::role::Role;
 
 /// Debounces roles into [`LeaderState`] changes whose epochs never decrease.
 ///
@@ -97,7 +97,7 @@ impl LeaderEvents {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::role::Term;
+    use crate::core::role::Term;
     use omnipaxos::ballot_leader_election::Ballot;
     use proptest::prelude::*;
     use tsoracle_paxos_epoch::encode_epoch;

@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use tsoracle_core::{Epoch, PeerEndpoint};
 
-use crate::lease::LeaseTracker;
-use crate::role::Role;
+use crate::core::lease::LeaseTracker;
+use crate::core::role::Role;
 
 /// Why a reply may not leave: this node does not lead under its epoch now.
 ///
@@ -76,9 +76,9 @@ mod tests {
     use omnipaxos::ballot_leader_election::Ballot;
 
     use super::*;
-    use crate::lease::Observation;
-    use crate::role::Term;
-    use crate::timing::Timing;
+    use crate::core::lease::Observation;
+    use crate::core::role::Term;
+    use crate::core::timing::Timing;
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)

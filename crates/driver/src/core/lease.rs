@@ -12,9 +12,9 @@ use omnipaxos::ballot_leader_election::Ballot;
 use omnipaxos::util::NodeId;
 use tsoracle_paxos_epoch::validate_node_id;
 
+use crate::core::role::{Role, Term};
+use crate::core::timing::Timing;
 use crate::error::Error;
-use crate::role::{Role, Term};
-use crate::timing::Timing;
 
 /// What the driver read from OmniPaxos at one instant.
 ///
@@ -27,6 +27,30 @@ pub struct Observation {
     /// `OmniPaxos::get_current_leader`: the pid of the promised ballot and
     /// whether *this node* is in the accept phase.
     pub leader: Option<(NodeId, bool)>,
+}
+
+/// This node's view of the leadership, as OmniPaxos reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaderView {
+    /// The ballot this node has promised (`OmniPaxos::get_promise`).
+    pub promise: Ballot,
+    /// `OmniPaxos::get_current_leader`: the pid of the promised ballot and
+    /// whether this node is in the accept phase (its prepare phase is over).
+    pub leader: Option<(NodeId, bool)>,
+    /// A decided StopSign ended this configuration (`OmniPaxos::is_reconfigured`)
+    /// and the host has applied everything before it. The driver then
+    /// serves nothing: every call fails with a permanent error that says
+    /// what happened and what to do.
+    pub configuration_ended: bool,
+}
+
+impl From<LeaderView> for Observation {
+    fn from(view: LeaderView) -> Self {
+        Self {
+            promise: view.promise,
+            leader: view.leader,
+        }
+    }
 }
 
 /// This node's view of its leadership between two observations.
@@ -296,7 +320,7 @@ impl LeaseTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::timing::tests::sample;
+    use crate::core::timing::tests::sample;
     use tsoracle_paxos_epoch::encode_epoch;
 
     const ME: NodeId = 1;

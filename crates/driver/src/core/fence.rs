@@ -13,8 +13,8 @@ use tsoracle_consensus::{ConsensusError, reject_out_of_range_advance};
 use tsoracle_core::Epoch;
 use tsoracle_paxos_state::{DenseRejection, LeaseRejection, Outcome};
 
+use crate::core::role::Role;
 use crate::error::Error;
-use crate::role::Role;
 
 /// Admits a write fenced by `caller_epoch` when this node serves as leader
 /// under exactly that epoch.
@@ -156,7 +156,7 @@ fn unexpected(expected: &'static str, outcome: Outcome) -> ConsensusError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::role::Term;
+    use crate::core::role::Term;
     use omnipaxos::ballot_leader_election::Ballot;
     use tsoracle_core::{PHYSICAL_MS_MAX, SeqKey};
 

@@ -27,9 +27,9 @@ use std::time::Duration;
 use omnipaxos::ballot_leader_election::Ballot;
 use proptest::prelude::*;
 
-use crate::lease::{LeaseTracker, Observation};
-use crate::role::Role;
-use crate::timing::Timing;
+use crate::core::lease::{LeaseTracker, Observation};
+use crate::core::role::Role;
+use crate::core::timing::Timing;
 
 const PPM: i64 = 1_000_000;
 
@@ -380,7 +380,7 @@ proptest! {
         ops in proptest::collection::vec((0u64..40, op()), 1..40),
         probes in proptest::collection::vec(0u64..1_000_000, 1..8),
     ) {
-        let timing = crate::timing::tests::sample();
+        let timing = crate::core::timing::tests::sample();
         let mut tracker = LeaseTracker::new(1, &timing).unwrap();
         let mut now = Duration::from_millis(1_000);
         for (dt, op) in ops {

@@ -1,0 +1,26 @@
+//! The pure decision core of the driver: no runtime, no I/O, no locks and
+//! no clock of its own. Every function that depends on time takes `now`, a
+//! reading of this node's monotonic clock, as an argument, so unit tests,
+//! property tests and a simulation drive it as plain functions.
+//!
+//! - [`timing`] — ticks, election timeout, lease and clock drift, and the
+//!   assumptions the lease rests on.
+//! - [`lease`] — [`LeaseTracker`](lease::LeaseTracker): OmniPaxos
+//!   observations and decisions in, a [`Role`](role::Role) out (invariant 5).
+//! - [`role`] — [`Role`](role::Role) and [`Term`](role::Term).
+//! - [`events`] — [`LeaderEvents`](events::LeaderEvents): roles in,
+//!   `LeaderState` changes out, epochs never decreasing (invariant 6).
+//! - [`fence`] — the checks before a proposal and the mapping of apply
+//!   outcomes (invariant 4).
+//! - [`gate`] — the rule every reply carrying data passes after it was
+//!   produced (invariant 5, paused processes).
+
+pub mod events;
+pub mod fence;
+pub mod gate;
+pub mod lease;
+pub mod role;
+pub mod timing;
+
+#[cfg(test)]
+mod proptests;
