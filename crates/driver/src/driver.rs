@@ -32,7 +32,7 @@ use crate::clock::{Clock, MonotonicClock};
 use crate::core::events::LeaderEvents;
 use crate::core::lease::LeaseTracker;
 use crate::core::role::{Role, Term};
-use crate::error::Error;
+use crate::error::{ConfigError, RuntimeError};
 use crate::fence;
 use crate::gate::{NotServing, ReplyGate, reply_admitted};
 use crate::host::{Applied, HostError, PaxosHighWaterHost};
@@ -77,20 +77,20 @@ impl DriverConfig {
     ///
     /// # Errors
     ///
-    /// The [`Timing::validate`] errors; [`Error::StopMarginTooLong`] when
+    /// The [`Timing::validate`] errors; [`ConfigError::StopMarginTooLong`] when
     /// `renew_every + stop_margin` does not fit in the effective lease (a
     /// leader would stop serving between two renewals);
-    /// [`Error::ZeroDuration`] for a zero `request_timeout`.
-    pub fn validate(&self) -> Result<(), Error> {
+    /// [`ConfigError::ZeroDuration`] for a zero `request_timeout`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         self.timing.validate()?;
         if self.request_timeout.is_zero() {
-            return Err(Error::ZeroDuration {
+            return Err(ConfigError::ZeroDuration {
                 field: "request_timeout",
             });
         }
         let effective_lease = self.timing.leader_lease_validity();
         if self.timing.renew_every.saturating_add(self.stop_margin) >= effective_lease {
-            return Err(Error::StopMarginTooLong {
+            return Err(ConfigError::StopMarginTooLong {
                 stop_margin: self.stop_margin,
                 renew_every: self.timing.renew_every,
                 effective_lease,
@@ -128,7 +128,7 @@ struct Core<H> {
     /// Each member's client endpoint, for the reply gate's leader hint.
     endpoints: BTreeMap<NodeId, PeerEndpoint>,
     /// Set when the host reports that a StopSign ended the configuration:
-    /// every call then fails with [`Error::ConfigurationEnded`], which
+    /// every call then fails with [`RuntimeError::ConfigurationEnded`], which
     /// tells the operator what to do (a `NotLeader` would only send clients
     /// from node to node).
     ended: AtomicBool,
@@ -141,9 +141,9 @@ impl<H: PaxosHighWaterHost> PaxosDriver<H> {
     ///
     /// # Errors
     ///
-    /// [`DriverConfig::validate`] errors, [`Error::Epoch`] for a node id the
-    /// epoch codec cannot encode, [`Error::NoRuntime`] outside a runtime.
-    pub fn start(host: Arc<H>, config: DriverConfig) -> Result<Self, Error> {
+    /// [`DriverConfig::validate`] errors, [`ConfigError::Epoch`] for a node id the
+    /// epoch codec cannot encode, [`ConfigError::NoRuntime`] outside a runtime.
+    pub fn start(host: Arc<H>, config: DriverConfig) -> Result<Self, ConfigError> {
         Self::start_with_clock(host, config, Arc::new(MonotonicClock::new()))
     }
 
@@ -157,14 +157,14 @@ impl<H: PaxosHighWaterHost> PaxosDriver<H> {
         host: Arc<H>,
         config: DriverConfig,
         clock: Arc<dyn Clock>,
-    ) -> Result<Self, Error> {
+    ) -> Result<Self, ConfigError> {
         config.validate()?;
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
         let me = host.node_id();
         let lease = LeaseTracker::new(me, &config.timing)?;
         // One driver per host start: a second one would count proposal ids
         // from zero again, below the ids already applied.
-        let incarnation = host.claim_proposer().ok_or(Error::ProposerClaimed)?;
+        let incarnation = host.claim_proposer().ok_or(ConfigError::ProposerClaimed)?;
         let endpoints: BTreeMap<NodeId, PeerEndpoint> = host
             .members()
             .into_iter()
@@ -273,9 +273,7 @@ impl<H: PaxosHighWaterHost> Core<H> {
     /// `PermanentDriver` once a StopSign ended the configuration.
     fn check_not_ended(&self) -> Result<(), ConsensusError> {
         if self.ended.load(Ordering::SeqCst) {
-            return Err(ConsensusError::PermanentDriver(Box::new(
-                Error::ConfigurationEnded,
-            )));
+            return Err(RuntimeError::ConfigurationEnded.into());
         }
         Ok(())
     }
@@ -310,11 +308,7 @@ impl<H: PaxosHighWaterHost> Core<H> {
     ) -> Result<Applied, ConsensusError> {
         let applied = tokio::time::timeout(self.config.request_timeout, pending)
             .await
-            .map_err(|_| {
-                ConsensusError::TransientDriver(Box::new(Error::Timeout(
-                    self.config.request_timeout,
-                )))
-            })?
+            .map_err(|_| ConsensusError::from(RuntimeError::Timeout(self.config.request_timeout)))?
             .map_err(host_error)?;
         // Submission to this node's apply: one log round trip (and the
         // group-commit syncs on the way).
@@ -421,8 +415,7 @@ impl<H: PaxosHighWaterHost> Core<H> {
                 value = Some(read(state));
             }
         });
-        let value = value
-            .ok_or_else(|| ConsensusError::PermanentDriver(Box::new(Error::HostSkippedRead)))?;
+        let value = value.ok_or_else(|| ConsensusError::from(RuntimeError::HostSkippedRead))?;
         Ok((high_water, value))
     }
 
@@ -526,7 +519,7 @@ async fn leadership_task<H: PaxosHighWaterHost>(core: Arc<Core<H>>, mut events: 
             let mut high_water = 0;
             core.host
                 .read_state(&mut |state| high_water = state.high_water());
-            tracing::error!(high_water, "{}", Error::ConfigurationEnded);
+            tracing::error!(high_water, "{}", RuntimeError::ConfigurationEnded);
         }
         let ended = core.ended.load(Ordering::SeqCst);
         let (now, role, wakeup, renew) = {
@@ -703,10 +696,10 @@ impl<H: PaxosHighWaterHost> ConsensusDriver for PaxosDriver<H> {
             .advance_dense_batch(&[(key.clone(), count)], expected_epoch)
             .await?;
         starts.first().copied().ok_or_else(|| {
-            ConsensusError::PermanentDriver(Box::new(Error::UnexpectedOutcome {
+            ConsensusError::from(RuntimeError::UnexpectedOutcome {
                 expected: "one block start",
                 got: "none".to_owned(),
-            }))
+            })
         })
     }
 
@@ -1090,11 +1083,14 @@ mod tests {
         config.stop_margin = Duration::from_millis(30); // 10 + 30 >= 39.6
         assert!(matches!(
             config.validate(),
-            Err(Error::StopMarginTooLong { .. })
+            Err(ConfigError::StopMarginTooLong { .. })
         ));
         config.stop_margin = Duration::from_millis(5);
         config.request_timeout = Duration::ZERO;
-        assert!(matches!(config.validate(), Err(Error::ZeroDuration { .. })));
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::ZeroDuration { .. })
+        ));
     }
 
     #[tokio::test]
@@ -1103,7 +1099,7 @@ mod tests {
         let host = FakeHost::new(leading(b), b);
         let first = PaxosDriver::start(Arc::clone(&host), DriverConfig::new(timing())).unwrap();
         let second = PaxosDriver::start(Arc::clone(&host), DriverConfig::new(timing()));
-        assert!(matches!(second, Err(Error::ProposerClaimed)));
+        assert!(matches!(second, Err(ConfigError::ProposerClaimed)));
         first.shutdown().await;
     }
 }

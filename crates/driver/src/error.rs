@@ -1,17 +1,32 @@
-//! The crate's error type.
+//! The crate's errors, split by when they happen.
+//!
+//! - [`ConfigError`]: a configuration or a start refused (a [`Timing`], a
+//!   [`DriverConfig`], a node id the epoch codec cannot encode, a host that
+//!   cannot be built). Returned by constructors and `validate`; nothing has
+//!   run yet.
+//! - [`RuntimeError`]: why one call of a running driver failed. It reaches
+//!   the server inside a [`ConsensusError`] (`From<RuntimeError>`): a
+//!   [transient](RuntimeError::is_transient) one as `TransientDriver` (a
+//!   retry may succeed), every other one as `PermanentDriver`.
+//!
+//! Write-path refusals (not leader, fenced, out of range) are neither: they
+//! are [`ConsensusError`]s of their own, built by [`crate::fence`].
+//!
+//! [`Timing`]: crate::Timing
+//! [`DriverConfig`]: crate::DriverConfig
 
 use std::time::Duration;
 
+use tsoracle_consensus::ConsensusError;
 use tsoracle_paxos_epoch::EpochError;
 
-/// Errors of the driver's decision core: a refused [`Timing`](crate::Timing)
-/// or a node id / ballot the epoch codec cannot represent.
-///
-/// Write-path refusals (not leader, fenced, out of range) are not here: they
-/// are [`tsoracle_consensus::ConsensusError`]s, built by [`crate::fence`].
+/// A refused configuration or start: a [`Timing`](crate::Timing) or
+/// [`DriverConfig`](crate::DriverConfig) that breaks a rule, a node id or
+/// ballot the epoch codec cannot represent, a driver or host that cannot
+/// start.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
-pub enum Error {
+pub enum ConfigError {
     /// A duration of the timing is zero.
     #[error("timing: {field} must be longer than zero")]
     ZeroDuration {
@@ -57,21 +72,6 @@ pub enum Error {
         /// `lease × (1 − drift)`.
         effective_lease: Duration,
     },
-    /// A waiter received [`Outcome::Duplicate`](tsoracle_paxos_state::Outcome)
-    /// for its own proposal: the command was not applied (its proposal id was
-    /// not above the last one applied for its node), so nothing changed and
-    /// a retry is safe.
-    #[error("the proposal was applied as a duplicate: nothing changed, retry")]
-    DuplicateProposal,
-    /// A waiter received the outcome of another kind of command than it
-    /// proposed: the proposal bookkeeping is broken.
-    #[error("expected the outcome of {expected}, got {got}")]
-    UnexpectedOutcome {
-        /// The kind of command proposed.
-        expected: &'static str,
-        /// The outcome received, for the log.
-        got: String,
-    },
     /// `renew_every + stop_margin` leaves no serving time between renewals.
     #[error(
         "driver: renew_every ({renew_every:?}) + stop_margin ({stop_margin:?}) must be shorter \
@@ -89,13 +89,6 @@ pub enum Error {
     /// The driver was started outside a tokio runtime.
     #[error("the driver must be started inside a tokio runtime")]
     NoRuntime,
-    /// A call did not complete within the request deadline (quorum lost, or
-    /// a leader change in progress); retrying is safe.
-    #[error("no decision within {0:?} (quorum lost or leader changing)")]
-    Timeout(Duration),
-    /// The host did not run the read it was given.
-    #[error("the host did not run the state read")]
-    HostSkippedRead,
     /// The host's proposer slot was already claimed by another driver (see
     /// `PaxosHighWaterHost::claim_proposer`): one driver per host start.
     #[error(
@@ -106,6 +99,41 @@ pub enum Error {
     /// The host could not be built or started.
     #[error("host: {0}")]
     Host(String),
+    /// A node id or ballot the epoch codec cannot encode (node id 0 or above
+    /// `u32::MAX`).
+    #[error("node id not usable as an epoch: {0}")]
+    Epoch(#[from] EpochError),
+}
+
+/// Why one call of a running driver failed (or a host failed to stop
+/// cleanly). The driver hands it to the server inside a [`ConsensusError`]:
+/// `TransientDriver` when [`is_transient`](Self::is_transient), otherwise
+/// `PermanentDriver`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// A waiter received [`Outcome::Duplicate`](tsoracle_paxos_state::Outcome)
+    /// for its own proposal: the command was not applied (its proposal id was
+    /// not above the last one applied for its node), so nothing changed and
+    /// a retry is safe.
+    #[error("the proposal was applied as a duplicate: nothing changed, retry")]
+    DuplicateProposal,
+    /// A waiter received the outcome of another kind of command than it
+    /// proposed: the proposal bookkeeping is broken.
+    #[error("expected the outcome of {expected}, got {got}")]
+    UnexpectedOutcome {
+        /// The kind of command proposed.
+        expected: &'static str,
+        /// The outcome received, for the log.
+        got: String,
+    },
+    /// A call did not complete within the request deadline (quorum lost, or
+    /// a leader change in progress); retrying is safe.
+    #[error("no decision within {0:?} (quorum lost or leader changing)")]
+    Timeout(Duration),
+    /// The host did not run the read it was given.
+    #[error("the host did not run the state read")]
+    HostSkippedRead,
     /// A decided StopSign ended the OmniPaxos configuration. Nothing here
     /// asks for one (there is no membership-change path yet, and peer links
     /// drop StopSign-carrying messages), so it was decided before that
@@ -120,8 +148,66 @@ pub enum Error {
          timestamps then stay unique, but dense sequences and leases start over"
     )]
     ConfigurationEnded,
-    /// A node id or ballot the epoch codec cannot encode (node id 0 or above
-    /// `u32::MAX`).
-    #[error("node id not usable as an epoch: {0}")]
-    Epoch(#[from] EpochError),
+    /// The host's consensus thread had failed when it was stopped.
+    #[error("host: {0}")]
+    Host(String),
+}
+
+impl RuntimeError {
+    /// Whether a retry of the call may succeed: a missed deadline, or a
+    /// proposal applied as a duplicate (nothing changed). Everything else
+    /// is permanent for this host's life.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Timeout(_) | Self::DuplicateProposal)
+    }
+}
+
+/// The driver boundary: transient errors as `TransientDriver`, every other
+/// one as `PermanentDriver`.
+impl From<RuntimeError> for ConsensusError {
+    fn from(error: RuntimeError) -> Self {
+        if error.is_transient() {
+            Self::TransientDriver(Box::new(error))
+        } else {
+            Self::PermanentDriver(Box::new(error))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_errors_keep_their_transient_or_permanent_side() {
+        let transient = [
+            RuntimeError::Timeout(Duration::from_secs(2)),
+            RuntimeError::DuplicateProposal,
+        ];
+        for error in transient {
+            assert!(error.is_transient());
+            assert!(matches!(
+                ConsensusError::from(error),
+                ConsensusError::TransientDriver(_)
+            ));
+        }
+        let permanent = [
+            RuntimeError::UnexpectedOutcome {
+                expected: "a Barrier",
+                got: "Duplicate".to_owned(),
+            },
+            RuntimeError::HostSkippedRead,
+            RuntimeError::ConfigurationEnded,
+            RuntimeError::Host("stopped".to_owned()),
+        ];
+        for error in permanent {
+            assert!(!error.is_transient());
+            let message = error.to_string();
+            match ConsensusError::from(error) {
+                ConsensusError::PermanentDriver(inner) => assert_eq!(inner.to_string(), message),
+                other => panic!("expected PermanentDriver, got {other:?}"),
+            }
+        }
+    }
 }

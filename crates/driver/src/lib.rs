@@ -114,7 +114,7 @@
 //! // No renewal after 60 ms: the lease ends at 60 + 79.2 ms.
 //! assert!(tracker.role(Duration::from_micros(139_199)).is_leader());
 //! assert_eq!(tracker.role(Duration::from_micros(139_200)), Role::Unknown);
-//! # Ok::<(), tsoracle_driver_paxos::Error>(())
+//! # Ok::<(), tsoracle_driver_paxos::ConfigError>(())
 //! ```
 
 mod applier;
@@ -139,7 +139,7 @@ pub use crate::core::role::{Role, Term};
 pub use crate::core::timing::{MAX_DRIFT, Timing};
 pub use crate::core::{fence, gate, timing};
 pub use driver::{DEFAULT_DENSE_KEY_CAP, DEFAULT_REQUEST_TIMEOUT, DriverConfig, PaxosDriver};
-pub use error::Error;
+pub use error::{ConfigError, RuntimeError};
 pub use host::{Applied, HostError, PaxosHighWaterHost, PendingApply, ProposerSlot};
 pub use incarnation::next_incarnation;
 pub use runner_glue::{leadership_from_runner, submit_to_runner};

@@ -102,7 +102,7 @@ fn runner_error(err: ToolkitError) -> HostError {
     match err {
         ToolkitError::ProposalQueueFull { .. } => HostError::Unavailable(err.to_string()),
         ToolkitError::ConfigurationStopped => {
-            HostError::Failed(crate::Error::ConfigurationEnded.to_string())
+            HostError::Failed(crate::RuntimeError::ConfigurationEnded.to_string())
         }
         other => HostError::Failed(other.to_string()),
     }

@@ -21,7 +21,7 @@ use tsoracle_paxos_toolkit::{Durability, Inbox, MessageSink, Runner, RunnerConfi
 use crate::applier::{ApplierHandle, PaxosApplier};
 use crate::core::lease::LeaderView;
 use crate::core::timing::Timing;
-use crate::error::Error;
+use crate::error::{ConfigError, RuntimeError};
 use crate::host::{HostError, PaxosHighWaterHost, PendingApply, ProposerSlot};
 use crate::runner_glue::{leadership_from_runner, submit_to_runner};
 
@@ -134,7 +134,7 @@ impl StandaloneHostBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::Host`] for a missing field, this node missing from the
+    /// [`ConfigError::Host`] for a missing field, this node missing from the
     /// members, fewer than two members, ids that are not `1..=N`, or an
     /// OmniPaxos or runner start-up failure; the [`Timing::validate`] errors.
     pub fn start<E, B, S, D>(
@@ -142,7 +142,7 @@ impl StandaloneHostBuilder {
         storage: B,
         durability: D,
         sink: S,
-    ) -> Result<StandaloneHost<E>, Error>
+    ) -> Result<StandaloneHost<E>, ConfigError>
     where
         E: PaxosEnvelope + Send + 'static,
         E::Snapshot: Send,
@@ -177,9 +177,9 @@ impl StandaloneHostBuilder {
                 leader_priority: 0,
             },
         };
-        let omnipaxos = config
-            .build(storage)
-            .map_err(|err| Error::Host(format!("OmniPaxos refused the configuration: {err}")))?;
+        let omnipaxos = config.build(storage).map_err(|err| {
+            ConfigError::Host(format!("OmniPaxos refused the configuration: {err}"))
+        })?;
         let (applier, handle) =
             PaxosApplier::new(node_id, self.snapshot_policy, omnipaxos.get_decided_idx());
         let runner = Runner::spawn(
@@ -193,7 +193,7 @@ impl StandaloneHostBuilder {
                 ..self.runner
             },
         )
-        .map_err(|err| Error::Host(format!("cannot start the consensus thread: {err}")))?;
+        .map_err(|err| ConfigError::Host(format!("cannot start the consensus thread: {err}")))?;
         let runner = Arc::new(runner);
         let (leadership, bridge) = leadership_from_runner(runner.status());
         Ok(StandaloneHost {
@@ -210,13 +210,13 @@ impl StandaloneHostBuilder {
     }
 }
 
-fn missing(field: &str) -> Error {
-    Error::Host(format!("StandaloneHostBuilder: `{field}` must be set"))
+fn missing(field: &str) -> ConfigError {
+    ConfigError::Host(format!("StandaloneHostBuilder: `{field}` must be set"))
 }
 
-fn check_members(node_id: NodeId, ids: &[NodeId]) -> Result<(), Error> {
+fn check_members(node_id: NodeId, ids: &[NodeId]) -> Result<(), ConfigError> {
     if ids.len() < 2 {
-        return Err(Error::Host(format!(
+        return Err(ConfigError::Host(format!(
             "OmniPaxos needs at least two nodes in a configuration, got {}",
             ids.len()
         )));
@@ -228,13 +228,13 @@ fn check_members(node_id: NodeId, ids: &[NodeId]) -> Result<(), Error> {
         .zip(1u64..)
         .all(|(&id, expected)| id == expected);
     if !dense {
-        return Err(Error::Host(format!(
+        return Err(ConfigError::Host(format!(
             "member ids must be 1..=N without gaps or repeats (OmniPaxos cannot trim \
              its log otherwise), got {ids:?}"
         )));
     }
     if !ids.contains(&node_id) {
-        return Err(Error::Host(format!(
+        return Err(ConfigError::Host(format!(
             "node id {node_id} is not one of the members {ids:?}"
         )));
     }
@@ -310,8 +310,8 @@ where
     ///
     /// # Errors
     ///
-    /// [`Error::Host`] when the consensus thread had failed.
-    pub async fn shutdown(&self) -> Result<(), Error> {
+    /// [`RuntimeError::Host`] when the consensus thread had failed.
+    pub async fn shutdown(&self) -> Result<(), RuntimeError> {
         let result = self.runner.shutdown().await;
         let bridge = self
             .bridge
@@ -329,7 +329,7 @@ where
                 abort.abort();
             }
         }
-        result.map_err(|err| Error::Host(err.to_string()))
+        result.map_err(|err| RuntimeError::Host(err.to_string()))
     }
 }
 

@@ -436,7 +436,7 @@ async fn consensus_failure(
             if now.stop_sign.is_some() {
                 return Error::runtime(
                     "consensus",
-                    tsoracle_driver_paxos::Error::ConfigurationEnded,
+                    tsoracle_driver_paxos::RuntimeError::ConfigurationEnded,
                 );
             }
         }

@@ -14,7 +14,7 @@ use tsoracle_core::Epoch;
 use tsoracle_paxos_state::{DenseRejection, LeaseRejection, Outcome};
 
 use crate::core::role::Role;
-use crate::error::Error;
+use crate::error::RuntimeError;
 
 /// Admits a write fenced by `caller_epoch` when this node serves as leader
 /// under exactly that epoch.
@@ -145,11 +145,12 @@ pub fn lease_rejection(rejection: LeaseRejection, expected: Epoch) -> ConsensusE
 
 fn unexpected(expected: &'static str, outcome: Outcome) -> ConsensusError {
     match outcome {
-        Outcome::Duplicate => ConsensusError::TransientDriver(Box::new(Error::DuplicateProposal)),
-        other => ConsensusError::PermanentDriver(Box::new(Error::UnexpectedOutcome {
+        Outcome::Duplicate => RuntimeError::DuplicateProposal.into(),
+        other => RuntimeError::UnexpectedOutcome {
             expected,
             got: format!("{other:?}"),
-        })),
+        }
+        .into(),
     }
 }
 

@@ -14,7 +14,7 @@ use tsoracle_paxos_epoch::validate_node_id;
 
 use crate::core::role::{Role, Term};
 use crate::core::timing::Timing;
-use crate::error::Error;
+use crate::error::ConfigError;
 
 /// What the driver read from OmniPaxos at one instant.
 ///
@@ -103,9 +103,9 @@ impl LeaseTracker {
     ///
     /// # Errors
     ///
-    /// The [`Timing::validate`] errors, and [`Error::Epoch`] when `me` is not
+    /// The [`Timing::validate`] errors, and [`ConfigError::Epoch`] when `me` is not
     /// a node id the epoch codec can encode (`1..=u32::MAX`).
-    pub fn new(me: NodeId, timing: &Timing) -> Result<Self, Error> {
+    pub fn new(me: NodeId, timing: &Timing) -> Result<Self, ConfigError> {
         timing.validate()?;
         validate_node_id(me)?;
         Ok(Self {
@@ -142,11 +142,11 @@ impl LeaseTracker {
     ///
     /// # Errors
     ///
-    /// [`Error::Epoch`] when the promised ballot's pid cannot be encoded as an
+    /// [`ConfigError::Epoch`] when the promised ballot's pid cannot be encoded as an
     /// epoch (cannot happen when every node id was checked with
     /// `validate_node_id` at build time). The tracker then knows no leader:
     /// it fails closed.
-    pub fn observe(&mut self, now: Duration, observation: Observation) -> Result<(), Error> {
+    pub fn observe(&mut self, now: Duration, observation: Observation) -> Result<(), ConfigError> {
         match self.next_state(now, observation) {
             Ok(state) => {
                 self.state = state;
@@ -159,7 +159,7 @@ impl LeaseTracker {
         }
     }
 
-    fn next_state(&self, now: Duration, observation: Observation) -> Result<State, Error> {
+    fn next_state(&self, now: Duration, observation: Observation) -> Result<State, ConfigError> {
         let Observation { promise, leader } = observation;
         let Some((pid, accepting)) = leader else {
             return Ok(State::Unknown);
@@ -527,7 +527,7 @@ mod tests {
         lead(&mut t, b(1, ME), 0, 90);
         let pid = u64::from(u32::MAX) + 1;
         let err = t.observe(ms(100), leading(b(2, pid))).unwrap_err();
-        assert!(matches!(err, Error::Epoch(_)), "{err:?}");
+        assert!(matches!(err, ConfigError::Epoch(_)), "{err:?}");
         assert_eq!(t.role(ms(100)), Role::Unknown);
     }
 
@@ -535,7 +535,7 @@ mod tests {
     fn construction_checks_timing_and_node_id() {
         assert!(matches!(
             LeaseTracker::new(0, &sample()),
-            Err(Error::Epoch(_))
+            Err(ConfigError::Epoch(_))
         ));
         let bad = Timing {
             lease: ms(100),
@@ -543,7 +543,7 @@ mod tests {
         };
         assert!(matches!(
             LeaseTracker::new(ME, &bad),
-            Err(Error::LeaseNotShorterThanElection { .. })
+            Err(ConfigError::LeaseNotShorterThanElection { .. })
         ));
     }
 

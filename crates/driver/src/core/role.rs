@@ -5,7 +5,7 @@ use omnipaxos::util::NodeId;
 use tsoracle_core::Epoch;
 use tsoracle_paxos_epoch::{encode_epoch, validate_node_id};
 
-use crate::error::Error;
+use crate::error::ConfigError;
 
 /// A leader's ballot together with its epoch.
 ///
@@ -23,9 +23,9 @@ impl Term {
     ///
     /// # Errors
     ///
-    /// [`Error::Epoch`] when `ballot.pid` is 0 (no leader) or above
+    /// [`ConfigError::Epoch`] when `ballot.pid` is 0 (no leader) or above
     /// `u32::MAX` (not encodable).
-    pub fn new(ballot: Ballot) -> Result<Self, Error> {
+    pub fn new(ballot: Ballot) -> Result<Self, ConfigError> {
         validate_node_id(ballot.pid)?;
         let epoch = encode_epoch(ballot)?;
         Ok(Self { ballot, epoch })
@@ -101,12 +101,12 @@ mod tests {
     fn term_refuses_unencodable_ballots() {
         assert_eq!(
             Term::new(Ballot::default()),
-            Err(Error::Epoch(EpochError::ZeroNodeId))
+            Err(ConfigError::Epoch(EpochError::ZeroNodeId))
         );
         let pid = u64::from(u32::MAX) + 1;
         assert_eq!(
             Term::new(Ballot::with(1, 1, 0, pid)),
-            Err(Error::Epoch(EpochError::PidOutOfRange { pid }))
+            Err(ConfigError::Epoch(EpochError::PidOutOfRange { pid }))
         );
     }
 

@@ -78,7 +78,7 @@
 
 use std::time::Duration;
 
-use crate::error::Error;
+use crate::error::ConfigError;
 
 /// The largest accepted relative clock-rate error (20%).
 pub const MAX_DRIFT: f64 = 0.2;
@@ -133,42 +133,42 @@ impl Timing {
     ///
     /// # Errors
     ///
-    /// - [`Error::ZeroDuration`] when `tick`, `lease` or `renew_every` is zero;
-    /// - [`Error::ZeroElectionTicks`] when `election_ticks` is zero;
-    /// - [`Error::DriftOutOfRange`] when `drift` is not in `[0, 0.2]` (NaN
+    /// - [`ConfigError::ZeroDuration`] when `tick`, `lease` or `renew_every` is zero;
+    /// - [`ConfigError::ZeroElectionTicks`] when `election_ticks` is zero;
+    /// - [`ConfigError::DriftOutOfRange`] when `drift` is not in `[0, 0.2]` (NaN
     ///   included);
-    /// - [`Error::ElectionTimeoutOverflow`] when `tick × election_ticks` does
+    /// - [`ConfigError::ElectionTimeoutOverflow`] when `tick × election_ticks` does
     ///   not fit a [`Duration`];
-    /// - [`Error::LeaseNotShorterThanElection`] when `lease >= tick ×
+    /// - [`ConfigError::LeaseNotShorterThanElection`] when `lease >= tick ×
     ///   election_ticks`;
-    /// - [`Error::RenewNotShorterThanLease`] when `renew_every >=`
+    /// - [`ConfigError::RenewNotShorterThanLease`] when `renew_every >=`
     ///   [`leader_lease_validity`](Self::leader_lease_validity).
-    pub fn validate(&self) -> Result<(), Error> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         for (field, value) in [
             ("tick", self.tick),
             ("lease", self.lease),
             ("renew_every", self.renew_every),
         ] {
             if value.is_zero() {
-                return Err(Error::ZeroDuration { field });
+                return Err(ConfigError::ZeroDuration { field });
             }
         }
         if self.election_ticks == 0 {
-            return Err(Error::ZeroElectionTicks);
+            return Err(ConfigError::ZeroElectionTicks);
         }
         if !(0.0..=MAX_DRIFT).contains(&self.drift) {
-            return Err(Error::DriftOutOfRange { drift: self.drift });
+            return Err(ConfigError::DriftOutOfRange { drift: self.drift });
         }
         let election_timeout = self.election_timeout()?;
         if self.lease >= election_timeout {
-            return Err(Error::LeaseNotShorterThanElection {
+            return Err(ConfigError::LeaseNotShorterThanElection {
                 lease: self.lease,
                 election_timeout,
             });
         }
         let effective_lease = self.leader_lease_validity();
         if self.renew_every >= effective_lease {
-            return Err(Error::RenewNotShorterThanLease {
+            return Err(ConfigError::RenewNotShorterThanLease {
                 renew_every: self.renew_every,
                 effective_lease,
             });
@@ -181,14 +181,14 @@ impl Timing {
     ///
     /// # Errors
     ///
-    /// [`Error::ElectionTimeoutOverflow`] when the product does not fit a
+    /// [`ConfigError::ElectionTimeoutOverflow`] when the product does not fit a
     /// [`Duration`].
-    pub fn election_timeout(&self) -> Result<Duration, Error> {
+    pub fn election_timeout(&self) -> Result<Duration, ConfigError> {
         self.tick
             .as_nanos()
             .checked_mul(u128::from(self.election_ticks))
             .and_then(duration_from_nanos)
-            .ok_or(Error::ElectionTimeoutOverflow)
+            .ok_or(ConfigError::ElectionTimeoutOverflow)
     }
 
     /// `lease × (1 − drift)`, rounded down: how long, on its own clock, a
@@ -286,7 +286,7 @@ pub(crate) mod tests {
             let err = t.validate().unwrap_err();
             assert_eq!(
                 err,
-                Error::LeaseNotShorterThanElection {
+                ConfigError::LeaseNotShorterThanElection {
                     lease,
                     election_timeout: Duration::from_millis(100)
                 }
@@ -312,7 +312,7 @@ pub(crate) mod tests {
                 ..sample()
             }
             .validate(),
-            Err(Error::ZeroDuration { field: "tick" })
+            Err(ConfigError::ZeroDuration { field: "tick" })
         );
         assert_eq!(
             Timing {
@@ -320,7 +320,7 @@ pub(crate) mod tests {
                 ..sample()
             }
             .validate(),
-            Err(Error::ZeroDuration { field: "lease" })
+            Err(ConfigError::ZeroDuration { field: "lease" })
         );
         assert_eq!(
             Timing {
@@ -328,7 +328,7 @@ pub(crate) mod tests {
                 ..sample()
             }
             .validate(),
-            Err(Error::ZeroDuration {
+            Err(ConfigError::ZeroDuration {
                 field: "renew_every"
             })
         );
@@ -338,7 +338,7 @@ pub(crate) mod tests {
                 ..sample()
             }
             .validate(),
-            Err(Error::ZeroElectionTicks)
+            Err(ConfigError::ZeroElectionTicks)
         );
     }
 
@@ -347,7 +347,7 @@ pub(crate) mod tests {
         for drift in [-0.01, 0.200_001, 1.0, f64::NAN, f64::INFINITY] {
             let err = Timing { drift, ..sample() }.validate().unwrap_err();
             assert!(
-                matches!(err, Error::DriftOutOfRange { .. }),
+                matches!(err, ConfigError::DriftOutOfRange { .. }),
                 "{drift}: {err:?}"
             );
         }
@@ -370,7 +370,7 @@ pub(crate) mod tests {
         };
         assert_eq!(
             t.validate(),
-            Err(Error::RenewNotShorterThanLease {
+            Err(ConfigError::RenewNotShorterThanLease {
                 renew_every: Duration::from_micros(79_200),
                 effective_lease: Duration::from_micros(79_200),
             })
@@ -389,7 +389,7 @@ pub(crate) mod tests {
             election_ticks: 2,
             ..sample()
         };
-        assert_eq!(t.validate(), Err(Error::ElectionTimeoutOverflow));
+        assert_eq!(t.validate(), Err(ConfigError::ElectionTimeoutOverflow));
     }
 
     #[test]
