@@ -14,13 +14,22 @@
 //!   outcomes (invariant 4).
 //! - [`gate`] — the rule every reply carrying data passes after it was
 //!   produced (invariant 5, paused processes).
+//! - [`step`] — [`Engine`]: every leadership decision of the driver over
+//!   the pieces above, as `step(now, event) -> actions` (publish a state,
+//!   log a lapse, propose the single in-flight renewal, wake, sleep until
+//!   the next lease event) and plain questions asked with `now` (admit a
+//!   write, acknowledge it once applied, is its term lost, may a reply
+//!   leave). The async driver is a shell that carries the actions out.
 
 pub mod events;
 pub mod fence;
 pub mod gate;
 pub mod lease;
 pub mod role;
+pub mod step;
 pub mod timing;
+
+pub use step::{Action, Engine, Event};
 
 #[cfg(test)]
 mod proptests;
