@@ -13,8 +13,9 @@
 //!   over storage and transport. [`PaxosApplier`] is its apply path, reusable
 //!   by a piggyback host's own decided-entry hook.
 //!
-//! Under them is the pure decision core (no runtime, no I/O, time is an
-//! input), which the async driver, its tests and a simulation all share:
+//! Under them is the pure decision core, module [`core`] (no runtime, no
+//! I/O, no locks, no clock: time is an input), which the async driver, its
+//! tests and a simulation all share:
 //!
 //! - [`Timing`] — ticks, election timeout, lease and clock drift, with the
 //!   assumptions the lease rests on ([`timing`]).
@@ -29,6 +30,13 @@
 //! - [`gate`] — the check every reply carrying data passes *after* it was
 //!   produced: this node still holds its lease under the reply's epoch
 //!   ([`PaxosDriver::reply_gate`]; invariant 5, paused processes).
+//! - [`core::Engine`] — all of the above for one node, as
+//!   `step(now, event) -> actions` plus questions asked with `now`: which
+//!   role to publish, when the single in-flight renewal is due, when to
+//!   wake, whether a write is admitted and, once applied, acknowledged,
+//!   whether a waiting write's term is lost, whether a reply may leave.
+//!   [`PaxosDriver`] is the async shell that reads the clock and carries
+//!   the engine's actions out.
 //!
 //! # Wiring a node
 //!
