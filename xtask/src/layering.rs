@@ -3,8 +3,12 @@
 //! and the shipped node links no test tooling (that is the test kit's).
 //!
 //! Rules are checked against `cargo tree`, i.e. against what really gets
-//! compiled, not against what the manifests intend.
+//! compiled, not against what the manifests intend. One rule is about
+//! source, not dependencies: the driver's decision core
+//! (`crates/driver/src/core/`) names no runtime, no lock and no clock, and
+//! reaches no other part of the driver ([`impure_lines`]).
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
@@ -146,6 +150,34 @@ const RULES: &[Rule] = &[
     },
 ];
 
+/// The driver's pure decision core: every `.rs` file below it is checked.
+const PURE_CORE: &str = "crates/driver/src/core";
+
+/// What the core's code (comments aside) must not name: an async runtime or
+/// async code, a lock or other shared-state synchronization, a clock of its
+/// own, threads, files or sockets. Time comes in as an argument. A name
+/// matches where it starts a word (`Mutex` also catches `MutexGuard`).
+const CORE_FORBIDDEN: &[&str] = &[
+    "tokio",
+    "async",
+    ".await",
+    "futures",
+    "Mutex",
+    "RwLock",
+    "Condvar",
+    "Atomic",
+    "Instant",
+    "SystemTime",
+    "std::thread",
+    "std::fs",
+    "std::net",
+];
+
+/// The only `crate::` paths the core may use: itself, the error types and
+/// the simulation's mutation switches. The rest of the driver is the async
+/// shell, which the core must not reach into.
+const CORE_CRATE_PATHS: &[&str] = &["crate::core::", "crate::error::", "crate::mutation::"];
+
 /// Packages that ship: built on their own, none may turn on the driver's
 /// test-only `mutations` feature.
 const SHIPPED: &[&str] = &[
@@ -189,10 +221,12 @@ pub(crate) fn check(build_env: &BuildEnv) -> Result<()> {
              copy, package tsoracle-paxos-omnipaxos (vendor/README.md)"
         ));
     }
+    violations.extend(pure_core_violations(&crate::bench::workspace_root())?);
     if violations.is_empty() {
         eprintln!(
             "layering: {} rules hold; no shipped package enables the mutation switches; \
-             only the fixed OmniPaxos is compiled",
+             only the fixed OmniPaxos is compiled; the driver's core names no runtime, lock \
+             or clock",
             RULES.len()
         );
         return Ok(());
@@ -245,6 +279,108 @@ fn first_dependent(inverted: &str) -> String {
         .into_iter()
         .find(|name| name != "omnipaxos")
         .unwrap_or_else(|| "omnipaxos".to_owned())
+}
+
+/// Every line of a file under [`PURE_CORE`] that breaks the core's rule.
+fn pure_core_violations(root: &Path) -> Result<Vec<String>> {
+    let dir = root.join(PURE_CORE);
+    let mut files = Vec::new();
+    rust_files(&dir, &mut files)?;
+    if files.is_empty() {
+        bail!("{} holds no Rust files: has the core moved?", dir.display());
+    }
+    files.sort();
+    let mut violations = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("could not read {}", file.display()))?;
+        let name = file
+            .strip_prefix(root)
+            .unwrap_or(&file)
+            .display()
+            .to_string();
+        violations.extend(impure_lines(&name, &text));
+    }
+    Ok(violations)
+}
+
+fn rust_files(dir: &Path, files: &mut Vec<std::path::PathBuf>) -> Result<()> {
+    for entry in
+        std::fs::read_dir(dir).with_context(|| format!("could not list {}", dir.display()))?
+    {
+        let path = entry?.path();
+        if path.is_dir() {
+            rust_files(&path, files)?;
+        } else if path.extension().is_some_and(|ext| ext == "rs") {
+            files.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// The lines of `text` (the file `name`) whose code, comments aside, names
+/// something in [`CORE_FORBIDDEN`] or a `crate::` path outside
+/// [`CORE_CRATE_PATHS`].
+fn impure_lines(name: &str, text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let code = without_comment(line);
+        for word in CORE_FORBIDDEN {
+            if starts_a_word(code, word) {
+                found.push(format!(
+                    "{name}:{}: the driver's core names `{word}`: it must stay pure \
+                     (no runtime, no lock, no clock; time is an argument)",
+                    number + 1
+                ));
+            }
+        }
+        for (at, _) in code.match_indices("crate::") {
+            let path = &code[at..];
+            if !CORE_CRATE_PATHS
+                .iter()
+                .any(|allowed| path.starts_with(allowed))
+            {
+                let end = path
+                    .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+                    .unwrap_or(path.len());
+                found.push(format!(
+                    "{name}:{}: the driver's core reaches `{}` outside itself (only {} are \
+                     allowed): the shell depends on the core, never the other way",
+                    number + 1,
+                    &path[..end],
+                    CORE_CRATE_PATHS.join(", ")
+                ));
+            }
+        }
+    }
+    found
+}
+
+/// `line` up to a `//` comment that is not inside a string literal. (The
+/// core uses no block comments; a `/*` would be checked as code.)
+fn without_comment(line: &str) -> &str {
+    let mut in_string = false;
+    let mut escaped = false;
+    let bytes = line.as_bytes();
+    for (at, &byte) in bytes.iter().enumerate() {
+        match byte {
+            _ if escaped => escaped = false,
+            b'\\' if in_string => escaped = true,
+            b'"' => in_string = !in_string,
+            b'/' if !in_string && bytes.get(at + 1) == Some(&b'/') => return &line[..at],
+            _ => {}
+        }
+    }
+    line
+}
+
+/// Whether `word` occurs in `code` where no identifier character precedes
+/// it (anywhere, for a word such as `.await` that starts with punctuation).
+fn starts_a_word(code: &str, word: &str) -> bool {
+    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+    let needs_boundary = word.starts_with(is_ident);
+    code.match_indices(word)
+        .any(|(at, _)| !needs_boundary || !code[..at].chars().next_back().is_some_and(is_ident))
 }
 
 /// Names of every crate compiled for `rule.package` (normal and build edges),
@@ -414,6 +550,55 @@ mod tests {
         assert!(forbidden_found(testkit, &names).is_empty());
         let names = parse_tree("tsoracle-paxos-testkit v0.1.0\ntsoracle-paxos v0.1.0\n");
         assert_eq!(forbidden_found(testkit, &names), ["tsoracle-paxos"]);
+    }
+
+    #[test]
+    fn the_core_check_catches_a_runtime_a_lock_a_clock_and_the_shell() {
+        let text = "use std::time::Duration;\n\
+            use tokio::sync::watch;\n\
+            pub async fn f() { x.await }\n\
+            let lease: std::sync::Mutex<u8>;\n\
+            let now = std::time::Instant::now();\n\
+            use crate::driver::Shell;\n\
+            use crate::core::role::Role; use crate::error::ConfigError;\n";
+        let found = impure_lines("core/x.rs", text);
+        let lines: Vec<&str> = found
+            .iter()
+            .map(|v| v.split(": ").next().unwrap())
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "core/x.rs:2",
+                "core/x.rs:3",
+                "core/x.rs:3",
+                "core/x.rs:4",
+                "core/x.rs:5",
+                "core/x.rs:6",
+            ],
+            "{found:#?}"
+        );
+        assert!(found[0].contains("`tokio`"), "{}", found[0]);
+        assert!(found[5].contains("`crate::driver::Shell`"), "{}", found[5]);
+    }
+
+    #[test]
+    fn the_core_check_ignores_comments_and_words_that_only_contain_a_name() {
+        let text = "//! Not tokio, no async: the shell's job.\n\
+            /// An `Instant::now()` reading, passed in.\n\
+            let s = \"a // b\"; // then tokio\n\
+            fn is_async_free(now: Duration) {} // crate::driver\n";
+        assert_eq!(impure_lines("core/x.rs", text), Vec::<String>::new());
+        assert_eq!(
+            without_comment("let s = \"a // b\"; // c"),
+            "let s = \"a // b\"; "
+        );
+    }
+
+    #[test]
+    fn the_driver_core_is_pure() {
+        let root = crate::bench::workspace_root();
+        assert_eq!(pure_core_violations(&root).unwrap(), Vec::<String>::new());
     }
 
     #[test]

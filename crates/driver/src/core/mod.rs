@@ -20,6 +20,11 @@
 //!   the next lease event) and plain questions asked with `now` (admit a
 //!   write, acknowledge it once applied, is its term lost, may a reply
 //!   leave). The async driver is a shell that carries the actions out.
+//!
+//! `cargo xtask layering` keeps it so: no file of this folder may name
+//! tokio, `async`/`.await`, a lock or atomic, `Instant` or `SystemTime`,
+//! threads, files or sockets, nor any `crate::` path but `crate::core`,
+//! `crate::error` and `crate::mutation`.
 
 pub mod events;
 pub mod fence;
