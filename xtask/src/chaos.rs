@@ -36,12 +36,12 @@ pub(crate) struct ChaosArgs {
 pub(crate) fn run(build_env: &BuildEnv, args: &ChaosArgs) -> Result<()> {
     // `cargo run` keeps the caller's working directory, so a relative
     // report path is made absolute from the workspace root here.
-    let report = workspace_root().join(&args.report);
+    let report = crate::bench::workspace_root().join(&args.report);
     let bins = build_release(
         "build tsoracle-paxos and tsoracle-paxos-testkit (release)",
         build_env,
     )?;
-    let mut step = Step::release_testkit(format!("chaos ({})", args.duration), &bins, "chaos")
+    let mut step = Step::testkit(format!("chaos ({})", args.duration), &bins, "chaos")
         .args(["--duration", &args.duration])
         .args([
             std::ffi::OsString::from("--report"),
@@ -51,9 +51,4 @@ pub(crate) fn run(build_env: &BuildEnv, args: &ChaosArgs) -> Result<()> {
         step = step.args(["--seed".to_owned(), seed.to_string()]);
     }
     step.args(&args.args).run(build_env)
-}
-
-fn workspace_root() -> PathBuf {
-    let xtask_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    xtask_dir.parent().map(PathBuf::from).unwrap_or(xtask_dir)
 }

@@ -13,42 +13,29 @@ use crate::env::BuildEnv;
 /// One named step of a pipeline: a command line plus environment overrides.
 pub(crate) struct Step {
     name: String,
-    program: &'static str,
+    program: OsString,
     args: Vec<OsString>,
     envs: Vec<(&'static str, OsString)>,
 }
 
 impl Step {
-    pub(crate) fn new(name: impl Into<String>, program: &'static str) -> Self {
+    pub(crate) fn new(name: impl Into<String>, program: impl Into<OsString>) -> Self {
         Self {
             name: name.into(),
-            program,
+            program: program.into(),
             args: Vec::new(),
             envs: Vec::new(),
         }
     }
 
-    /// `tsoracle-paxos-testkit <subcommand>` in release mode with its nodes
-    /// run by the release `tsoracle-paxos` (`--node-bin`), both built by
-    /// [`build_release`] (`demo`, `chaos`); add its flags with
-    /// [`args`](Self::args).
-    pub(crate) fn release_testkit(
-        name: impl Into<String>,
-        bins: &ReleaseBins,
-        subcommand: &str,
-    ) -> Self {
-        Self::new(name, "cargo")
-            .args([
-                "run",
-                "--release",
-                "--locked",
-                "-q",
-                "-p",
-                "tsoracle-paxos-testkit",
-                "--",
-                subcommand,
-                "--node-bin",
-            ])
+    /// `tsoracle-paxos-testkit <subcommand>` with its nodes run by the
+    /// `tsoracle-paxos` built beside it (`--node-bin`), both from [`Bins`];
+    /// add its flags with [`args`](Self::args). The binary is run as built:
+    /// `cargo run` would resolve the test kit's features alone and rebuild
+    /// what the workspace build already compiled.
+    pub(crate) fn testkit(name: impl Into<String>, bins: &Bins, subcommand: &str) -> Self {
+        Self::new(name, bins.testkit.as_os_str())
+            .args([subcommand, "--node-bin"])
             .args([bins.node.as_os_str()])
     }
 
@@ -73,7 +60,7 @@ impl Step {
         let rendered = self.render();
         self.run_fn(|| {
             eprintln!("  $ {rendered}");
-            let mut command = Command::new(self.program);
+            let mut command = Command::new(&self.program);
             command.args(&self.args).stdin(Stdio::null());
             build_env.apply(&mut command);
             for (key, value) in &self.envs {
@@ -81,7 +68,7 @@ impl Step {
             }
             let status = command
                 .status()
-                .with_context(|| format!("could not start `{}`", self.program))?;
+                .with_context(|| format!("could not start `{}`", self.program.to_string_lossy()))?;
             if !status.success() {
                 bail!("step `{name}` failed ({status})");
             }
@@ -100,7 +87,7 @@ impl Step {
     }
 
     fn render(&self) -> String {
-        let mut out = String::from(self.program);
+        let mut out = self.program.to_string_lossy().into_owned();
         for arg in &self.args {
             out.push(' ');
             out.push_str(&arg.to_string_lossy());
@@ -119,8 +106,8 @@ pub(crate) fn cargo_subcommand_available(name: &str) -> bool {
         .is_ok_and(|status| status.success())
 }
 
-/// The release binaries of the node and the test kit.
-pub(crate) struct ReleaseBins {
+/// The binaries of the node and the test kit, of one build.
+pub(crate) struct Bins {
     /// `tsoracle-paxos`.
     pub(crate) node: PathBuf,
     /// `tsoracle-paxos-testkit`.
@@ -130,7 +117,7 @@ pub(crate) struct ReleaseBins {
 /// Builds `tsoracle-paxos` and `tsoracle-paxos-testkit` in release mode, as
 /// one step named `name`, and returns where they are (under the target
 /// directory cargo uses, `CARGO_TARGET_DIR` included).
-pub(crate) fn build_release(name: &str, build_env: &BuildEnv) -> Result<ReleaseBins> {
+pub(crate) fn build_release(name: &str, build_env: &BuildEnv) -> Result<Bins> {
     Step::new(name, "cargo")
         .args([
             "build",
@@ -144,11 +131,37 @@ pub(crate) fn build_release(name: &str, build_env: &BuildEnv) -> Result<ReleaseB
             "--bins",
         ])
         .run(build_env)?;
-    let release = target_dir(build_env)?.join("release");
-    Ok(ReleaseBins {
-        node: release.join("tsoracle-paxos"),
-        testkit: release.join("tsoracle-paxos-testkit"),
-    })
+    Ok(Bins::under(&target_dir(build_env)?.join("release")))
+}
+
+/// Builds what `cargo xtask ci`'s tests build (every test, binary and
+/// example of the workspace, all features, the test profile), as one step
+/// named `name`, and returns where the node and the test kit are.
+///
+/// The same command line as the tests' build, so that `cargo xtask demo`
+/// and `cargo xtask ci` on a fresh machine compile one dependency set
+/// (RocksDB included) once: a build of the two binaries alone resolves
+/// fewer features (no dev-dependencies) and would compile tokio and all
+/// above it a second time.
+pub(crate) fn build_with_tests(name: &str, build_env: &BuildEnv) -> Result<Bins> {
+    Step::new(name, "cargo")
+        .args(["test", "--no-run"])
+        .args(TEST_SELECTION)
+        .run(build_env)?;
+    Ok(Bins::under(&target_dir(build_env)?.join("debug")))
+}
+
+/// What CI's tests build (`cargo nextest run` and `cargo test` take the
+/// same): any change here changes the demo's build with them.
+pub(crate) const TEST_SELECTION: [&str; 3] = ["--workspace", "--all-features", "--locked"];
+
+impl Bins {
+    fn under(dir: &std::path::Path) -> Self {
+        Self {
+            node: dir.join("tsoracle-paxos"),
+            testkit: dir.join("tsoracle-paxos-testkit"),
+        }
+    }
 }
 
 /// The workspace's target directory, as `cargo metadata` reports it.

@@ -48,9 +48,10 @@ enum Command {
     },
     /// Check that no crate depends on a layer above it (see docs/architecture.md).
     Layering,
-    /// Build the node and the test kit in release mode and run
-    /// `tsoracle-paxos-testkit demo` on `tsoracle-paxos serve` nodes: a local
-    /// 3-node cluster, a leader kill, and the history checks.
+    /// Build the workspace as the tests do (so `ci` afterwards compiles no
+    /// dependency again) and run `tsoracle-paxos-testkit demo` on
+    /// `tsoracle-paxos serve` nodes: a local 3-node cluster, a leader kill,
+    /// and the history checks.
     Demo {
         /// Arguments for `tsoracle-paxos-testkit demo` (e.g. `--duration 60`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -128,11 +129,11 @@ fn main() -> Result<()> {
         Command::Examples => examples(&build_env)?,
         Command::Sim(args) => sim::run(&build_env, &args)?,
         Command::Demo { args } => {
-            let bins = cmd::build_release(
-                "build tsoracle-paxos and tsoracle-paxos-testkit (release)",
+            let bins = cmd::build_with_tests(
+                "build the workspace as the tests do (tsoracle-paxos, the test kit; shared with `ci`)",
                 &build_env,
             )?;
-            Step::release_testkit("demo", &bins, "demo")
+            Step::testkit("demo", &bins, "demo")
                 .args(args)
                 .run(&build_env)?;
         }
@@ -226,23 +227,19 @@ fn examples(build_env: &env::BuildEnv) -> Result<()> {
 fn test(build_env: &env::BuildEnv, extra: &[String]) -> Result<()> {
     if cmd::cargo_subcommand_available("nextest") {
         Step::new("tests (nextest)", "cargo")
-            .args([
-                "nextest",
-                "run",
-                "--workspace",
-                "--all-features",
-                "--locked",
-                "--no-fail-fast",
-            ])
+            .args(["nextest", "run", "--no-fail-fast"])
+            .args(cmd::TEST_SELECTION)
             .args(extra)
             .run(build_env)?;
         // nextest does not run doctests; the crate-level examples must compile and pass.
         Step::new("doctests", "cargo")
-            .args(["test", "--workspace", "--all-features", "--locked", "--doc"])
+            .args(["test", "--doc"])
+            .args(cmd::TEST_SELECTION)
             .run(build_env)?;
     } else {
         Step::new("tests (cargo test)", "cargo")
-            .args(["test", "--workspace", "--all-features", "--locked"])
+            .args(["test"])
+            .args(cmd::TEST_SELECTION)
             .args(extra)
             .run(build_env)?;
     }
