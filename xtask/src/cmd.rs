@@ -108,6 +108,8 @@ pub(crate) fn cargo_subcommand_available(name: &str) -> bool {
 
 /// The binaries of the node and the test kit, of one build.
 pub(crate) struct Bins {
+    /// Where that build puts binaries (`target/debug`, `target/release`).
+    pub(crate) dir: PathBuf,
     /// `tsoracle-paxos`.
     pub(crate) node: PathBuf,
     /// `tsoracle-paxos-testkit`.
@@ -134,9 +136,9 @@ pub(crate) fn build_release(name: &str, build_env: &BuildEnv) -> Result<Bins> {
     Ok(Bins::under(&target_dir(build_env)?.join("release")))
 }
 
-/// Builds what `cargo xtask ci`'s tests build (every test, binary and
-/// example of the workspace, all features, the test profile), as one step
-/// named `name`, and returns where the node and the test kit are.
+/// Builds what `cargo xtask ci`'s tests build (every library, test and
+/// binary of the workspace, all features, the dev and test profiles), as
+/// one step named `name`, and returns where the node and the test kit are.
 ///
 /// The same command line as the tests' build, so that `cargo xtask demo`
 /// and `cargo xtask ci` on a fresh machine compile one dependency set
@@ -144,9 +146,14 @@ pub(crate) fn build_release(name: &str, build_env: &BuildEnv) -> Result<Bins> {
 /// fewer features (no dev-dependencies) and would compile tokio and all
 /// above it a second time.
 pub(crate) fn build_with_tests(name: &str, build_env: &BuildEnv) -> Result<Bins> {
+    // `--tests` resolves features as the tests do (dev-dependencies on);
+    // unlike `cargo test --no-run` it also links every binary, examples'
+    // packages included, which `ci` then runs. Not `--all-targets`: the
+    // benches would build the dependencies again in the release profile.
     Step::new(name, "cargo")
-        .args(["test", "--no-run"])
+        .args(["build"])
         .args(TEST_SELECTION)
+        .args(["--lib", "--bins", "--tests", "--examples"])
         .run(build_env)?;
     Ok(Bins::under(&target_dir(build_env)?.join("debug")))
 }
@@ -158,6 +165,7 @@ pub(crate) const TEST_SELECTION: [&str; 3] = ["--workspace", "--all-features", "
 impl Bins {
     fn under(dir: &std::path::Path) -> Self {
         Self {
+            dir: dir.to_path_buf(),
             node: dir.join("tsoracle-paxos"),
             testkit: dir.join("tsoracle-paxos-testkit"),
         }

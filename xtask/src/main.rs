@@ -184,9 +184,16 @@ fn ci(build_env: &env::BuildEnv) -> Result<()> {
         .args(locked)
         .args(["--", "-D", "warnings"])
         .run(build_env)?;
+    // One build for the tests, the simulation, the examples (and the demo,
+    // which builds the same): `cargo run -p` would resolve each package's
+    // features alone and compile their dependencies again.
+    let built =
+        cmd::build_with_tests("build (the tests' build, shared with `demo`)", build_env)?.dir;
     test(build_env, &[])?;
-    sim::run(build_env, &sim::SimArgs::ci())?;
-    examples(build_env)?;
+    sim::run_built(build_env, &sim::SimArgs::ci(), &built)?;
+    for example in EXAMPLES {
+        Step::new(format!("example {example}"), built.join(example)).run(build_env)?;
+    }
     outside::check(build_env)?;
     Step::new("rustdoc (warnings denied)", "cargo")
         .args(["doc", "--workspace", "--no-deps", "--all-features"])
@@ -211,8 +218,8 @@ fn ci(build_env: &env::BuildEnv) -> Result<()> {
 /// The cargo-deny release CI installs when it is missing (builds on 1.95).
 const CARGO_DENY: &str = "0.20.2";
 
-/// The examples, in debug builds (already compiled by clippy's pass over
-/// the workspace, so only linking is left).
+/// The worked examples (`cargo xtask examples`; `ci` runs the binaries
+/// its tests' build made).
 const EXAMPLES: &[&str] = &["paxos-piggyback", "paxos-standalone"];
 
 fn examples(build_env: &env::BuildEnv) -> Result<()> {

@@ -1,5 +1,7 @@
 //! `cargo xtask sim`: the deterministic cluster simulation (`crates/sim`).
 
+use std::path::Path;
+
 use anyhow::Result;
 use clap::Args;
 
@@ -55,6 +57,30 @@ pub(crate) fn run(build_env: &BuildEnv, args: &SimArgs) -> Result<()> {
         cargo.push("--release");
     }
     cargo.extend(["-p", "tsoracle-paxos-sim", "--"]);
+    Step::new(step_name(args), "cargo")
+        .args(cargo)
+        .args(sim_args(args))
+        .run(build_env)
+}
+
+/// Runs the simulation binary the tests' build made (`cargo xtask ci`):
+/// `cargo run -p tsoracle-paxos-sim` would resolve the simulation's
+/// features alone and compile its dependencies a second time.
+pub(crate) fn run_built(build_env: &BuildEnv, args: &SimArgs, bins: &Path) -> Result<()> {
+    Step::new(step_name(args), bins.join("tsoracle-paxos-sim"))
+        .args(sim_args(args))
+        .run(build_env)
+}
+
+fn step_name(args: &SimArgs) -> String {
+    match args.seed {
+        Some(seed) => format!("simulation (seed {seed})"),
+        None => format!("simulation ({} seeds from {})", args.seeds, args.first),
+    }
+}
+
+/// The simulation binary's own arguments.
+fn sim_args(args: &SimArgs) -> Vec<String> {
     let mut sim: Vec<String> = match args.seed {
         Some(seed) => vec!["--seed".into(), seed.to_string()],
         None => vec![
@@ -70,12 +96,5 @@ pub(crate) fn run(build_env: &BuildEnv, args: &SimArgs) -> Result<()> {
     if let Some(nodes) = args.nodes {
         sim.extend(["--nodes".into(), nodes.to_string()]);
     }
-    let what = match args.seed {
-        Some(seed) => format!("simulation (seed {seed})"),
-        None => format!("simulation ({} seeds from {})", args.seeds, args.first),
-    };
-    Step::new(what, "cargo")
-        .args(cargo)
-        .args(sim)
-        .run(build_env)
+    sim
 }
