@@ -18,6 +18,10 @@
 //! node's command line (`node serve`), or with `--node-bin PATH` (a built
 //! `tsoracle-paxos`, as `cargo xtask demo` and `chaos` pass).
 //!
+//! [`process`] is for tests that run the node's command line themselves
+//! (the node's tests and the test kit's): a three-node layout, node
+//! processes killed when dropped, client calls retried until answered.
+//!
 //! `cargo xtask bench` links the library without default features: it
 //! compiles neither the node nor RocksDB.
 //!
@@ -38,3 +42,4 @@
 //! ```
 
 pub mod cluster;
+pub mod process;

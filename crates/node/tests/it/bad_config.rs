@@ -4,7 +4,7 @@
 use std::net::TcpListener;
 use std::time::Duration;
 
-use crate::common::{Layout, get_ts, run, spawn, terminate, tree};
+use crate::common::{Layout, cli, tree};
 
 /// Runs `serve` with `args`, expects a failure whose stderr contains
 /// `needle` on one line, and checks that node 1's data directory is
@@ -24,7 +24,7 @@ fn refused_with(layout: &Layout, args: &[String], needle: &str, live: bool) {
     };
     let before = snapshot();
     assert!(!before.is_empty(), "node 1 has no data directory yet");
-    let out = run(args, Duration::from_secs(60));
+    let out = cli().run(args, Duration::from_secs(60));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),
@@ -48,16 +48,11 @@ fn with(mut args: Vec<String>, flag: &str, value: &str) -> Vec<String> {
 fn every_bad_configuration_is_refused_clearly_and_changes_nothing() {
     let layout = Layout::new();
     // A node that has run once, so its directory holds real state.
-    let mut node = spawn(&layout.args(1), &layout.root.path().join("n1.log"));
+    let mut node = cli().spawn(&layout.args(1), &layout.root().join("n1.log"));
     let mut others: Vec<_> = (2..=3)
-        .map(|id| {
-            spawn(
-                &layout.args(id),
-                &layout.root.path().join(format!("n{id}.log")),
-            )
-        })
+        .map(|id| cli().spawn(&layout.args(id), &layout.root().join(format!("n{id}.log"))))
         .collect();
-    get_ts(&layout.endpoints(), 1);
+    cli().get_ts(&layout.endpoints(), 1);
 
     // Locked: node 1 is running on this directory (other ports).
     let locked = with(
@@ -66,9 +61,9 @@ fn every_bad_configuration_is_refused_clearly_and_changes_nothing() {
         "127.0.0.1:0",
     );
     refused_with(&layout, &locked, "in use", true);
-    terminate(&mut node);
+    node.terminate();
     for other in &mut others {
-        terminate(other);
+        other.terminate();
     }
 
     // Port in use.

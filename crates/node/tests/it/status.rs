@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{Layout, get_ts, run, spawn, terminate};
+use crate::common::{Layout, cli};
 
 #[test]
 fn status_shows_one_leader_and_every_node() {
@@ -13,10 +13,10 @@ fn status_shows_one_leader_and_every_node() {
             let mut args = layout.args(id);
             args.push("--metrics-listen".to_owned());
             args.push(format!("127.0.0.1:{}", layout.metrics[&id]));
-            spawn(&args, &layout.root.path().join(format!("n{id}.log")))
+            cli().spawn(&args, &layout.root().join(format!("n{id}.log")))
         })
         .collect();
-    get_ts(&layout.endpoints(), 5);
+    cli().get_ts(&layout.endpoints(), 5);
     let mut args = vec!["status".to_owned()];
     for port in layout.metrics.values() {
         args.push("--metrics".to_owned());
@@ -25,7 +25,7 @@ fn status_shows_one_leader_and_every_node() {
     // The gauges are sampled every 250 ms: wait for a settled view.
     let deadline = Instant::now() + Duration::from_secs(30);
     let table = loop {
-        let out = run(&args, Duration::from_secs(30));
+        let out = cli().run(&args, Duration::from_secs(30));
         let table = String::from_utf8_lossy(&out.stdout).into_owned();
         let roles: Vec<&str> = table
             .lines()
@@ -58,7 +58,7 @@ fn status_shows_one_leader_and_every_node() {
         "no proposal latency histogram on any node"
     );
     for node in &mut nodes {
-        terminate(node);
+        node.terminate();
     }
 }
 

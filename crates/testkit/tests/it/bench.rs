@@ -3,20 +3,15 @@
 
 use std::time::Duration;
 
-use crate::common::{Layout, get_ts, run, spawn, terminate};
+use crate::common::{Layout, cli, kit};
 
 #[test]
 fn bench_reports_its_load_as_text_and_as_json() {
     let layout = Layout::new();
     let mut nodes: Vec<_> = (1..=3)
-        .map(|id| {
-            spawn(
-                &layout.args(id),
-                &layout.root.path().join(format!("n{id}.log")),
-            )
-        })
+        .map(|id| cli().spawn(&layout.args(id), &layout.root().join(format!("n{id}.log"))))
         .collect();
-    get_ts(&layout.endpoints(), 5);
+    cli().get_ts(&layout.endpoints(), 5);
     // A bounded bench run.
     let mut bench = vec!["bench".to_owned(), "--clients".to_owned(), "4".to_owned()];
     bench.extend([
@@ -29,7 +24,7 @@ fn bench_reports_its_load_as_text_and_as_json() {
         bench.push("--endpoint".to_owned());
         bench.push(e);
     }
-    let out = run(&bench, Duration::from_secs(60));
+    let out = kit().run(&bench, Duration::from_secs(60));
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{report}");
     let ok: u64 = report.split_whitespace().next().unwrap().parse().unwrap();
@@ -41,7 +36,7 @@ fn bench_reports_its_load_as_text_and_as_json() {
         "--gap-ms".to_owned(),
         "1000".to_owned(),
     ]);
-    let out = run(&bench, Duration::from_secs(60));
+    let out = kit().run(&bench, Duration::from_secs(60));
     assert!(
         out.status.success(),
         "{}",
@@ -54,6 +49,6 @@ fn bench_reports_its_load_as_text_and_as_json() {
     assert!(json["ops_per_s"].as_f64().unwrap() > 0.0, "{json}");
     assert!(json["gaps"].is_array(), "{json}");
     for node in &mut nodes {
-        terminate(node);
+        node.terminate();
     }
 }

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::common::run;
+use crate::common::kit;
 
 /// Runs `chaos` with `extra`, data and report under `dir`; returns whether
 /// it succeeded, its output, and the JSON report (if written).
@@ -21,7 +21,7 @@ fn chaos(extra: &[&str], dir: &Path) -> (bool, String, Option<serde_json::Value>
         report.display().to_string(),
     ];
     args.extend(extra.iter().map(|s| (*s).to_owned()));
-    let out = run(&args, Duration::from_secs(180));
+    let out = kit().run(&args, Duration::from_secs(180));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     let json = std::fs::read(&report)

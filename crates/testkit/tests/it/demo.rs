@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use crate::common::run;
+use crate::common::kit;
 
 fn demo(extra: &[&str]) -> (bool, String) {
     let mut args = vec!["demo".to_owned(), "--workers".to_owned(), "4".to_owned()];
     args.extend(extra.iter().map(|s| (*s).to_owned()));
-    let out = run(&args, Duration::from_secs(180));
+    let out = kit().run(&args, Duration::from_secs(180));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     (

@@ -6,10 +6,10 @@
 //! as root.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::common::{Layout, get_ts, seq, spawn, terminate};
+use crate::common::{BIN, Layout, ServeChild, cli};
 
 /// A tmpfs mounted for the test's lifetime.
 struct Tmpfs {
@@ -55,17 +55,6 @@ fn fill(path: &Path) {
     let _ = file.sync_all();
 }
 
-fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
-}
-
 /// Node 1 exited with a failure `took` after its disk filled; its last
 /// stderr line (the one a supervisor's log shows).
 fn failed_exit_line(status: std::process::ExitStatus, took: Duration, log: &Path) -> String {
@@ -100,10 +89,7 @@ impl FullDiskCluster {
 
     /// Node `id`'s stderr in its `round`-th life.
     fn log(&self, id: u64, round: u32) -> PathBuf {
-        self.layout
-            .root
-            .path()
-            .join(format!("node-{id}-{round}.log"))
+        self.layout.log(&format!("node-{id}-{round}"))
     }
 
     fn args(&self, id: u64) -> Vec<String> {
@@ -112,9 +98,9 @@ impl FullDiskCluster {
         args
     }
 
-    fn spawn_all(&self) -> Vec<Child> {
+    fn spawn_all(&self) -> Vec<ServeChild> {
         (1..=3)
-            .map(|id| spawn(&self.args(id), &self.log(id, 1)))
+            .map(|id| cli().spawn(&self.args(id), &self.log(id, 1)))
             .collect()
     }
 }
@@ -132,15 +118,15 @@ fn a_node_whose_disk_fills_exits_at_once_and_rejoins_after_space_is_freed() {
     let endpoints = cluster.layout.endpoints();
 
     // Acknowledged before the disk fills.
-    let mut timestamps = get_ts(&endpoints, 5);
-    let mut blocks = vec![seq(&endpoints, "orders", 10)];
+    let mut timestamps = cli().get_ts(&endpoints, 5);
+    let mut blocks = vec![cli().seq(&endpoints, "orders", 10)];
 
     // Fill node 1's disk while clients keep writing. Every node writes the
     // log; RocksDB first uses up the WAL space it preallocated, then its
     // next flush or WAL file fails with ENOSPC, so the load must write a few
     // MiB (a dense load of 32 clients).
     fill(&disk.dir.join("filler"));
-    let mut load = Command::new(crate::common::BIN)
+    let mut load = Command::new(BIN)
         .args([
             "bench",
             "--clients",
@@ -159,7 +145,7 @@ fn a_node_whose_disk_fills_exits_at_once_and_rejoins_after_space_is_freed() {
     // A deadline, not a speed target: how long RocksDB's preallocated space
     // lasts depends on the load the machine manages (34 s measured on an
     // idle 2-core machine; the free-space check above stops a node at once).
-    let exited = wait_exit(&mut nodes[0], Duration::from_secs(180));
+    let exited = nodes[0].wait_exit(Duration::from_secs(180));
     let took = filled_at.elapsed();
     let _ = load.kill();
     let _ = load.wait();
@@ -176,21 +162,21 @@ fn a_node_whose_disk_fills_exits_at_once_and_rejoins_after_space_is_freed() {
     );
 
     // The others still serve.
-    blocks.push(seq(&endpoints, "orders", 10));
-    timestamps.extend(get_ts(&endpoints, 2));
+    blocks.push(cli().seq(&endpoints, "orders", 10));
+    timestamps.extend(cli().get_ts(&endpoints, 2));
 
     // Space freed, node 1 restarts and rejoins; with node 3 stopped, node 1
     // is half of every quorum, and nothing acknowledged went back.
     std::fs::remove_file(disk.dir.join("filler")).unwrap();
-    nodes[0] = spawn(&args(1), &log(1, 2));
-    terminate(&mut nodes[2]);
-    let after = get_ts(&endpoints, 1)[0];
+    nodes[0] = cli().spawn(&args(1), &log(1, 2));
+    nodes[2].terminate();
+    let after = cli().get_ts(&endpoints, 1)[0];
     let max_ts = *timestamps.iter().max().unwrap();
     assert!(
         after > max_ts,
         "timestamp {after} after the restart <= {max_ts}"
     );
-    let next = seq(&endpoints, "orders", 10);
+    let next = cli().seq(&endpoints, "orders", 10);
     let top = blocks.iter().map(|start| start + 10).max().unwrap();
     assert!(
         next >= top,
@@ -198,7 +184,7 @@ fn a_node_whose_disk_fills_exits_at_once_and_rejoins_after_space_is_freed() {
     );
     for (i, node) in nodes.iter_mut().enumerate() {
         if i != 2 {
-            terminate(node);
+            node.terminate();
         }
     }
 }
@@ -217,11 +203,11 @@ fn a_node_below_its_free_space_floor_stops_without_waiting_for_a_failed_write() 
     );
     let mut nodes = cluster.spawn_all();
     let endpoints = cluster.layout.endpoints();
-    let before = get_ts(&endpoints, 3);
+    let before = cli().get_ts(&endpoints, 3);
 
     fill(&disk.dir.join("filler"));
     let filled_at = Instant::now();
-    let exited = wait_exit(&mut nodes[0], Duration::from_secs(30));
+    let exited = nodes[0].wait_exit(Duration::from_secs(30));
     let took = filled_at.elapsed();
     let status = exited.expect("node 1 kept running below its free-space floor for 30 s");
     let last = failed_exit_line(status, took, &log(1, 1));
@@ -235,8 +221,10 @@ fn a_node_below_its_free_space_floor_stops_without_waiting_for_a_failed_write() 
     // preallocated when the node exits): the restart is refused with the
     // same reason, before anything is opened.
     fill(&disk.dir.join("filler-2"));
-    let mut refused = spawn(&args(1), &log(1, 2));
-    let status = wait_exit(&mut refused, Duration::from_secs(30)).expect("a start on a full disk");
+    let mut refused = cli().spawn(&args(1), &log(1, 2));
+    let status = refused
+        .wait_exit(Duration::from_secs(30))
+        .expect("a start on a full disk");
     assert!(!status.success());
     let stderr = std::fs::read_to_string(log(1, 2)).unwrap();
     assert!(stderr.contains("below min_free_disk_mib"), "{stderr}");
@@ -245,15 +233,15 @@ fn a_node_below_its_free_space_floor_stops_without_waiting_for_a_failed_write() 
     // every quorum; time went on above everything acknowledged.
     std::fs::remove_file(disk.dir.join("filler")).unwrap();
     std::fs::remove_file(disk.dir.join("filler-2")).unwrap();
-    nodes[0] = spawn(&args(1), &log(1, 3));
-    terminate(&mut nodes[2]);
-    let after = get_ts(&endpoints, 1)[0];
+    nodes[0] = cli().spawn(&args(1), &log(1, 3));
+    nodes[2].terminate();
+    let after = cli().get_ts(&endpoints, 1)[0];
     let max_ts = *before.iter().max().unwrap();
     assert!(
         after > max_ts,
         "timestamp {after} after the restart <= {max_ts}"
     );
     for node in &mut nodes[..2] {
-        terminate(node);
+        node.terminate();
     }
 }
