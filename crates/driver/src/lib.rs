@@ -40,7 +40,7 @@
 //!
 //! # Wiring a node
 //!
-//! Three nodes over the toolkit's in-memory network with in-memory storage;
+//! Three nodes over the test harness' in-memory network (`tsoracle-paxos-harness`) with in-memory storage;
 //! a real node uses `RocksdbStorage` and the tonic transport instead, and
 //! hands each driver to a `tsoracle-server`.
 //!
@@ -50,7 +50,8 @@
 //! use tsoracle_driver_paxos::{DriverConfig, Member, PaxosDriver, StandaloneHost, Timing};
 //! use tsoracle_paxos_state::PaxosEntry;
 //! use tsoracle_paxos_toolkit::storage::MemoryStorage;
-//! use tsoracle_paxos_toolkit::{MemNetConfig, MemNetwork, SyncedWrites};
+//! use tsoracle_paxos_harness::memnet::{MemNetConfig, MemNetwork};
+//! use tsoracle_paxos_toolkit::SyncedWrites;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let timing = Timing::lan();

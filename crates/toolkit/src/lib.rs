@@ -16,8 +16,6 @@
 //!   unknown senders or for another node before OmniPaxos sees them.
 //! - [`Durability`] ([`durability`]): one sync per round;
 //!   [`SyncedWrites`] for storage whose writes are durable on their own.
-//! - [`memnet`]: an in-memory network with fault injection (loss,
-//!   duplication, delay, reordering, partitions) for tests and simulation.
 //! - [`storage::MemoryStorage`]: an in-memory `Storage` for tests and
 //!   simulation;
 //! - [`storage::RocksdbStorage`] (feature `rocksdb`, on by default): durable
@@ -65,8 +63,10 @@
 //! # Wiring runners
 //!
 //! A node's sink exists before its runner, its inbox only after: take the
-//! sink from the network, spawn the runner, then attach its inbox. A real
-//! transport (gRPC) takes the network's place.
+//! sink from the network, spawn the runner, then attach its inbox. The
+//! network here is the in-memory one of the test harness
+//! (`tsoracle-paxos-harness`, a dev-dependency); a real transport (gRPC)
+//! takes its place.
 //!
 //! ```no_run
 //! # use omnipaxos::storage::{Entry, NoSnapshot};
@@ -75,10 +75,9 @@
 //! # impl Entry for Put { type Snapshot = NoSnapshot; }
 //! use omnipaxos::util::LogEntry;
 //! use omnipaxos::{ClusterConfig, OmniPaxosConfig, ServerConfig};
+//! use tsoracle_paxos_harness::memnet::{MemNetConfig, MemNetwork};
 //! use tsoracle_paxos_toolkit::storage::MemoryStorage;
-//! use tsoracle_paxos_toolkit::{
-//!     DecidedHook, MemNetConfig, MemNetwork, Runner, RunnerConfig, SyncedWrites,
-//! };
+//! use tsoracle_paxos_toolkit::{DecidedHook, Runner, RunnerConfig, SyncedWrites};
 //!
 //! /// Counts decided entries; a real hook folds them into a state machine.
 //! struct Count(usize);
@@ -145,7 +144,6 @@
 
 pub mod durability;
 mod error;
-pub mod memnet;
 pub mod runner;
 pub mod sink;
 pub mod storage;
@@ -158,6 +156,5 @@ pub use omnipaxos;
 
 pub use durability::{Durability, SyncedWrites};
 pub use error::Error;
-pub use memnet::{Faults, LinkStats, MemNetConfig, MemNetwork, MemSink, NetControl};
 pub use runner::{DecidedHook, Placement, Runner, RunnerConfig, RunnerStatus};
 pub use sink::{Inbox, InboxStats, MessageSink, Refusal, carries_stop_sign};

@@ -11,7 +11,7 @@
 //! - [`KvHost`] implements [`PaxosHighWaterHost`], so a [`PaxosDriver`]
 //!   (and hence a `tsoracle-server`) runs on the application's log.
 //!
-//! No tonic and no RocksDB: the three nodes talk over the toolkit's
+//! No tonic and no RocksDB: the three nodes talk over the test harness'
 //! in-memory network and keep their logs in memory. A node is cut off while
 //! the others write and compact; when it comes back it catches up from a
 //! snapshot that restores both states at once.
@@ -38,6 +38,7 @@ use tsoracle_driver_paxos::{
     PaxosHighWaterHost, PendingApply, ProposerSlot, Role, Timing, leadership_from_runner,
     submit_to_runner,
 };
+use tsoracle_paxos_harness::memnet::{MemNetConfig, MemNetwork};
 use tsoracle_paxos_state::{
     ApplyState, Command, HostItem, PaxosEntry, PaxosEnvelope, PaxosSnapshot, SnapshotPolicy,
 };
@@ -45,9 +46,7 @@ use tsoracle_paxos_toolkit::omnipaxos::storage::{Entry, Snapshot};
 use tsoracle_paxos_toolkit::omnipaxos::util::{LogEntry, NodeId};
 use tsoracle_paxos_toolkit::omnipaxos::{ClusterConfig, OmniPaxosConfig, ServerConfig};
 use tsoracle_paxos_toolkit::storage::MemoryStorage;
-use tsoracle_paxos_toolkit::{
-    DecidedHook, MemNetConfig, MemNetwork, Runner, RunnerConfig, RunnerStatus, SyncedWrites,
-};
+use tsoracle_paxos_toolkit::{DecidedHook, Runner, RunnerConfig, RunnerStatus, SyncedWrites};
 
 /// The application's log entry: its own command, or the oracle's.
 #[derive(Clone, Debug, Serialize, Deserialize)]

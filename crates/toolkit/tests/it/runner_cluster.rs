@@ -20,9 +20,10 @@ use omnipaxos::{
     util::{LogEntry, NodeId},
 };
 use serde::{Deserialize, Serialize};
+use tsoracle_paxos_harness::memnet::{Faults, MemNetConfig, MemNetwork, NetControl};
 use tsoracle_paxos_toolkit::{
-    DecidedHook, Durability, Error, Faults, MemNetConfig, MemNetwork, MessageSink, NetControl,
-    Refusal, Runner, RunnerConfig, RunnerStatus, SyncedWrites, storage::MemoryStorage,
+    DecidedHook, Durability, Error, MessageSink, Refusal, Runner, RunnerConfig, RunnerStatus,
+    SyncedWrites, storage::MemoryStorage,
 };
 
 use crate::common::{TestEntry, TestSnapshot};
