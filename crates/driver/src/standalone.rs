@@ -11,12 +11,14 @@ use std::time::Duration;
 
 use omnipaxos::storage::Storage;
 use omnipaxos::util::NodeId;
-use omnipaxos::{ClusterConfig, OmniPaxosConfig, ServerConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tsoracle_core::PeerEndpoint;
 use tsoracle_paxos_state::{ApplyState, Command, PaxosEntry, PaxosEnvelope, SnapshotPolicy};
-use tsoracle_paxos_toolkit::{Durability, Inbox, MessageSink, Runner, RunnerConfig, RunnerStatus};
+use tsoracle_paxos_toolkit::{
+    ConfigBuilder, Durability, Error as ToolkitError, Inbox, MessageSink, Runner, RunnerConfig,
+    RunnerStatus,
+};
 
 use crate::applier::{ApplierHandle, PaxosApplier};
 use crate::core::lease::LeaderView;
@@ -160,23 +162,16 @@ impl StandaloneHostBuilder {
         timing.validate()?;
         let ids: Vec<NodeId> = self.members.iter().map(|m| m.id).collect();
         check_members(node_id, &ids)?;
-        let config = OmniPaxosConfig {
-            cluster_config: ClusterConfig {
-                configuration_id: self.configuration_id,
-                nodes: ids.clone(),
-                flexible_quorum: None,
-            },
-            server_config: ServerConfig {
-                pid: node_id,
-                election_tick_timeout: timing.election_ticks,
-                // A lost message is resent after two heartbeat rounds.
-                resend_message_tick_timeout: timing.election_ticks.saturating_mul(2),
-                buffer_size: self.buffer_size,
-                batch_size: 1,
-                flush_batch_tick_timeout: 200,
-                leader_priority: 0,
-            },
-        };
+        // A lost message is resent after two heartbeat rounds (the
+        // builder's default: twice the election ticks).
+        let config = ConfigBuilder::new(ids.clone())
+            .configuration_id(self.configuration_id)
+            .election_ticks(timing.election_ticks)
+            .buffer_size(self.buffer_size)
+            .build(node_id)
+            .map_err(|err| {
+                ConfigError::Host(format!("OmniPaxos refused the configuration: {err}"))
+            })?;
         let omnipaxos = config.build(storage).map_err(|err| {
             ConfigError::Host(format!("OmniPaxos refused the configuration: {err}"))
         })?;
@@ -214,31 +209,15 @@ fn missing(field: &str) -> ConfigError {
     ConfigError::Host(format!("StandaloneHostBuilder: `{field}` must be set"))
 }
 
+/// The members' checks of the toolkit's [`ConfigBuilder`] (at least two,
+/// ids `1..=N`, this node among them), as a host error with the builder's
+/// own words.
 fn check_members(node_id: NodeId, ids: &[NodeId]) -> Result<(), ConfigError> {
-    if ids.len() < 2 {
-        return Err(ConfigError::Host(format!(
-            "OmniPaxos needs at least two nodes in a configuration, got {}",
-            ids.len()
-        )));
+    match ConfigBuilder::new(ids).build(node_id) {
+        Ok(_) => Ok(()),
+        Err(ToolkitError::InvalidConfig(reason)) => Err(ConfigError::Host(reason)),
+        Err(other) => Err(ConfigError::Host(other.to_string())),
     }
-    let mut sorted = ids.to_vec();
-    sorted.sort_unstable();
-    let dense = sorted
-        .iter()
-        .zip(1u64..)
-        .all(|(&id, expected)| id == expected);
-    if !dense {
-        return Err(ConfigError::Host(format!(
-            "member ids must be 1..=N without gaps or repeats (OmniPaxos cannot trim \
-             its log otherwise), got {ids:?}"
-        )));
-    }
-    if !ids.contains(&node_id) {
-        return Err(ConfigError::Host(format!(
-            "node id {node_id} is not one of the members {ids:?}"
-        )));
-    }
-    Ok(())
 }
 
 /// A [`PaxosHighWaterHost`] running its own OmniPaxos node on a toolkit

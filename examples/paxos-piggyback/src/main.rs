@@ -44,9 +44,10 @@ use tsoracle_paxos_state::{
 };
 use tsoracle_paxos_toolkit::omnipaxos::storage::{Entry, Snapshot};
 use tsoracle_paxos_toolkit::omnipaxos::util::{LogEntry, NodeId};
-use tsoracle_paxos_toolkit::omnipaxos::{ClusterConfig, OmniPaxosConfig, ServerConfig};
 use tsoracle_paxos_toolkit::storage::MemoryStorage;
-use tsoracle_paxos_toolkit::{DecidedHook, Runner, RunnerConfig, RunnerStatus, SyncedWrites};
+use tsoracle_paxos_toolkit::{
+    ConfigBuilder, DecidedHook, Runner, RunnerConfig, RunnerStatus, SyncedWrites,
+};
 
 /// The application's log entry: its own command, or the oracle's.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -170,22 +171,10 @@ struct KvHost {
 
 impl KvHost {
     fn start(id: NodeId, members: &[NodeId], network: &MemNetwork<AppEntry>) -> Result<Self> {
-        let config = OmniPaxosConfig {
-            cluster_config: ClusterConfig {
-                configuration_id: 1,
-                nodes: members.to_vec(),
-                flexible_quorum: None,
-            },
-            server_config: ServerConfig {
-                pid: id,
-                election_tick_timeout: timing().election_ticks,
-                resend_message_tick_timeout: timing().election_ticks * 2,
-                buffer_size: 10_000,
-                batch_size: 1,
-                flush_batch_tick_timeout: 200,
-                leader_priority: 0,
-            },
-        };
+        // A lost message is resent after two election timeouts (the default).
+        let config = ConfigBuilder::new(members)
+            .election_ticks(timing().election_ticks)
+            .build(id)?;
         let omnipaxos = config.build(MemoryStorage::<AppEntry>::new())?;
         // Compact every 20 decided entries, so a lagging node needs a snapshot.
         let every = NonZeroU64::new(20).context("non-zero")?;
