@@ -6,6 +6,9 @@
 //!   duplication, delay, reordering, partitions) between toolkit runners of
 //!   one process; each node's [`MemSink`] is its
 //!   [`MessageSink`](tsoracle_paxos_toolkit::MessageSink).
+//! - [`conformance`]: the storage conformance suite, what every OmniPaxos
+//!   `Storage` here must do, as checks a host runs on its own storage
+//!   through a [`StorageHarness`](conformance::StorageHarness).
 //!
 //! A crate that only tests with it takes it as a dev-dependency.
 //!
@@ -39,6 +42,7 @@
 //! # }
 //! ```
 
+pub mod conformance;
 pub mod memnet;
 
 pub use memnet::{Faults, LinkStats, MemNetConfig, MemNetwork, MemSink, NetControl};

@@ -50,7 +50,7 @@ use tsoracle_paxos_toolkit::{
 };
 
 /// The application's log entry: its own command, or the oracle's.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 enum AppEntry {
     /// The application's key-value write.
     Put { key: String, value: String },
@@ -59,7 +59,7 @@ enum AppEntry {
 }
 
 /// One snapshot for both states.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct AppSnapshot {
     kv: BTreeMap<String, String>,
     oracle: PaxosSnapshot,
@@ -353,4 +353,63 @@ async fn main() -> Result<()> {
     }
     network.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use tsoracle_core::Epoch;
+    use tsoracle_paxos_harness::conformance::{self, BoxError, StorageHarness};
+    use tsoracle_paxos_state::ProposalId;
+
+    use super::*;
+
+    /// The storage this host keeps its one log in, for the toolkit's
+    /// storage conformance suite; a host with a storage of its own runs the
+    /// suite the same way.
+    struct AppStorage;
+
+    impl StorageHarness for AppStorage {
+        type Entry = AppEntry;
+        type Storage = MemoryStorage<AppEntry>;
+
+        fn open(&mut self) -> Result<Self::Storage, BoxError> {
+            Ok(MemoryStorage::new())
+        }
+
+        fn reopen(&mut self, storage: Self::Storage) -> Result<Self::Storage, BoxError> {
+            // In memory: the content survives a simulated restart.
+            Ok(storage)
+        }
+
+        /// Both kinds of entry, so the log holds the application's and the
+        /// oracle's.
+        fn entry(value: u64) -> AppEntry {
+            if value.is_multiple_of(2) {
+                AppEntry::Put {
+                    key: format!("key-{value}"),
+                    value: value.to_string(),
+                }
+            } else {
+                AppEntry::wrap_paxos_command(Command::Advance {
+                    at_least: value,
+                    epoch: Epoch(1),
+                    proposal: ProposalId::new(1, 1, value),
+                })
+            }
+        }
+
+        fn snapshot(value: u64) -> AppSnapshot {
+            AppSnapshot {
+                kv: BTreeMap::from([(format!("key-{value}"), value.to_string())]),
+                oracle: PaxosSnapshot::default(),
+            }
+        }
+    }
+
+    #[test]
+    fn the_application_storage_passes_the_conformance_suite() {
+        if let Err(failures) = conformance::run_all(|| AppStorage) {
+            panic!("{failures:#?}");
+        }
+    }
 }
