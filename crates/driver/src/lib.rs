@@ -136,6 +136,7 @@ mod incarnation;
 #[cfg(feature = "mutations")]
 pub mod mutation;
 mod runner_glue;
+mod runner_host;
 mod standalone;
 
 pub use applier::{ApplierHandle, PaxosApplier, Waiter};
@@ -152,4 +153,5 @@ pub use error::{ConfigError, RuntimeError};
 pub use host::{Applied, HostError, PaxosHighWaterHost, PendingApply, ProposerSlot};
 pub use incarnation::next_incarnation;
 pub use runner_glue::{leadership_from_runner, submit_to_runner};
+pub use runner_host::{RunnerBackedHost, RunnerHost};
 pub use standalone::{Member, StandaloneHost, StandaloneHostBuilder};

@@ -6,26 +6,24 @@
 //! sink (the tonic transport, or the in-memory network in tests), so it
 //! compiles neither RocksDB nor tonic itself.
 
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::Arc;
 
 use omnipaxos::storage::Storage;
 use omnipaxos::util::NodeId;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tsoracle_core::PeerEndpoint;
-use tsoracle_paxos_state::{ApplyState, Command, PaxosEntry, PaxosEnvelope, SnapshotPolicy};
+use tsoracle_paxos_state::{PaxosEntry, PaxosEnvelope, SnapshotPolicy};
 use tsoracle_paxos_toolkit::{
     ConfigBuilder, Durability, Error as ToolkitError, Inbox, MessageSink, Runner, RunnerConfig,
     RunnerStatus,
 };
 
-use crate::applier::{ApplierHandle, PaxosApplier};
-use crate::core::lease::LeaderView;
+use crate::applier::PaxosApplier;
 use crate::core::timing::Timing;
 use crate::error::{ConfigError, RuntimeError};
-use crate::host::{HostError, PaxosHighWaterHost, PendingApply, ProposerSlot};
-use crate::runner_glue::{leadership_from_runner, submit_to_runner};
+#[cfg(doc)]
+use crate::host::PaxosHighWaterHost;
+use crate::runner_host::{RunnerBackedHost, RunnerHost};
 
 /// A member of the configuration as the host needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,18 +187,10 @@ impl StandaloneHostBuilder {
             },
         )
         .map_err(|err| ConfigError::Host(format!("cannot start the consensus thread: {err}")))?;
-        let runner = Arc::new(runner);
-        let (leadership, bridge) = leadership_from_runner(runner.status());
         Ok(StandaloneHost {
-            node_id,
             cluster_id,
-            proposer: ProposerSlot::new(incarnation),
-            ids,
             members: self.members,
-            runner,
-            applier: handle,
-            leadership,
-            bridge: Mutex::new(Some(bridge)),
+            core: RunnerHost::new(Arc::new(runner), handle, ids, incarnation),
         })
     }
 }
@@ -223,15 +213,11 @@ fn check_members(node_id: NodeId, ids: &[NodeId]) -> Result<(), ConfigError> {
 /// A [`PaxosHighWaterHost`] running its own OmniPaxos node on a toolkit
 /// [`Runner`]. Build it with [`StandaloneHost::builder`].
 pub struct StandaloneHost<E: PaxosEnvelope = PaxosEntry> {
-    node_id: NodeId,
     cluster_id: String,
-    proposer: ProposerSlot,
-    ids: Vec<NodeId>,
     members: Vec<Member>,
-    runner: Arc<Runner<E>>,
-    applier: ApplierHandle,
-    leadership: watch::Receiver<LeaderView>,
-    bridge: Mutex<Option<JoinHandle<()>>>,
+    /// Everything else of the host: runner, applier, proposer slot,
+    /// leadership watch.
+    core: RunnerHost<E>,
 }
 
 impl StandaloneHost {
@@ -262,26 +248,26 @@ where
     /// The inbound side of the consensus thread, for the transport.
     #[must_use]
     pub fn inbox(&self) -> Inbox<E> {
-        self.runner.inbox()
+        self.core.runner().inbox()
     }
 
     /// The consensus thread's status (decided index, promise, failure).
     #[must_use]
     pub fn status(&self) -> watch::Receiver<RunnerStatus> {
-        self.runner.status()
+        self.core.runner().status()
     }
 
     /// Freezes (or thaws) the consensus thread as SIGSTOP (or SIGCONT)
     /// would; for simulations of a paused process (see
     /// `Runner::set_frozen`).
     pub fn set_frozen(&self, frozen: bool) {
-        self.runner.set_frozen(frozen);
+        self.core.runner().set_frozen(frozen);
     }
 
     /// Proposals waiting for their outcome.
     #[must_use]
     pub fn pending(&self) -> usize {
-        self.applier.pending()
+        self.core.applier().pending()
     }
 
     /// Stops the consensus thread after its current round, its last sync
@@ -291,77 +277,31 @@ where
     ///
     /// [`RuntimeError::Host`] when the consensus thread had failed.
     pub async fn shutdown(&self) -> Result<(), RuntimeError> {
-        let result = self.runner.shutdown().await;
-        let bridge = self
-            .bridge
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(bridge) = bridge {
-            // The runner's final status ends the bridge on its own; wait a
-            // little for it, then stop it regardless.
-            let abort = bridge.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(1), bridge)
-                .await
-                .is_err()
-            {
-                abort.abort();
-            }
-        }
-        result.map_err(|err| RuntimeError::Host(err.to_string()))
+        self.core
+            .shutdown()
+            .await
+            .map_err(|err| RuntimeError::Host(err.to_string()))
     }
 }
 
-impl<E> Drop for StandaloneHost<E>
-where
-    E: PaxosEnvelope,
-{
-    fn drop(&mut self) {
-        if let Some(bridge) = self
-            .bridge
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
-            bridge.abort();
-        }
-    }
-}
-
-impl<E> PaxosHighWaterHost for StandaloneHost<E>
+/// A [`PaxosHighWaterHost`] through [`RunnerBackedHost`]: only the client
+/// endpoints are its own.
+impl<E> RunnerBackedHost for StandaloneHost<E>
 where
     E: PaxosEnvelope + Send + Sync + 'static,
     E::Snapshot: Send,
 {
-    fn node_id(&self) -> NodeId {
-        self.node_id
+    type Entry = E;
+
+    fn runner_host(&self) -> &RunnerHost<E> {
+        &self.core
     }
 
-    fn claim_proposer(&self) -> Option<u64> {
-        self.proposer.claim()
-    }
-
-    fn members(&self) -> Vec<NodeId> {
-        self.ids.clone()
-    }
-
-    fn client_endpoint(&self, node: NodeId) -> Option<PeerEndpoint> {
+    fn client_endpoint_of(&self, node: NodeId) -> Option<PeerEndpoint> {
         self.members
             .iter()
             .find(|m| m.id == node)
             .map(|m| m.client_endpoint.clone())
-    }
-
-    fn leadership(&self) -> watch::Receiver<LeaderView> {
-        self.leadership.clone()
-    }
-
-    fn submit(&self, command: Command) -> Result<PendingApply, HostError> {
-        submit_to_runner(&self.runner, &self.applier, command)
-    }
-
-    fn read_state(&self, read: &mut dyn FnMut(&ApplyState)) {
-        self.applier.read_state(read);
     }
 }
 

@@ -8,8 +8,10 @@
 //! - The host's own decided-entry hook ([`AppHook`]) runs a
 //!   [`PaxosApplier`] for the oracle's commands and applies the `Put`s
 //!   itself.
-//! - [`KvHost`] implements [`PaxosHighWaterHost`], so a [`PaxosDriver`]
-//!   (and hence a `tsoracle-server`) runs on the application's log.
+//! - [`KvHost`] is a `PaxosHighWaterHost` (it implements
+//!   [`RunnerBackedHost`]: its client endpoints and its [`RunnerHost`]), so
+//!   a [`PaxosDriver`] (and hence a `tsoracle-server`) runs on the
+//!   application's log.
 //!
 //! No tonic and no RocksDB: the three nodes talk over the test harness'
 //! in-memory network and keep their logs in memory. A node is cut off while
@@ -29,18 +31,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tsoracle_consensus::ConsensusDriver;
 use tsoracle_core::{PeerEndpoint, SeqKey};
 use tsoracle_driver_paxos::{
-    ApplierHandle, DriverConfig, HostError, LeaderView, PaxosApplier, PaxosDriver,
-    PaxosHighWaterHost, PendingApply, ProposerSlot, Role, Timing, leadership_from_runner,
-    submit_to_runner,
+    DriverConfig, PaxosApplier, PaxosDriver, Role, RunnerBackedHost, RunnerHost, Timing,
 };
 use tsoracle_paxos_harness::memnet::{MemNetConfig, MemNetwork};
 use tsoracle_paxos_state::{
-    ApplyState, Command, HostItem, PaxosEntry, PaxosEnvelope, PaxosSnapshot, SnapshotPolicy,
+    Command, HostItem, PaxosEntry, PaxosEnvelope, PaxosSnapshot, SnapshotPolicy,
 };
 use tsoracle_paxos_toolkit::omnipaxos::storage::{Entry, Snapshot};
 use tsoracle_paxos_toolkit::omnipaxos::util::{LogEntry, NodeId};
@@ -154,19 +152,13 @@ impl DecidedHook<AppEntry> for AppHook {
     }
 }
 
-/// The application node, which is also a `PaxosHighWaterHost`.
+/// The application node, which is also a `PaxosHighWaterHost` (through
+/// `RunnerBackedHost`: it names its client endpoints, its `RunnerHost` does
+/// the rest).
 struct KvHost {
-    id: NodeId,
-    members: Vec<NodeId>,
-    /// In-memory logs start empty at every start, so incarnation 1 is
-    /// enough; a durable host persists and bumps it (`next_incarnation`).
-    proposer: ProposerSlot,
-    runner: Arc<Runner<AppEntry>>,
-    applier: ApplierHandle,
+    core: RunnerHost<AppEntry>,
     kv: Kv,
     restores: Arc<AtomicUsize>,
-    leadership: watch::Receiver<LeaderView>,
-    bridge: JoinHandle<()>,
 }
 
 impl KvHost {
@@ -202,17 +194,13 @@ impl KvHost {
             },
         )?);
         network.attach(runner.inbox());
-        let (leadership, bridge) = leadership_from_runner(runner.status());
         Ok(Self {
-            id,
-            members: members.to_vec(),
-            proposer: ProposerSlot::new(1),
-            runner,
-            applier: handle,
+            // In-memory logs start empty at every start, so incarnation 1 is
+            // enough; a durable host persists and bumps it
+            // (`next_incarnation`).
+            core: RunnerHost::new(runner, handle, members.to_vec(), 1),
             kv,
             restores,
-            leadership,
-            bridge,
         })
     }
 
@@ -222,7 +210,7 @@ impl KvHost {
             key: key.to_owned(),
             value: value.to_owned(),
         };
-        self.runner.propose(entry).await?;
+        self.core.runner().propose(entry).await?;
         Ok(())
     }
 
@@ -234,39 +222,20 @@ impl KvHost {
     }
 
     async fn shutdown(&self) -> Result<()> {
-        self.runner.shutdown().await?;
-        self.bridge.abort();
+        self.core.shutdown().await?;
         Ok(())
     }
 }
 
-impl PaxosHighWaterHost for KvHost {
-    fn node_id(&self) -> NodeId {
-        self.id
+impl RunnerBackedHost for KvHost {
+    type Entry = AppEntry;
+
+    fn runner_host(&self) -> &RunnerHost<AppEntry> {
+        &self.core
     }
 
-    fn claim_proposer(&self) -> Option<u64> {
-        self.proposer.claim()
-    }
-
-    fn members(&self) -> Vec<NodeId> {
-        self.members.clone()
-    }
-
-    fn client_endpoint(&self, node: NodeId) -> Option<PeerEndpoint> {
+    fn client_endpoint_of(&self, node: NodeId) -> Option<PeerEndpoint> {
         PeerEndpoint::try_from(format!("127.0.0.1:{}", 7000 + node)).ok()
-    }
-
-    fn leadership(&self) -> watch::Receiver<LeaderView> {
-        self.leadership.clone()
-    }
-
-    fn submit(&self, command: Command) -> Result<PendingApply, HostError> {
-        submit_to_runner(&self.runner, &self.applier, command)
-    }
-
-    fn read_state(&self, read: &mut dyn FnMut(&ApplyState)) {
-        self.applier.read_state(read);
     }
 }
 
