@@ -12,6 +12,9 @@
 //!   state is tsoracle's: its own OmniPaxos node on a toolkit runner, generic
 //!   over storage and transport. [`PaxosApplier`] is its apply path, reusable
 //!   by a piggyback host's own decided-entry hook.
+//! - [`RunnerHost`] and [`RunnerBackedHost`]: the host methods that are the
+//!   same for every host on a toolkit runner, written once; such a host
+//!   names only its client endpoints. `StandaloneHost` is one.
 //!
 //! Under them is the pure decision core, module [`core`] (no runtime, no
 //! I/O, no locks, no clock: time is an input), which the async driver, its

@@ -62,6 +62,7 @@ pub(crate) fn stopsign(config_id: u32) -> StopSign {
 }
 
 /// The crate error behind a storage error, for asserting its variant.
+#[cfg(feature = "rocksdb")]
 pub(crate) fn storage_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> &'a Error {
     err.downcast_ref::<Error>()
         .unwrap_or_else(|| panic!("not a toolkit error: {err}"))
