@@ -1,6 +1,7 @@
 //! The layering check: each crate depends only on layers below it, the
 //! piggyback promise (no tonic, no RocksDB without opting in) is enforced,
-//! and the shipped node links no test tooling (that is the test kit's).
+//! and the shipped packages link no test tooling (the node none at all, and
+//! none of them the test harness with its in-memory network).
 //!
 //! Rules are checked against `cargo tree`, i.e. against what really gets
 //! compiled, not against what the manifests intend. One rule is about
@@ -46,14 +47,22 @@ const RULES: &[Rule] = &[
     Rule {
         package: "tsoracle-paxos-toolkit",
         no_default_features: false,
-        forbidden: &["tsoracle-*", "tonic"],
-        why: "the toolkit is generic OmniPaxos glue with no tsoracle types and no transport",
+        // `tsoracle-*` includes the test harness.
+        forbidden: &["tsoracle-*", "tonic", "fastrand"],
+        why: "the toolkit is generic OmniPaxos glue with no tsoracle types and no transport; \
+              the in-memory network (and its fastrand) is the test harness'",
     },
     Rule {
         package: "tsoracle-paxos-toolkit",
         no_default_features: true,
-        forbidden: &["rocksdb", "librocksdb-sys"],
-        why: "piggyback hosts turn default features off and must not compile RocksDB",
+        forbidden: &[
+            "rocksdb",
+            "librocksdb-sys",
+            "tsoracle-paxos-harness",
+            "fastrand",
+        ],
+        why: "piggyback hosts turn default features off and must not compile RocksDB, nor the \
+              test harness",
     },
     Rule {
         package: "tsoracle-paxos-tonic",
@@ -71,14 +80,45 @@ const RULES: &[Rule] = &[
             "librocksdb-sys",
             "aws-lc-rs",
             "aws-lc-sys",
+            "tsoracle-paxos-harness",
         ],
-        why: "the tonic transport is layer 2: toolkit (no RocksDB) and tonic on ring, no tsoracle types",
+        why: "the tonic transport is layer 2: toolkit (no RocksDB) and tonic on ring, no tsoracle \
+              types, no test harness (its reconnect jitter's fastrand is its own)",
     },
     Rule {
         package: "tsoracle-driver-paxos",
         no_default_features: true,
-        forbidden: &["tonic", "rocksdb", "librocksdb-sys", "tsoracle-paxos-tonic"],
-        why: "piggyback hosts use the driver without compiling tonic or RocksDB",
+        forbidden: &[
+            "tonic",
+            "rocksdb",
+            "librocksdb-sys",
+            "tsoracle-paxos-tonic",
+            "tsoracle-paxos-harness",
+            "fastrand",
+        ],
+        why: "piggyback hosts use the driver without compiling tonic, RocksDB or the test harness",
+    },
+    Rule {
+        package: "tsoracle-paxos-harness",
+        no_default_features: false,
+        forbidden: &[
+            "tsoracle-driver-paxos",
+            "tsoracle-paxos",
+            "tsoracle-paxos-tonic",
+            "tsoracle-paxos-state",
+            "tsoracle-paxos-epoch",
+            "tsoracle-paxos-testkit",
+            "tsoracle-paxos-sim",
+            "tsoracle-core",
+            "tsoracle-consensus",
+            "tsoracle-server",
+            "tsoracle-client",
+            "tonic",
+            "rocksdb",
+            "librocksdb-sys",
+        ],
+        why: "the test harness is generic OmniPaxos test tooling on the toolkit without RocksDB: \
+              no tsoracle types, no driver, no node, no transport, no disk",
     },
     Rule {
         package: "paxos-piggyback",
@@ -107,11 +147,13 @@ const RULES: &[Rule] = &[
             "tsoracle-paxos-testkit",
             "tsoracle-paxos-checker",
             "tsoracle-paxos-sim",
+            "tsoracle-paxos-harness",
             "indicatif",
             "hdrhistogram",
         ],
         why: "the shipped node links no test tooling: the demo, the chaos run and its fault \
-              proxy, the load generator and the history checker are the test kit's",
+              proxy, the load generator and the history checker are the test kit's, the \
+              in-memory network and the storage conformance suite the harness'",
     },
     Rule {
         package: "tsoracle-paxos-testkit",
@@ -550,6 +592,70 @@ mod tests {
         assert!(forbidden_found(testkit, &names).is_empty());
         let names = parse_tree("tsoracle-paxos-testkit v0.1.0\ntsoracle-paxos v0.1.0\n");
         assert_eq!(forbidden_found(testkit, &names), ["tsoracle-paxos"]);
+    }
+
+    fn rule(package: &str, no_default_features: bool) -> &'static Rule {
+        RULES
+            .iter()
+            .find(|rule| rule.package == package && rule.no_default_features == no_default_features)
+            .unwrap()
+    }
+
+    #[test]
+    fn the_test_harness_in_a_shipped_package_is_reported() {
+        let tree = |root: &str| {
+            parse_tree(&format!(
+                "{root} v0.1.0\n\
+                 tsoracle-paxos-toolkit v0.1.0 (/w/crates/toolkit)\n\
+                 tsoracle-paxos-harness v0.1.0 (/w/crates/harness)\n\
+                 fastrand v2.5.0\n"
+            ))
+        };
+        for (package, no_default_features, expected) in [
+            (
+                "tsoracle-driver-paxos",
+                true,
+                &["fastrand", "tsoracle-paxos-harness"][..],
+            ),
+            (
+                "tsoracle-paxos-toolkit",
+                true,
+                &["fastrand", "tsoracle-paxos-harness"],
+            ),
+            (
+                "tsoracle-paxos-toolkit",
+                false,
+                &["fastrand", "tsoracle-paxos-harness"],
+            ),
+            ("tsoracle-paxos-tonic", false, &["tsoracle-paxos-harness"]),
+            ("tsoracle-paxos", false, &["tsoracle-paxos-harness"]),
+        ] {
+            assert_eq!(
+                forbidden_found(rule(package, no_default_features), &tree(package)),
+                expected,
+                "{package}"
+            );
+        }
+        // The harness itself may use the toolkit and fastrand, but not the
+        // driver, the node, the transport or the disk.
+        let harness = rule("tsoracle-paxos-harness", false);
+        let names = parse_tree(
+            "tsoracle-paxos-harness v0.1.0\n\
+             tsoracle-paxos-toolkit v0.1.0\n\
+             fastrand v2.5.0\n\
+             tokio v1.48.0\n",
+        );
+        assert!(forbidden_found(harness, &names).is_empty());
+        let names = parse_tree(
+            "tsoracle-paxos-harness v0.1.0\n\
+             tsoracle-driver-paxos v0.1.0\n\
+             tsoracle-paxos-tonic v0.1.0\n\
+             rocksdb v0.25.0\n",
+        );
+        assert_eq!(
+            forbidden_found(harness, &names),
+            ["rocksdb", "tsoracle-driver-paxos", "tsoracle-paxos-tonic"]
+        );
     }
 
     #[test]

@@ -12,6 +12,9 @@
 //!   state is tsoracle's: its own OmniPaxos node on a toolkit runner, generic
 //!   over storage and transport. [`PaxosApplier`] is its apply path, reusable
 //!   by a piggyback host's own decided-entry hook.
+//! - [`RunnerHost`] and [`RunnerBackedHost`]: the host methods that are the
+//!   same for every host on a toolkit runner, written once; such a host
+//!   names only its client endpoints. `StandaloneHost` is one.
 //!
 //! Under them is the pure decision core, module [`core`] (no runtime, no
 //! I/O, no locks, no clock: time is an input), which the async driver, its
@@ -40,7 +43,7 @@
 //!
 //! # Wiring a node
 //!
-//! Three nodes over the toolkit's in-memory network with in-memory storage;
+//! Three nodes over the test harness' in-memory network (`tsoracle-paxos-harness`) with in-memory storage;
 //! a real node uses `RocksdbStorage` and the tonic transport instead, and
 //! hands each driver to a `tsoracle-server`.
 //!
@@ -50,7 +53,8 @@
 //! use tsoracle_driver_paxos::{DriverConfig, Member, PaxosDriver, StandaloneHost, Timing};
 //! use tsoracle_paxos_state::PaxosEntry;
 //! use tsoracle_paxos_toolkit::storage::MemoryStorage;
-//! use tsoracle_paxos_toolkit::{MemNetConfig, MemNetwork, SyncedWrites};
+//! use tsoracle_paxos_harness::memnet::{MemNetConfig, MemNetwork};
+//! use tsoracle_paxos_toolkit::SyncedWrites;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let timing = Timing::lan();
@@ -135,6 +139,7 @@ mod incarnation;
 #[cfg(feature = "mutations")]
 pub mod mutation;
 mod runner_glue;
+mod runner_host;
 mod standalone;
 
 pub use applier::{ApplierHandle, PaxosApplier, Waiter};
@@ -151,4 +156,5 @@ pub use error::{ConfigError, RuntimeError};
 pub use host::{Applied, HostError, PaxosHighWaterHost, PendingApply, ProposerSlot};
 pub use incarnation::next_incarnation;
 pub use runner_glue::{leadership_from_runner, submit_to_runner};
+pub use runner_host::{RunnerBackedHost, RunnerHost};
 pub use standalone::{Member, StandaloneHost, StandaloneHostBuilder};

@@ -6,24 +6,24 @@
 //! sink (the tonic transport, or the in-memory network in tests), so it
 //! compiles neither RocksDB nor tonic itself.
 
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::Arc;
 
 use omnipaxos::storage::Storage;
 use omnipaxos::util::NodeId;
-use omnipaxos::{ClusterConfig, OmniPaxosConfig, ServerConfig};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tsoracle_core::PeerEndpoint;
-use tsoracle_paxos_state::{ApplyState, Command, PaxosEntry, PaxosEnvelope, SnapshotPolicy};
-use tsoracle_paxos_toolkit::{Durability, Inbox, MessageSink, Runner, RunnerConfig, RunnerStatus};
+use tsoracle_paxos_state::{PaxosEntry, PaxosEnvelope, SnapshotPolicy};
+use tsoracle_paxos_toolkit::{
+    ConfigBuilder, Durability, Error as ToolkitError, Inbox, MessageSink, Runner, RunnerConfig,
+    RunnerStatus,
+};
 
-use crate::applier::{ApplierHandle, PaxosApplier};
-use crate::core::lease::LeaderView;
+use crate::applier::PaxosApplier;
 use crate::core::timing::Timing;
 use crate::error::{ConfigError, RuntimeError};
-use crate::host::{HostError, PaxosHighWaterHost, PendingApply, ProposerSlot};
-use crate::runner_glue::{leadership_from_runner, submit_to_runner};
+#[cfg(doc)]
+use crate::host::PaxosHighWaterHost;
+use crate::runner_host::{RunnerBackedHost, RunnerHost};
 
 /// A member of the configuration as the host needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,23 +160,16 @@ impl StandaloneHostBuilder {
         timing.validate()?;
         let ids: Vec<NodeId> = self.members.iter().map(|m| m.id).collect();
         check_members(node_id, &ids)?;
-        let config = OmniPaxosConfig {
-            cluster_config: ClusterConfig {
-                configuration_id: self.configuration_id,
-                nodes: ids.clone(),
-                flexible_quorum: None,
-            },
-            server_config: ServerConfig {
-                pid: node_id,
-                election_tick_timeout: timing.election_ticks,
-                // A lost message is resent after two heartbeat rounds.
-                resend_message_tick_timeout: timing.election_ticks.saturating_mul(2),
-                buffer_size: self.buffer_size,
-                batch_size: 1,
-                flush_batch_tick_timeout: 200,
-                leader_priority: 0,
-            },
-        };
+        // A lost message is resent after two heartbeat rounds (the
+        // builder's default: twice the election ticks).
+        let config = ConfigBuilder::new(ids.clone())
+            .configuration_id(self.configuration_id)
+            .election_ticks(timing.election_ticks)
+            .buffer_size(self.buffer_size)
+            .build(node_id)
+            .map_err(|err| {
+                ConfigError::Host(format!("OmniPaxos refused the configuration: {err}"))
+            })?;
         let omnipaxos = config.build(storage).map_err(|err| {
             ConfigError::Host(format!("OmniPaxos refused the configuration: {err}"))
         })?;
@@ -194,18 +187,10 @@ impl StandaloneHostBuilder {
             },
         )
         .map_err(|err| ConfigError::Host(format!("cannot start the consensus thread: {err}")))?;
-        let runner = Arc::new(runner);
-        let (leadership, bridge) = leadership_from_runner(runner.status());
         Ok(StandaloneHost {
-            node_id,
             cluster_id,
-            proposer: ProposerSlot::new(incarnation),
-            ids,
             members: self.members,
-            runner,
-            applier: handle,
-            leadership,
-            bridge: Mutex::new(Some(bridge)),
+            core: RunnerHost::new(Arc::new(runner), handle, ids, incarnation),
         })
     }
 }
@@ -214,45 +199,25 @@ fn missing(field: &str) -> ConfigError {
     ConfigError::Host(format!("StandaloneHostBuilder: `{field}` must be set"))
 }
 
+/// The members' checks of the toolkit's [`ConfigBuilder`] (at least two,
+/// ids `1..=N`, this node among them), as a host error with the builder's
+/// own words.
 fn check_members(node_id: NodeId, ids: &[NodeId]) -> Result<(), ConfigError> {
-    if ids.len() < 2 {
-        return Err(ConfigError::Host(format!(
-            "OmniPaxos needs at least two nodes in a configuration, got {}",
-            ids.len()
-        )));
+    match ConfigBuilder::new(ids).build(node_id) {
+        Ok(_) => Ok(()),
+        Err(ToolkitError::InvalidConfig(reason)) => Err(ConfigError::Host(reason)),
+        Err(other) => Err(ConfigError::Host(other.to_string())),
     }
-    let mut sorted = ids.to_vec();
-    sorted.sort_unstable();
-    let dense = sorted
-        .iter()
-        .zip(1u64..)
-        .all(|(&id, expected)| id == expected);
-    if !dense {
-        return Err(ConfigError::Host(format!(
-            "member ids must be 1..=N without gaps or repeats (OmniPaxos cannot trim \
-             its log otherwise), got {ids:?}"
-        )));
-    }
-    if !ids.contains(&node_id) {
-        return Err(ConfigError::Host(format!(
-            "node id {node_id} is not one of the members {ids:?}"
-        )));
-    }
-    Ok(())
 }
 
 /// A [`PaxosHighWaterHost`] running its own OmniPaxos node on a toolkit
 /// [`Runner`]. Build it with [`StandaloneHost::builder`].
 pub struct StandaloneHost<E: PaxosEnvelope = PaxosEntry> {
-    node_id: NodeId,
     cluster_id: String,
-    proposer: ProposerSlot,
-    ids: Vec<NodeId>,
     members: Vec<Member>,
-    runner: Arc<Runner<E>>,
-    applier: ApplierHandle,
-    leadership: watch::Receiver<LeaderView>,
-    bridge: Mutex<Option<JoinHandle<()>>>,
+    /// Everything else of the host: runner, applier, proposer slot,
+    /// leadership watch.
+    core: RunnerHost<E>,
 }
 
 impl StandaloneHost {
@@ -283,26 +248,26 @@ where
     /// The inbound side of the consensus thread, for the transport.
     #[must_use]
     pub fn inbox(&self) -> Inbox<E> {
-        self.runner.inbox()
+        self.core.runner().inbox()
     }
 
     /// The consensus thread's status (decided index, promise, failure).
     #[must_use]
     pub fn status(&self) -> watch::Receiver<RunnerStatus> {
-        self.runner.status()
+        self.core.runner().status()
     }
 
     /// Freezes (or thaws) the consensus thread as SIGSTOP (or SIGCONT)
     /// would; for simulations of a paused process (see
     /// `Runner::set_frozen`).
     pub fn set_frozen(&self, frozen: bool) {
-        self.runner.set_frozen(frozen);
+        self.core.runner().set_frozen(frozen);
     }
 
     /// Proposals waiting for their outcome.
     #[must_use]
     pub fn pending(&self) -> usize {
-        self.applier.pending()
+        self.core.applier().pending()
     }
 
     /// Stops the consensus thread after its current round, its last sync
@@ -312,77 +277,31 @@ where
     ///
     /// [`RuntimeError::Host`] when the consensus thread had failed.
     pub async fn shutdown(&self) -> Result<(), RuntimeError> {
-        let result = self.runner.shutdown().await;
-        let bridge = self
-            .bridge
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(bridge) = bridge {
-            // The runner's final status ends the bridge on its own; wait a
-            // little for it, then stop it regardless.
-            let abort = bridge.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(1), bridge)
-                .await
-                .is_err()
-            {
-                abort.abort();
-            }
-        }
-        result.map_err(|err| RuntimeError::Host(err.to_string()))
+        self.core
+            .shutdown()
+            .await
+            .map_err(|err| RuntimeError::Host(err.to_string()))
     }
 }
 
-impl<E> Drop for StandaloneHost<E>
-where
-    E: PaxosEnvelope,
-{
-    fn drop(&mut self) {
-        if let Some(bridge) = self
-            .bridge
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
-            bridge.abort();
-        }
-    }
-}
-
-impl<E> PaxosHighWaterHost for StandaloneHost<E>
+/// A [`PaxosHighWaterHost`] through [`RunnerBackedHost`]: only the client
+/// endpoints are its own.
+impl<E> RunnerBackedHost for StandaloneHost<E>
 where
     E: PaxosEnvelope + Send + Sync + 'static,
     E::Snapshot: Send,
 {
-    fn node_id(&self) -> NodeId {
-        self.node_id
+    type Entry = E;
+
+    fn runner_host(&self) -> &RunnerHost<E> {
+        &self.core
     }
 
-    fn claim_proposer(&self) -> Option<u64> {
-        self.proposer.claim()
-    }
-
-    fn members(&self) -> Vec<NodeId> {
-        self.ids.clone()
-    }
-
-    fn client_endpoint(&self, node: NodeId) -> Option<PeerEndpoint> {
+    fn client_endpoint_of(&self, node: NodeId) -> Option<PeerEndpoint> {
         self.members
             .iter()
             .find(|m| m.id == node)
             .map(|m| m.client_endpoint.clone())
-    }
-
-    fn leadership(&self) -> watch::Receiver<LeaderView> {
-        self.leadership.clone()
-    }
-
-    fn submit(&self, command: Command) -> Result<PendingApply, HostError> {
-        submit_to_runner(&self.runner, &self.applier, command)
-    }
-
-    fn read_state(&self, read: &mut dyn FnMut(&ApplyState)) {
-        self.applier.read_state(read);
     }
 }
 

@@ -14,8 +14,9 @@ use omnipaxos::util::NodeId;
 use tokio::task::JoinHandle;
 use tsoracle_core::PeerEndpoint;
 use tsoracle_driver_paxos::{DriverConfig, Member, PaxosDriver, Role, StandaloneHost, Timing};
+use tsoracle_paxos_harness::memnet::{MemNetwork, NetControl};
 use tsoracle_paxos_state::{PaxosEntry, SnapshotPolicy};
-use tsoracle_paxos_toolkit::{MemNetwork, NetControl, Placement, RunnerConfig};
+use tsoracle_paxos_toolkit::{Placement, RunnerConfig};
 
 use crate::SimError;
 use crate::client::Directory;

@@ -13,7 +13,7 @@ use std::fmt;
 use std::time::Duration;
 
 use omnipaxos::util::NodeId;
-use tsoracle_paxos_toolkit::Faults;
+use tsoracle_paxos_harness::memnet::Faults;
 
 /// Faults injected in one run, by kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -6,7 +6,7 @@
 //! `tsoracle-server`'s window protocol — on a single-threaded tokio runtime
 //! whose clock is paused: time is virtual, jumps straight to the next timer,
 //! and a seed replays a run exactly. Only the disk (synced or lost at a
-//! crash), the network (the toolkit's `MemNetwork` with loss, delay, jitter,
+//! crash), the network (the harness' `MemNetwork` with loss, delay, jitter,
 //! reordering and duplication, at most once per link as the real transport)
 //! and each node's clock (a rate inside the configured drift) are simulated.
 //!
@@ -51,8 +51,8 @@ use tsoracle_core::SeqKey;
 use tsoracle_driver_paxos::mutation::{self, Guard};
 use tsoracle_driver_paxos::{DriverConfig, Timing};
 use tsoracle_paxos_checker::{Op, Report, Violation, check};
+use tsoracle_paxos_harness::memnet::{LinkStats, MemNetConfig, MemNetwork};
 use tsoracle_paxos_state::SnapshotPolicy;
-use tsoracle_paxos_toolkit::{LinkStats, MemNetConfig, MemNetwork};
 
 pub use faults::FaultCounts;
 pub use history::StaleServing;

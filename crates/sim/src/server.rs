@@ -725,7 +725,7 @@ mod tests {
     use super::*;
     use crate::cluster::Cluster;
     use std::collections::BTreeSet;
-    use tsoracle_paxos_toolkit::{MemNetConfig, MemNetwork};
+    use tsoracle_paxos_harness::memnet::{MemNetConfig, MemNetwork};
 
     fn ids(set: &[LeaseRecord]) -> BTreeSet<(u64, u64, bool)> {
         lease_ids(set).into_iter().collect()

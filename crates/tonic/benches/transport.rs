@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use hdrhistogram::Histogram;
+use omnipaxos::OmniPaxosConfig;
 use omnipaxos::storage::{Entry, NoSnapshot, Storage};
 use omnipaxos::util::{LogEntry, NodeId};
-use omnipaxos::{ClusterConfig, OmniPaxosConfig, ServerConfig};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -27,7 +27,9 @@ use tsoracle_paxos_tonic::{
 use tsoracle_paxos_toolkit::storage::{
     MemoryStorage, RocksdbOptions, RocksdbStorage, StorageIdentity,
 };
-use tsoracle_paxos_toolkit::{DecidedHook, Durability, Runner, RunnerConfig, SyncedWrites};
+use tsoracle_paxos_toolkit::{
+    ConfigBuilder, DecidedHook, Durability, Runner, RunnerConfig, SyncedWrites,
+};
 
 const NODES: [NodeId; 3] = [1, 2, 3];
 const CLUSTER: &str = "bench";
@@ -139,23 +141,11 @@ struct Node {
     _dir: Option<tempfile::TempDir>,
 }
 
-fn omnipaxos_config(pid: NodeId) -> OmniPaxosConfig {
-    OmniPaxosConfig {
-        cluster_config: ClusterConfig {
-            configuration_id: 1,
-            nodes: NODES.to_vec(),
-            flexible_quorum: None,
-        },
-        server_config: ServerConfig {
-            pid,
-            election_tick_timeout: 5,
-            resend_message_tick_timeout: 10,
-            buffer_size: 100_000,
-            batch_size: 1,
-            flush_batch_tick_timeout: 200,
-            leader_priority: 0,
-        },
-    }
+fn omnipaxos_config(pid: NodeId) -> Result<OmniPaxosConfig, tsoracle_paxos_toolkit::Error> {
+    ConfigBuilder::new(NODES)
+        .election_ticks(5)
+        .buffer_size(100_000)
+        .build(pid)
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -171,7 +161,7 @@ where
     B: Storage<BenchEntry> + Send + 'static,
     D: Durability,
 {
-    let omnipaxos = omnipaxos_config(id).build(storage)?;
+    let omnipaxos = omnipaxos_config(id)?.build(storage)?;
     let hook = CompletingHook { next: 0, waiters };
     let config = RunnerConfig {
         tick: Duration::from_millis(10),

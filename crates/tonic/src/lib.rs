@@ -54,9 +54,8 @@
 //!
 //! use omnipaxos::storage::{Entry, NoSnapshot};
 //! use omnipaxos::util::LogEntry;
-//! use omnipaxos::{ClusterConfig, OmniPaxosConfig, ServerConfig};
 //! use tsoracle_paxos_toolkit::storage::MemoryStorage;
-//! use tsoracle_paxos_toolkit::{DecidedHook, Runner, RunnerConfig, SyncedWrites};
+//! use tsoracle_paxos_toolkit::{ConfigBuilder, DecidedHook, Runner, RunnerConfig, SyncedWrites};
 //! use tsoracle_paxos_tonic::{PeerService, TonicSink, TransportConfig, serve};
 //!
 //! #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -85,23 +84,10 @@
 //! let config = TransportConfig::new("cluster-a", 1, 1, [1, 2, 3]);
 //! let peers = [(2, "127.0.0.1:7002".to_owned()), (3, "127.0.0.1:7003".to_owned())];
 //! let sink = Arc::new(TonicSink::spawn(&config, peers, None)?);
-//! let omnipaxos = OmniPaxosConfig {
-//!     cluster_config: ClusterConfig {
-//!         configuration_id: 1,
-//!         nodes: vec![1, 2, 3],
-//!         flexible_quorum: None,
-//!     },
-//!     server_config: ServerConfig {
-//!         pid: 1,
-//!         election_tick_timeout: 5,
-//!         resend_message_tick_timeout: 10,
-//!         buffer_size: 10_000,
-//!         batch_size: 1,
-//!         flush_batch_tick_timeout: 200,
-//!         leader_priority: 0,
-//!     },
-//! }
-//! .build(MemoryStorage::<Put>::new())?;
+//! let omnipaxos = ConfigBuilder::new([1, 2, 3])
+//!     .election_ticks(5)
+//!     .build(1)?
+//!     .build(MemoryStorage::<Put>::new())?;
 //! let runner = Runner::spawn(
 //!     omnipaxos,
 //!     &[1, 2, 3],

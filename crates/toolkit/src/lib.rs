@@ -14,10 +14,10 @@
 //! - [`MessageSink`] and [`Inbox`] ([`sink`]): the transport boundary.
 //!   Sending never waits on the network; receiving refuses messages from
 //!   unknown senders or for another node before OmniPaxos sees them.
+//! - [`ConfigBuilder`] ([`config`]): the one place an `OmniPaxosConfig` is
+//!   written out, checked (a typed error, never a panic), one per node.
 //! - [`Durability`] ([`durability`]): one sync per round;
 //!   [`SyncedWrites`] for storage whose writes are durable on their own.
-//! - [`memnet`]: an in-memory network with fault injection (loss,
-//!   duplication, delay, reordering, partitions) for tests and simulation.
 //! - [`storage::MemoryStorage`]: an in-memory `Storage` for tests and
 //!   simulation;
 //! - [`storage::RocksdbStorage`] (feature `rocksdb`, on by default): durable
@@ -65,8 +65,10 @@
 //! # Wiring runners
 //!
 //! A node's sink exists before its runner, its inbox only after: take the
-//! sink from the network, spawn the runner, then attach its inbox. A real
-//! transport (gRPC) takes the network's place.
+//! sink from the network, spawn the runner, then attach its inbox. The
+//! network here is the in-memory one of the test harness
+//! (`tsoracle-paxos-harness`, a dev-dependency); a real transport (gRPC)
+//! takes its place.
 //!
 //! ```no_run
 //! # use omnipaxos::storage::{Entry, NoSnapshot};
@@ -74,11 +76,9 @@
 //! # struct Put(u64);
 //! # impl Entry for Put { type Snapshot = NoSnapshot; }
 //! use omnipaxos::util::LogEntry;
-//! use omnipaxos::{ClusterConfig, OmniPaxosConfig, ServerConfig};
+//! use tsoracle_paxos_harness::memnet::{MemNetConfig, MemNetwork};
 //! use tsoracle_paxos_toolkit::storage::MemoryStorage;
-//! use tsoracle_paxos_toolkit::{
-//!     DecidedHook, MemNetConfig, MemNetwork, Runner, RunnerConfig, SyncedWrites,
-//! };
+//! use tsoracle_paxos_toolkit::{ConfigBuilder, DecidedHook, Runner, RunnerConfig, SyncedWrites};
 //!
 //! /// Counts decided entries; a real hook folds them into a state machine.
 //! struct Count(usize);
@@ -105,25 +105,11 @@
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let nodes = [1, 2, 3];
 //! let network = MemNetwork::<Put>::new(MemNetConfig::default())?;
+//! // Configuration 1, a 5-tick election timeout: the defaults.
+//! let settings = ConfigBuilder::new(nodes).election_ticks(5);
 //! let mut runners = Vec::new();
 //! for pid in nodes {
-//!     let config = OmniPaxosConfig {
-//!         cluster_config: ClusterConfig {
-//!             configuration_id: 1,
-//!             nodes: nodes.to_vec(),
-//!             flexible_quorum: None,
-//!         },
-//!         server_config: ServerConfig {
-//!             pid,
-//!             election_tick_timeout: 5,
-//!             resend_message_tick_timeout: 10,
-//!             buffer_size: 10_000,
-//!             batch_size: 1,
-//!             flush_batch_tick_timeout: 200,
-//!             leader_priority: 0,
-//!         },
-//!     };
-//!     let omnipaxos = config.build(MemoryStorage::new())?;
+//!     let omnipaxos = settings.build(pid)?.build(MemoryStorage::new())?;
 //!     let sink = network.add_node(pid);
 //!     let runner = Runner::spawn(omnipaxos, &nodes, sink, SyncedWrites, Count(0), RunnerConfig::default())?;
 //!     network.attach(runner.inbox());
@@ -143,9 +129,9 @@
 // the default-feature doc build (CI) still denies broken links.
 #![cfg_attr(not(feature = "rocksdb"), allow(rustdoc::broken_intra_doc_links))]
 
+pub mod config;
 pub mod durability;
 mod error;
-pub mod memnet;
 pub mod runner;
 pub mod sink;
 pub mod storage;
@@ -156,8 +142,8 @@ pub mod storage;
 /// here, so it cannot end up on the published crate and its snapshot bug.
 pub use omnipaxos;
 
+pub use config::ConfigBuilder;
 pub use durability::{Durability, SyncedWrites};
 pub use error::Error;
-pub use memnet::{Faults, LinkStats, MemNetConfig, MemNetwork, MemSink, NetControl};
 pub use runner::{DecidedHook, Placement, Runner, RunnerConfig, RunnerStatus};
 pub use sink::{Inbox, InboxStats, MessageSink, Refusal, carries_stop_sign};

@@ -658,9 +658,9 @@ mod tests {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     use omnipaxos::storage::NoSnapshot;
-    use omnipaxos::{ClusterConfig, OmniPaxosConfig, ServerConfig};
 
     use super::*;
+    use crate::config::ConfigBuilder;
     use crate::storage::MemoryStorage;
 
     #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -724,22 +724,13 @@ mod tests {
     /// are synced before any message that depends on them leaves the node.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn messages_leave_only_after_the_round_is_synced() {
-        let config = OmniPaxosConfig {
-            cluster_config: ClusterConfig {
-                configuration_id: 1,
-                nodes: vec![1, 2, 3],
-                flexible_quorum: None,
-            },
-            server_config: ServerConfig {
-                pid: 1,
-                election_tick_timeout: 2,
-                resend_message_tick_timeout: 4,
-                buffer_size: 1_000,
-                batch_size: 1,
-                flush_batch_tick_timeout: 100,
-                leader_priority: 0,
-            },
-        };
+        let config = ConfigBuilder::new([1, 2, 3])
+            .election_ticks(2)
+            .resend_ticks(4)
+            .buffer_size(1_000)
+            .flush_batch_ticks(100)
+            .build(1)
+            .unwrap();
         let omnipaxos = config.build(MemoryStorage::<Put>::new()).unwrap();
         let sink = Arc::new(CheckingSink::default());
         let runner = Runner::spawn(

@@ -145,10 +145,15 @@ impl<T: Entry> Clone for Inbox<T> {
 }
 
 impl<T: Entry> Inbox<T> {
-    pub(crate) fn new(me: NodeId, peers: Arc<[NodeId]>, tx: mpsc::Sender<Message<T>>) -> Self {
+    /// An inbox of node `me` in a configuration of `nodes` that queues the
+    /// messages it accepts into `tx`. A [`Runner`](crate::Runner) makes its
+    /// own ([`Runner::inbox`](crate::Runner::inbox)); this is for a
+    /// transport's tests, which read what a node would receive from the
+    /// other end of `tx`.
+    pub fn new(me: NodeId, nodes: Arc<[NodeId]>, tx: mpsc::Sender<Message<T>>) -> Self {
         Self {
             me,
-            peers,
+            peers: nodes,
             tx,
             stats: Arc::default(),
         }

@@ -8,10 +8,12 @@
 //! - The host's own decided-entry hook ([`AppHook`]) runs a
 //!   [`PaxosApplier`] for the oracle's commands and applies the `Put`s
 //!   itself.
-//! - [`KvHost`] implements [`PaxosHighWaterHost`], so a [`PaxosDriver`]
-//!   (and hence a `tsoracle-server`) runs on the application's log.
+//! - [`KvHost`] is a `PaxosHighWaterHost` (it implements
+//!   [`RunnerBackedHost`]: its client endpoints and its [`RunnerHost`]), so
+//!   a [`PaxosDriver`] (and hence a `tsoracle-server`) runs on the
+//!   application's log.
 //!
-//! No tonic and no RocksDB: the three nodes talk over the toolkit's
+//! No tonic and no RocksDB: the three nodes talk over the test harness'
 //! in-memory network and keep their logs in memory. A node is cut off while
 //! the others write and compact; when it comes back it catches up from a
 //! snapshot that restores both states at once.
@@ -29,28 +31,24 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tsoracle_consensus::ConsensusDriver;
 use tsoracle_core::{PeerEndpoint, SeqKey};
 use tsoracle_driver_paxos::{
-    ApplierHandle, DriverConfig, HostError, LeaderView, PaxosApplier, PaxosDriver,
-    PaxosHighWaterHost, PendingApply, ProposerSlot, Role, Timing, leadership_from_runner,
-    submit_to_runner,
+    DriverConfig, PaxosApplier, PaxosDriver, Role, RunnerBackedHost, RunnerHost, Timing,
 };
+use tsoracle_paxos_harness::memnet::{MemNetConfig, MemNetwork};
 use tsoracle_paxos_state::{
-    ApplyState, Command, HostItem, PaxosEntry, PaxosEnvelope, PaxosSnapshot, SnapshotPolicy,
+    Command, HostItem, PaxosEntry, PaxosEnvelope, PaxosSnapshot, SnapshotPolicy,
 };
 use tsoracle_paxos_toolkit::omnipaxos::storage::{Entry, Snapshot};
 use tsoracle_paxos_toolkit::omnipaxos::util::{LogEntry, NodeId};
-use tsoracle_paxos_toolkit::omnipaxos::{ClusterConfig, OmniPaxosConfig, ServerConfig};
 use tsoracle_paxos_toolkit::storage::MemoryStorage;
 use tsoracle_paxos_toolkit::{
-    DecidedHook, MemNetConfig, MemNetwork, Runner, RunnerConfig, RunnerStatus, SyncedWrites,
+    ConfigBuilder, DecidedHook, Runner, RunnerConfig, RunnerStatus, SyncedWrites,
 };
 
 /// The application's log entry: its own command, or the oracle's.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 enum AppEntry {
     /// The application's key-value write.
     Put { key: String, value: String },
@@ -59,7 +57,7 @@ enum AppEntry {
 }
 
 /// One snapshot for both states.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct AppSnapshot {
     kv: BTreeMap<String, String>,
     oracle: PaxosSnapshot,
@@ -154,39 +152,21 @@ impl DecidedHook<AppEntry> for AppHook {
     }
 }
 
-/// The application node, which is also a `PaxosHighWaterHost`.
+/// The application node, which is also a `PaxosHighWaterHost` (through
+/// `RunnerBackedHost`: it names its client endpoints, its `RunnerHost` does
+/// the rest).
 struct KvHost {
-    id: NodeId,
-    members: Vec<NodeId>,
-    /// In-memory logs start empty at every start, so incarnation 1 is
-    /// enough; a durable host persists and bumps it (`next_incarnation`).
-    proposer: ProposerSlot,
-    runner: Arc<Runner<AppEntry>>,
-    applier: ApplierHandle,
+    core: RunnerHost<AppEntry>,
     kv: Kv,
     restores: Arc<AtomicUsize>,
-    leadership: watch::Receiver<LeaderView>,
-    bridge: JoinHandle<()>,
 }
 
 impl KvHost {
     fn start(id: NodeId, members: &[NodeId], network: &MemNetwork<AppEntry>) -> Result<Self> {
-        let config = OmniPaxosConfig {
-            cluster_config: ClusterConfig {
-                configuration_id: 1,
-                nodes: members.to_vec(),
-                flexible_quorum: None,
-            },
-            server_config: ServerConfig {
-                pid: id,
-                election_tick_timeout: timing().election_ticks,
-                resend_message_tick_timeout: timing().election_ticks * 2,
-                buffer_size: 10_000,
-                batch_size: 1,
-                flush_batch_tick_timeout: 200,
-                leader_priority: 0,
-            },
-        };
+        // A lost message is resent after two election timeouts (the default).
+        let config = ConfigBuilder::new(members)
+            .election_ticks(timing().election_ticks)
+            .build(id)?;
         let omnipaxos = config.build(MemoryStorage::<AppEntry>::new())?;
         // Compact every 20 decided entries, so a lagging node needs a snapshot.
         let every = NonZeroU64::new(20).context("non-zero")?;
@@ -214,17 +194,13 @@ impl KvHost {
             },
         )?);
         network.attach(runner.inbox());
-        let (leadership, bridge) = leadership_from_runner(runner.status());
         Ok(Self {
-            id,
-            members: members.to_vec(),
-            proposer: ProposerSlot::new(1),
-            runner,
-            applier: handle,
+            // In-memory logs start empty at every start, so incarnation 1 is
+            // enough; a durable host persists and bumps it
+            // (`next_incarnation`).
+            core: RunnerHost::new(runner, handle, members.to_vec(), 1),
             kv,
             restores,
-            leadership,
-            bridge,
         })
     }
 
@@ -234,7 +210,7 @@ impl KvHost {
             key: key.to_owned(),
             value: value.to_owned(),
         };
-        self.runner.propose(entry).await?;
+        self.core.runner().propose(entry).await?;
         Ok(())
     }
 
@@ -246,39 +222,20 @@ impl KvHost {
     }
 
     async fn shutdown(&self) -> Result<()> {
-        self.runner.shutdown().await?;
-        self.bridge.abort();
+        self.core.shutdown().await?;
         Ok(())
     }
 }
 
-impl PaxosHighWaterHost for KvHost {
-    fn node_id(&self) -> NodeId {
-        self.id
+impl RunnerBackedHost for KvHost {
+    type Entry = AppEntry;
+
+    fn runner_host(&self) -> &RunnerHost<AppEntry> {
+        &self.core
     }
 
-    fn claim_proposer(&self) -> Option<u64> {
-        self.proposer.claim()
-    }
-
-    fn members(&self) -> Vec<NodeId> {
-        self.members.clone()
-    }
-
-    fn client_endpoint(&self, node: NodeId) -> Option<PeerEndpoint> {
+    fn client_endpoint_of(&self, node: NodeId) -> Option<PeerEndpoint> {
         PeerEndpoint::try_from(format!("127.0.0.1:{}", 7000 + node)).ok()
-    }
-
-    fn leadership(&self) -> watch::Receiver<LeaderView> {
-        self.leadership.clone()
-    }
-
-    fn submit(&self, command: Command) -> Result<PendingApply, HostError> {
-        submit_to_runner(&self.runner, &self.applier, command)
-    }
-
-    fn read_state(&self, read: &mut dyn FnMut(&ApplyState)) {
-        self.applier.read_state(read);
     }
 }
 
@@ -365,4 +322,63 @@ async fn main() -> Result<()> {
     }
     network.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use tsoracle_core::Epoch;
+    use tsoracle_paxos_harness::conformance::{self, BoxError, StorageHarness};
+    use tsoracle_paxos_state::ProposalId;
+
+    use super::*;
+
+    /// The storage this host keeps its one log in, for the toolkit's
+    /// storage conformance suite; a host with a storage of its own runs the
+    /// suite the same way.
+    struct AppStorage;
+
+    impl StorageHarness for AppStorage {
+        type Entry = AppEntry;
+        type Storage = MemoryStorage<AppEntry>;
+
+        fn open(&mut self) -> Result<Self::Storage, BoxError> {
+            Ok(MemoryStorage::new())
+        }
+
+        fn reopen(&mut self, storage: Self::Storage) -> Result<Self::Storage, BoxError> {
+            // In memory: the content survives a simulated restart.
+            Ok(storage)
+        }
+
+        /// Both kinds of entry, so the log holds the application's and the
+        /// oracle's.
+        fn entry(value: u64) -> AppEntry {
+            if value.is_multiple_of(2) {
+                AppEntry::Put {
+                    key: format!("key-{value}"),
+                    value: value.to_string(),
+                }
+            } else {
+                AppEntry::wrap_paxos_command(Command::Advance {
+                    at_least: value,
+                    epoch: Epoch(1),
+                    proposal: ProposalId::new(1, 1, value),
+                })
+            }
+        }
+
+        fn snapshot(value: u64) -> AppSnapshot {
+            AppSnapshot {
+                kv: BTreeMap::from([(format!("key-{value}"), value.to_string())]),
+                oracle: PaxosSnapshot::default(),
+            }
+        }
+    }
+
+    #[test]
+    fn the_application_storage_passes_the_conformance_suite() {
+        if let Err(failures) = conformance::run_all(|| AppStorage) {
+            panic!("{failures:#?}");
+        }
+    }
 }

@@ -17,9 +17,9 @@ use tsoracle_core::{Epoch, PeerEndpoint};
 use tsoracle_driver_paxos::{
     DriverConfig, Member, PaxosDriver, Role, StandaloneHost, Timing, next_incarnation,
 };
+use tsoracle_paxos_harness::memnet::{MemNetConfig, MemNetwork, NetControl};
 use tsoracle_paxos_state::{PaxosEntry, SnapshotPolicy};
 use tsoracle_paxos_toolkit::storage::{RocksdbOptions, RocksdbStorage, StorageIdentity};
-use tsoracle_paxos_toolkit::{MemNetConfig, MemNetwork, NetControl};
 
 pub(crate) type Driver = PaxosDriver<StandaloneHost>;
 

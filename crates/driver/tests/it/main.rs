@@ -9,5 +9,6 @@
 
 mod cluster;
 mod driver_contract;
+mod hand_written_host;
 mod server_client;
 mod stop_sign;

@@ -6,11 +6,11 @@
 
 use std::time::{Duration, Instant};
 
-use omnipaxos::ClusterConfig;
 use omnipaxos::storage::{StopSign, Storage, StorageOp};
 use tsoracle_consensus::{ConsensusDriver, ConsensusError};
 use tsoracle_driver_paxos::{PaxosHighWaterHost, Role};
 use tsoracle_paxos_state::PaxosEntry;
+use tsoracle_paxos_toolkit::ConfigBuilder;
 use tsoracle_paxos_toolkit::storage::{RocksdbOptions, RocksdbStorage, StorageIdentity};
 
 use crate::cluster::Cluster;
@@ -50,11 +50,10 @@ async fn a_persisted_stop_sign_fails_every_call_permanently_after_a_restart() {
         cluster.stop_node(id).await;
     }
     let stop_sign = StopSign::with(
-        ClusterConfig {
-            configuration_id: 2,
-            nodes: NODES.to_vec(),
-            flexible_quorum: None,
-        },
+        ConfigBuilder::new(NODES)
+            .configuration_id(2)
+            .cluster_config()
+            .unwrap(),
         None,
     );
     for id in NODES {

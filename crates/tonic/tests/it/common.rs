@@ -6,17 +6,19 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use omnipaxos::OmniPaxosConfig;
 use omnipaxos::messages::Message;
 use omnipaxos::storage::{Entry, NoSnapshot};
 use omnipaxos::util::{LogEntry, NodeId};
-use omnipaxos::{ClusterConfig, OmniPaxosConfig, ServerConfig};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tsoracle_paxos_tonic::{
     PeerService, ServerHandle, TlsMaterial, TonicSink, TransportConfig, serve,
 };
 use tsoracle_paxos_toolkit::storage::MemoryStorage;
-use tsoracle_paxos_toolkit::{DecidedHook, MessageSink, Runner, RunnerConfig, SyncedWrites};
+use tsoracle_paxos_toolkit::{
+    ConfigBuilder, DecidedHook, MessageSink, Runner, RunnerConfig, SyncedWrites,
+};
 
 pub(crate) const CLUSTER: &str = "test-cluster";
 pub(crate) const NODES: [NodeId; 3] = [1, 2, 3];
@@ -67,22 +69,10 @@ impl MessageSink<TestEntry> for NullSink {
 }
 
 pub(crate) fn omnipaxos_config(pid: NodeId) -> OmniPaxosConfig {
-    OmniPaxosConfig {
-        cluster_config: ClusterConfig {
-            configuration_id: 1,
-            nodes: NODES.to_vec(),
-            flexible_quorum: None,
-        },
-        server_config: ServerConfig {
-            pid,
-            election_tick_timeout: 5,
-            resend_message_tick_timeout: 10,
-            buffer_size: 10_000,
-            batch_size: 1,
-            flush_batch_tick_timeout: 200,
-            leader_priority: 0,
-        },
-    }
+    ConfigBuilder::new(NODES)
+        .election_ticks(5)
+        .build(pid)
+        .unwrap()
 }
 
 pub(crate) fn runner_config() -> RunnerConfig {

@@ -9,13 +9,13 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use omnipaxos::ClusterConfig;
 use omnipaxos::messages::Message;
 use omnipaxos::messages::sequence_paxos::{AcceptStopSign, Decide, PaxosMessage, PaxosMsg};
 use omnipaxos::storage::StopSign;
 use omnipaxos::util::{NodeId, SequenceNumber};
 use tonic::transport::Endpoint;
 use tsoracle_paxos_tonic::encode_frame;
+use tsoracle_paxos_toolkit::ConfigBuilder;
 
 use crate::common::{Cluster, NODES, TestEntry, link_metadata, raw_link};
 
@@ -24,11 +24,10 @@ const CLAIMED: NodeId = 2;
 
 fn stop_sign() -> StopSign {
     StopSign::with(
-        ClusterConfig {
-            configuration_id: 2,
-            nodes: NODES.to_vec(),
-            flexible_quorum: None,
-        },
+        ConfigBuilder::new(NODES)
+            .configuration_id(2)
+            .cluster_config()
+            .unwrap(),
         None,
     )
 }

@@ -3,9 +3,10 @@
 use omnipaxos::{
     ClusterConfig,
     ballot_leader_election::Ballot,
-    storage::{Entry, Snapshot, StopSign, Storage},
+    storage::{Entry, Snapshot, StopSign},
 };
 use serde::{Deserialize, Serialize};
+use tsoracle_paxos_harness::conformance::{BoxError, StorageHarness};
 use tsoracle_paxos_toolkit::{Error, storage::MemoryStorage};
 
 /// A log entry carrying one number.
@@ -61,32 +62,52 @@ pub(crate) fn stopsign(config_id: u32) -> StopSign {
 }
 
 /// The crate error behind a storage error, for asserting its variant.
+#[cfg(feature = "rocksdb")]
 pub(crate) fn storage_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> &'a Error {
     err.downcast_ref::<Error>()
         .unwrap_or_else(|| panic!("not a toolkit error: {err}"))
 }
 
-/// Opens one backend, and "restarts" it keeping its content.
-pub(crate) trait Harness {
-    type S: Storage<TestEntry>;
-    /// The storage, fresh. Called once per harness.
-    fn open(&mut self) -> Self::S;
-    /// Closes `storage` and opens the same content again.
-    fn reopen(&mut self, storage: Self::S) -> Self::S;
+/// The toolkit's storages refuse a write with [`Error::InvalidOperation`],
+/// nothing else (the suite's default accepts any error).
+fn invalid_operation(err: &(dyn std::error::Error + 'static)) -> Result<(), String> {
+    match err.downcast_ref::<Error>() {
+        Some(Error::InvalidOperation { .. }) => Ok(()),
+        Some(other) => Err(format!("not InvalidOperation: {other:?}")),
+        None => Err("not a toolkit error".to_owned()),
+    }
 }
 
+/// Opens the memory backend for the conformance suite, and "restarts" it
+/// keeping its content.
 pub(crate) struct MemoryHarness;
 
-impl Harness for MemoryHarness {
-    type S = MemoryStorage<TestEntry>;
+impl StorageHarness for MemoryHarness {
+    type Entry = TestEntry;
+    type Storage = MemoryStorage<TestEntry>;
 
-    fn open(&mut self) -> Self::S {
-        MemoryStorage::new()
+    fn open(&mut self) -> Result<Self::Storage, BoxError> {
+        Ok(MemoryStorage::new())
     }
 
-    fn reopen(&mut self, storage: Self::S) -> Self::S {
+    fn reopen(&mut self, storage: Self::Storage) -> Result<Self::Storage, BoxError> {
         // A restart of a simulated node: its content survives, nothing else.
-        storage.clone()
+        Ok(storage.clone())
+    }
+
+    fn entry(value: u64) -> TestEntry {
+        TestEntry(value)
+    }
+
+    fn snapshot(value: u64) -> TestSnapshot {
+        TestSnapshot {
+            sum: value,
+            max: value / 10,
+        }
+    }
+
+    fn check_refusal(err: &(dyn std::error::Error + 'static)) -> Result<(), String> {
+        invalid_operation(err)
     }
 }
 
@@ -130,16 +151,29 @@ mod rocks {
         }
     }
 
-    impl Harness for RocksHarness {
-        type S = RocksdbStorage<TestEntry>;
+    impl StorageHarness for RocksHarness {
+        type Entry = TestEntry;
+        type Storage = RocksdbStorage<TestEntry>;
 
-        fn open(&mut self) -> Self::S {
-            open_rocks(&self.path()).unwrap()
+        fn open(&mut self) -> Result<Self::Storage, BoxError> {
+            Ok(open_rocks(&self.path())?)
         }
 
-        fn reopen(&mut self, storage: Self::S) -> Self::S {
+        fn reopen(&mut self, storage: Self::Storage) -> Result<Self::Storage, BoxError> {
             drop(storage);
-            open_rocks(&self.path()).unwrap()
+            Ok(open_rocks(&self.path())?)
+        }
+
+        fn entry(value: u64) -> TestEntry {
+            MemoryHarness::entry(value)
+        }
+
+        fn snapshot(value: u64) -> TestSnapshot {
+            MemoryHarness::snapshot(value)
+        }
+
+        fn check_refusal(err: &(dyn std::error::Error + 'static)) -> Result<(), String> {
+            invalid_operation(err)
         }
     }
 

@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 
 use omnipaxos::storage::{StopSign, Storage, StorageOp};
 use proptest::prelude::*;
+#[cfg(feature = "rocksdb")]
+use tsoracle_paxos_harness::conformance::StorageHarness;
 use tsoracle_paxos_toolkit::storage::MemoryStorage;
 
 use crate::common::{TestEntry, TestSnapshot, ballot, entries, stopsign};
@@ -227,26 +229,24 @@ fn assert_matches<S: Storage<TestEntry>>(name: &str, s: &S, m: &Model) {
 #[cfg(feature = "rocksdb")]
 struct Durable {
     harness: crate::common::RocksHarness,
-    storage: Option<<crate::common::RocksHarness as crate::common::Harness>::S>,
+    storage: Option<<crate::common::RocksHarness as StorageHarness>::Storage>,
 }
 
 #[cfg(feature = "rocksdb")]
 impl Durable {
     fn new() -> Self {
-        use crate::common::Harness;
         let mut harness = crate::common::RocksHarness::new();
-        let storage = Some(harness.open());
+        let storage = Some(harness.open().unwrap());
         Durable { harness, storage }
     }
 
-    fn get(&mut self) -> &mut <crate::common::RocksHarness as crate::common::Harness>::S {
+    fn get(&mut self) -> &mut <crate::common::RocksHarness as StorageHarness>::Storage {
         self.storage.as_mut().unwrap()
     }
 
     fn reopen(&mut self) {
-        use crate::common::Harness;
         let s = self.storage.take().unwrap();
-        self.storage = Some(self.harness.reopen(s));
+        self.storage = Some(self.harness.reopen(s).unwrap());
     }
 }
 

@@ -7,11 +7,13 @@
 use std::collections::BTreeMap;
 
 use omnipaxos::{
-    ClusterConfig, OmniPaxos, OmniPaxosConfig, ServerConfig,
+    OmniPaxos, OmniPaxosConfig,
     messages::Message,
     storage::Storage,
     util::{LogEntry, NodeId},
 };
+
+use tsoracle_paxos_toolkit::ConfigBuilder;
 
 use crate::common::TestEntry;
 
@@ -24,22 +26,12 @@ struct Cluster<S: Storage<TestEntry>> {
 }
 
 fn config(pid: NodeId) -> OmniPaxosConfig {
-    OmniPaxosConfig {
-        cluster_config: ClusterConfig {
-            configuration_id: 1,
-            nodes: NODES.to_vec(),
-            flexible_quorum: None,
-        },
-        server_config: ServerConfig {
-            pid,
-            election_tick_timeout: 5,
-            resend_message_tick_timeout: 10,
-            buffer_size: 1_000,
-            batch_size: 1,
-            flush_batch_tick_timeout: 10,
-            ..ServerConfig::default()
-        },
-    }
+    ConfigBuilder::new(NODES)
+        .election_ticks(5)
+        .buffer_size(1_000)
+        .flush_batch_ticks(10)
+        .build(pid)
+        .unwrap()
 }
 
 impl<S: Storage<TestEntry>> Cluster<S> {

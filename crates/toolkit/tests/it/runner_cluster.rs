@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use omnipaxos::{
-    ClusterConfig, OmniPaxosConfig, ServerConfig,
+    OmniPaxosConfig,
     ballot_leader_election::Ballot,
     messages::{
         Message,
@@ -20,9 +20,10 @@ use omnipaxos::{
     util::{LogEntry, NodeId},
 };
 use serde::{Deserialize, Serialize};
+use tsoracle_paxos_harness::memnet::{Faults, MemNetConfig, MemNetwork, NetControl};
 use tsoracle_paxos_toolkit::{
-    DecidedHook, Durability, Error, Faults, MemNetConfig, MemNetwork, MessageSink, NetControl,
-    Refusal, Runner, RunnerConfig, RunnerStatus, SyncedWrites, storage::MemoryStorage,
+    ConfigBuilder, DecidedHook, Durability, Error, MessageSink, Refusal, Runner, RunnerConfig,
+    RunnerStatus, SyncedWrites, storage::MemoryStorage,
 };
 
 use crate::common::{TestEntry, TestSnapshot};
@@ -139,22 +140,10 @@ impl<E: Valued> DecidedHook<E> for RecordingHook<E> {
 }
 
 fn omnipaxos_config(pid: NodeId) -> OmniPaxosConfig {
-    OmniPaxosConfig {
-        cluster_config: ClusterConfig {
-            configuration_id: 1,
-            nodes: NODES.to_vec(),
-            flexible_quorum: None,
-        },
-        server_config: ServerConfig {
-            pid,
-            election_tick_timeout: 5,
-            resend_message_tick_timeout: 10,
-            buffer_size: 10_000,
-            batch_size: 1,
-            flush_batch_tick_timeout: 200,
-            leader_priority: 0,
-        },
-    }
+    ConfigBuilder::new(NODES)
+        .election_ticks(5)
+        .build(pid)
+        .unwrap()
 }
 
 fn runner_config() -> RunnerConfig {
@@ -919,11 +908,10 @@ async fn a_stop_sign_from_a_peer_never_reaches_omnipaxos() {
     c.decide(&NODES, 0..10, ALL).await;
     let inbox = c.runner(leader).inbox();
     let stop_sign = StopSign::with(
-        ClusterConfig {
-            configuration_id: 2,
-            nodes: NODES.to_vec(),
-            flexible_quorum: None,
-        },
+        ConfigBuilder::new(NODES)
+            .configuration_id(2)
+            .cluster_config()
+            .unwrap(),
         None,
     );
     let forward = Message::SequencePaxos(PaxosMessage {

@@ -41,8 +41,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::error::Error;
-use crate::sink::{Inbox, MessageSink};
+use tsoracle_paxos_toolkit::{Error, Inbox, MessageSink};
 
 /// Settings of a [`MemNetwork`], fixed at creation.
 #[derive(Debug, Clone)]
