@@ -20,8 +20,8 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
-use tracing_subscriber::EnvFilter;
+use clap::{Parser, Subcommand};
+use tsoracle_paxos::cli::{LogFormat, init_logging};
 
 use crate::error::Error;
 
@@ -37,12 +37,6 @@ struct Cli {
     /// Log line format.
     #[arg(long, value_enum, default_value = "text", global = true)]
     log_format: LogFormat,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Subcommand)]
@@ -159,15 +153,4 @@ async fn run(command: Command) -> Result<(), Error> {
 fn fail(err: &Error) -> ExitCode {
     let _ = writeln!(std::io::stderr(), "tsoracle-paxos-testkit: error: {err}");
     ExitCode::FAILURE
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
 }
