@@ -82,6 +82,20 @@ pub enum Error {
         found: StorageIdentity,
     },
 
+    /// The directory is missing or empty, and the open was one that may not
+    /// create a storage ([`RocksdbStorage::open_existing`]).
+    ///
+    /// [`RocksdbStorage::open_existing`]: crate::storage::rocksdb::RocksdbStorage::open_existing
+    #[error(
+        "storage directory {} holds no storage (it is missing or empty), and this open may not \
+         create one",
+        path.display()
+    )]
+    NotInitialized {
+        /// The storage directory.
+        path: PathBuf,
+    },
+
     /// The directory holds something that is not a tsoracle-paxos storage.
     #[error("{} is not a tsoracle-paxos storage directory: {reason}", path.display())]
     NotStorageDirectory {

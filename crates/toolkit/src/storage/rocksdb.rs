@@ -41,6 +41,13 @@ const K_STOPSIGN: &str = "stopsign";
 const K_SNAPSHOT: &str = "snapshot";
 const K_LOG_RANGE: &str = "log_range";
 
+/// Whether an open may create a storage in a missing or empty directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Create {
+    IfFresh,
+    Never,
+}
+
 /// The persisted form of the log bounds.
 #[derive(Debug, Serialize, Deserialize)]
 struct LogRange {
@@ -246,7 +253,31 @@ where
         options: RocksdbOptions,
     ) -> Result<Self, Error> {
         let db_options = options.db_options();
-        Self::open_with(dir.as_ref(), identity, &options, db_options)
+        Self::open_with(
+            dir.as_ref(),
+            identity,
+            &options,
+            db_options,
+            Create::IfFresh,
+        )
+    }
+
+    /// [`open`](Self::open) for a directory that must already hold this
+    /// node's storage: a missing or empty `dir` (or one left by an
+    /// interrupted initialization) is refused with [`Error::NotInitialized`],
+    /// without writing anything.
+    ///
+    /// A node that has run before and finds its directory empty has lost
+    /// its promises; it must not vote again under its old id. Only the
+    /// explicit bootstrap of a new cluster (or a join as a new member) may
+    /// create a storage, through [`open`](Self::open).
+    pub fn open_existing(
+        dir: impl AsRef<Path>,
+        identity: StorageIdentity,
+        options: RocksdbOptions,
+    ) -> Result<Self, Error> {
+        let db_options = options.db_options();
+        Self::open_with(dir.as_ref(), identity, &options, db_options, Create::Never)
     }
 
     /// [`open`](Self::open) with the RocksDB options of the existing
@@ -256,17 +287,32 @@ where
         identity: StorageIdentity,
         options: &RocksdbOptions,
         mut db_options: Options,
+        create: Create,
     ) -> Result<Self, Error> {
-        if dir::inspect(dir)? == Inspection::Existing {
+        match (dir::inspect(dir)?, create) {
             // Read-only first, so a directory we refuse is left untouched.
-            probe_identity(dir, &identity)?;
+            (Inspection::Existing, _) => probe_identity(dir, &identity)?,
+            (Inspection::Fresh, Create::IfFresh) => {}
+            (Inspection::Fresh, Create::Never) => {
+                return Err(Error::NotInitialized {
+                    path: dir.to_path_buf(),
+                });
+            }
         }
         dir::create_dir(dir)?;
         let lock = dir::lock(dir)?;
         // Under the lock: another process may have initialized the directory
         // since `inspect`; the identity is checked again after the real open.
         if !dir::has_db(dir)? {
-            initialize::<T>(dir, &identity, options)?;
+            match create {
+                Create::IfFresh => initialize::<T>(dir, &identity, options)?,
+                // Emptied between the inspection and the lock: refused all the same.
+                Create::Never => {
+                    return Err(Error::NotInitialized {
+                        path: dir.to_path_buf(),
+                    });
+                }
+            }
         }
         db_options.create_if_missing(false);
         let db =
@@ -813,6 +859,7 @@ mod tests {
             StorageIdentity::new("c", 1),
             &options,
             db_options.clone(),
+            Create::IfFresh,
         )
         .unwrap();
         let synced = || db_options.get_ticker_count(Ticker::WalFileSynced);
@@ -839,6 +886,7 @@ mod tests {
             StorageIdentity::new("c", 1),
             &options,
             db_options.clone(),
+            Create::IfFresh,
         )
         .unwrap();
         let synced = || db_options.get_ticker_count(Ticker::WalFileSynced);

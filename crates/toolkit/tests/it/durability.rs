@@ -60,6 +60,41 @@ fn foreign_identity_is_refused_and_directory_left_unchanged() {
     assert_eq!(s.get_log_len().unwrap(), 8);
 }
 
+/// A node that must find its storage (it is not bootstrapping) refuses a
+/// missing, an empty, and a half-initialized directory without writing to
+/// it, and opens a populated one.
+#[test]
+fn open_existing_refuses_a_directory_without_storage_and_leaves_it_untouched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("missing");
+    let empty = tmp.path().join("empty");
+    fs::create_dir_all(&empty).unwrap();
+    let half = tmp.path().join("half");
+    fs::create_dir_all(half.join("db.init")).unwrap();
+    fs::write(half.join("db.init").join("MANIFEST-000001"), b"half").unwrap();
+    for dir in [&missing, &empty, &half] {
+        let before = dir.exists().then(|| tree(dir));
+        let err =
+            RocksdbStorage::<TestEntry>::open_existing(dir, identity(), RocksdbOptions::default())
+                .unwrap_err();
+        assert!(
+            matches!(&err, Error::NotInitialized { path } if path == dir),
+            "{}: {err}",
+            dir.display()
+        );
+        assert!(err.to_string().contains("holds no storage"), "{err}");
+        let after = dir.exists().then(|| tree(dir));
+        assert_eq!(after, before, "{}: a refused open wrote", dir.display());
+    }
+    assert!(!missing.exists());
+
+    let dir = tmp.path().join("node");
+    populated(&dir);
+    let s = RocksdbStorage::<TestEntry>::open_existing(&dir, identity(), RocksdbOptions::default())
+        .unwrap();
+    assert_eq!(s.get_log_len().unwrap(), 8);
+}
+
 #[test]
 fn second_open_is_locked_until_the_first_is_dropped() {
     let tmp = tempfile::tempdir().unwrap();
