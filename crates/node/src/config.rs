@@ -100,6 +100,29 @@ pub(crate) struct ServeArgs {
     /// seconds later. 0 turns the check off.
     #[arg(long, value_name = "MIB")]
     pub(crate) min_free_disk_mib: Option<u64>,
+    /// `new` on the very first start of a new cluster's founding nodes: an
+    /// empty data directory is then initialized. `existing` (the default):
+    /// the data directory must hold this node's state, and an empty one is
+    /// refused, because a node that lost its state must not vote again under
+    /// its old id (it could hand out timestamps and dense blocks twice).
+    /// Ignored when the directory holds state; remove `new` once the
+    /// cluster has formed.
+    #[arg(long, value_enum, value_name = "STATE")]
+    pub(crate) initial_cluster_state: Option<InitialClusterState>,
+}
+
+/// How a node treats an empty data directory (`--initial-cluster-state`,
+/// as etcd's flag of that name).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InitialClusterState {
+    /// A founding node of a new cluster: an empty data directory is
+    /// initialized (a directory that holds state is used as it is).
+    New,
+    /// A node of a cluster that already exists: its data directory must
+    /// hold its state; an empty one is refused.
+    #[default]
+    Existing,
 }
 
 /// Free space the node keeps on its data directory's filesystem, in MiB:
@@ -124,6 +147,7 @@ struct FileConfig {
     tls: Option<FileTls>,
     insecure_peer_plaintext: Option<bool>,
     min_free_disk_mib: Option<u64>,
+    initial_cluster_state: Option<InitialClusterState>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -190,6 +214,9 @@ pub struct NodeConfig {
     /// Free space on the data directory's file system below which the node
     /// refuses to start or stops (bytes; 0: never checked).
     pub min_free_disk: u64,
+    /// Whether an empty data directory may be initialized (`New`, the
+    /// founding start of a new cluster) or is refused (`Existing`).
+    pub initial_cluster_state: InitialClusterState,
 }
 
 impl ServeArgs {
@@ -283,6 +310,10 @@ impl ServeArgs {
                 .or(file.min_free_disk_mib)
                 .unwrap_or(DEFAULT_MIN_FREE_DISK_MIB)
                 .saturating_mul(crate::disk::MIB),
+            initial_cluster_state: self
+                .initial_cluster_state
+                .or(file.initial_cluster_state)
+                .unwrap_or_default(),
         };
         config.check()?;
         Ok(config)
@@ -293,7 +324,8 @@ impl NodeConfig {
     /// A configuration with `serve`'s defaults: [`Timing::lan`], a
     /// snapshot every 4096 decided entries, no metrics endpoint, no TLS
     /// (so `peer_listen` must be loopback), tsoracle-server's default
-    /// window.
+    /// window, and [`InitialClusterState::Existing`] (set `New` for the
+    /// founding start of a new cluster).
     pub fn new(
         node_id: u64,
         cluster_id: impl Into<String>,
@@ -316,6 +348,7 @@ impl NodeConfig {
             insecure_peer_plaintext: false,
             window_ahead: None,
             min_free_disk: DEFAULT_MIN_FREE_DISK_MIB.saturating_mul(crate::disk::MIB),
+            initial_cluster_state: InitialClusterState::Existing,
         }
     }
 

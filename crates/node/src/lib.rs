@@ -20,7 +20,7 @@
 //! ```no_run
 //! use std::net::SocketAddr;
 //!
-//! use tsoracle_paxos::{Error, Node, NodeConfig, member};
+//! use tsoracle_paxos::{Error, InitialClusterState, Node, NodeConfig, member};
 //!
 //! # async fn example() -> Result<(), Error> {
 //! let members = vec![
@@ -36,6 +36,9 @@
 //!     SocketAddr::from(([10, 0, 0, 1], 6001)),
 //!     members,
 //! );
+//! // The founding start of a new cluster; afterwards an empty data
+//! // directory is refused (a node that lost its state must not vote).
+//! config.initial_cluster_state = InitialClusterState::New;
 //! config.tls = Some(tsoracle_paxos::TlsFiles {
 //!     ca: "/etc/tsoracle-paxos/ca.pem".into(),
 //!     cert: "/etc/tsoracle-paxos/node-1.pem".into(),
@@ -62,7 +65,7 @@ mod node;
 mod serve;
 mod status;
 
-pub use config::{NodeConfig, member};
+pub use config::{InitialClusterState, NodeConfig, member};
 pub use error::Error;
 pub use node::{Listeners, Node};
 pub use serve::{serve, shutdown_signal};

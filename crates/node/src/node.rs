@@ -22,10 +22,10 @@ use tsoracle_paxos_state::{PaxosEntry, SnapshotPolicy};
 use tsoracle_paxos_tonic::{
     PeerService, ServerHandle, TlsMaterial, TonicSink, TransportConfig, serve,
 };
-use tsoracle_paxos_toolkit::RunnerStatus;
 use tsoracle_paxos_toolkit::storage::{RocksdbOptions, RocksdbStorage, StorageIdentity};
+use tsoracle_paxos_toolkit::{Error as ToolkitError, RunnerStatus};
 
-use crate::config::NodeConfig;
+use crate::config::{InitialClusterState, NodeConfig};
 use crate::error::Error;
 
 /// How long [`Node::shutdown`] lets the client service drain.
@@ -294,14 +294,25 @@ async fn launch(
     // (WAL replay) is logged here, the rebuild of the state from the snapshot
     // and log by the applier once the consensus thread has done it.
     let opening = Instant::now();
-    let storage = RocksdbStorage::<PaxosEntry>::open(
-        &db_dir,
-        StorageIdentity::new(config.cluster_id.clone(), config.node_id),
-        RocksdbOptions::default(),
-    )
-    .map_err(|err| Error::DataDir {
+    let identity = StorageIdentity::new(config.cluster_id.clone(), config.node_id);
+    // Invariant 11: an empty directory becomes a member's storage only on
+    // the founding start of a new cluster.
+    let opened = match config.initial_cluster_state {
+        InitialClusterState::New => {
+            RocksdbStorage::<PaxosEntry>::open(&db_dir, identity, RocksdbOptions::default())
+        }
+        InitialClusterState::Existing => RocksdbStorage::<PaxosEntry>::open_existing(
+            &db_dir,
+            identity,
+            RocksdbOptions::default(),
+        ),
+    };
+    let storage = opened.map_err(|err| Error::DataDir {
         dir: config.data_dir.clone(),
-        reason: err.to_string(),
+        reason: match err {
+            ToolkitError::NotInitialized { .. } => no_state_to_rejoin(config.node_id),
+            other => other.to_string(),
+        },
     })?;
     tracing::info!(elapsed = ?opening.elapsed(), "storage opened");
     // Only now, with the directory locked and proven ours, is anything written.
@@ -461,6 +472,19 @@ async fn consensus_failure(
             _ = poll.tick() => {}
         }
     }
+}
+
+/// Why a node without state is not started, and the ways out.
+fn no_state_to_rejoin(node_id: u64) -> String {
+    format!(
+        "it holds no state (missing or empty), and this node is not bootstrapping a new \
+         cluster. If node {node_id} ran before, its promises are lost with its data, and a node \
+         that forgot them must not vote again under its old id: it could hand out timestamps \
+         and dense blocks twice. If its disk was wiped, lost or replaced, do not start it like \
+         this: keep serving from the other members and replace this member (README, \
+         \"Lost data directories\"). If this is the first start of a new cluster, start each \
+         founding node once with --initial-cluster-state new"
+    )
 }
 
 /// Binds a listener whose accepted connections have `TCP_NODELAY` set.

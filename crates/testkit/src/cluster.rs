@@ -241,6 +241,11 @@ impl Launcher for Serve {
         if self.metrics {
             command.args(["--metrics-listen", &local(own.metrics).to_string()]);
         }
+        // The founding start only, as an operator would: a restart must find
+        // the node's state (an empty directory is then refused).
+        if node.first_start {
+            command.args(["--initial-cluster-state", "new"]);
+        }
         for (id, ports) in node.members() {
             let peer = self
                 .routes
@@ -921,12 +926,12 @@ mod tests {
                 metrics: 9002,
             },
         ];
-        let args = |id| {
+        let args_of = |id, first_start| {
             let spec = Spec {
                 id,
                 data_dir: Path::new("/d/node-1"),
                 ports: &ports,
-                first_start: true,
+                first_start,
             };
             let command = serve.command(&spec);
             command
@@ -935,14 +940,18 @@ mod tests {
                 .collect::<Vec<_>>()
                 .join(" ")
         };
+        let args = |id| args_of(id, true);
         assert_eq!(
             args(1),
             "node serve --node-id 1 --cluster-id c --data-dir /d/node-1 \
              --client-listen 127.0.0.1:7001 --peer-listen 127.0.0.1:6001 \
-             --metrics-listen 127.0.0.1:9001 --peer 1=127.0.0.1:6001,127.0.0.1:7001 \
+             --metrics-listen 127.0.0.1:9001 --initial-cluster-state new \
+             --peer 1=127.0.0.1:6001,127.0.0.1:7001 \
              --peer 2=127.0.0.1:9999,127.0.0.1:7002 --window-ahead-ms 3000"
         );
         assert!(args(2).contains("--peer 1=127.0.0.1:6001,127.0.0.1:7001"));
+        // A restart must find its state: no bootstrap flag.
+        assert!(!args_of(1, false).contains("--initial-cluster-state"));
         assert_eq!(serve.listens(&ports[0]), vec![7001, 6001, 9001]);
     }
 }

@@ -99,6 +99,19 @@ impl CommandLine {
     /// kills it and fails the test when it takes longer.
     #[must_use]
     pub fn run(&self, args: &[String], within: Duration) -> Output {
+        match self.run_within(args, within) {
+            Ok(out) => out,
+            Err(out) => panic!(
+                "{args:?} did not finish within {within:?}; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+    }
+
+    /// Runs `args` for at most `within`: `Ok` with its output when it
+    /// finished, `Err` with what it wrote when it was still running at the
+    /// deadline (it is killed then).
+    pub fn run_within(&self, args: &[String], within: Duration) -> Result<Output, Output> {
         let mut child = must(
             self.command(args)
                 .stdout(Stdio::piped())
@@ -109,15 +122,11 @@ impl CommandLine {
         let deadline = Instant::now() + within;
         loop {
             if must(child.try_wait(), "polling a command").is_some() {
-                return must(child.wait_with_output(), "reading a command's output");
+                return Ok(must(child.wait_with_output(), "reading a command's output"));
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                let out = must(child.wait_with_output(), "reading a command's output");
-                panic!(
-                    "{args:?} did not finish within {within:?}; stderr: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                return Err(must(child.wait_with_output(), "reading a command's output"));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -133,13 +142,19 @@ impl CommandLine {
             .collect()
     }
 
+    /// The arguments of `seq`: a block of `count` of `key` from `endpoints`.
+    #[must_use]
+    pub fn seq_args(endpoints: &[String], key: &str, count: u32) -> Vec<String> {
+        client_args(
+            &["seq", "--key", key, "--count", &count.to_string()],
+            endpoints,
+        )
+    }
+
     /// `seq` against `endpoints`, retried until it succeeds (bounded); the
     /// block's first value.
     pub fn seq(&self, endpoints: &[String], key: &str, count: u32) -> u64 {
-        let args = client_args(
-            &["seq", "--key", key, "--count", &count.to_string()],
-            endpoints,
-        );
+        let args = Self::seq_args(endpoints, key, count);
         must(self.until_answered(&args).trim().parse(), "parsing a block")
     }
 
@@ -280,9 +295,28 @@ impl Layout {
         self.root().join(format!("{name}.log"))
     }
 
-    /// The `serve` arguments of node `id` (cluster `it`, every member).
+    /// The `serve` arguments of node `id` (cluster `it`, every member) for
+    /// a founding start: with `--initial-cluster-state new`, which a
+    /// restart on the same directory ignores.
     #[must_use]
     pub fn args(&self, id: u64) -> Vec<String> {
+        let mut args = self.rejoin_args(id);
+        // Before the peers: tests that edit the arguments edit the last.
+        let at = args
+            .iter()
+            .position(|arg| arg == "--peer")
+            .unwrap_or(args.len());
+        args.splice(
+            at..at,
+            ["--initial-cluster-state".to_owned(), "new".to_owned()],
+        );
+        args
+    }
+
+    /// The `serve` arguments of node `id` without `--initial-cluster-state
+    /// new`: the node must find its state in its data directory.
+    #[must_use]
+    pub fn rejoin_args(&self, id: u64) -> Vec<String> {
         let mut args = vec![
             "serve".to_owned(),
             "--node-id".to_owned(),
@@ -304,6 +338,12 @@ impl Layout {
             ));
         }
         args
+    }
+
+    /// Node `id`'s client endpoint.
+    #[must_use]
+    pub fn endpoint(&self, id: u64) -> String {
+        format!("127.0.0.1:{}", self.client[&id])
     }
 
     /// Every node's client endpoint.

@@ -19,7 +19,7 @@ use anyhow::{Context, Result, bail};
 use tokio::net::TcpListener;
 use tsoracle_client::{Client, ClientBuilder};
 use tsoracle_driver_paxos::Role;
-use tsoracle_paxos::{Listeners, Member, Node, NodeConfig, Timing, member};
+use tsoracle_paxos::{InitialClusterState, Listeners, Member, Node, NodeConfig, Timing, member};
 
 const CLUSTER: &str = "example-standalone";
 const NODES: [u64; 3] = [1, 2, 3];
@@ -49,6 +49,8 @@ async fn start(id: u64, dir: &Path, members: &[Member], listeners: Listeners) ->
         members.to_vec(),
     );
     config.timing = timing();
+    // A new cluster's founding start (a restarted node finds its state).
+    config.initial_cluster_state = InitialClusterState::New;
     Ok(Node::start_on(config, listeners).await?)
 }
 

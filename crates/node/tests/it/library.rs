@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tsoracle_client::{Client, ClientBuilder};
-use tsoracle_paxos::{Listeners, Node, NodeConfig, member};
+use tsoracle_paxos::{InitialClusterState, Listeners, Node, NodeConfig, member};
 
 async fn start_three(dir: &Path) -> Vec<Node> {
     let mut bound = Vec::new();
@@ -28,7 +28,7 @@ async fn start_three(dir: &Path) -> Vec<Node> {
     }
     let mut nodes = Vec::new();
     for (id, listeners) in bound {
-        let config = NodeConfig::new(
+        let mut config = NodeConfig::new(
             id,
             "library",
             dir.join(format!("node-{id}")),
@@ -36,6 +36,7 @@ async fn start_three(dir: &Path) -> Vec<Node> {
             listeners.peer.local_addr().unwrap(),
             members.clone(),
         );
+        config.initial_cluster_state = InitialClusterState::New;
         nodes.push(Node::start_on(config, listeners).await.unwrap());
     }
     nodes

@@ -1,0 +1,87 @@
+//! Invariant 11 with real processes: a member whose data directory was
+//! lost is refused, so the majority it would form with a node that missed
+//! the recent decisions never exists, and no dense block is handed out
+//! twice.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tsoracle_paxos_testkit::process::CommandLine;
+
+use crate::common::{Layout, ServeChild, cli};
+
+/// The sequence as an operator meets it: blocks decided while node 1 was
+/// down, then nodes 2 and 3 stop, node 2's data directory is lost (a failed
+/// mount, a replaced disk, a mistake), and nodes 1 and 2 start again with
+/// the configuration they always had.
+#[test]
+fn a_member_with_a_wiped_data_directory_is_refused_and_no_block_is_repeated() {
+    let layout = Layout::new();
+    let cli = cli();
+    let start = |id: u64, args: Vec<String>, life: u32| {
+        cli.spawn(&args, &layout.log(&format!("node-{id}-{life}")))
+    };
+    let mut nodes: BTreeMap<u64, ServeChild> = (1..=3)
+        .map(|id| (id, start(id, layout.args(id), 1)))
+        .collect();
+    // The cluster formed with node 1 in it.
+    cli.get_ts(&layout.endpoints(), 1);
+
+    // Node 1 down; nodes 2 and 3 decide blocks 0..500 of `k`.
+    nodes.get_mut(&1).unwrap().terminate();
+    let two_and_three = [layout.endpoint(2), layout.endpoint(3)];
+    let blocks: Vec<u64> = (0..5).map(|_| cli.seq(&two_and_three, "k", 100)).collect();
+    assert_eq!(blocks, [0, 100, 200, 300, 400]);
+
+    // Nodes 2 and 3 stop; node 2's data is lost.
+    for id in [2, 3] {
+        nodes.get_mut(&id).unwrap().terminate();
+    }
+    std::fs::remove_dir_all(layout.data_dir(2)).unwrap();
+
+    // Nodes 1 and 2 start as they always do (no bootstrap flag): node 2
+    // refuses to run, writes nothing, and says what happened and what to do.
+    nodes.insert(1, start(1, layout.rejoin_args(1), 2));
+    let mut wiped = start(2, layout.rejoin_args(2), 2);
+    let status = wiped
+        .wait_exit(Duration::from_secs(60))
+        .expect("node 2 started on an empty data directory");
+    assert!(!status.success(), "node 2 exited with {status}");
+    let stderr = std::fs::read_to_string(layout.log("node-2-2")).unwrap();
+    let line = stderr.lines().last().unwrap_or_default();
+    for needle in [
+        "holds no state",
+        "must not vote again",
+        "replace this member",
+        "--initial-cluster-state new",
+    ] {
+        assert!(line.contains(needle), "{needle:?} missing from: {line}");
+    }
+    assert!(
+        !layout.data_dir(2).exists(),
+        "the refused start created node 2's data directory"
+    );
+
+    // Node 1 alone is no majority: no block, least of all block 0 again.
+    let alone = cli.run_within(
+        &CommandLine::seq_args(&[layout.endpoint(1)], "k", 100),
+        Duration::from_secs(10),
+    );
+    if let Ok(out) = &alone {
+        assert!(
+            !out.status.success(),
+            "node 1 alone handed out a block: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+
+    // Node 3 (its state intact) back: nodes 1 and 3 serve, above every
+    // block handed out before.
+    nodes.insert(3, start(3, layout.rejoin_args(3), 2));
+    let one_and_three = [layout.endpoint(1), layout.endpoint(3)];
+    let next = cli.seq(&one_and_three, "k", 100);
+    assert!(next >= 500, "block {next} handed out again");
+    for id in [1, 3] {
+        nodes.get_mut(&id).unwrap().terminate();
+    }
+}
