@@ -72,6 +72,13 @@ pub enum Event {
         /// This node's promise when it applied the entry.
         promise: Ballot,
     },
+    /// The driver answered a caller `NotLeader` or `Fenced`. A server steps
+    /// down on that answer and fences again only on its next leadership
+    /// event; if this node still (or again) leads under the published epoch
+    /// when it next observes, that epoch is published once more, or the
+    /// server would never serve again (a lease that lapsed and was renewed
+    /// between two observations changes nothing the stream shows).
+    AnsweredNotLeader,
     /// The driver is shutting down: the node claims no role from now on.
     Shutdown,
 }
@@ -122,6 +129,10 @@ pub struct Engine {
     /// [`RuntimeError::ConfigurationEnded`], which tells the operator what
     /// to do (a `NotLeader` would only send clients from node to node).
     ended: bool,
+    /// The leader epoch published when a caller was answered `NotLeader`
+    /// or `Fenced` ([`Event::AnsweredNotLeader`]): republished at the next
+    /// observation if this node then still leads under it.
+    republish: Option<Epoch>,
 }
 
 impl Engine {
@@ -150,6 +161,7 @@ impl Engine {
             host_gone: false,
             shut_down: false,
             ended: false,
+            republish: None,
         })
     }
 
@@ -182,6 +194,15 @@ impl Engine {
                     Vec::new()
                 }
             }
+            Event::AnsweredNotLeader => match self.events.current() {
+                LeaderState::Leader { epoch } => {
+                    self.republish = Some(*epoch);
+                    vec![Action::WakeLeadershipTask]
+                }
+                // A server that was told Unknown or Follower already waits
+                // for the next change, which will be published.
+                _ => Vec::new(),
+            },
             Event::Shutdown => {
                 self.shut_down = true;
                 Vec::new()
@@ -221,6 +242,7 @@ impl Engine {
             .filter(|t| *t > now)
             .min();
         let previous = self.events.current().clone();
+        let republish = self.republish.take();
         if let Some(state) = self.events.next(&role) {
             let lapsed = state == LeaderState::Unknown && !quiet;
             actions.push(Action::Publish(state));
@@ -228,6 +250,12 @@ impl Engine {
             if lapsed && let LeaderState::Leader { epoch } = previous {
                 actions.push(Action::WarnLeaseLapsed { epoch });
             }
+        } else if let (Some(epoch), LeaderState::Leader { epoch: current }) = (republish, &previous)
+            && epoch == *current
+        {
+            // Still leading under the epoch a caller was refused under: the
+            // same state again, so that the server fences anew.
+            actions.push(Action::Publish(previous.clone()));
         }
         // A renewal is wanted only while this node leads, in the accept
         // phase, under the promise just observed: the term always exists.
@@ -606,6 +634,61 @@ mod tests {
             ]
         );
         assert_eq!(e.published(), &LeaderState::Unknown);
+    }
+
+    /// Seed 349936: a paused leader resumes after its lease ran out, a
+    /// write is refused (the server steps down on it), and a renewal decided
+    /// at the same instant restores the lease before the leadership task
+    /// looks. The stream would show nothing new, and the server, waiting for
+    /// a leadership event to fence again, would never serve: the epoch is
+    /// published once more.
+    #[test]
+    fn a_refusal_under_a_lease_renewed_before_the_next_look_republishes_the_leader() {
+        let b1 = b(2, ME);
+        let mut e = serving(b1);
+        let epoch = term(b1).epoch();
+        let leader = LeaderState::Leader { epoch };
+        // Paused from 90 ms to 300 ms: the lease (serving until 129.2 ms)
+        // ran out meanwhile.
+        assert!(matches!(
+            e.admit_write(ms(300), epoch, Some(1)),
+            Err(ConsensusError::NotLeader { observed: None })
+        ));
+        assert_eq!(
+            e.step(ms(300), Event::AnsweredNotLeader),
+            [Action::WakeLeadershipTask]
+        );
+        // A renewal proposed at 300 ms is decided at once.
+        renewed(&mut e, ms(300), b1);
+        assert!(e.leads_under(ms(300), term(b1)));
+        assert_eq!(
+            e.step(ms(300), Event::Observed(leading(b1))),
+            [Action::Publish(leader.clone()), Action::SleepFor(ms(10))]
+        );
+        // Once: the next look publishes nothing.
+        assert_eq!(
+            e.step(ms(305), Event::Observed(leading(b1))),
+            [Action::SleepFor(ms(10))]
+        );
+        // A refusal while the published state is not a leader is a change
+        // the server already waits on.
+        let mut e = engine();
+        assert_eq!(e.step(ms(1), Event::AnsweredNotLeader), []);
+        // And a lapse the task does see is published as it always was.
+        let mut e = serving(b1);
+        assert_eq!(
+            e.step(ms(90), Event::AnsweredNotLeader),
+            [Action::WakeLeadershipTask]
+        );
+        assert_eq!(
+            e.step(ms(300), Event::Observed(leading(b1))),
+            [
+                Action::Publish(LeaderState::Unknown),
+                Action::WarnLeaseLapsed { epoch },
+                Action::ProposeRenewal(term(b1)),
+                Action::SleepFor(ms(10)),
+            ]
+        );
     }
 
     #[test]

@@ -77,27 +77,38 @@ impl<H: PaxosHighWaterHost> ConsensusDriver for PaxosDriver<H> {
     }
 
     async fn load_high_water(&self) -> Result<u64, ConsensusError> {
-        self.shell.barrier_read(|_| ()).await.map(|(hw, ())| hw)
+        self.shell
+            .answered(async { self.shell.barrier_read(|_| ()).await.map(|(hw, ())| hw) }.await)
     }
 
     async fn persist_high_water(&self, at_least: u64, epoch: Epoch) -> Result<u64, ConsensusError> {
-        let term = self.shell.writer_term(epoch, Some(at_least))?;
-        let applied = self
-            .shell
-            .propose_as(term, epoch, |proposal| Command::Advance {
-                at_least,
-                epoch,
-                proposal,
-            })
-            .await?;
-        fence::high_water_outcome(applied.outcome)
+        self.shell.answered(
+            async {
+                let term = self.shell.writer_term(epoch, Some(at_least))?;
+                let applied = self
+                    .shell
+                    .propose_as(term, epoch, |proposal| Command::Advance {
+                        at_least,
+                        epoch,
+                        proposal,
+                    })
+                    .await?;
+                fence::high_water_outcome(applied.outcome)
+            }
+            .await,
+        )
     }
 
     async fn load_dense_seq(&self, key: &SeqKey) -> Result<u64, ConsensusError> {
-        self.shell
-            .barrier_read(|state| state.dense_value(key))
-            .await
-            .map(|(_, value)| value)
+        self.shell.answered(
+            async {
+                self.shell
+                    .barrier_read(|state| state.dense_value(key))
+                    .await
+                    .map(|(_, value)| value)
+            }
+            .await,
+        )
     }
 
     async fn advance_dense(
@@ -122,33 +133,43 @@ impl<H: PaxosHighWaterHost> ConsensusDriver for PaxosDriver<H> {
         entries: &[(SeqKey, u32)],
         expected_epoch: Epoch,
     ) -> Result<Vec<u64>, ConsensusError> {
-        let term = self.shell.writer_term(expected_epoch, None)?;
-        let key_cap = self.shell.config.dense_key_cap;
-        let entries = entries.to_vec();
-        let applied = self
-            .shell
-            .propose_as(term, expected_epoch, |proposal| Command::DenseAdvance {
-                entries,
-                key_cap,
-                epoch: expected_epoch,
-                proposal,
-            })
-            .await?;
-        fence::dense_outcome(applied.outcome, expected_epoch)
+        self.shell.answered(
+            async {
+                let term = self.shell.writer_term(expected_epoch, None)?;
+                let key_cap = self.shell.config.dense_key_cap;
+                let entries = entries.to_vec();
+                let applied = self
+                    .shell
+                    .propose_as(term, expected_epoch, |proposal| Command::DenseAdvance {
+                        entries,
+                        key_cap,
+                        epoch: expected_epoch,
+                        proposal,
+                    })
+                    .await?;
+                fence::dense_outcome(applied.outcome, expected_epoch)
+            }
+            .await,
+        )
     }
 
     async fn load_leases(&self) -> Result<Vec<LeaseRecord>, ConsensusError> {
-        self.shell
-            .barrier_read(|state| {
-                state
-                    .leases()
-                    .iter()
-                    .cloned()
-                    .map(LeaseRecord::from)
-                    .collect()
-            })
-            .await
-            .map(|(_, leases)| leases)
+        self.shell.answered(
+            async {
+                self.shell
+                    .barrier_read(|state| {
+                        state
+                            .leases()
+                            .iter()
+                            .cloned()
+                            .map(LeaseRecord::from)
+                            .collect()
+                    })
+                    .await
+                    .map(|(_, leases)| leases)
+            }
+            .await,
+        )
     }
 
     async fn persist_leases(
@@ -156,16 +177,21 @@ impl<H: PaxosHighWaterHost> ConsensusDriver for PaxosDriver<H> {
         live: &[LeaseRecord],
         epoch: Epoch,
     ) -> Result<(), ConsensusError> {
-        let term = self.shell.writer_term(epoch, None)?;
-        let leases: Vec<Lease> = live.iter().cloned().map(Lease::from).collect();
-        let applied = self
-            .shell
-            .propose_as(term, epoch, |proposal| Command::ReplaceLeases {
-                leases,
-                epoch,
-                proposal,
-            })
-            .await?;
-        fence::lease_outcome(applied.outcome, epoch)
+        self.shell.answered(
+            async {
+                let term = self.shell.writer_term(epoch, None)?;
+                let leases: Vec<Lease> = live.iter().cloned().map(Lease::from).collect();
+                let applied = self
+                    .shell
+                    .propose_as(term, epoch, |proposal| Command::ReplaceLeases {
+                        leases,
+                        epoch,
+                        proposal,
+                    })
+                    .await?;
+                fence::lease_outcome(applied.outcome, epoch)
+            }
+            .await,
+        )
     }
 }

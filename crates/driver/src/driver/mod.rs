@@ -41,7 +41,7 @@ use std::time::Duration;
 use omnipaxos::util::NodeId;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
-use tsoracle_consensus::LeaderState;
+use tsoracle_consensus::{ConsensusError, LeaderState};
 use tsoracle_core::{Epoch, PeerEndpoint};
 
 pub use self::config::{DEFAULT_DENSE_KEY_CAP, DEFAULT_REQUEST_TIMEOUT, DriverConfig};
@@ -243,6 +243,19 @@ impl<H: PaxosHighWaterHost> Shell<H> {
             engine.step(now, event)
         };
         self.carry_out(actions)
+    }
+
+    /// Passes `result` on, telling the engine when it is `NotLeader` or
+    /// `Fenced` ([`Event::AnsweredNotLeader`]): the server steps down on
+    /// those, and fences again only on a new leadership event.
+    fn answered<T>(&self, result: Result<T, ConsensusError>) -> Result<T, ConsensusError> {
+        if matches!(
+            result,
+            Err(ConsensusError::NotLeader { .. } | ConsensusError::Fenced { .. })
+        ) {
+            self.step_now(Event::AnsweredNotLeader);
+        }
+        result
     }
 
     /// Carries out the engine's actions, in order, outside its lock.

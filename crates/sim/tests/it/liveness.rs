@@ -35,3 +35,16 @@ fn a_server_does_not_stall_for_long_after_the_heal() {
     let report = run(313_956, &SimConfig::default()).unwrap();
     assert!(report.passed(), "{report}");
 }
+
+/// Seed 349936: the heal resumed a leader paused past the end of its lease.
+/// At that instant its server's write was refused (`NotLeader`: the server
+/// steps down and waits for a leadership event to fence again) and a
+/// renewal was decided, so the lease was back before the leadership task
+/// looked: the stream showed no change and the node, which the others kept
+/// following, never served again. A refusal under the published leader
+/// epoch now republishes it (`Event::AnsweredNotLeader`).
+#[test]
+fn a_leader_refused_and_renewed_at_once_serves_again() {
+    let report = run(349_936, &SimConfig::default()).unwrap();
+    assert!(report.passed(), "{report}");
+}
