@@ -83,9 +83,7 @@ pub enum Error {
     },
 
     /// The directory is missing or empty, and the open was one that may not
-    /// create a storage ([`RocksdbStorage::open_existing`]).
-    ///
-    /// [`RocksdbStorage::open_existing`]: crate::storage::rocksdb::RocksdbStorage::open_existing
+    /// create a storage (`RocksdbStorage::open_existing`).
     #[error(
         "storage directory {} holds no storage (it is missing or empty), and this open may not \
          create one",
