@@ -71,16 +71,7 @@ impl DriverConfig {
 mod tests {
     use super::*;
 
-    fn timing() -> Timing {
-        let ms = Duration::from_millis;
-        Timing {
-            tick: ms(5),
-            election_ticks: 10,
-            lease: ms(40),
-            drift: 0.01,
-            renew_every: ms(10),
-        }
-    }
+    use crate::driver::tests::timing;
 
     #[test]
     fn a_margin_that_leaves_no_serving_time_is_refused() {

@@ -79,7 +79,8 @@ impl PaxosHighWaterHost for FakeHost {
     }
 }
 
-fn timing() -> Timing {
+/// Fast timing for drivers on the real clock (also the config tests').
+pub(super) fn timing() -> Timing {
     let ms = Duration::from_millis;
     Timing {
         tick: ms(5),
@@ -98,6 +99,19 @@ fn leading(ballot: Ballot) -> LeaderView {
     }
 }
 
+/// A driver over a host that leads under ballot (1, 2, 0, 1) and decides
+/// under it, once the driver leads (within 2 s); and the epoch it leads
+/// under.
+async fn leading_driver(
+    config: DriverConfig,
+) -> (Arc<FakeHost>, PaxosDriver<FakeHost>, tsoracle_core::Epoch) {
+    let b = Ballot::with(1, 2, 0, 1);
+    let host = FakeHost::new(leading(b), b);
+    let driver = PaxosDriver::start(Arc::clone(&host), config).unwrap();
+    assert!(leads_within(&driver, Duration::from_secs(2)).await);
+    (host, driver, Term::new(b).unwrap().epoch())
+}
+
 async fn leads_within(driver: &PaxosDriver<FakeHost>, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
@@ -111,10 +125,7 @@ async fn leads_within(driver: &PaxosDriver<FakeHost>, within: Duration) -> bool 
 
 #[tokio::test]
 async fn renewals_decided_under_the_same_ballot_make_a_leader() {
-    let b = Ballot::with(1, 2, 0, 1);
-    let host = FakeHost::new(leading(b), b);
-    let driver = PaxosDriver::start(Arc::clone(&host), DriverConfig::new(timing())).unwrap();
-    assert!(leads_within(&driver, Duration::from_secs(2)).await);
+    let (host, driver, _) = leading_driver(DriverConfig::new(timing())).await;
     // It renews while idle: still leading many lease lengths later.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(driver.role().is_leader());
@@ -172,11 +183,7 @@ async fn the_lease_lapses_a_stop_margin_early_and_the_stream_follows() {
 /// it would let a server serve beside the newer leader.
 #[tokio::test]
 async fn a_write_decided_after_leadership_moved_is_not_acknowledged() {
-    let b = Ballot::with(1, 2, 0, 1);
-    let host = FakeHost::new(leading(b), b);
-    let driver = PaxosDriver::start(Arc::clone(&host), DriverConfig::new(timing())).unwrap();
-    assert!(leads_within(&driver, Duration::from_secs(2)).await);
-    let epoch = Term::new(b).unwrap().epoch();
+    let (host, driver, epoch) = leading_driver(DriverConfig::new(timing())).await;
     assert_eq!(driver.persist_high_water(7, epoch).await.unwrap(), 7);
     // From now on every command is applied while this node has promised
     // a newer ballot: the lease still holds for a while, but the
@@ -198,13 +205,9 @@ async fn a_write_decided_after_leadership_moved_is_not_acknowledged() {
 /// once, not at the request deadline.
 #[tokio::test]
 async fn a_write_waiting_when_the_lease_lapses_is_answered_at_once() {
-    let b = Ballot::with(1, 2, 0, 1);
-    let host = FakeHost::new(leading(b), b);
     let mut config = DriverConfig::new(timing());
     config.request_timeout = Duration::from_secs(600);
-    let driver = PaxosDriver::start(Arc::clone(&host), config).unwrap();
-    assert!(leads_within(&driver, Duration::from_secs(2)).await);
-    let epoch = Term::new(b).unwrap().epoch();
+    let (host, driver, epoch) = leading_driver(config).await;
     // Cut off: neither the write nor any renewal is decided from now on.
     host.stalled.store(true, Ordering::SeqCst);
     let answered =
@@ -223,12 +226,8 @@ async fn a_write_waiting_when_the_lease_lapses_is_answered_at_once() {
 /// and refuses them once the lease lapsed, naming no leader.
 #[tokio::test]
 async fn the_reply_gate_follows_the_lease() {
-    let b = Ballot::with(1, 2, 0, 1);
-    let host = FakeHost::new(leading(b), b);
-    let driver = PaxosDriver::start(Arc::clone(&host), DriverConfig::new(timing())).unwrap();
+    let (host, driver, epoch) = leading_driver(DriverConfig::new(timing())).await;
     let gate = driver.reply_gate();
-    let epoch = Term::new(b).unwrap().epoch();
-    assert!(leads_within(&driver, Duration::from_secs(2)).await);
     assert_eq!(gate.check(epoch), Ok(()));
     let other = Term::new(Ballot::with(1, 1, 0, 1)).unwrap().epoch();
     assert_eq!(
