@@ -216,14 +216,14 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn dense_rejections_map_to_their_variants() {
-        let expected = term(2, 1).epoch();
-        let current = term(5, 2).epoch();
-        match dense_outcome(
-            Outcome::Dense(Err(DenseRejection::Fenced { current })),
-            expected,
-        ) {
+    /// `result` is `Fenced` naming the caller's `expected` epoch and the
+    /// `current` one.
+    fn assert_fenced<T: std::fmt::Debug>(
+        result: Result<T, ConsensusError>,
+        expected: Epoch,
+        current: Epoch,
+    ) {
+        match result {
             Err(ConsensusError::Fenced {
                 expected: e,
                 current: c,
@@ -233,6 +233,20 @@ mod tests {
             }
             other => panic!("expected Fenced, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn dense_rejections_map_to_their_variants() {
+        let expected = term(2, 1).epoch();
+        let current = term(5, 2).epoch();
+        assert_fenced(
+            dense_outcome(
+                Outcome::Dense(Err(DenseRejection::Fenced { current })),
+                expected,
+            ),
+            expected,
+            current,
+        );
         assert!(matches!(
             dense_outcome(
                 Outcome::Dense(Err(DenseRejection::CardinalityExceeded { cap: 9 })),
@@ -258,19 +272,14 @@ mod tests {
     fn lease_rejection_is_fenced_with_the_real_epoch() {
         let expected = term(2, 1).epoch();
         let current = term(5, 2).epoch();
-        match lease_outcome(
-            Outcome::Leases(Err(LeaseRejection::Fenced { current })),
+        assert_fenced(
+            lease_outcome(
+                Outcome::Leases(Err(LeaseRejection::Fenced { current })),
+                expected,
+            ),
             expected,
-        ) {
-            Err(ConsensusError::Fenced {
-                expected: e,
-                current: c,
-            }) => {
-                assert_eq!(e, expected);
-                assert_eq!(c, current);
-            }
-            other => panic!("expected Fenced, got {other:?}"),
-        }
+            current,
+        );
         assert!(lease_outcome(Outcome::Leases(Ok(())), expected).is_ok());
     }
 
