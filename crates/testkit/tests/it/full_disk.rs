@@ -109,11 +109,6 @@ impl FullDiskCluster {
 fn a_node_whose_disk_fills_exits_at_once_and_rejoins_after_space_is_freed() {
     // The free-space check off: this test is about the write that fails.
     let cluster = FullDiskCluster::start_with_floor(0);
-    let (disk, log, args) = (
-        &cluster.disk,
-        |id, round| cluster.log(id, round),
-        |id| cluster.args(id),
-    );
     let mut nodes = cluster.spawn_all();
     let endpoints = cluster.layout.endpoints();
 
@@ -125,7 +120,7 @@ fn a_node_whose_disk_fills_exits_at_once_and_rejoins_after_space_is_freed() {
     // log; RocksDB first uses up the WAL space it preallocated, then its
     // next flush or WAL file fails with ENOSPC, so the load must write a few
     // MiB (a dense load of 32 clients).
-    fill(&disk.dir.join("filler"));
+    fill(&cluster.disk.dir.join("filler"));
     let mut load = Command::new(BIN)
         .args([
             "bench",
@@ -150,8 +145,8 @@ fn a_node_whose_disk_fills_exits_at_once_and_rejoins_after_space_is_freed() {
     let _ = load.kill();
     let _ = load.wait();
     let status = exited.expect("node 1 kept running on a full disk for 180 s under load");
-    let last = failed_exit_line(status, took, &log(1, 1));
-    let stderr = std::fs::read_to_string(log(1, 1)).unwrap();
+    let last = failed_exit_line(status, took, &cluster.log(1, 1));
+    let stderr = std::fs::read_to_string(cluster.log(1, 1)).unwrap();
     assert!(
         last.starts_with("tsoracle-paxos: error:") && last.contains("consensus thread failed"),
         "the last line does not say why: {last:?}"
@@ -167,8 +162,8 @@ fn a_node_whose_disk_fills_exits_at_once_and_rejoins_after_space_is_freed() {
 
     // Space freed, node 1 restarts and rejoins; with node 3 stopped, node 1
     // is half of every quorum, and nothing acknowledged went back.
-    std::fs::remove_file(disk.dir.join("filler")).unwrap();
-    nodes[0] = cli().spawn(&args(1), &log(1, 2));
+    std::fs::remove_file(cluster.disk.dir.join("filler")).unwrap();
+    nodes[0] = cli().spawn(&cluster.args(1), &cluster.log(1, 2));
     nodes[2].terminate();
     let after = cli().get_ts(&endpoints, 1)[0];
     let max_ts = *timestamps.iter().max().unwrap();
@@ -196,21 +191,16 @@ fn a_node_whose_disk_fills_exits_at_once_and_rejoins_after_space_is_freed() {
 #[test]
 fn a_node_below_its_free_space_floor_stops_without_waiting_for_a_failed_write() {
     let cluster = FullDiskCluster::start_with_floor(8);
-    let (disk, log, args) = (
-        &cluster.disk,
-        |id, round| cluster.log(id, round),
-        |id| cluster.args(id),
-    );
     let mut nodes = cluster.spawn_all();
     let endpoints = cluster.layout.endpoints();
     let before = cli().get_ts(&endpoints, 3);
 
-    fill(&disk.dir.join("filler"));
+    fill(&cluster.disk.dir.join("filler"));
     let filled_at = Instant::now();
     let exited = nodes[0].wait_exit(Duration::from_secs(30));
     let took = filled_at.elapsed();
     let status = exited.expect("node 1 kept running below its free-space floor for 30 s");
-    let last = failed_exit_line(status, took, &log(1, 1));
+    let last = failed_exit_line(status, took, &cluster.log(1, 1));
     assert!(
         last.starts_with("tsoracle-paxos: error: disk:")
             && last.contains("below min_free_disk_mib"),
@@ -220,20 +210,20 @@ fn a_node_below_its_free_space_floor_stops_without_waiting_for_a_failed_write() 
     // Still full (filled again: RocksDB gives back the WAL space it had
     // preallocated when the node exits): the restart is refused with the
     // same reason, before anything is opened.
-    fill(&disk.dir.join("filler-2"));
-    let mut refused = cli().spawn(&args(1), &log(1, 2));
+    fill(&cluster.disk.dir.join("filler-2"));
+    let mut refused = cli().spawn(&cluster.args(1), &cluster.log(1, 2));
     let status = refused
         .wait_exit(Duration::from_secs(30))
         .expect("a start on a full disk");
     assert!(!status.success());
-    let stderr = std::fs::read_to_string(log(1, 2)).unwrap();
+    let stderr = std::fs::read_to_string(cluster.log(1, 2)).unwrap();
     assert!(stderr.contains("below min_free_disk_mib"), "{stderr}");
 
     // Space freed: node 1 rejoins, and with node 3 stopped it is half of
     // every quorum; time went on above everything acknowledged.
-    std::fs::remove_file(disk.dir.join("filler")).unwrap();
-    std::fs::remove_file(disk.dir.join("filler-2")).unwrap();
-    nodes[0] = cli().spawn(&args(1), &log(1, 3));
+    std::fs::remove_file(cluster.disk.dir.join("filler")).unwrap();
+    std::fs::remove_file(cluster.disk.dir.join("filler-2")).unwrap();
+    nodes[0] = cli().spawn(&cluster.args(1), &cluster.log(1, 3));
     nodes[2].terminate();
     let after = cli().get_ts(&endpoints, 1)[0];
     let max_ts = *before.iter().max().unwrap();
