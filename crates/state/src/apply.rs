@@ -82,6 +82,13 @@ pub enum Outcome {
     Dense(Result<Vec<u64>, DenseRejection>),
     /// A [`Command::ReplaceLeases`]: replaced, or why not.
     Leases(Result<(), LeaseRejection>),
+    /// A [`Command::Register`]: the instance now on record for the node,
+    /// which is the proposed one unless the node was registered before
+    /// with another.
+    Registered {
+        /// The instance on record.
+        instance: u128,
+    },
 }
 
 /// The replicated state: high-water, dense counters, leases, the fencing epoch
@@ -104,6 +111,22 @@ pub struct ApplyState {
     ledger: BTreeMap<u64, (u64, u64)>,
     /// Number of non-duplicate commands applied. Monotone, so it tells which
     /// of two states of one history is the later (used to merge leases).
+    applied: u64,
+    /// The data-directory instance of each registered member (the first
+    /// [`Command::Register`] of a node stands).
+    instances: BTreeMap<u64, u128>,
+}
+
+/// [`ApplyState`] as snapshot format version 1 encoded it (before
+/// instances), read to upgrade old snapshots.
+#[derive(Deserialize)]
+pub(crate) struct ApplyStateV1 {
+    high_water: u64,
+    dense: BTreeMap<SeqKey, u64>,
+    leases: Vec<Lease>,
+    #[serde(with = "epoch_u128")]
+    max_epoch: Epoch,
+    ledger: BTreeMap<u64, (u64, u64)>,
     applied: u64,
 }
 
@@ -165,6 +188,9 @@ impl ApplyState {
                 epoch,
                 ..
             } => Outcome::Dense(self.apply_dense(entries, *key_cap, *epoch)),
+            Command::Register { node, instance, .. } => Outcome::Registered {
+                instance: *self.instances.entry(*node).or_insert(*instance),
+            },
             Command::ReplaceLeases { leases, epoch, .. } => {
                 Outcome::Leases(if *epoch < self.max_epoch {
                     Err(LeaseRejection::Fenced {
@@ -243,6 +269,10 @@ impl ApplyState {
             let entry = self.ledger.entry(*node).or_insert(*stamp);
             *entry = (*entry).max(*stamp);
         }
+        // `self` is the earlier state of the history: its records stood first.
+        for (node, instance) in &other.instances {
+            self.instances.entry(*node).or_insert(*instance);
+        }
         self.max_epoch = self.max_epoch.max(other.max_epoch);
     }
 
@@ -289,6 +319,17 @@ impl ApplyState {
             .map(|&(incarnation, seq)| ProposalId::new(node, incarnation, seq))
     }
 
+    /// The instance registered for `node`, if any (see [`Command::Register`]).
+    #[must_use]
+    pub fn instance_of(&self, node: u64) -> Option<u128> {
+        self.instances.get(&node).copied()
+    }
+
+    /// Every registered member and its instance.
+    pub fn instances(&self) -> impl Iterator<Item = (u64, u128)> + '_ {
+        self.instances.iter().map(|(node, instance)| (*node, *instance))
+    }
+
     /// Number of non-duplicate commands applied since the empty state.
     #[must_use]
     pub fn applied_count(&self) -> u64 {
@@ -313,6 +354,28 @@ impl ApplyState {
             max_epoch,
             ledger,
             applied,
+            instances: BTreeMap::new(),
+        }
+    }
+
+    /// A state read from a version-1 snapshot, which had no instances.
+    pub(crate) fn from_v1(v1: ApplyStateV1) -> Self {
+        let ApplyStateV1 {
+            high_water,
+            dense,
+            leases,
+            max_epoch,
+            ledger,
+            applied,
+        } = v1;
+        Self {
+            high_water,
+            dense,
+            leases,
+            max_epoch,
+            ledger,
+            applied,
+            instances: BTreeMap::new(),
         }
     }
 
@@ -603,5 +666,53 @@ mod tests {
                 .to_string()
                 .contains('4')
         );
+    }
+
+    fn register(node: u64, instance: u128, seq: u64) -> Command {
+        Command::Register {
+            node,
+            instance,
+            epoch: Epoch(0),
+            proposal: ProposalId::new(node, 1, seq),
+        }
+    }
+
+    #[test]
+    fn the_first_registration_of_a_node_stands() {
+        let mut state = ApplyState::new();
+        assert_eq!(state.instance_of(2), None);
+        assert_eq!(
+            state.apply(&register(2, 0xa, 1)),
+            Outcome::Registered { instance: 0xa }
+        );
+        // The same instance again: idempotent.
+        assert_eq!(
+            state.apply(&register(2, 0xa, 2)),
+            Outcome::Registered { instance: 0xa }
+        );
+        // Another instance under the same id (a wiped directory): the
+        // record does not move, and the outcome names the one on record.
+        assert_eq!(
+            state.apply(&register(2, 0xb, 3)),
+            Outcome::Registered { instance: 0xa }
+        );
+        assert_eq!(state.instance_of(2), Some(0xa));
+        assert_eq!(state.apply(&register(3, 0xc, 1)), Outcome::Registered { instance: 0xc });
+        assert_eq!(state.instances().collect::<Vec<_>>(), vec![(2, 0xa), (3, 0xc)]);
+    }
+
+    #[test]
+    fn a_registration_is_deduplicated_and_never_fenced() {
+        let mut state = ApplyState::new();
+        state.apply(&Command::Barrier {
+            epoch: Epoch(9),
+            proposal: ProposalId::new(1, 1, 1),
+        });
+        // Epoch zero, below the applied epoch 9: still recorded.
+        assert_eq!(state.apply(&register(2, 0xa, 1)), Outcome::Registered { instance: 0xa });
+        assert_eq!(state.max_epoch(), Epoch(9));
+        let before = state.clone();
+        assert_eq!(state.apply(&register(2, 0xb, 1)), Outcome::Duplicate);
+        assert_eq!(state, before);
     }
 }

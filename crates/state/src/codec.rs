@@ -89,8 +89,19 @@ pub(crate) fn from_bytes<T: DeserializeOwned>(
     version: u8,
     what: &'static str,
 ) -> Result<T, StateError> {
+    from_bytes_since(bytes, version, version, what)
+}
+
+/// Decodes exactly one record of any version from `oldest` to `version`
+/// (the serde impl of `T` reads each of them).
+pub(crate) fn from_bytes_since<T: DeserializeOwned>(
+    bytes: &[u8],
+    oldest: u8,
+    version: u8,
+    what: &'static str,
+) -> Result<T, StateError> {
     if let Some(&found) = bytes.first()
-        && found != version
+        && !(oldest..=version).contains(&found)
     {
         return Err(StateError::UnsupportedVersion {
             what,

@@ -157,6 +157,23 @@ pub enum Command {
         /// Proposal id.
         proposal: ProposalId,
     },
+    /// Record that member `node` is the data directory with random
+    /// `instance` (drawn when that directory was initialized). The first
+    /// record of a node stands: peers refuse messages from `node` that
+    /// present another instance, so a member that lost its directory cannot
+    /// vote again under its old id. Proposed by `node` itself, so its
+    /// `epoch` is whatever leader it knew of (never fenced).
+    Register {
+        /// The member.
+        node: u64,
+        /// Its data directory's instance id.
+        instance: u128,
+        /// Epoch of the leader the proposer knew of (zero when none).
+        #[serde(with = "epoch_u128")]
+        epoch: Epoch,
+        /// Proposal id.
+        proposal: ProposalId,
+    },
 }
 
 impl Command {
@@ -167,7 +184,8 @@ impl Command {
             Self::Advance { epoch, .. }
             | Self::Barrier { epoch, .. }
             | Self::DenseAdvance { epoch, .. }
-            | Self::ReplaceLeases { epoch, .. } => *epoch,
+            | Self::ReplaceLeases { epoch, .. }
+            | Self::Register { epoch, .. } => *epoch,
         }
     }
 
@@ -178,7 +196,8 @@ impl Command {
             Self::Advance { proposal, .. }
             | Self::Barrier { proposal, .. }
             | Self::DenseAdvance { proposal, .. }
-            | Self::ReplaceLeases { proposal, .. } => *proposal,
+            | Self::ReplaceLeases { proposal, .. }
+            | Self::Register { proposal, .. } => *proposal,
         }
     }
 }
@@ -287,6 +306,15 @@ pub(crate) mod tests {
                     proposal,
                 },
                 include_str!("../testdata/command_v1_replace_leases.hex"),
+            ),
+            (
+                Command::Register {
+                    node: 2,
+                    instance: 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210,
+                    epoch,
+                    proposal,
+                },
+                include_str!("../testdata/command_v1_register.hex"),
             ),
         ]
     }

@@ -59,6 +59,8 @@ enum Kind {
     Barrier,
     Dense(Vec<(usize, u32)>, u64),
     Leases(Vec<u64>),
+    /// A member registers one of a few instances.
+    Register(u128),
 }
 
 #[derive(Clone, Debug)]
@@ -88,6 +90,7 @@ fn step() -> impl Strategy<Value = Step> {
         4 => (vec((0..KEYS.len(), count), 1..=3), prop_oneof![4 => 0..=4u64, 1 => Just(100u64)])
             .prop_map(|(entries, cap)| Kind::Dense(entries, cap)),
         2 => vec(0..5u64, 0..=2).prop_map(Kind::Leases),
+        1 => (0..3u128).prop_map(Kind::Register),
     ];
     (1..=3u64, id, epoch, kind).prop_map(|(node, id, epoch, kind)| Step {
         node,
@@ -143,6 +146,12 @@ fn build(steps: &[Step]) -> Vec<Command> {
                 },
                 Kind::Leases(ids) => Command::ReplaceLeases {
                     leases: ids.iter().copied().map(lease).collect(),
+                    epoch,
+                    proposal,
+                },
+                Kind::Register(instance) => Command::Register {
+                    node: step.node,
+                    instance: *instance,
                     epoch,
                     proposal,
                 },

@@ -1,12 +1,22 @@
 //! The exact OmniPaxos snapshot of the apply state.
 
+use std::fmt;
+
+use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::apply::ApplyStateV1;
 use crate::codec;
 use crate::{ApplyState, Command, PaxosEntry, PaxosEnvelope, StateError};
 
 /// Format version written in front of every encoded [`PaxosSnapshot`].
-pub const SNAPSHOT_FORMAT_VERSION: u8 = 1;
+///
+/// Version 2 added the registered member instances to the state; version 1
+/// snapshots are still read (as a state with no member registered).
+pub const SNAPSHOT_FORMAT_VERSION: u8 = 2;
+
+/// The oldest snapshot format version this build reads.
+const OLDEST_SNAPSHOT_FORMAT_VERSION: u8 = 1;
 
 /// A snapshot meaning "fold `tail` onto `folded`".
 ///
@@ -111,7 +121,12 @@ impl PaxosSnapshot {
     /// [`StateError::UnsupportedVersion`], [`StateError::Decode`] or
     /// [`StateError::TrailingBytes`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, StateError> {
-        codec::from_bytes(bytes, SNAPSHOT_FORMAT_VERSION, "snapshot")
+        codec::from_bytes_since(
+            bytes,
+            OLDEST_SNAPSHOT_FORMAT_VERSION,
+            SNAPSHOT_FORMAT_VERSION,
+            "snapshot",
+        )
     }
 }
 
@@ -141,9 +156,43 @@ impl Serialize for PaxosSnapshot {
 
 impl<'de> Deserialize<'de> for PaxosSnapshot {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let (folded, tail) =
-            codec::deserialize_versioned(deserializer, SNAPSHOT_FORMAT_VERSION, "snapshot")?;
-        Ok(Self { folded, tail })
+        struct Upgrading;
+
+        impl<'de> Visitor<'de> for Upgrading {
+            type Value = PaxosSnapshot;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(
+                    f,
+                    "a snapshot of format version {OLDEST_SNAPSHOT_FORMAT_VERSION} to \
+                     {SNAPSHOT_FORMAT_VERSION}"
+                )
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PaxosSnapshot, A::Error> {
+                let found: u8 = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::invalid_length(0, &self))?;
+                let missing = || de::Error::invalid_length(1, &Upgrading);
+                let (folded, tail) = match found {
+                    1 => {
+                        let (v1, tail): (ApplyStateV1, Vec<Command>) =
+                            seq.next_element()?.ok_or_else(missing)?;
+                        (ApplyState::from_v1(v1), tail)
+                    }
+                    SNAPSHOT_FORMAT_VERSION => seq.next_element()?.ok_or_else(missing)?,
+                    other => {
+                        return Err(de::Error::custom(format_args!(
+                            "snapshot has format version {other}, this build reads versions \
+                             {OLDEST_SNAPSHOT_FORMAT_VERSION} to {SNAPSHOT_FORMAT_VERSION}"
+                        )));
+                    }
+                };
+                Ok(PaxosSnapshot { folded, tail })
+            }
+        }
+
+        deserializer.deserialize_tuple(2, Upgrading)
     }
 }
 
@@ -205,11 +254,32 @@ mod tests {
     #[test]
     fn golden_bytes_are_pinned() {
         use crate::command::tests::{hex, unhex};
-        let golden = include_str!("../testdata/snapshot_v1.hex");
-        let snapshot = golden_snapshot();
+        let golden = include_str!("../testdata/snapshot_v2.hex");
+        let snapshot = golden_snapshot_v2();
         assert_eq!(snapshot.tail_len(), 1);
         assert_eq!(hex(&snapshot.to_bytes().unwrap()), hex(&unhex(golden)));
         assert_eq!(PaxosSnapshot::from_bytes(&unhex(golden)).unwrap(), snapshot);
+    }
+
+    /// The golden snapshot with a member registered in its folded state.
+    fn golden_snapshot_v2() -> PaxosSnapshot {
+        let mut snapshot = golden_snapshot();
+        snapshot.folded.apply(&Command::Register {
+            node: 2,
+            instance: 0xfeed,
+            epoch: Epoch(0),
+            proposal: ProposalId::new(2, 1, 1),
+        });
+        snapshot
+    }
+
+    #[test]
+    fn a_version_1_snapshot_is_read_as_a_state_with_no_member_registered() {
+        use crate::command::tests::unhex;
+        let golden = include_str!("../testdata/snapshot_v1.hex");
+        let read = PaxosSnapshot::from_bytes(&unhex(golden)).unwrap();
+        assert_eq!(read, golden_snapshot());
+        assert_eq!(read.to_state().instances().count(), 0);
     }
 
     #[test]
