@@ -198,13 +198,17 @@ fn ci(build_env: &env::BuildEnv) -> Result<()> {
     Step::new("rustdoc (warnings denied)", "cargo")
         .args(["doc", "--workspace", "--no-deps", "--all-features"])
         .args(locked)
-        .env("RUSTDOCFLAGS", "-D warnings")
+        // Replaces .cargo/config.toml's rustdocflags, so it repeats them.
+        .env("RUSTDOCFLAGS", "-D warnings --cfg tokio_unstable")
         .run(build_env)?;
     if !cmd::cargo_subcommand_available("deny") {
         // A fresh machine lacks it: installed once (about 5 CPU-minutes),
         // pinned so every machine checks with the same rules.
         Step::new("install cargo-deny (once per machine)", "cargo")
             .args(["install", "--locked", "cargo-deny", "--version", CARGO_DENY])
+            // Built as its authors build it, without this workspace's
+            // `--cfg tokio_unstable` (an empty RUSTFLAGS replaces the list).
+            .env("RUSTFLAGS", "")
             .run(build_env)?;
     }
     // The advisory database cannot be fetched on this network, so only the

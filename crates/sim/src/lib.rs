@@ -29,6 +29,14 @@
 //! # Ok::<(), tsoracle_paxos_sim::SimError>(())
 //! ```
 
+// Without it tokio's own random choices (see `run`) are not replayed.
+#[cfg(not(any(tokio_unstable, doc)))]
+compile_error!(
+    "tsoracle-paxos-sim needs `--cfg tokio_unstable` to replay seeds exactly; \
+     the workspace's .cargo/config.toml sets it, but a RUSTFLAGS environment \
+     variable replaces that list: add `--cfg tokio_unstable` to RUSTFLAGS"
+);
+
 mod client;
 mod clock;
 mod cluster;
@@ -253,9 +261,16 @@ impl fmt::Display for RunReport {
 /// [`SimError`] when the runtime or the cluster cannot be built (a failed
 /// check is a [`RunReport`] that did not pass, not an error).
 pub fn run(seed: u64, config: &SimConfig) -> Result<RunReport, SimError> {
+    // Tokio draws random numbers of its own: a `watch` receiver waits on one
+    // of eight `Notify` shards picked at random, so the order in which a
+    // change wakes its receivers (and so the order tasks run in) would differ
+    // from process to process. Seeding tokio's generator from the seed makes
+    // that order part of the replay (`rng_seed` needs `--cfg tokio_unstable`,
+    // set for the workspace in `.cargo/config.toml`).
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
+        .rng_seed(tokio::runtime::RngSeed::from_bytes(&seed.to_le_bytes()))
         .build()?;
     // The switch is per thread: the whole cluster runs on this one.
     mutation::remove_on_this_thread(config.mutation);
