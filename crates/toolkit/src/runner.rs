@@ -231,6 +231,7 @@ where
             outgoing: Vec::new(),
             reconnected: Vec::new(),
             max_apply_per_round: config.max_apply_per_round,
+            unreadable: None,
         };
         let worker = match config.placement {
             Placement::Thread => {
@@ -418,6 +419,10 @@ struct Core<T: Entry, B: Storage<T>, S, D, H> {
     outgoing: Vec<Message<T>>,
     reconnected: Vec<NodeId>,
     max_apply_per_round: usize,
+    /// `(next, decided)` when the decided entries from `next` could not be
+    /// read: not a backlog to run rounds for until either index moves (the
+    /// loop would spin without waiting for anything).
+    unreadable: Option<(usize, usize)>,
 }
 
 /// Inputs gathered for one round.
@@ -564,7 +569,8 @@ where
 
     /// Whether decided entries are waiting for the hook.
     fn apply_backlog(&self) -> bool {
-        self.omnipaxos.get_decided_idx() > self.hook.next_idx()
+        let (next, decided) = (self.hook.next_idx(), self.omnipaxos.get_decided_idx());
+        decided > next && self.unreadable != Some((next, decided))
     }
 
     fn apply_decided(&mut self) -> Result<(), Error> {
@@ -574,10 +580,17 @@ where
             return Ok(());
         }
         let end = decided.min(next.saturating_add(self.max_apply_per_round));
-        // A lagging read can return nothing; the hook's cursor then stays put.
-        let Some(entries) = self.omnipaxos.read_entries(next..end) else {
+        // A lagging read can return nothing; the hook's cursor then stays
+        // put until the next input moves either index.
+        let Some(entries) = self
+            .omnipaxos
+            .read_entries(next..end)
+            .filter(|entries| !entries.is_empty())
+        else {
+            self.unreadable = Some((next, decided));
             return Ok(());
         };
+        self.unreadable = None;
         self.hook
             .before_decided(&observe(&self.omnipaxos, self.rounds, self.hook.next_idx()));
         let snapshot_below = self
@@ -754,5 +767,39 @@ mod tests {
         runner.shutdown().await.unwrap();
         assert!(sink.sent.load(Ordering::SeqCst) > 0, "nothing was sent");
         assert_eq!(sink.before_sync.load(Ordering::SeqCst), 0);
+    }
+
+    /// A decided index above what the log can return (a node whose storage
+    /// lost its entries) is no backlog: the loop waits for its next input
+    /// instead of running empty rounds as fast as it can.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn decided_entries_that_cannot_be_read_do_not_spin_the_loop() {
+        let mut storage = MemoryStorage::<Put>::new();
+        storage.set_decided_idx(5).unwrap();
+        let omnipaxos = ConfigBuilder::new([1, 2, 3])
+            .build(1)
+            .unwrap()
+            .build(storage)
+            .unwrap();
+        let sink = Arc::new(CheckingSink::default());
+        let runner = Runner::spawn(
+            omnipaxos,
+            &[1, 2, 3],
+            Arc::clone(&sink),
+            sink.synced.clone(),
+            Skip(0),
+            RunnerConfig {
+                tick: Duration::from_secs(5),
+                ..RunnerConfig::default()
+            },
+        )
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let rounds = runner.status().borrow().rounds;
+        runner.shutdown().await.unwrap();
+        assert!(
+            rounds < 10,
+            "{rounds} rounds without any input: the loop spins"
+        );
     }
 }
