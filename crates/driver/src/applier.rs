@@ -18,8 +18,10 @@ use tsoracle_paxos_state::{
     Absorbed, ApplyCursor, ApplyState, HostItem, PaxosEnvelope, ProposalId, SnapshotPolicy,
     SnapshotTracker, StateError,
 };
-use tsoracle_paxos_toolkit::{DecidedHook, RunnerStatus};
+use tsoracle_paxos_toolkit::{DecidedHook, InstanceId, RunnerStatus};
 
+use crate::core::identity::{Registration, registration};
+use crate::error::RuntimeError;
 use crate::host::{Applied, HostError};
 
 // Ordered, so waiters fail in one order and a seeded simulation replays.
@@ -42,6 +44,9 @@ pub struct PaxosApplier {
     snapshots: SnapshotTracker,
     promise: Ballot,
     shared: Arc<Shared>,
+    /// This node's data-directory instance, checked against the one the
+    /// applied state registered for it.
+    instance: Option<InstanceId>,
     /// The recovered decided index and when recovery began, until the state
     /// has been rebuilt up to it (logged once: restart time is a figure
     /// operators watch).
@@ -83,9 +88,51 @@ impl PaxosApplier {
             snapshots: SnapshotTracker::new(policy, recovered_decided_idx),
             promise: Ballot::default(),
             shared: Arc::clone(&shared),
+            instance: None,
             replay: (recovered_decided_idx > 0).then(|| (recovered_decided_idx, Instant::now())),
         };
         (applier, ApplierHandle { shared })
+    }
+
+    /// Checks, after every applied batch, that the applied state registered
+    /// no other instance for this node than `instance` (see
+    /// [`check_identity`](Self::check_identity)).
+    #[must_use]
+    pub fn with_instance(mut self, instance: InstanceId) -> Self {
+        self.instance = Some(instance);
+        self
+    }
+
+    /// `Err` once the applied state registered another data directory
+    /// instance for this node than its own: the node must stop (its
+    /// directory lost the node's promises). A piggyback host that calls
+    /// [`absorb`](Self::absorb) itself calls this after it.
+    ///
+    /// # Errors
+    ///
+    /// [`RuntimeError::NotTheRegisteredInstance`].
+    pub fn check_identity(&self) -> Result<(), RuntimeError> {
+        let registered = self
+            .shared
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .instance_of(self.node_id);
+        match registration(self.instance, registered) {
+            Registration::Refused { mine, registered } => {
+                #[cfg(feature = "mutations")]
+                if !crate::mutation::is_on(crate::mutation::Guard::IdentityCheck) {
+                    crate::mutation::count_bypass();
+                    return Ok(());
+                }
+                Err(RuntimeError::NotTheRegisteredInstance {
+                    node: self.node_id,
+                    mine,
+                    registered,
+                })
+            }
+            Registration::Done | Registration::Propose(_) => Ok(()),
+        }
     }
 
     /// Absolute index of the next entry to apply.
@@ -221,7 +268,9 @@ impl<E: PaxosEnvelope> DecidedHook<E> for PaxosApplier {
         &mut self,
         entries: Vec<LogEntry<E>>,
     ) -> Result<Option<usize>, Box<dyn std::error::Error + Send + Sync>> {
-        Ok(self.absorb(entries, |_| {})?)
+        let compact = self.absorb(entries, |_| {})?;
+        self.check_identity()?;
+        Ok(compact)
     }
 }
 
@@ -251,6 +300,16 @@ impl ApplierHandle {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .len()
+    }
+
+    /// The data-directory instance the applied state registered for `node`.
+    #[must_use]
+    pub fn registered_instance(&self, node: NodeId) -> Option<u128> {
+        self.shared
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .instance_of(node)
     }
 
     /// Runs `read` on the applied state.

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use tsoracle_consensus::ConsensusError;
 use tsoracle_paxos_epoch::EpochError;
+use tsoracle_paxos_toolkit::InstanceId;
 
 /// A refused configuration or start: a [`Timing`](crate::Timing) or
 /// [`DriverConfig`](crate::DriverConfig) that breaks a rule, a node id or
@@ -99,6 +100,19 @@ pub enum ConfigError {
     /// The host could not be built or started.
     #[error("host: {0}")]
     Host(String),
+    /// The node was started as a member that has run before
+    /// ([`StartMode::Rejoin`](crate::StartMode)) but its storage is empty.
+    #[error(
+        "node {node} finds no state in its storage, but it was not started to found a new \
+         cluster: a member that lost its state has lost its Paxos promises and must not vote \
+         again under its old id. Restore its data directory, or remove node {node} from the \
+         cluster and add it back as a new member; only when founding a new cluster, start \
+         every node with an empty data directory in the new-cluster mode"
+    )]
+    NoStateToRejoin {
+        /// This node's id.
+        node: u64,
+    },
     /// A node id or ballot the epoch codec cannot encode (node id 0 or above
     /// `u32::MAX`).
     #[error("node id not usable as an epoch: {0}")]
@@ -148,6 +162,26 @@ pub enum RuntimeError {
          timestamps then stay unique, but dense sequences and leases start over"
     )]
     ConfigurationEnded,
+    /// The cluster registered this node id with another data directory
+    /// instance than this one: this directory was initialized after the
+    /// node first joined (wiped, replaced, or started with
+    /// `--initial-cluster-state new` by mistake) and does not hold the
+    /// node's Paxos promises.
+    #[error(
+        "the cluster registered node {node} with data directory instance {registered}, but this \
+         node's data directory is instance {mine}: it was wiped or replaced after node {node} \
+         joined, so it has lost that node's Paxos promises and may not take part under id \
+         {node}. Restore node {node}'s original data directory, or remove node {node} from the \
+         cluster and add it back as a new member"
+    )]
+    NotTheRegisteredInstance {
+        /// This node's id.
+        node: u64,
+        /// This directory's instance.
+        mine: InstanceId,
+        /// The instance the cluster registered for `node`.
+        registered: InstanceId,
+    },
     /// The host's consensus thread had failed when it was stopped.
     #[error("host: {0}")]
     Host(String),

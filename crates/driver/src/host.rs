@@ -19,6 +19,7 @@ use omnipaxos::util::NodeId;
 use tokio::sync::watch;
 use tsoracle_core::PeerEndpoint;
 use tsoracle_paxos_state::{ApplyState, Command, Outcome};
+use tsoracle_paxos_toolkit::InstanceId;
 
 use crate::core::lease::LeaderView;
 
@@ -129,4 +130,13 @@ pub trait PaxosHighWaterHost: Send + Sync + 'static {
     /// this sees every command decided before the barrier: a linearizable
     /// read.
     fn read_state(&self, read: &mut dyn FnMut(&ApplyState));
+
+    /// This node's data-directory instance, if the host has one: the driver
+    /// then registers it in the replicated state (`Command::Register`) once
+    /// it is not on record, so peers can refuse a wiped or replaced
+    /// directory that speaks under this node's id. `None` (the default): no
+    /// registration.
+    fn instance(&self) -> Option<InstanceId> {
+        None
+    }
 }

@@ -50,7 +50,9 @@
 //! ```no_run
 //! use std::sync::Arc;
 //! use tsoracle_core::PeerEndpoint;
-//! use tsoracle_driver_paxos::{DriverConfig, Member, PaxosDriver, StandaloneHost, Timing};
+//! use tsoracle_driver_paxos::{
+//!     DriverConfig, Member, PaxosDriver, StandaloneHost, StartMode, Timing,
+//! };
 //! use tsoracle_paxos_state::PaxosEntry;
 //! use tsoracle_paxos_toolkit::storage::MemoryStorage;
 //! use tsoracle_paxos_harness::memnet::{MemNetConfig, MemNetwork};
@@ -74,6 +76,7 @@
 //!         .members(members.clone())
 //!         .incarnation(1) // persist it: see `next_incarnation`
 //!         .timing(timing)
+//!         .start_mode(StartMode::Initialize) // founding: the storage starts empty
 //!         .start(MemoryStorage::<PaxosEntry>::new(), SyncedWrites, network.add_node(id))?;
 //!     network.attach(host.inbox());
 //!     drivers.push(PaxosDriver::start(Arc::new(host), DriverConfig::new(timing))?);
@@ -135,6 +138,7 @@ pub mod core;
 mod driver;
 mod error;
 mod host;
+mod identity;
 mod incarnation;
 #[cfg(feature = "mutations")]
 pub mod mutation;
@@ -154,7 +158,8 @@ pub use crate::core::{fence, gate, timing};
 pub use driver::{DEFAULT_DENSE_KEY_CAP, DEFAULT_REQUEST_TIMEOUT, DriverConfig, PaxosDriver};
 pub use error::{ConfigError, RuntimeError};
 pub use host::{Applied, HostError, PaxosHighWaterHost, PendingApply, ProposerSlot};
+pub use identity::RegistryAdmission;
 pub use incarnation::next_incarnation;
 pub use runner_glue::{leadership_from_runner, submit_to_runner};
 pub use runner_host::{RunnerBackedHost, RunnerHost};
-pub use standalone::{Member, StandaloneHost, StandaloneHostBuilder};
+pub use standalone::{Member, StandaloneHost, StandaloneHostBuilder, StartMode};

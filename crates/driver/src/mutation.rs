@@ -25,19 +25,26 @@ pub enum Guard {
     /// the reply's epoch, checked after the reply was produced
     /// ([`gate::reply_admitted`](crate::gate::reply_admitted)).
     ReplyGate,
+    /// A member whose data directory is not the one the cluster knows takes
+    /// no part: a restart on empty storage is refused
+    /// ([`StartMode::Rejoin`](crate::StartMode)), and peers refuse
+    /// messages that present another instance than the registered one
+    /// ([`RegistryAdmission`](crate::RegistryAdmission)).
+    IdentityCheck,
 }
 
 impl Guard {
     /// Every guard.
-    pub const ALL: [Guard; 4] = [
+    pub const ALL: [Guard; 5] = [
         Guard::NewLeaderWait,
         Guard::EpochFence,
         Guard::ReadBarrier,
         Guard::ReplyGate,
+        Guard::IdentityCheck,
     ];
 
     /// A short name (`new-leader-wait`, `epoch-fence`, `read-barrier`,
-    /// `reply-gate`).
+    /// `reply-gate`, `identity-check`).
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
@@ -45,6 +52,7 @@ impl Guard {
             Guard::EpochFence => "epoch-fence",
             Guard::ReadBarrier => "read-barrier",
             Guard::ReplyGate => "reply-gate",
+            Guard::IdentityCheck => "identity-check",
         }
     }
 

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tsoracle_core::PeerEndpoint;
 use tsoracle_paxos_state::{ApplyState, Command, PaxosEnvelope};
-use tsoracle_paxos_toolkit::{Error as ToolkitError, Runner};
+use tsoracle_paxos_toolkit::{Error as ToolkitError, InstanceId, Runner};
 
 use crate::applier::ApplierHandle;
 use crate::core::lease::LeaderView;
@@ -39,6 +39,7 @@ pub struct RunnerHost<E: PaxosEnvelope> {
     applier: ApplierHandle,
     leadership: watch::Receiver<LeaderView>,
     bridge: Mutex<Option<JoinHandle<()>>>,
+    instance: Option<InstanceId>,
 }
 
 impl<E: PaxosEnvelope> std::fmt::Debug for RunnerHost<E> {
@@ -78,7 +79,22 @@ where
             applier,
             leadership,
             bridge: Mutex::new(Some(bridge)),
+            instance: None,
         }
+    }
+
+    /// Presents `instance` as this node's data-directory instance (see
+    /// [`PaxosHighWaterHost::instance`]).
+    #[must_use]
+    pub fn with_instance(mut self, instance: InstanceId) -> Self {
+        self.instance = Some(instance);
+        self
+    }
+
+    /// This node's data-directory instance, if set.
+    #[must_use]
+    pub fn instance(&self) -> Option<InstanceId> {
+        self.instance
     }
 
     /// The runner, e.g. to propose the application's own entries.
@@ -217,5 +233,9 @@ impl<H: RunnerBackedHost> PaxosHighWaterHost for H {
 
     fn read_state(&self, read: &mut dyn FnMut(&ApplyState)) {
         self.runner_host().read_state(read);
+    }
+
+    fn instance(&self) -> Option<InstanceId> {
+        self.runner_host().instance()
     }
 }

@@ -14,8 +14,8 @@ use tokio::sync::watch;
 use tsoracle_core::PeerEndpoint;
 use tsoracle_paxos_state::{PaxosEntry, PaxosEnvelope, SnapshotPolicy};
 use tsoracle_paxos_toolkit::{
-    ConfigBuilder, Durability, Error as ToolkitError, Inbox, MessageSink, Runner, RunnerConfig,
-    RunnerStatus,
+    ConfigBuilder, Durability, Error as ToolkitError, Inbox, InstanceId, MessageSink, Runner,
+    RunnerConfig, RunnerStatus,
 };
 
 use crate::applier::PaxosApplier;
@@ -23,6 +23,7 @@ use crate::core::timing::Timing;
 use crate::error::{ConfigError, RuntimeError};
 #[cfg(doc)]
 use crate::host::PaxosHighWaterHost;
+use crate::identity::RegistryAdmission;
 use crate::runner_host::{RunnerBackedHost, RunnerHost};
 
 /// A member of the configuration as the host needs it.
@@ -37,8 +38,27 @@ pub struct Member {
     pub client_endpoint: PeerEndpoint,
 }
 
-/// Builds a [`StandaloneHost`]. Every field but the snapshot policy and the
-/// queue sizes must be set.
+/// Whether a host may start on storage that holds no Paxos state at all
+/// (no promise, no accepted round, no entry, no snapshot).
+///
+/// Such storage cannot tell a node that never promised anything from one
+/// that lost its directory, and the second must not vote again under its
+/// old id (it forgot its promises). So empty storage is refused unless the
+/// caller knows better.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StartMode {
+    /// Empty storage is refused ([`ConfigError::NoStateToRejoin`]).
+    #[default]
+    Rejoin,
+    /// Empty storage is used: the cluster is being founded, or the storage
+    /// proves on its own that it was initialized for this node (the
+    /// RocksDB storage's `open_existing` refuses a directory it did not
+    /// initialize, so a node that opened it may hold no Paxos state yet).
+    Initialize,
+}
+
+/// Builds a [`StandaloneHost`]. Every field but the snapshot policy, the
+/// queue sizes, the start mode and the instance must be set.
 #[derive(Debug, Clone)]
 pub struct StandaloneHostBuilder {
     node_id: Option<NodeId>,
@@ -50,6 +70,8 @@ pub struct StandaloneHostBuilder {
     snapshot_policy: SnapshotPolicy,
     runner: RunnerConfig,
     buffer_size: usize,
+    start_mode: StartMode,
+    instance: Option<InstanceId>,
 }
 
 impl Default for StandaloneHostBuilder {
@@ -64,11 +86,31 @@ impl Default for StandaloneHostBuilder {
             snapshot_policy: SnapshotPolicy::default(),
             runner: RunnerConfig::default(),
             buffer_size: 100_000,
+            start_mode: StartMode::Rejoin,
+            instance: None,
         }
     }
 }
 
 impl StandaloneHostBuilder {
+    /// Whether empty storage is used or refused (default: refused; see
+    /// [`StartMode`]).
+    #[must_use]
+    pub fn start_mode(mut self, mode: StartMode) -> Self {
+        self.start_mode = mode;
+        self
+    }
+
+    /// This node's data-directory instance (e.g.
+    /// `RocksdbStorage::instance`): registered in the replicated state, and
+    /// the node stops if another instance is on record for its id. Without
+    /// one the node registers nothing (its peers still check theirs).
+    #[must_use]
+    pub fn instance(mut self, instance: InstanceId) -> Self {
+        self.instance = Some(instance);
+        self
+    }
+
     /// This node's pid; it must be one of the members.
     #[must_use]
     pub fn node_id(mut self, id: NodeId) -> Self {
@@ -170,11 +212,15 @@ impl StandaloneHostBuilder {
             .map_err(|err| {
                 ConfigError::Host(format!("OmniPaxos refused the configuration: {err}"))
             })?;
+        refuse_empty_storage(self.start_mode, node_id, &storage)?;
         let omnipaxos = config.build(storage).map_err(|err| {
             ConfigError::Host(format!("OmniPaxos refused the configuration: {err}"))
         })?;
-        let (applier, handle) =
+        let (mut applier, handle) =
             PaxosApplier::new(node_id, self.snapshot_policy, omnipaxos.get_decided_idx());
+        if let Some(instance) = self.instance {
+            applier = applier.with_instance(instance);
+        }
         let runner = Runner::spawn(
             omnipaxos,
             &ids,
@@ -187,12 +233,57 @@ impl StandaloneHostBuilder {
             },
         )
         .map_err(|err| ConfigError::Host(format!("cannot start the consensus thread: {err}")))?;
+        // Before the inbox is handed to any transport.
+        let admission = Arc::new(RegistryAdmission::new(handle.clone()));
+        if runner.inbox().set_admission(admission).is_err() {
+            return Err(ConfigError::Host(
+                "the runner's inbox already had a peer admission".to_owned(),
+            ));
+        }
+        let mut core = RunnerHost::new(Arc::new(runner), handle, ids, incarnation);
+        if let Some(instance) = self.instance {
+            core = core.with_instance(instance);
+        }
         Ok(StandaloneHost {
             cluster_id,
             members: self.members,
-            core: RunnerHost::new(Arc::new(runner), handle, ids, incarnation),
+            core,
         })
     }
+}
+
+/// Refuses storage that holds nothing at all (no promise, no accepted
+/// round, no entry, no snapshot) unless `mode` allows it.
+fn refuse_empty_storage<E, B>(
+    mode: StartMode,
+    node_id: NodeId,
+    storage: &B,
+) -> Result<(), ConfigError>
+where
+    E: PaxosEnvelope,
+    B: Storage<E>,
+{
+    if mode == StartMode::Initialize {
+        return Ok(());
+    }
+    let unreadable = |err: Box<dyn std::error::Error>| {
+        ConfigError::Host(format!("cannot read the storage: {err}"))
+    };
+    let empty = storage.get_promise().map_err(unreadable)?.is_none()
+        && storage.get_accepted_round().map_err(unreadable)?.is_none()
+        && storage.get_decided_idx().map_err(unreadable)? == 0
+        && storage.get_compacted_idx().map_err(unreadable)? == 0
+        && storage.get_log_len().map_err(unreadable)? == 0
+        && storage.get_snapshot().map_err(unreadable)?.is_none();
+    if !empty {
+        return Ok(());
+    }
+    #[cfg(feature = "mutations")]
+    if !crate::mutation::is_on(crate::mutation::Guard::IdentityCheck) {
+        crate::mutation::count_bypass();
+        return Ok(());
+    }
+    Err(ConfigError::NoStateToRejoin { node: node_id })
 }
 
 fn missing(field: &str) -> ConfigError {

@@ -41,7 +41,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use tsoracle_paxos_toolkit::{Error, Inbox, MessageSink};
+use tsoracle_paxos_toolkit::{Error, Inbox, InstanceId, MessageSink, Refusal};
 
 /// Settings of a [`MemNetwork`], fixed at creation.
 #[derive(Debug, Clone)]
@@ -134,8 +134,11 @@ pub struct LinkStats {
     /// Messages held back by [`Faults::reorder`].
     pub reordered: u64,
     /// Messages the receiver did not take: no inbox attached, its runner
-    /// stopped, or its inbox refused them.
+    /// stopped, or its inbox refused them (for another reason than below).
     pub undeliverable: u64,
+    /// Messages the receiver's inbox refused because the sender presented
+    /// another data-directory instance than the one registered for it.
+    pub refused: u64,
 }
 
 impl LinkStats {
@@ -149,6 +152,7 @@ impl LinkStats {
         self.deduplicated += other.deduplicated;
         self.reordered += other.reordered;
         self.undeliverable += other.undeliverable;
+        self.refused += other.refused;
     }
 }
 
@@ -163,6 +167,7 @@ struct LinkCounters {
     deduplicated: AtomicU64,
     reordered: AtomicU64,
     undeliverable: AtomicU64,
+    refused: AtomicU64,
 }
 
 impl LinkCounters {
@@ -178,6 +183,7 @@ impl LinkCounters {
             deduplicated: get(&self.deduplicated),
             reordered: get(&self.reordered),
             undeliverable: get(&self.undeliverable),
+            refused: get(&self.refused),
         }
     }
 }
@@ -379,7 +385,7 @@ impl NetControl {
 
 /// The sending half of a link, kept by the network for the sinks.
 struct LinkTx<T: Entry> {
-    tx: mpsc::Sender<Message<T>>,
+    tx: mpsc::Sender<Stamped<T>>,
     state: Arc<LinkState>,
 }
 
@@ -462,6 +468,16 @@ where
         self.shared.control.clone()
     }
 
+    /// [`add_node`](Self::add_node) for a node that presents `instance`
+    /// (its data directory's) with every message it sends through the
+    /// returned sink; a restart with a wiped directory presents another.
+    pub fn add_node_as(&self, node: NodeId, instance: InstanceId) -> MemSink<T> {
+        MemSink {
+            instance: Some(instance),
+            ..self.add_node(node)
+        }
+    }
+
     /// Adds `node` (if new) with links to and from every node already
     /// added, and returns a sink that sends as `node`. Adding a node again,
     /// for a restart, keeps its links and returns another sink.
@@ -525,6 +541,7 @@ where
         }
         MemSink {
             me: node,
+            instance: None,
             shared: Arc::clone(&self.shared),
         }
     }
@@ -572,6 +589,8 @@ fn link_seed(seed: u64, from: NodeId, to: NodeId) -> u64 {
 /// One node's [`MessageSink`] on a [`MemNetwork`].
 pub struct MemSink<T: Entry> {
     me: NodeId,
+    /// The instance this sink presents with every message.
+    instance: Option<InstanceId>,
     shared: Arc<Shared<T>>,
 }
 
@@ -609,7 +628,11 @@ where
             return;
         }
         for message in batch {
-            match link.tx.try_send(message) {
+            let stamped = Stamped {
+                instance: self.instance,
+                message,
+            };
+            match link.tx.try_send(stamped) {
                 Ok(()) => bump(&counters.sent, 1),
                 // Drop the newest, never wait: the runner must not block on a
                 // slow link, and Paxos resends.
@@ -633,6 +656,14 @@ struct Held<T: Entry> {
     overtakes_left: usize,
     deadline: Instant,
     seq: u64,
+    message: Stamped<T>,
+}
+
+/// A message with the data-directory instance its sender presented when it
+/// was sent (a restarted sender may present another one later).
+#[derive(Clone)]
+struct Stamped<T: Entry> {
+    instance: Option<InstanceId>,
     message: Message<T>,
 }
 
@@ -647,7 +678,7 @@ struct LinkTask<T: Entry> {
     stop: watch::Receiver<bool>,
     /// Messages waiting out their delay, in due order (the link is FIFO),
     /// each with its link sequence number (a copy shares its original's).
-    delayed: VecDeque<(Instant, u64, Message<T>)>,
+    delayed: VecDeque<(Instant, u64, Stamped<T>)>,
     held: Vec<Held<T>>,
     next_seq: u64,
     /// Sequence numbers delivered lately, when `at_most_once` (bounded: a
@@ -668,11 +699,11 @@ where
     T: Entry + Send + 'static,
     T::Snapshot: Send,
 {
-    async fn run(mut self, mut rx: mpsc::Receiver<Message<T>>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Stamped<T>>) {
         let _ = self.serve(&mut rx).await;
     }
 
-    async fn serve(&mut self, rx: &mut mpsc::Receiver<Message<T>>) -> Result<(), Stopped> {
+    async fn serve(&mut self, rx: &mut mpsc::Receiver<Stamped<T>>) -> Result<(), Stopped> {
         let mut stop = self.stop.clone();
         loop {
             let wake = self
@@ -699,7 +730,7 @@ where
     }
 
     /// Applies loss, duplication and delay to a message leaving the queue.
-    fn admit(&mut self, message: Message<T>) {
+    fn admit(&mut self, message: Stamped<T>) {
         let faults = *lock(&self.shared.control.state.faults);
         if faults.drop > 0.0 && self.rng.f64() < faults.drop {
             bump(&self.state.counters.dropped, 1);
@@ -772,7 +803,7 @@ where
         }
     }
 
-    async fn deliver(&mut self, seq: u64, message: Message<T>) -> Result<(), Stopped> {
+    async fn deliver(&mut self, seq: u64, stamped: Stamped<T>) -> Result<(), Stopped> {
         let counters = &self.state.counters;
         if self.at_most_once {
             if !self.delivered.insert(seq) {
@@ -799,9 +830,10 @@ where
             _ = self.stop.wait_for(|stopped| *stopped) => Err(Stopped),
             // Waits for room in the runner's queue: flow control back to the
             // link queue, which then overflows instead of growing.
-            result = inbox.deliver(message) => {
+            result = inbox.deliver(stamped.instance, stamped.message) => {
                 match result {
                     Ok(()) => bump(&counters.delivered, 1),
+                    Err(Refusal::Impostor(_)) => bump(&counters.refused, 1),
                     Err(_) => bump(&counters.undeliverable, 1),
                 }
                 Ok(())

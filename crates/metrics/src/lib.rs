@@ -35,6 +35,11 @@ pub const PENDING: &str = "tsoracle_paxos_pending_proposals";
 /// StopSign-class messages dropped at the inbox (a peer tried to end the
 /// configuration).
 pub const STOP_SIGN_REFUSED: &str = "tsoracle_paxos_peer_stop_sign_refused_total";
+/// Members whose data-directory instance this node's applied state holds.
+pub const REGISTERED: &str = "tsoracle_paxos_registered_members";
+/// Peer messages refused because their sender presented another instance
+/// than the registered one (a wiped or replaced data directory).
+pub const IMPOSTOR_REFUSED: &str = "tsoracle_paxos_peer_impostor_refused_total";
 
 /// The samples of a Prometheus text page, keyed by everything before the
 /// value: `name`, or `name{labels}` for a labelled sample. Comment lines

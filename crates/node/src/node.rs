@@ -16,11 +16,13 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::{JoinError, JoinHandle};
 use tonic::transport::server::TcpIncoming;
 use tsoracle_consensus::ConsensusDriver;
-use tsoracle_driver_paxos::{DriverConfig, PaxosDriver, StandaloneHost, next_incarnation};
+use tsoracle_driver_paxos::{
+    DriverConfig, PaxosDriver, StandaloneHost, StartMode, next_incarnation,
+};
 use tsoracle_paxos_reply_gate::ReplyGateLayer;
 use tsoracle_paxos_state::{PaxosEntry, SnapshotPolicy};
 use tsoracle_paxos_tonic::{
-    PeerService, ServerHandle, TlsMaterial, TonicSink, TransportConfig, serve,
+    PeerService, ServerHandle, TlsMaterial, TonicSink, TransportConfig, TransportStats, serve,
 };
 use tsoracle_paxos_toolkit::storage::{RocksdbOptions, RocksdbStorage, StorageIdentity};
 use tsoracle_paxos_toolkit::{Error as ToolkitError, RunnerStatus};
@@ -81,6 +83,8 @@ pub struct Node {
     /// The data directory and the free space below which the node stops.
     data_dir: PathBuf,
     min_free_disk: u64,
+    /// The peer sink's counters, which hold a peer's identity refusal.
+    outbound: Arc<TransportStats>,
     /// Whether [`failure`](Self::failure) reported a reason (shutdown then
     /// does not report the same failure again).
     failed: bool,
@@ -177,8 +181,13 @@ impl Node {
                 None => std::future::pending().await,
             }
         };
-        let consensus =
-            consensus_failure(&self.host, &self.watch, &self.data_dir, self.min_free_disk);
+        let consensus = consensus_failure(
+            &self.host,
+            &self.watch,
+            &self.data_dir,
+            self.min_free_disk,
+            &self.outbound,
+        );
         let (reason, client_ended_now) = tokio::select! {
             ended = client => (client_ended(ended), true),
             reason = consensus => (reason, false),
@@ -324,7 +333,11 @@ async fn launch(
     let durability = storage.group_commit();
 
     let ids: Vec<u64> = config.members.iter().map(|m| m.id).collect();
-    let transport = TransportConfig::new(config.cluster_id.clone(), config.node_id, 1, ids);
+    let instance = storage.instance();
+    let mut transport = TransportConfig::new(config.cluster_id.clone(), config.node_id, 1, ids);
+    // Presented on every link: peers refuse it once the cluster registered
+    // another instance for this node id (invariant 11).
+    transport.instance = Some(instance);
     let sink = Arc::new(
         TonicSink::spawn(&transport, config.peer_addresses(), tls.as_ref())
             .map_err(|err| Error::runtime("peer transport", err))?,
@@ -342,6 +355,11 @@ async fn launch(
             .incarnation(incarnation)
             .timing(config.timing)
             .snapshot_policy(policy)
+            .instance(instance)
+            // `open_existing` above refused a directory this node did not
+            // initialize; one it accepted may hold no Paxos state yet (a
+            // node stopped before its first promise) and is still its own.
+            .start_mode(StartMode::Initialize)
             .start(storage, durability, sink)
             .map_err(|err| Error::runtime("consensus", err))?,
     );
@@ -354,9 +372,14 @@ async fn launch(
         PaxosDriver::start(Arc::clone(&host), DriverConfig::new(config.timing))
             .map_err(|err| Error::runtime("driver", err))?,
     );
-    let sampler = config
-        .metrics_listen
-        .map(|_| crate::metrics::sample(Arc::clone(&host), Arc::clone(&driver), outbound, inbound));
+    let sampler = config.metrics_listen.map(|_| {
+        crate::metrics::sample(
+            Arc::clone(&host),
+            Arc::clone(&driver),
+            Arc::clone(&outbound),
+            inbound,
+        )
+    });
     let mut server = tsoracle_server::Server::builder()
         .consensus_driver(Arc::clone(&driver) as Arc<dyn ConsensusDriver>);
     if let Some(ahead) = config.window_ahead {
@@ -377,6 +400,7 @@ async fn launch(
         client = %client_addr,
         peer = %peer_addr,
         incarnation,
+        %instance,
         "serving"
     );
     let (client_stop, stop_rx) = oneshot::channel::<()>();
@@ -402,6 +426,7 @@ async fn launch(
         incarnation,
         data_dir: config.data_dir.clone(),
         min_free_disk: config.min_free_disk,
+        outbound,
         failed: false,
     })
 }
@@ -429,6 +454,7 @@ async fn consensus_failure(
     watch: &tsoracle_server::WatchGuard,
     data_dir: &Path,
     min_free_disk: u64,
+    outbound: &TransportStats,
 ) -> Error {
     let mut status = host.status();
     let mut poll = tokio::time::interval(Duration::from_millis(100));
@@ -461,6 +487,11 @@ async fn consensus_failure(
         // tick of its disk filling, not when a write finally fails.
         if let Some(reason) = crate::disk::shortage(data_dir, min_free_disk) {
             return Error::runtime("disk", reason);
+        }
+        // A peer holds another instance for this node id: this directory
+        // lost the node's promises, and every peer will refuse it.
+        if let Some(reason) = outbound.identity_refusal() {
+            return Error::runtime("identity", reason);
         }
         tokio::select! {
             changed = status.changed() => {

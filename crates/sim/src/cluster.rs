@@ -13,10 +13,13 @@ use std::sync::{Arc, PoisonError};
 use omnipaxos::util::NodeId;
 use tokio::task::JoinHandle;
 use tsoracle_core::PeerEndpoint;
-use tsoracle_driver_paxos::{DriverConfig, Member, PaxosDriver, Role, StandaloneHost, Timing};
+use tsoracle_driver_paxos::{
+    ConfigError, DriverConfig, Member, PaxosDriver, PaxosHighWaterHost, Role, StandaloneHost,
+    StartMode, Timing,
+};
 use tsoracle_paxos_harness::memnet::{MemNetwork, NetControl};
 use tsoracle_paxos_state::{PaxosEntry, SnapshotPolicy};
-use tsoracle_paxos_toolkit::{Placement, RunnerConfig};
+use tsoracle_paxos_toolkit::{InstanceId, Placement, RunnerConfig};
 
 use crate::SimError;
 use crate::client::Directory;
@@ -53,6 +56,16 @@ struct Slot {
     disk: Disk,
     incarnation: u64,
     live: Option<Live>,
+    /// The data directory's instance (a wipe draws another).
+    instance: InstanceId,
+    /// Directories this node lost so far.
+    wipes: u64,
+    /// Whether the node may start on empty storage: a founding member and a
+    /// directory it initialized may; a wiped one restarted as a member that
+    /// ran before may not.
+    start_mode: StartMode,
+    /// Why its host refused to start (it stays down for good).
+    refused: Option<String>,
 }
 
 pub(crate) struct Cluster {
@@ -97,6 +110,10 @@ impl Cluster {
                             disk: Disk::default(),
                             incarnation: 0,
                             live: None,
+                            instance: instance_of(seed, id, 0),
+                            wipes: 0,
+                            start_mode: StartMode::Initialize,
+                            refused: None,
                         },
                     )
                 })
@@ -110,6 +127,11 @@ impl Cluster {
             cluster.boot(id)?;
         }
         Ok(cluster)
+    }
+
+    /// Virtual time since the run began, in µs (for traces).
+    pub(crate) fn now_us(&self) -> u64 {
+        self.recorder.now_us()
     }
 
     pub(crate) fn control(&self) -> NetControl {
@@ -229,14 +251,14 @@ impl Cluster {
             .slots
             .get_mut(&id)
             .ok_or_else(|| SimError::Setup(format!("no node {id}")))?;
-        if slot.live.is_some() {
+        if slot.live.is_some() || slot.refused.is_some() {
             return Ok(());
         }
         // Only what was synced survives: a fresh disk from the durable copy.
         slot.disk = Disk::from_durable(slot.disk.durable());
         slot.incarnation += 1;
-        let sink = self.net.add_node(id);
-        let host = StandaloneHost::builder()
+        let sink = self.net.add_node_as(id, slot.instance);
+        let started = StandaloneHost::builder()
             .node_id(id)
             .cluster_id("sim")
             .members(self.members.clone())
@@ -247,8 +269,22 @@ impl Cluster {
                 placement: Placement::CurrentRuntime,
                 ..RunnerConfig::default()
             })
-            .start(slot.disk.storage(), slot.disk.durability(), sink)
-            .map_err(|e| SimError::Setup(format!("node {id}: {e}")))?;
+            .instance(slot.instance)
+            .start_mode(slot.start_mode)
+            .start(slot.disk.storage(), slot.disk.durability(), sink);
+        let host = match started {
+            Ok(host) => host,
+            // A wiped node started as a member that ran before: refused,
+            // and down for the rest of the run (as `serve` exits).
+            Err(err @ ConfigError::NoStateToRejoin { .. }) => {
+                tracing::debug!(at = self.recorder.now_us(), node = id, %err, "start refused");
+                slot.refused = Some(err.to_string());
+                return Ok(());
+            }
+            Err(err) => return Err(SimError::Setup(format!("node {id}: {err}"))),
+        };
+        // It initialized its storage: from now on it is its own.
+        slot.start_mode = StartMode::Initialize;
         self.net.attach(host.inbox());
         let rate = setup.rates.get(&id).copied().unwrap_or(1.0);
         let clock = DriftingClock::new(rate);
@@ -293,6 +329,40 @@ impl Cluster {
         Ok(())
     }
 
+    /// Crashes node `id` and loses its data directory: the disk is empty and
+    /// the next start presents a new instance, with `mode` saying whether
+    /// the operator restarts it as a member that ran before (refused) or,
+    /// by mistake, as a founding one. Its incarnation file is lost too.
+    pub(crate) async fn wipe(&mut self, id: NodeId, mode: StartMode) {
+        self.crash(id).await;
+        let seed = self.seed;
+        if let Some(slot) = self.slots.get_mut(&id) {
+            slot.disk = Disk::default();
+            slot.wipes += 1;
+            slot.instance = instance_of(seed, id, slot.wipes);
+            slot.incarnation = 0;
+            slot.start_mode = mode;
+        }
+    }
+
+    /// Whether every live node's applied state registered every member
+    /// with its current instance.
+    pub(crate) fn registered_everywhere(&self) -> bool {
+        self.slots.values().all(|slot| {
+            let Some(live) = &slot.live else {
+                return false;
+            };
+            let mut all = true;
+            live.driver.host().read_state(&mut |state| {
+                all = self
+                    .slots
+                    .iter()
+                    .all(|(id, other)| state.instance_of(*id) == Some(other.instance.0));
+            });
+            all
+        })
+    }
+
     /// Crashes node `id`: its server answers nothing more, its tasks stop,
     /// and its disk keeps only what was synced.
     pub(crate) async fn crash(&mut self, id: NodeId) {
@@ -323,4 +393,10 @@ impl Cluster {
         }
         self.net.shutdown().await;
     }
+}
+
+/// The instance of node `id`'s data directory after `wipes` losses: drawn
+/// from the seed, so a run replays.
+fn instance_of(seed: u64, id: NodeId, wipes: u64) -> InstanceId {
+    InstanceId((u128::from(seed) << 64) | u128::from(id.wrapping_mul(1_000).wrapping_add(wipes)))
 }

@@ -42,6 +42,8 @@ pub struct FaultCounts {
     /// Processes paused (SIGSTOP) and resumed, clients still sending to
     /// them.
     pub pauses: u64,
+    /// Data directories lost ([`Fault::Amnesia`]), at most one per run.
+    pub wipes: u64,
 }
 
 impl FaultCounts {
@@ -57,6 +59,7 @@ impl FaultCounts {
         self.mutes += other.mutes;
         self.gray_failures += other.gray_failures;
         self.pauses += other.pauses;
+        self.wipes += other.wipes;
     }
 }
 
@@ -65,7 +68,8 @@ impl fmt::Display for FaultCounts {
         write!(
             f,
             "{} crashes, {} pauses, {} leader isolations, {} flaps, {} leader mutes, {} gray \
-             failures, {} cuts, {} one-way cuts, {} slowed nodes, {} network changes",
+             failures, {} cuts, {} one-way cuts, {} slowed nodes, {} network changes, {} wiped \
+             data directories",
             self.crashes,
             self.pauses,
             self.leader_isolations,
@@ -75,7 +79,8 @@ impl fmt::Display for FaultCounts {
             self.cuts,
             self.one_way_cuts,
             self.slow_links,
-            self.network_changes
+            self.network_changes,
+            self.wipes
         )
     }
 }
@@ -114,6 +119,19 @@ pub(crate) enum Fault {
     Cut(NodeId, NodeId),
     CutOneWay(NodeId, NodeId),
     Network(Faults),
+    /// The sequence that loses decided data if a node with a wiped data
+    /// directory may vote again: `lagging` is cut off while the others
+    /// decide for `lag`; then `victim` crashes and loses its directory,
+    /// the nodes that saw those decisions are cut off, `lagging` comes
+    /// back, and `victim` restarts on empty storage, as a member that ran
+    /// before (`refused_at_start`) or, by an operator's mistake, as a
+    /// founding one (its peers must refuse its new instance).
+    Amnesia {
+        victim: NodeId,
+        lagging: NodeId,
+        lag: Duration,
+        refused_at_start: bool,
+    },
 }
 
 /// What undoes a fault, due at some time.
@@ -136,6 +154,12 @@ pub(crate) enum Undo {
     Mute(NodeId),
     Heal(NodeId, NodeId),
     HealOneWay(NodeId, NodeId),
+    /// The second step of [`Fault::Amnesia`].
+    Wipe {
+        victim: NodeId,
+        lagging: NodeId,
+        refused_at_start: bool,
+    },
 }
 
 /// Undo actions by due time (virtual time since the run began).
@@ -191,7 +215,7 @@ pub(crate) fn draw(
         }
         (a, b)
     };
-    match rng.u8(0..17) {
+    match rng.u8(0..18) {
         0..=2 => Fault::Crash(node(rng)),
         3..=4 => Fault::IsolateLeader,
         5..=6 => Fault::Flap,
@@ -230,6 +254,15 @@ pub(crate) fn draw(
             Fault::CutOneWay(a, b)
         }
         12..=14 => Fault::Network(network(rng, election)),
+        17 => {
+            let (victim, lagging) = pair(rng);
+            Fault::Amnesia {
+                victim,
+                lagging,
+                lag: election.mul_f64(3.0 + rng.f64() * 6.0),
+                refused_at_start: rng.bool(),
+            }
+        }
         _ => {
             // From shorter than an election (the lease may outlive it) to
             // long enough for a new leader to be elected and serve.
@@ -294,7 +327,13 @@ mod tests {
             let ms = Duration::from_millis;
             match draw(&mut rng, 3, ms(100), ms(80)) {
                 Fault::Crash(n) => assert!((1..=3).contains(&n)),
-                Fault::Cut(a, b) | Fault::CutOneWay(a, b) => {
+                Fault::Cut(a, b)
+                | Fault::CutOneWay(a, b)
+                | Fault::Amnesia {
+                    victim: a,
+                    lagging: b,
+                    ..
+                } => {
                     assert!(a != b && (1..=3).contains(&a) && (1..=3).contains(&b));
                 }
                 Fault::Slow { node: Some(n), .. } | Fault::Pause { node: Some(n), .. } => {

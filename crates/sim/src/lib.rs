@@ -57,7 +57,7 @@ use tokio::task::JoinSet;
 use tsoracle_consensus::ConsensusDriver;
 use tsoracle_core::SeqKey;
 use tsoracle_driver_paxos::mutation::{self, Guard};
-use tsoracle_driver_paxos::{DriverConfig, Timing};
+use tsoracle_driver_paxos::{DriverConfig, StartMode, Timing};
 use tsoracle_paxos_checker::{Op, Report, Violation, check};
 use tsoracle_paxos_harness::memnet::{LinkStats, MemNetConfig, MemNetwork};
 use tsoracle_paxos_state::SnapshotPolicy;
@@ -414,6 +414,18 @@ async fn simulate(seed: u64, config: &SimConfig) -> Result<RunReport, SimError> 
         tokio::time::sleep_until(start + next).await;
         let now = start.elapsed();
         for undo in agenda.take_due(now) {
+            if let Undo::Wipe {
+                victim,
+                lagging,
+                refused_at_start,
+            } = undo
+            {
+                let hold = election.mul_f64(5.0 + rng.f64() * 15.0);
+                for undo in wipe(&mut cluster, victim, lagging, refused_at_start).await? {
+                    agenda.push(now + hold, undo);
+                }
+                continue;
+            }
             if let Some(follow_up) = apply_undo(&mut cluster, undo)? {
                 agenda.push(now + election.mul_f64(3.0 + rng.f64() * 10.0), follow_up);
             }
@@ -431,6 +443,28 @@ async fn simulate(seed: u64, config: &SimConfig) -> Result<RunReport, SimError> 
         );
         tracing::debug!(at = recorder.now_us(), ?fault, ?hold, leader = ?cluster.leader(), "fault");
         match fault {
+            Fault::Amnesia {
+                victim,
+                lagging,
+                lag,
+                refused_at_start,
+            } => {
+                // Once per run, from a whole cluster whose members all know
+                // each other's instances (registered at start-up).
+                if faults.wipes == 0 && cluster.down_count() == 0 && cluster.registered_everywhere()
+                {
+                    control.isolate(lagging);
+                    faults.wipes += 1;
+                    agenda.push(
+                        now + lag,
+                        Undo::Wipe {
+                            victim,
+                            lagging,
+                            refused_at_start,
+                        },
+                    );
+                }
+            }
             Fault::Crash(node) => {
                 if cluster.is_up(node) && cluster.down_count() < majority_down {
                     cluster.crash(node).await;
@@ -565,7 +599,7 @@ async fn simulate(seed: u64, config: &SimConfig) -> Result<RunReport, SimError> 
         // Follow-up faults are not started at the heal.
         match undo {
             Undo::FlapOn(node) => cluster.control().rejoin(node),
-            Undo::Mute(_) => {}
+            Undo::Mute(_) | Undo::Wipe { .. } => {}
             other => {
                 apply_undo(&mut cluster, other)?;
             }
@@ -743,8 +777,47 @@ fn apply_undo(cluster: &mut Cluster, undo: Undo) -> Result<Option<Undo>, SimErro
         }
         Undo::Heal(a, b) => control.heal(a, b),
         Undo::HealOneWay(a, b) => control.heal_one_way(a, b),
+        // Carried out by the fault loop, which can wait for the crash.
+        Undo::Wipe { .. } => {}
     }
     Ok(None)
+}
+
+/// The second step of [`Fault::Amnesia`]: `victim` loses its data directory
+/// and restarts at once; the nodes that decided without `lagging` are cut
+/// off and `lagging` rejoins, so `lagging` and `victim` alone could form a
+/// majority that never saw those decisions. Returns the undos (the cut
+/// nodes rejoin).
+async fn wipe(
+    cluster: &mut Cluster,
+    victim: NodeId,
+    lagging: NodeId,
+    refused_at_start: bool,
+) -> Result<Vec<Undo>, SimError> {
+    let control = cluster.control();
+    let mode = if refused_at_start {
+        StartMode::Rejoin
+    } else {
+        StartMode::Initialize
+    };
+    tracing::debug!(
+        at = cluster.now_us(),
+        victim,
+        lagging,
+        ?mode,
+        "data directory wiped"
+    );
+    cluster.wipe(victim, mode).await;
+    let mut undos = Vec::new();
+    for node in cluster.ids() {
+        if node != victim && node != lagging {
+            control.isolate(node);
+            undos.push(Undo::Rejoin(node));
+        }
+    }
+    control.rejoin(lagging);
+    cluster.boot(victim)?;
+    Ok(undos)
 }
 
 /// Virtual time from `healed_at` (µs) to the first timestamp invoked after

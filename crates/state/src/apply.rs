@@ -327,7 +327,9 @@ impl ApplyState {
 
     /// Every registered member and its instance.
     pub fn instances(&self) -> impl Iterator<Item = (u64, u128)> + '_ {
-        self.instances.iter().map(|(node, instance)| (*node, *instance))
+        self.instances
+            .iter()
+            .map(|(node, instance)| (*node, *instance))
     }
 
     /// Number of non-duplicate commands applied since the empty state.
@@ -697,8 +699,14 @@ mod tests {
             Outcome::Registered { instance: 0xa }
         );
         assert_eq!(state.instance_of(2), Some(0xa));
-        assert_eq!(state.apply(&register(3, 0xc, 1)), Outcome::Registered { instance: 0xc });
-        assert_eq!(state.instances().collect::<Vec<_>>(), vec![(2, 0xa), (3, 0xc)]);
+        assert_eq!(
+            state.apply(&register(3, 0xc, 1)),
+            Outcome::Registered { instance: 0xc }
+        );
+        assert_eq!(
+            state.instances().collect::<Vec<_>>(),
+            vec![(2, 0xa), (3, 0xc)]
+        );
     }
 
     #[test]
@@ -709,7 +717,10 @@ mod tests {
             proposal: ProposalId::new(1, 1, 1),
         });
         // Epoch zero, below the applied epoch 9: still recorded.
-        assert_eq!(state.apply(&register(2, 0xa, 1)), Outcome::Registered { instance: 0xa });
+        assert_eq!(
+            state.apply(&register(2, 0xa, 1)),
+            Outcome::Registered { instance: 0xa }
+        );
         assert_eq!(state.max_epoch(), Epoch(9));
         let before = state.clone();
         assert_eq!(state.apply(&register(2, 0xb, 1)), Outcome::Duplicate);

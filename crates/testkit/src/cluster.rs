@@ -642,8 +642,7 @@ impl<L: Launcher> Cluster<L> {
     /// `name{labels}`; `None` when the node is down or does not answer.
     pub fn metrics(&self, id: u64) -> Option<BTreeMap<String, f64>> {
         self.child(id)?;
-        let page = fetch_metrics(local(self.ports(id)?.metrics)).ok()?;
-        Some(tsoracle_paxos_metrics::parse(&page))
+        crate::process::metrics(self.ports(id)?.metrics)
     }
 
     /// SIGTERM to every node, then SIGKILL to any still running after a
@@ -732,17 +731,6 @@ fn reserve(nodes: u64) -> Result<(Vec<Ports>, Vec<TcpListener>), Error> {
 /// Whether something accepts connections on `127.0.0.1:port`.
 fn listening(port: u16) -> bool {
     TcpStream::connect_timeout(&local(port), Duration::from_millis(200)).is_ok()
-}
-
-/// `GET /metrics` over plain HTTP/1.0 with short deadlines.
-fn fetch_metrics(addr: SocketAddr) -> std::io::Result<String> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(300))?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(1)))?;
-    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
-    let mut page = String::new();
-    stream.read_to_string(&mut page)?;
-    Ok(page)
 }
 
 fn dir_bytes(dir: &Path) -> u64 {

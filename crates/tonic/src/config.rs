@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use omnipaxos::util::NodeId;
+use tsoracle_paxos_toolkit::InstanceId;
 
 use crate::error::Error;
 
@@ -26,6 +27,15 @@ pub mod metadata {
     pub const CONFIGURATION_ID: &str = "x-tsoracle-paxos-configuration";
     /// The protocol version (decimal, [`PROTOCOL_VERSION`](crate::PROTOCOL_VERSION)).
     pub const PROTOCOL: &str = "x-tsoracle-paxos-protocol";
+    /// The sender's data-directory instance (32 hex digits). Optional: a
+    /// sender without one presents none, and is refused once the cluster
+    /// registered an instance for it.
+    pub const INSTANCE: &str = "x-tsoracle-paxos-instance";
+    /// Set (to [`REFUSAL_IMPOSTOR`]) on the status that ends a link whose
+    /// sender presented another instance than the registered one.
+    pub const REFUSAL: &str = "x-tsoracle-paxos-refusal";
+    /// The value of [`REFUSAL`] for an impostor.
+    pub const REFUSAL_IMPOSTOR: &str = "impostor";
 }
 
 /// Settings shared by the inbound [`PeerService`](crate::PeerService) and the
@@ -47,6 +57,9 @@ pub struct TransportConfig {
     pub configuration_id: u32,
     /// Every node of the configuration (this node may be listed).
     pub peers: Vec<NodeId>,
+    /// This node's data-directory instance, presented on every link it
+    /// opens (`None`: presents none).
+    pub instance: Option<InstanceId>,
     /// Largest frame payload in bytes, both ways. A batch that encodes larger
     /// is split over several frames; a single message larger than this is
     /// dropped and counted. tonic's message size limits are set from it.
@@ -88,6 +101,7 @@ impl TransportConfig {
             node_id,
             configuration_id,
             peers: peers.into_iter().collect(),
+            instance: None,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             queue_capacity: 1024,
             connect_timeout: Duration::from_secs(1),

@@ -10,11 +10,11 @@ use omnipaxos::util::NodeId;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::metadata::MetadataMap;
+use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Code, Request, Response, Status, Streaming};
-use tsoracle_paxos_toolkit::{Inbox, Refusal};
+use tsoracle_paxos_toolkit::{Inbox, InstanceId, Refusal};
 
 use crate::config::{PROTOCOL_VERSION, TransportConfig, metadata};
 use crate::error::Error;
@@ -137,8 +137,9 @@ where
         status
     }
 
-    /// Checks a link's metadata; returns the sender.
-    fn check_open(&self, md: &MetadataMap) -> Result<NodeId, Status> {
+    /// Checks a link's metadata; returns the sender and the instance it
+    /// presents.
+    fn check_open(&self, md: &MetadataMap) -> Result<(NodeId, Option<InstanceId>), Status> {
         let shared = &*self.shared;
         let protocol: u32 = self.number(md, metadata::PROTOCOL)?;
         if protocol != PROTOCOL_VERSION {
@@ -198,7 +199,11 @@ where
                 )),
             ));
         }
-        Ok(sender)
+        let instance = match md.get(metadata::INSTANCE) {
+            None => None,
+            Some(_) => Some(self.number(md, metadata::INSTANCE)?),
+        };
+        Ok((sender, instance))
     }
 
     fn text<'a>(&self, md: &'a MetadataMap, key: &str) -> Result<&'a str, Status> {
@@ -273,7 +278,12 @@ where
         }
     }
 
-    async fn deliver_frame(&self, sender: NodeId, frame: Frame) -> Result<(), Status> {
+    async fn deliver_frame(
+        &self,
+        sender: NodeId,
+        instance: Option<InstanceId>,
+        frame: Frame,
+    ) -> Result<(), Status> {
         let shared = &*self.shared;
         shared.stats.frame_in(frame.payload.len());
         let messages = decode_frame::<T>(&frame.payload).map_err(|err| {
@@ -292,12 +302,23 @@ where
                 shared.stats.refuse(RefusalReason::ReceiverMismatch);
                 continue;
             }
-            match shared.inbox.deliver(message).await {
+            match shared.inbox.deliver(instance, message).await {
                 Ok(()) => shared.stats.message_in(),
                 Err(Refusal::Stopped) => {
                     return Err(Status::unavailable(
                         "this node's consensus runner has stopped",
                     ));
+                }
+                // The sender is not the directory the cluster knows as
+                // `sender`: end the link with the reason, which the sender
+                // reports (and its operator reads).
+                Err(Refusal::Impostor(impostor)) => {
+                    let mut status = Status::permission_denied(impostor.to_string());
+                    status.metadata_mut().insert(
+                        metadata::REFUSAL,
+                        MetadataValue::from_static(metadata::REFUSAL_IMPOSTOR),
+                    );
+                    return Err(self.refuse(RefusalReason::Impostor, status));
                 }
                 // The inbox is where StopSign-class messages are dropped
                 // (the one gate of every transport); counted there.
@@ -334,7 +355,7 @@ where
         &self,
         request: Request<Streaming<Frame>>,
     ) -> Result<Response<LinkClosed>, Status> {
-        let sender = self.check_open(request.metadata())?;
+        let (sender, instance) = self.check_open(request.metadata())?;
         self.check_certificate(&request, sender)?;
         let Some(generation_tx) = self.shared.generations.get(&sender) else {
             return Err(Status::internal("sender vanished from the configuration"));
@@ -369,7 +390,7 @@ where
                         status = self.link_ended(&mut closing, &mut newer, generation) => {
                             return Err(status);
                         }
-                        delivered = self.deliver_frame(sender, frame) => delivered?,
+                        delivered = self.deliver_frame(sender, instance, frame) => delivered?,
                     }
                 }
                 Ok(None) => return Ok(Response::new(LinkClosed { frames })),

@@ -365,7 +365,13 @@ impl PeerLink {
             ),
             (metadata::SENDER, self.config.node_id.to_string()),
             (metadata::RECEIVER, self.peer.to_string()),
-        ] {
+        ]
+        .into_iter()
+        .chain(
+            self.config
+                .instance
+                .map(|instance| (metadata::INSTANCE, instance.to_string())),
+        ) {
             // The cluster id was checked to be printable ASCII; numbers are.
             match MetadataValue::try_from(value) {
                 Ok(value) => {
@@ -436,6 +442,19 @@ impl PeerLink {
     ) -> Ended {
         match result {
             Ok(_) => tracing::debug!(peer = self.peer, "the peer closed the link"),
+            Err(status)
+                if status
+                    .metadata()
+                    .get(metadata::REFUSAL)
+                    .is_some_and(|value| value == metadata::REFUSAL_IMPOSTOR) =>
+            {
+                tracing::error!(
+                    peer = self.peer,
+                    "the peer refused this node: {}",
+                    status.message()
+                );
+                self.stats.refused_as_impostor(status.message());
+            }
             Err(status) => tracing::warn!(
                 peer = self.peer,
                 code = ?status.code(),

@@ -1,6 +1,7 @@
 //! Counters of the transport, shared by its tasks.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 /// Why the inbound service refused a link or part of one.
 ///
@@ -37,11 +38,15 @@ pub enum RefusalReason {
     SenderMismatch,
     /// A message is addressed to another node; it is dropped.
     ReceiverMismatch,
+    /// The sender presents another data-directory instance than the one
+    /// the cluster registered for it (a wiped or replaced directory); the
+    /// link is closed with `PERMISSION_DENIED` and the reason.
+    Impostor,
 }
 
 impl RefusalReason {
     /// Every reason, in counter order.
-    pub const ALL: [RefusalReason; 14] = [
+    pub const ALL: [RefusalReason; 15] = [
         RefusalReason::MissingMetadata,
         RefusalReason::GarbledMetadata,
         RefusalReason::UnsupportedProtocol,
@@ -56,6 +61,7 @@ impl RefusalReason {
         RefusalReason::GarbledFrame,
         RefusalReason::SenderMismatch,
         RefusalReason::ReceiverMismatch,
+        RefusalReason::Impostor,
     ];
 
     /// A stable snake_case name, for metrics labels.
@@ -75,6 +81,7 @@ impl RefusalReason {
             RefusalReason::GarbledFrame => "garbled_frame",
             RefusalReason::SenderMismatch => "sender_mismatch",
             RefusalReason::ReceiverMismatch => "receiver_mismatch",
+            RefusalReason::Impostor => "impostor",
         }
     }
 
@@ -147,6 +154,9 @@ pub struct TransportStats {
     reconnects: AtomicU64,
     connect_failures: AtomicU64,
     links_failed: AtomicU64,
+    /// The reason a peer gave when it refused this node as an impostor
+    /// (sink side only; see [`TransportStats::identity_refusal`]).
+    identity_refusal: Mutex<Option<String>>,
 }
 
 fn get(counter: &AtomicU64) -> u64 {
@@ -158,6 +168,26 @@ fn add(counter: &AtomicU64, n: u64) {
 }
 
 impl TransportStats {
+    /// Why a peer refused this node's links as an impostor (another data
+    /// directory than the one the cluster registered for this node id), if
+    /// one did: the node cannot take part and should stop with this reason.
+    pub fn identity_refusal(&self) -> Option<String> {
+        self.identity_refusal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn refused_as_impostor(&self, reason: &str) {
+        let mut slot = self
+            .identity_refusal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if slot.is_none() {
+            *slot = Some(reason.to_owned());
+        }
+    }
+
     /// Refusals for `reason` (links, frames or messages, as the reason says).
     pub fn refusals(&self, reason: RefusalReason) -> u64 {
         get(&self.refusals[reason.index()])

@@ -124,6 +124,11 @@ pub enum Error {
         source: rocksdb::Error,
     },
 
+    /// The operating system could not supply random bytes for a new data
+    /// directory's instance id.
+    #[error("cannot draw a random instance id: {0}")]
+    NoRandomness(String),
+
     /// A runner or transport setting is out of range.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),

@@ -132,6 +132,7 @@
 pub mod config;
 pub mod durability;
 mod error;
+pub mod instance;
 pub mod runner;
 pub mod sink;
 pub mod storage;
@@ -145,5 +146,6 @@ pub use omnipaxos;
 pub use config::ConfigBuilder;
 pub use durability::{Durability, SyncedWrites};
 pub use error::Error;
+pub use instance::{Impostor, InstanceId, PeerAdmission};
 pub use runner::{DecidedHook, Placement, Runner, RunnerConfig, RunnerStatus};
 pub use sink::{Inbox, InboxStats, MessageSink, Refusal, carries_stop_sign};

@@ -7,14 +7,16 @@
 //! to this node's configuration, and messages that could end it (a
 //! StopSign), before they can reach OmniPaxos.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use omnipaxos::messages::Message;
 use omnipaxos::messages::sequence_paxos::{PaxosMessage, PaxosMsg};
 use omnipaxos::storage::Entry;
 use omnipaxos::util::NodeId;
 use tokio::sync::mpsc;
+
+use crate::instance::{Impostor, InstanceId, PeerAdmission};
 
 /// Where a runner sends OmniPaxos messages.
 ///
@@ -61,6 +63,10 @@ pub enum Refusal {
          the configuration)"
     )]
     StopSign(NodeId),
+    /// The sender presented a data-directory instance other than the one
+    /// the cluster registered for it (see [`crate::instance`]).
+    #[error(transparent)]
+    Impostor(#[from] Impostor),
     /// The runner's inbound queue is full; the message was dropped.
     #[error("the inbound queue is full")]
     QueueFull,
@@ -76,6 +82,7 @@ pub struct InboxStats {
     unknown_sender: AtomicU64,
     wrong_receiver: AtomicU64,
     stop_sign: AtomicU64,
+    impostor: AtomicU64,
     queue_full: AtomicU64,
 }
 
@@ -103,6 +110,12 @@ impl InboxStats {
         self.stop_sign.load(Ordering::Relaxed)
     }
 
+    /// Messages refused because their sender presented another instance
+    /// than the one registered for it ([`Refusal::Impostor`]).
+    pub fn impostor(&self) -> u64 {
+        self.impostor.load(Ordering::Relaxed)
+    }
+
     /// Messages dropped because the runner's queue was full.
     pub fn queue_full(&self) -> u64 {
         self.queue_full.load(Ordering::Relaxed)
@@ -113,6 +126,7 @@ impl InboxStats {
             Refusal::UnknownSender(_) => &self.unknown_sender,
             Refusal::WrongReceiver(_) => &self.wrong_receiver,
             Refusal::StopSign(_) => &self.stop_sign,
+            Refusal::Impostor(_) => &self.impostor,
             Refusal::QueueFull => &self.queue_full,
             Refusal::Stopped => return,
         };
@@ -125,12 +139,15 @@ impl InboxStats {
 /// It checks the sender and receiver ids of every message against the
 /// configuration before the message is queued: a message from an unknown pid
 /// crashes an OmniPaxos leader. It also drops every message that carries a
-/// StopSign ([`carries_stop_sign`]), counted in [`InboxStats::stop_sign`].
+/// StopSign ([`carries_stop_sign`]), counted in [`InboxStats::stop_sign`],
+/// and, once a [`PeerAdmission`] is set, every message whose sender presents
+/// a data-directory instance the cluster does not hold for it.
 pub struct Inbox<T: Entry> {
     me: NodeId,
     peers: Arc<[NodeId]>,
     tx: mpsc::Sender<Message<T>>,
     stats: Arc<InboxStats>,
+    admission: Arc<OnceLock<Arc<dyn PeerAdmission>>>,
 }
 
 impl<T: Entry> Clone for Inbox<T> {
@@ -140,6 +157,7 @@ impl<T: Entry> Clone for Inbox<T> {
             peers: Arc::clone(&self.peers),
             tx: self.tx.clone(),
             stats: Arc::clone(&self.stats),
+            admission: Arc::clone(&self.admission),
         }
     }
 }
@@ -156,7 +174,22 @@ impl<T: Entry> Inbox<T> {
             peers: nodes,
             tx,
             stats: Arc::default(),
+            admission: Arc::default(),
         }
+    }
+
+    /// Checks every later message's presented instance with `admission`
+    /// (this inbox and all its clones). Set once, before the inbox is handed
+    /// to a transport; a second call is refused and changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// Gives `admission` back when one is already set.
+    pub fn set_admission(
+        &self,
+        admission: Arc<dyn PeerAdmission>,
+    ) -> Result<(), Arc<dyn PeerAdmission>> {
+        self.admission.set(admission)
     }
 
     /// This node's id.
@@ -174,9 +207,14 @@ impl<T: Entry> Inbox<T> {
         &self.stats
     }
 
-    /// Queues `message` without waiting; a full queue drops it (Paxos resends).
-    pub fn try_deliver(&self, message: Message<T>) -> Result<(), Refusal> {
-        self.check(&message)?;
+    /// Queues `message`, sent by a peer presenting `instance`, without
+    /// waiting; a full queue drops it (Paxos resends).
+    pub fn try_deliver(
+        &self,
+        instance: Option<InstanceId>,
+        message: Message<T>,
+    ) -> Result<(), Refusal> {
+        self.check(instance, &message)?;
         self.tx.try_send(message).map_err(|err| {
             let refusal = match err {
                 mpsc::error::TrySendError::Full(_) => Refusal::QueueFull,
@@ -192,14 +230,18 @@ impl<T: Entry> Inbox<T> {
     /// Queues `message`, waiting for room: a transport reading a stream uses
     /// this so a busy runner slows the stream down (flow control) instead of
     /// dropping its messages.
-    pub async fn deliver(&self, message: Message<T>) -> Result<(), Refusal> {
-        self.check(&message)?;
+    pub async fn deliver(
+        &self,
+        instance: Option<InstanceId>,
+        message: Message<T>,
+    ) -> Result<(), Refusal> {
+        self.check(instance, &message)?;
         self.tx.send(message).await.map_err(|_| Refusal::Stopped)?;
         self.stats.delivered.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
-    fn check(&self, message: &Message<T>) -> Result<(), Refusal> {
+    fn check(&self, instance: Option<InstanceId>, message: &Message<T>) -> Result<(), Refusal> {
         let sender = message.get_sender();
         let receiver = message.get_receiver();
         let verdict = if receiver != self.me {
@@ -208,6 +250,8 @@ impl<T: Entry> Inbox<T> {
             Err(Refusal::UnknownSender(sender))
         } else if carries_stop_sign(message) {
             Err(Refusal::StopSign(sender))
+        } else if let Some(admission) = self.admission.get() {
+            admission.admit(sender, instance).map_err(Refusal::Impostor)
         } else {
             Ok(())
         };
@@ -423,9 +467,9 @@ mod tests {
         for (i, (name, message)) in carriers.into_iter().enumerate() {
             // Both entry points refuse, before the queue.
             let refused = if i % 2 == 0 {
-                inbox.try_deliver(message)
+                inbox.try_deliver(None, message)
             } else {
-                inbox.deliver(message).await
+                inbox.deliver(None, message).await
             };
             assert_eq!(refused, Err(Refusal::StopSign(2)), "{name}");
         }
@@ -436,9 +480,62 @@ mod tests {
             "a StopSign reached the runner queue"
         );
         for (name, message) in ordinary() {
-            assert_eq!(inbox.try_deliver(message), Ok(()), "{name}");
+            assert_eq!(inbox.try_deliver(None, message), Ok(()), "{name}");
         }
         assert_eq!(inbox.stats().delivered(), ordinary().len() as u64);
         assert_eq!(inbox.stats().stop_sign(), count);
+    }
+
+    /// Node 2 is registered as instance 0xa; node 3 is not registered.
+    struct Registry;
+
+    impl PeerAdmission for Registry {
+        fn admit(&self, node: NodeId, instance: Option<InstanceId>) -> Result<(), Impostor> {
+            match (node, instance) {
+                (2, Some(InstanceId(0xa))) | (3, _) => Ok(()),
+                _ => Err(Impostor {
+                    node,
+                    presented: instance,
+                    registered: InstanceId(0xa),
+                }),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_inbox_refuses_and_counts_a_sender_whose_instance_is_not_the_registered_one() {
+        let (tx, mut rx) = mpsc::channel(64);
+        let inbox = Inbox::new(1, Arc::from(vec![1, 2, 3]), tx);
+        let (_, message) = ordinary().swap_remove(0);
+        // Before an admission is set every instance passes (unit tests of
+        // transports that check nothing else).
+        assert_eq!(
+            inbox.try_deliver(Some(InstanceId(0xb)), message.clone()),
+            Ok(())
+        );
+        assert!(inbox.set_admission(Arc::new(Registry)).is_ok());
+        assert!(
+            inbox.set_admission(Arc::new(Registry)).is_err(),
+            "set twice"
+        );
+        let clone = inbox.clone();
+        for presented in [Some(InstanceId(0xb)), None] {
+            let expected = Err(Refusal::Impostor(Impostor {
+                node: 2,
+                presented,
+                registered: InstanceId(0xa),
+            }));
+            assert_eq!(clone.try_deliver(presented, message.clone()), expected);
+            assert_eq!(clone.deliver(presented, message.clone()).await, expected);
+        }
+        assert_eq!(inbox.stats().impostor(), 4);
+        assert_eq!(inbox.try_deliver(Some(InstanceId(0xa)), message), Ok(()));
+        assert_eq!(inbox.stats().delivered(), 2);
+        assert!(rx.try_recv().is_ok());
+        assert!(rx.try_recv().is_ok());
+        assert!(
+            rx.try_recv().is_err(),
+            "a refused message reached the runner queue"
+        );
     }
 }

@@ -29,6 +29,7 @@
 pub mod events;
 pub mod fence;
 pub mod gate;
+pub mod identity;
 pub mod lease;
 pub mod role;
 pub mod step;

@@ -14,9 +14,12 @@
 use std::sync::Arc;
 
 use tokio::task::JoinSet;
+use tsoracle_core::Epoch;
 use tsoracle_paxos_state::Command;
+use tsoracle_paxos_toolkit::InstanceId;
 
 use super::Shell;
+use crate::core::identity::{Registration, registration};
 use crate::core::role::Term;
 use crate::core::step::Event;
 use crate::host::PaxosHighWaterHost;
@@ -26,11 +29,26 @@ pub(super) async fn run<H: PaxosHighWaterHost>(shell: Arc<Shell<H>>) {
     let mut views = shell.host.leadership();
     // The renewal in flight (the engine allows one): aborted with the task.
     let mut renewals = JoinSet::new();
+    // This node's registration in flight (one at a time), until it is on
+    // record: aborted with the task.
+    let mut registering = JoinSet::new();
+    let mut registered = shell.host.instance().is_none();
     let tick = shell.config.timing.tick;
     let mut host_gone = false;
     loop {
         while renewals.try_join_next().is_some() {
             shell.step_now(Event::RenewalDone);
+        }
+        while registering.try_join_next().is_some() {}
+        if !registered && registering.is_empty() {
+            match own_registration(&shell) {
+                Registration::Propose(instance) => {
+                    let shell = Arc::clone(&shell);
+                    registering.spawn(async move { register(&shell, instance).await });
+                }
+                // Refused: the applier stops the host with the reason.
+                Registration::Done | Registration::Refused { .. } => registered = true,
+            }
         }
         let view = *views.borrow_and_update();
         // The engine reads the clock after the view, never before: the
@@ -55,6 +73,46 @@ pub(super) async fn run<H: PaxosHighWaterHost>(shell: Arc<Shell<H>>) {
             () = tokio::time::sleep(sleep) => {}
         }
     }
+}
+
+/// What this node must do about its registration, from the applied state.
+fn own_registration<H: PaxosHighWaterHost>(shell: &Shell<H>) -> Registration {
+    let me = shell.host.node_id();
+    let mut on_record = None;
+    shell
+        .host
+        .read_state(&mut |state| on_record = state.instance_of(me));
+    registration(shell.host.instance(), on_record)
+}
+
+/// Proposes this node's `Register` (OmniPaxos forwards it to the leader
+/// from a follower), then waits an election timeout before the task looks
+/// again, so a cluster without a leader is not flooded with retries.
+async fn register<H: PaxosHighWaterHost>(shell: &Shell<H>, instance: InstanceId) {
+    let node = shell.host.node_id();
+    let submitted = shell.submit(None, |proposal| Command::Register {
+        node,
+        instance: instance.0,
+        epoch: Epoch(0),
+        proposal,
+    });
+    let result = match submitted {
+        Ok((at, pending)) => shell.finish(None, at, pending).await.map(|_| ()),
+        Err(err) => Err(err),
+    };
+    match result {
+        Ok(()) => tracing::info!(%instance, "this node's data directory instance is registered"),
+        Err(err) => {
+            tracing::debug!(%err, "registration not decided yet; retrying");
+            let pause = shell
+                .config
+                .timing
+                .election_timeout()
+                .unwrap_or(shell.config.timing.tick);
+            tokio::time::sleep(pause).await;
+        }
+    }
+    shell.wake.notify_one();
 }
 
 /// An idle (or newly elected) leader's no-op barrier under `term`; wakes

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tsoracle_consensus::{ConsensusDriver, LeaderState};
 use tsoracle_core::{Epoch, PeerEndpoint};
 use tsoracle_driver_paxos::{
-    DriverConfig, Member, PaxosDriver, Role, StandaloneHost, Timing, next_incarnation,
+    DriverConfig, Member, PaxosDriver, Role, StandaloneHost, StartMode, Timing, next_incarnation,
 };
 use tsoracle_paxos_harness::memnet::{MemNetConfig, MemNetwork, NetControl};
 use tsoracle_paxos_state::{PaxosEntry, SnapshotPolicy};
@@ -123,7 +123,8 @@ impl Cluster {
         )
         .unwrap();
         let durability = storage.group_commit();
-        let sink = self.net.add_node(id);
+        let instance = storage.instance();
+        let sink = self.net.add_node_as(id, instance);
         let host = StandaloneHost::builder()
             .node_id(id)
             .cluster_id("driver-it")
@@ -134,6 +135,9 @@ impl Cluster {
             .snapshot_policy(SnapshotPolicy::EveryDecided(
                 std::num::NonZeroU64::new(16).unwrap(),
             ))
+            .instance(instance)
+            // RocksDB initialized (or verified) the directory above.
+            .start_mode(StartMode::Initialize)
             .start(storage, durability, sink)
             .unwrap();
         let host = Arc::new(host);

@@ -4,9 +4,9 @@
 //! twice.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tsoracle_paxos_testkit::process::CommandLine;
+use tsoracle_paxos_testkit::process::{CommandLine, metrics};
 
 use crate::common::{Layout, ServeChild, cli};
 
@@ -77,6 +77,117 @@ fn a_member_with_a_wiped_data_directory_is_refused_and_no_block_is_repeated() {
 
     // Node 3 (its state intact) back: nodes 1 and 3 serve, above every
     // block handed out before.
+    nodes.insert(3, start(3, layout.rejoin_args(3), 2));
+    let one_and_three = [layout.endpoint(1), layout.endpoint(3)];
+    let next = cli.seq(&one_and_three, "k", 100);
+    assert!(next >= 500, "block {next} handed out again");
+    for id in [1, 3] {
+        nodes.get_mut(&id).unwrap().terminate();
+    }
+}
+
+/// Node `id`'s arguments with its metrics endpoint on.
+fn with_metrics(layout: &Layout, mut args: Vec<String>, id: u64) -> Vec<String> {
+    args.extend([
+        "--metrics-listen".to_owned(),
+        format!("127.0.0.1:{}", layout.metrics[&id]),
+    ]);
+    args
+}
+
+/// Waits until node `id`'s applied state registered all three members.
+fn wait_registered(layout: &Layout, id: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let registered = metrics(layout.metrics[&id])
+            .and_then(|page| page.get("tsoracle_paxos_registered_members").copied());
+        if registered == Some(3.0) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {id} registered {registered:?} members after 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The same loss, but the operator restarts node 2 with
+/// `--initial-cluster-state new` (copied from the founding command): node 2
+/// initializes a new directory, with a new instance id, and node 1 (which
+/// registered node 2's first directory) refuses every message it sends;
+/// node 2 stops with the reason node 1 gave, and no block is repeated.
+#[test]
+fn a_wiped_member_restarted_as_founding_is_refused_by_its_peers() {
+    let layout = Layout::new();
+    let cli = cli();
+    let start = |id: u64, args: Vec<String>, life: u32| {
+        cli.spawn(
+            &with_metrics(&layout, args, id),
+            &layout.log(&format!("node-{id}-{life}")),
+        )
+    };
+    let mut nodes: BTreeMap<u64, ServeChild> = (1..=3)
+        .map(|id| (id, start(id, layout.args(id), 1)))
+        .collect();
+    cli.get_ts(&layout.endpoints(), 1);
+    wait_registered(&layout, 1);
+
+    nodes.get_mut(&1).unwrap().terminate();
+    let two_and_three = [layout.endpoint(2), layout.endpoint(3)];
+    let blocks: Vec<u64> = (0..5).map(|_| cli.seq(&two_and_three, "k", 100)).collect();
+    assert_eq!(blocks, [0, 100, 200, 300, 400]);
+    for id in [2, 3] {
+        nodes.get_mut(&id).unwrap().terminate();
+    }
+    std::fs::remove_dir_all(layout.data_dir(2)).unwrap();
+
+    nodes.insert(1, start(1, layout.rejoin_args(1), 2));
+    let mut wiped = start(2, layout.args(2), 2);
+    // Clients keep asking the pair for blocks meanwhile.
+    let pair = [layout.endpoint(1), layout.endpoint(2)];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Ok(out) = cli.run_within(
+            &CommandLine::seq_args(&pair, "k", 100),
+            Duration::from_secs(3),
+        ) {
+            assert!(
+                !out.status.success(),
+                "nodes 1 and 2 handed out a block: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        if let Some(status) = wiped.wait_exit(Duration::from_millis(100)) {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "node 2 still runs after 60 s");
+    };
+    assert!(!status.success(), "node 2 exited with {status}");
+    let stderr = std::fs::read_to_string(layout.log("node-2-2")).unwrap();
+    let line = stderr.lines().last().unwrap_or_default();
+    for needle in [
+        "node 2 presents data directory instance",
+        "wiped or replaced",
+        "restore its data directory",
+        "add it back as a new member",
+    ] {
+        assert!(line.contains(needle), "{needle:?} missing from: {line}");
+    }
+    // Sampled every 250 ms.
+    let refused = || {
+        metrics(layout.metrics[&1]).and_then(|page| {
+            page.get("tsoracle_paxos_peer_impostor_refused_total")
+                .copied()
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !refused().is_some_and(|n| n > 0.0) {
+        assert!(Instant::now() < deadline, "node 1 refused {:?}", refused());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Node 3 back: nodes 1 and 3 serve above every block handed out.
     nodes.insert(3, start(3, layout.rejoin_args(3), 2));
     let one_and_three = [layout.endpoint(1), layout.endpoint(3)];
     let next = cli.seq(&one_and_three, "k", 100);

@@ -62,3 +62,28 @@ fn without_the_reply_gate_a_resumed_node_answers_from_its_old_window() {
         "seed {seed}: {report}"
     );
 }
+
+/// Removing the identity check lets a member that lost its data directory
+/// vote again, which can fail liveness too; the test looks for the first
+/// seed that breaks a safety rule.
+#[test]
+fn without_the_identity_check_a_wiped_member_hands_out_again_what_was_decided() {
+    let config = SimConfig {
+        mutation: Some(Guard::IdentityCheck),
+        ..SimConfig::default()
+    };
+    let repeated = |report: &str| {
+        report.contains("returned twice")
+            || report.contains("overlap")
+            || report.contains("smaller")
+            || report.contains("below its end")
+    };
+    let caught = (0..CI_SEED_BUDGET).find_map(|seed| {
+        let report = run(seed, &config).unwrap();
+        (!report.passed() && repeated(&report.to_string())).then_some((seed, report))
+    });
+    let Some((seed, report)) = caught else {
+        panic!("removing the identity check broke no safety rule in {CI_SEED_BUDGET} seeds");
+    };
+    assert_eq!(report.faults.wipes, 1, "seed {seed}: {report}");
+}

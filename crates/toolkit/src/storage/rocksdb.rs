@@ -27,12 +27,13 @@ use super::{
     identity::StorageIdentity,
     state::{LogEdit, Meta, Plan, plan},
 };
-use crate::{Durability, Error};
+use crate::{Durability, Error, InstanceId};
 
 const META_CF: &str = "meta";
 const LOG_CF: &str = "log";
 
 const K_IDENTITY: &str = "identity";
+const K_INSTANCE: &str = "instance";
 const K_PROMISE: &str = "promise";
 const K_ACCEPTED_ROUND: &str = "accepted_round";
 const K_DECIDED_IDX: &str = "decided_idx";
@@ -155,6 +156,7 @@ impl RocksdbOptions {
 /// |---|---|---|
 /// | `log` | absolute index, `u64` big-endian (keys sort by index) | the entry `T` |
 /// | `meta` | `identity` | [`StorageIdentity`] |
+/// | `meta` | `instance` | [`InstanceId`], random, drawn at initialization |
 /// | `meta` | `promise`, `accepted_round` | `Option<Ballot>` |
 /// | `meta` | `decided_idx`, `compacted_idx` | `u64` |
 /// | `meta` | `stopsign` | `Option<StopSign>` |
@@ -162,7 +164,8 @@ impl RocksdbOptions {
 /// | `meta` | `log_range` | `(first: u64, end: u64)`: the log holds `[first, end)` |
 ///
 /// Every meta record is written when the database is created, so a missing
-/// one is corruption, not a default. Trims and truncations are RocksDB range
+/// one is corruption, not a default (except `instance`: a directory created
+/// before it existed is given one at its first open). Trims and truncations are RocksDB range
 /// deletes in the same batch as the rest of the write.
 pub struct RocksdbStorage<T: Entry> {
     // Field order matters: the database is closed before the lock is released.
@@ -171,6 +174,7 @@ pub struct RocksdbStorage<T: Entry> {
     meta: Meta,
     snapshot: Option<T::Snapshot>,
     identity: StorageIdentity,
+    instance: InstanceId,
     path: PathBuf,
     write_options: WriteOptions,
     deferred_write_options: WriteOptions,
@@ -183,6 +187,7 @@ impl<T: Entry> fmt::Debug for RocksdbStorage<T> {
         f.debug_struct("RocksdbStorage")
             .field("path", &self.path)
             .field("identity", &self.identity)
+            .field("instance", &self.instance)
             .field("meta", &self.meta)
             .finish_non_exhaustive()
     }
@@ -326,6 +331,7 @@ where
                 found,
             });
         }
+        let instance = load_or_draw_instance(&db)?;
         let (meta, snapshot) = load_meta::<T>(&db)?;
         let storage = RocksdbStorage {
             db: Arc::new(db),
@@ -333,6 +339,7 @@ where
             meta,
             snapshot,
             identity,
+            instance,
             path: dir.to_path_buf(),
             write_options: sync_writes(),
             deferred_write_options: WriteOptions::default(),
@@ -356,6 +363,12 @@ where
     /// The cluster and node this storage belongs to.
     pub fn identity(&self) -> &StorageIdentity {
         &self.identity
+    }
+
+    /// This directory's random instance id, drawn when it was initialized
+    /// (see [`crate::instance`]).
+    pub fn instance(&self) -> InstanceId {
+        self.instance
     }
 
     /// The storage directory.
@@ -639,6 +652,29 @@ fn column_families(options: &Options) -> [ColumnFamilyDescriptor; 2] {
     [META_CF, LOG_CF].map(|name| ColumnFamilyDescriptor::new(name, options.clone()))
 }
 
+fn draw_instance() -> Result<InstanceId, Error> {
+    InstanceId::random().map_err(|err| Error::NoRandomness(err.to_string()))
+}
+
+/// The directory's instance id. A directory initialized before instance ids
+/// existed gets one now, synced before it is used: it has run under no other.
+fn load_or_draw_instance(db: &DB) -> Result<InstanceId, Error> {
+    let meta_cf = cf(db, META_CF)?;
+    if db
+        .get_pinned_cf(meta_cf, K_INSTANCE)
+        .map_err(rocks("read metadata"))?
+        .is_some()
+    {
+        return get_meta(db, K_INSTANCE);
+    }
+    let instance = draw_instance()?;
+    let mut batch = WriteBatch::default();
+    batch.put_cf(meta_cf, K_INSTANCE, encode_record(K_INSTANCE, &instance)?);
+    db.write_opt(batch, &sync_writes())
+        .map_err(rocks("record the instance id"))?;
+    Ok(instance)
+}
+
 /// Builds a fresh database in `db.init` and renames it to `db` once every
 /// record is durable, so a crash here leaves nothing that looks initialized.
 fn initialize<T>(
@@ -661,6 +697,11 @@ where
         let mut batch = WriteBatch::default();
         let meta = Meta::default();
         batch.put_cf(meta_cf, K_IDENTITY, encode_record(K_IDENTITY, identity)?);
+        batch.put_cf(
+            meta_cf,
+            K_INSTANCE,
+            encode_record(K_INSTANCE, &draw_instance()?)?,
+        );
         batch.put_cf(meta_cf, K_PROMISE, encode_record(K_PROMISE, &meta.promise)?);
         batch.put_cf(
             meta_cf,

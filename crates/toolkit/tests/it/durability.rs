@@ -95,6 +95,40 @@ fn open_existing_refuses_a_directory_without_storage_and_leaves_it_untouched() {
     assert_eq!(s.get_log_len().unwrap(), 8);
 }
 
+/// The instance id is drawn once, when the directory is initialized: it
+/// survives reopening, and a wiped and reinitialized directory gets another.
+#[test]
+fn the_instance_id_is_kept_across_opens_and_a_new_directory_draws_another() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("node");
+    let first = open_rocks(&dir).unwrap().instance();
+    assert_eq!(open_rocks(&dir).unwrap().instance(), first);
+    let existing =
+        RocksdbStorage::<TestEntry>::open_existing(&dir, identity(), RocksdbOptions::default())
+            .unwrap();
+    assert_eq!(existing.instance(), first);
+    drop(existing);
+    fs::remove_dir_all(&dir).unwrap();
+    assert_ne!(open_rocks(&dir).unwrap().instance(), first);
+}
+
+/// A directory initialized before instance ids existed (no `instance`
+/// record) is given one at its next open, kept from then on.
+#[test]
+fn a_directory_without_an_instance_record_is_given_one_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("node");
+    populated(&dir);
+    {
+        let db = raw_db(&dir);
+        let meta = db.cf_handle("meta").unwrap();
+        db.delete_cf(meta, "instance").unwrap();
+    }
+    let given = open_rocks(&dir).unwrap().instance();
+    assert_eq!(open_rocks(&dir).unwrap().instance(), given);
+    assert_eq!(open_rocks(&dir).unwrap().get_log_len().unwrap(), 8);
+}
+
 #[test]
 fn second_open_is_locked_until_the_first_is_dropped() {
     let tmp = tempfile::tempdir().unwrap();

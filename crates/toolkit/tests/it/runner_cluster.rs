@@ -865,16 +865,16 @@ async fn the_inbox_refuses_foreign_messages_before_omnipaxos_sees_them() {
 
     // An unknown pid: index out of bounds inside an OmniPaxos leader.
     assert_eq!(
-        inbox.try_deliver(prepare_req(9, leader)),
+        inbox.try_deliver(None, prepare_req(9, leader)),
         Err(Refusal::UnknownSender(9))
     );
     // Addressed to another node.
     assert_eq!(
-        inbox.try_deliver(prepare_req(leader, other)),
+        inbox.try_deliver(None, prepare_req(leader, other)),
         Err(Refusal::WrongReceiver(other))
     );
     assert_eq!(
-        inbox.deliver(prepare_req(9, leader)).await,
+        inbox.deliver(None, prepare_req(9, leader)).await,
         Err(Refusal::UnknownSender(9))
     );
     // Through the network: a node 9 that the configuration does not know.
@@ -919,7 +919,7 @@ async fn a_stop_sign_from_a_peer_never_reaches_omnipaxos() {
         to: leader,
         msg: PaxosMsg::ForwardStopSign(stop_sign),
     });
-    let delivered = inbox.deliver(forward).await;
+    let delivered = inbox.deliver(None, forward).await;
 
     // Many rounds later the leader is unharmed and still decides.
     tokio::time::sleep(Duration::from_millis(300)).await;
