@@ -386,6 +386,26 @@ pub fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     out
 }
 
+/// The samples of the metrics page on `127.0.0.1:port` (`GET /metrics`
+/// over plain HTTP/1.0, with short deadlines), keyed by `name` or
+/// `name{labels}`; `None` when nothing answers.
+#[must_use]
+pub fn metrics(port: u16) -> Option<BTreeMap<String, f64>> {
+    let fetch = || -> std::io::Result<String> {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(300))?;
+        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(1)))?;
+        stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+        let mut page = String::new();
+        stream.read_to_string(&mut page)?;
+        Ok(page)
+    };
+    fetch()
+        .ok()
+        .map(|page| tsoracle_paxos_metrics::parse(&page))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,24 +459,4 @@ mod tests {
             ]
         );
     }
-}
-
-/// The samples of the metrics page on `127.0.0.1:port` (`GET /metrics`
-/// over plain HTTP/1.0, with short deadlines), keyed by `name` or
-/// `name{labels}`; `None` when nothing answers.
-#[must_use]
-pub fn metrics(port: u16) -> Option<BTreeMap<String, f64>> {
-    let fetch = || -> std::io::Result<String> {
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(300))?;
-        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-        stream.set_write_timeout(Some(Duration::from_secs(1)))?;
-        stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
-        let mut page = String::new();
-        stream.read_to_string(&mut page)?;
-        Ok(page)
-    };
-    fetch()
-        .ok()
-        .map(|page| tsoracle_paxos_metrics::parse(&page))
 }
