@@ -15,6 +15,10 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// suffix or a snapshot, well above tonic's default 4 MiB.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 
+/// Default largest single message: 1 GiB, sent in frame-sized chunks (a
+/// snapshot of a million dense keys is some tens of MiB).
+pub const DEFAULT_MAX_CHUNKED_MESSAGE_BYTES: usize = 1024 * 1024 * 1024;
+
 /// Request metadata keys a sender sets when it opens a link.
 pub mod metadata {
     /// The cluster id (printable ASCII).
@@ -61,9 +65,15 @@ pub struct TransportConfig {
     /// opens (`None`: presents none).
     pub instance: Option<InstanceId>,
     /// Largest frame payload in bytes, both ways. A batch that encodes larger
-    /// is split over several frames; a single message larger than this is
-    /// dropped and counted. tonic's message size limits are set from it.
+    /// is split over several frames, and a single message larger than this
+    /// travels in chunks of at most this size (see `frame`). tonic's message
+    /// size limits are set from it.
     pub max_frame_bytes: usize,
+    /// Largest single message, both ways (sent in chunks when above
+    /// `max_frame_bytes`; a catch-up snapshot of a large state is one
+    /// message). A larger one is dropped and counted; a receiver holds at
+    /// most this much of one unfinished message per link.
+    pub max_chunked_message_bytes: usize,
     /// Outbound queue capacity per peer, in batches (one batch is one runner
     /// round's messages to that peer). When full, new batches are dropped.
     pub queue_capacity: usize,
@@ -87,7 +97,8 @@ pub struct TransportConfig {
 }
 
 impl TransportConfig {
-    /// A configuration with default limits: 16 MiB frames, 1024 batches per
+    /// A configuration with default limits: 16 MiB frames, 1 GiB messages
+    /// (in chunks), 1024 batches per
     /// peer queue, 1 s connect timeout, 5 s send timeout, backoff from 50 ms
     /// to 2 s, 1 s keep-alive, 1 s shutdown grace.
     pub fn new(
@@ -103,6 +114,7 @@ impl TransportConfig {
             peers: peers.into_iter().collect(),
             instance: None,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_chunked_message_bytes: DEFAULT_MAX_CHUNKED_MESSAGE_BYTES,
             queue_capacity: 1024,
             connect_timeout: Duration::from_secs(1),
             send_timeout: Duration::from_secs(5),
@@ -131,6 +143,8 @@ impl TransportConfig {
             ))
         } else if self.max_frame_bytes < 64 || self.max_frame_bytes > (u32::MAX as usize) / 2 {
             Some("max_frame_bytes must be between 64 bytes and 2 GiB".to_owned())
+        } else if self.max_chunked_message_bytes < self.max_frame_bytes {
+            Some("max_chunked_message_bytes must be at least max_frame_bytes".to_owned())
         } else if self.queue_capacity == 0 {
             Some("queue_capacity must be at least 1".to_owned())
         } else if [

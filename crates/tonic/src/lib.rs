@@ -127,9 +127,12 @@ pub mod proto {
     tonic::include_proto!("tsoracle.paxos.peer.v1");
 }
 
-pub use config::{DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION, TransportConfig, node_dns_name};
+pub use config::{
+    DEFAULT_MAX_CHUNKED_MESSAGE_BYTES, DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION, TransportConfig,
+    node_dns_name,
+};
 pub use error::Error;
-pub use frame::{FRAME_FORMAT, decode_frame, encode_frame};
+pub use frame::{CHUNK_FORMAT, FRAME_FORMAT, Reassembler, decode_frame, encode_frame};
 pub use server::{PeerService, ServerHandle, serve};
 pub use sink::TonicSink;
 pub use stats::{DropReason, RefusalReason, TransportStats};

@@ -18,7 +18,7 @@ use tsoracle_paxos_toolkit::{Inbox, InstanceId, Refusal};
 
 use crate::config::{PROTOCOL_VERSION, TransportConfig, metadata};
 use crate::error::Error;
-use crate::frame::decode_frame;
+use crate::frame::Reassembler;
 use crate::proto::paxos_peer_server::{PaxosPeer, PaxosPeerServer};
 use crate::proto::{Frame, LinkClosed};
 use crate::stats::{RefusalReason, TransportStats};
@@ -71,6 +71,8 @@ struct Shared<T: Entry> {
     /// Keeps `closing` open for services not run by [`serve`].
     _never_closing: watch::Sender<bool>,
     max_message_bytes: usize,
+    /// Largest message put back together from chunks.
+    max_chunked_message_bytes: usize,
 }
 
 impl<T> PeerService<T>
@@ -106,6 +108,7 @@ where
                 generations,
                 _never_closing: never_closing,
                 max_message_bytes: config.grpc_message_limit(),
+                max_chunked_message_bytes: config.max_chunked_message_bytes,
             }),
             closing,
             check_certificates: false,
@@ -282,11 +285,12 @@ where
         &self,
         sender: NodeId,
         instance: Option<InstanceId>,
+        reassembler: &mut Reassembler,
         frame: Frame,
     ) -> Result<(), Status> {
         let shared = &*self.shared;
         shared.stats.frame_in(frame.payload.len());
-        let messages = decode_frame::<T>(&frame.payload).map_err(|err| {
+        let messages = reassembler.accept::<T>(&frame.payload).map_err(|err| {
             self.refuse(
                 RefusalReason::GarbledFrame,
                 Status::invalid_argument(format!("undecodable frame from node {sender}: {err}")),
@@ -370,6 +374,9 @@ where
         let mut closing = self.closing.clone();
         let mut stream = request.into_inner();
         let mut frames = 0u64;
+        // A message sent in chunks is put back together per link: a link
+        // that breaks takes its unfinished message with it.
+        let mut reassembler = Reassembler::new(self.shared.max_chunked_message_bytes);
         loop {
             let next = tokio::select! {
                 biased;
@@ -390,7 +397,12 @@ where
                         status = self.link_ended(&mut closing, &mut newer, generation) => {
                             return Err(status);
                         }
-                        delivered = self.deliver_frame(sender, instance, frame) => delivered?,
+                        delivered = self.deliver_frame(
+                            sender,
+                            instance,
+                            &mut reassembler,
+                            frame,
+                        ) => delivered?,
                     }
                 }
                 Ok(None) => return Ok(Response::new(LinkClosed { frames })),

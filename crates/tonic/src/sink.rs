@@ -19,7 +19,7 @@ use tsoracle_paxos_toolkit::MessageSink;
 
 use crate::config::{PROTOCOL_VERSION, TransportConfig, metadata};
 use crate::error::Error;
-use crate::frame::{EncodedFrame, split_into_frames};
+use crate::frame::{EncodedFrame, Limits, split_into_frames};
 use crate::proto::Frame;
 use crate::proto::paxos_peer_client::PaxosPeerClient;
 use crate::stats::{DropReason, TransportStats};
@@ -107,6 +107,7 @@ where
                 stats: Arc::clone(&stats),
                 reconnected: Arc::clone(&reconnected),
                 stop: stop.subscribe(),
+                next_transfer: 0,
             };
             tasks.push(runtime.spawn(link.run(rx)));
         }
@@ -246,6 +247,8 @@ struct PeerLink {
     stats: Arc<TransportStats>,
     reconnected: Arc<Mutex<BTreeSet<NodeId>>>,
     stop: watch::Receiver<bool>,
+    /// Id of the next message sent in chunks (see `frame`).
+    next_transfer: u64,
 }
 
 /// Why a link ended.
@@ -396,8 +399,13 @@ impl PeerLink {
                         // The sink is gone.
                         None => return Ended::Stopped,
                         Some(batch) => {
+                            let limits = Limits {
+                                frame: self.config.max_frame_bytes,
+                                message: self.config.max_chunked_message_bytes,
+                            };
                             let (frames, rejected) =
-                                split_into_frames(&batch, self.config.max_frame_bytes);
+                                split_into_frames(&batch, limits, &mut self.next_transfer);
+                            self.stats.chunked_out(rejected.chunked);
                             self.stats
                                 .drop_messages(DropReason::OversizeMessage, rejected.oversize);
                             self.stats

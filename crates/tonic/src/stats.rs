@@ -157,6 +157,7 @@ pub struct TransportStats {
     /// The reason a peer gave when it refused this node as an impostor
     /// (sink side only; see [`TransportStats::identity_refusal`]).
     identity_refusal: Mutex<Option<String>>,
+    chunked_out: AtomicU64,
 }
 
 fn get(counter: &AtomicU64) -> u64 {
@@ -176,6 +177,18 @@ impl TransportStats {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Messages too large for one frame that were sent in chunks.
+    pub fn chunked_messages_out(&self) -> u64 {
+        get(&self.chunked_out)
+    }
+
+    pub(crate) fn chunked_out(&self, messages: usize) {
+        add(
+            &self.chunked_out,
+            u64::try_from(messages).unwrap_or(u64::MAX),
+        );
     }
 
     pub(crate) fn refused_as_impostor(&self, reason: &str) {

@@ -4,6 +4,8 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use tsoracle_paxos_tonic::DropReason;
+
 use crate::common::{Cluster, NODES};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,4 +59,47 @@ async fn three_nodes_decide_10k_entries_across_a_server_restart() {
     }
     cluster.shutdown().await;
     eprintln!("10k entries over tonic in {:?}", started.elapsed());
+}
+
+/// A follower that missed more than one frame's worth of the log catches
+/// up: the leader's `AcceptSync` (the whole missing suffix, one message)
+/// travels in chunks. With 4 KiB frames, 3,000 missed entries are a message
+/// of some 30 KB; a transport that drops a message above its frame limit
+/// (as this one did) leaves the follower behind for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_catches_up_from_a_log_larger_than_one_frame() {
+    let mut cluster = Cluster::start_with(None, |config| {
+        config.max_frame_bytes = 4096;
+    })
+    .await;
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    cluster.propose((0..100).collect(), 16).await;
+    let follower = NODES.into_iter().find(|&id| id != leader).unwrap();
+    let other = NODES
+        .into_iter()
+        .find(|&id| id != leader && id != follower)
+        .unwrap();
+    cluster.stop_server(follower).await;
+    cluster.propose((100..3_100).collect(), 32).await;
+    let majority: BTreeSet<u64> = (0..3_100).collect();
+    cluster
+        .wait_decided_on(&[leader, other], &majority, Duration::from_secs(20))
+        .await;
+    cluster.restart_server(follower).await;
+    cluster
+        .wait_decided_on(&[follower], &majority, Duration::from_secs(30))
+        .await;
+    let chunked = cluster.node(leader).sink.stats().chunked_messages_out();
+    assert!(chunked > 0, "nothing was sent in chunks");
+    for &id in &NODES {
+        let stats = cluster.node(id).service.stats();
+        assert_eq!(stats.total_refusals(), 0, "node {id} refused something");
+        let oversize = cluster
+            .node(id)
+            .sink
+            .stats()
+            .drops(DropReason::OversizeMessage);
+        assert_eq!(oversize, 0, "node {id} dropped a message as too large");
+    }
+    cluster.shutdown().await;
 }

@@ -195,6 +195,15 @@ pub(crate) struct Cluster {
 
 impl Cluster {
     pub(crate) async fn start(certs: Option<&Certs>) -> Self {
+        Self::start_with(certs, |_| {}).await
+    }
+
+    /// [`start`](Self::start) with every node's transport settings changed
+    /// by `tweak`.
+    pub(crate) async fn start_with(
+        certs: Option<&Certs>,
+        tweak: impl Fn(&mut TransportConfig),
+    ) -> Self {
         let mut listeners = HashMap::new();
         for id in NODES {
             listeners.insert(id, TcpListener::bind("127.0.0.1:0").await.unwrap());
@@ -205,7 +214,8 @@ impl Cluster {
             .collect();
         let mut nodes = Vec::new();
         for id in NODES {
-            let config = transport_config(id);
+            let mut config = transport_config(id);
+            tweak(&mut config);
             let tls = certs.map(|c| c.material(id));
             let peers = addrs.iter().map(|(&p, a)| (p, a.to_string()));
             let sink = Arc::new(TonicSink::spawn(&config, peers, tls.as_ref()).unwrap());
