@@ -615,12 +615,6 @@ async fn simulate(seed: u64, config: &SimConfig) -> Result<RunReport, SimError> 
         cluster.boot(id)?;
     }
     let healed_at = recorder.now_us();
-    for id in cluster.ids() {
-        if let Some(driver) = cluster.driver(id) {
-            let status = driver.host().status().borrow().clone();
-            tracing::debug!(at = healed_at, node = id, ?status, "healed");
-        }
-    }
     let recovery = wait_for_service(&recorder, healed_at, election * config.heal_deadline).await;
 
     // Stop the clients, then read the final counters through the leader.

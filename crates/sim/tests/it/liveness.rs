@@ -48,21 +48,3 @@ fn a_leader_refused_and_renewed_at_once_serves_again() {
     let report = run(349_936, &SimConfig::default()).unwrap();
     assert!(report.passed(), "{report}");
 }
-
-/// Seeds 361516 (the lost node restarted as a founding member, refused by
-/// its peers) and 365013 (restarted as a member, refused at start): one node
-/// of three gone for good, and the two left stalled for ever after the
-/// heal. The leader had reset the follower's promise on a late PrepareReq
-/// and sent it a Prepare of the same ballot; OmniPaxos 0.2.4 answers such a
-/// Prepare only in its Recover phase, so the follower, in its Accept phase,
-/// ignored it, and the leader waited for its Promise with no other node to
-/// make a majority. The vendored OmniPaxos answers it in any phase
-/// (`vendor/README.md`).
-#[test]
-fn two_nodes_left_of_three_keep_deciding_after_a_late_prepare_request() {
-    for seed in [361_516, 365_013] {
-        let report = run(seed, &SimConfig::default()).unwrap();
-        assert!(report.passed(), "{report}");
-        assert_eq!(report.faults.wipes, 1, "seed {seed}");
-    }
-}

@@ -12,14 +12,7 @@ where
     /*** Follower ***/
     pub(crate) fn handle_prepare(&mut self, prep: Prepare, from: NodeId) {
         let old_promise = self.internal_storage.get_promise();
-        // tsoracle-paxos patch: answer a Prepare of the ballot already
-        // promised in any phase, not only in Recover. The leader sends one
-        // again after it reset this follower's promise (a PrepareReq of ours
-        // that arrived late, or a duplicate); upstream ignored it in the
-        // Accept phase, so the leader waited for a Promise for ever and
-        // never sent this follower another AcceptDecide. Promising the same
-        // ballot again is idempotent; the AcceptSync that follows resyncs.
-        if old_promise <= prep.n {
+        if old_promise < prep.n || (old_promise == prep.n && self.state.1 == Phase::Recover) {
             // Flush any pending writes
             // Don't have to handle flushed entries here because we will sync with followers
             let _ = self.internal_storage.flush_batch().expect(WRITE_ERROR_MSG);
