@@ -349,15 +349,14 @@ impl ApplyState {
         ledger: BTreeMap<u64, (u64, u64)>,
         applied: u64,
     ) -> Self {
-        Self {
+        Self::from_v1(ApplyStateV1 {
             high_water,
             dense,
             leases,
             max_epoch,
             ledger,
             applied,
-            instances: BTreeMap::new(),
-        }
+        })
     }
 
     /// A state read from a version-1 snapshot, which had no instances.

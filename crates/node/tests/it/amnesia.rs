@@ -27,17 +27,7 @@ fn a_member_with_a_wiped_data_directory_is_refused_and_no_block_is_repeated() {
     // The cluster formed with node 1 in it.
     cli.get_ts(&layout.endpoints(), 1);
 
-    // Node 1 down; nodes 2 and 3 decide blocks 0..500 of `k`.
-    nodes.get_mut(&1).unwrap().terminate();
-    let two_and_three = [layout.endpoint(2), layout.endpoint(3)];
-    let blocks: Vec<u64> = (0..5).map(|_| cli.seq(&two_and_three, "k", 100)).collect();
-    assert_eq!(blocks, [0, 100, 200, 300, 400]);
-
-    // Nodes 2 and 3 stop; node 2's data is lost.
-    for id in [2, 3] {
-        nodes.get_mut(&id).unwrap().terminate();
-    }
-    std::fs::remove_dir_all(layout.data_dir(2)).unwrap();
+    decide_without_node_1_then_lose_node_2(&cli, &layout, &mut nodes);
 
     // Nodes 1 and 2 start as they always do (no bootstrap flag): node 2
     // refuses to run, writes nothing, and says what happened and what to do.
@@ -78,12 +68,7 @@ fn a_member_with_a_wiped_data_directory_is_refused_and_no_block_is_repeated() {
     // Node 3 (its state intact) back: nodes 1 and 3 serve, above every
     // block handed out before.
     nodes.insert(3, start(3, layout.rejoin_args(3), 2));
-    let one_and_three = [layout.endpoint(1), layout.endpoint(3)];
-    let next = cli.seq(&one_and_three, "k", 100);
-    assert!(next >= 500, "block {next} handed out again");
-    for id in [1, 3] {
-        nodes.get_mut(&id).unwrap().terminate();
-    }
+    serve_above_every_block(&cli, &layout, &mut nodes);
 }
 
 /// Node `id`'s arguments with its metrics endpoint on.
@@ -133,14 +118,7 @@ fn a_wiped_member_restarted_as_founding_is_refused_by_its_peers() {
     cli.get_ts(&layout.endpoints(), 1);
     wait_registered(&layout, 1);
 
-    nodes.get_mut(&1).unwrap().terminate();
-    let two_and_three = [layout.endpoint(2), layout.endpoint(3)];
-    let blocks: Vec<u64> = (0..5).map(|_| cli.seq(&two_and_three, "k", 100)).collect();
-    assert_eq!(blocks, [0, 100, 200, 300, 400]);
-    for id in [2, 3] {
-        nodes.get_mut(&id).unwrap().terminate();
-    }
-    std::fs::remove_dir_all(layout.data_dir(2)).unwrap();
+    decide_without_node_1_then_lose_node_2(&cli, &layout, &mut nodes);
 
     nodes.insert(1, start(1, layout.rejoin_args(1), 2));
     let mut wiped = start(2, layout.args(2), 2);
@@ -189,6 +167,33 @@ fn a_wiped_member_restarted_as_founding_is_refused_by_its_peers() {
 
     // Node 3 back: nodes 1 and 3 serve above every block handed out.
     nodes.insert(3, start(3, layout.rejoin_args(3), 2));
+    serve_above_every_block(&cli, &layout, &mut nodes);
+}
+
+/// Node 1 down while nodes 2 and 3 decide blocks 0..500 of `k`; then nodes 2
+/// and 3 stop and node 2's data directory is lost.
+fn decide_without_node_1_then_lose_node_2(
+    cli: &CommandLine,
+    layout: &Layout,
+    nodes: &mut BTreeMap<u64, ServeChild>,
+) {
+    nodes.get_mut(&1).unwrap().terminate();
+    let two_and_three = [layout.endpoint(2), layout.endpoint(3)];
+    let blocks: Vec<u64> = (0..5).map(|_| cli.seq(&two_and_three, "k", 100)).collect();
+    assert_eq!(blocks, [0, 100, 200, 300, 400]);
+    for id in [2, 3] {
+        nodes.get_mut(&id).unwrap().terminate();
+    }
+    std::fs::remove_dir_all(layout.data_dir(2)).unwrap();
+}
+
+/// With node 3 back (its state intact), nodes 1 and 3 hand out the next
+/// block above every block handed out before; then both stop.
+fn serve_above_every_block(
+    cli: &CommandLine,
+    layout: &Layout,
+    nodes: &mut BTreeMap<u64, ServeChild>,
+) {
     let one_and_three = [layout.endpoint(1), layout.endpoint(3)];
     let next = cli.seq(&one_and_three, "k", 100);
     assert!(next >= 500, "block {next} handed out again");
