@@ -42,7 +42,7 @@ pub struct FaultCounts {
     /// Processes paused (SIGSTOP) and resumed, clients still sending to
     /// them.
     pub pauses: u64,
-    /// Data directories lost ([`Fault::Amnesia`]), at most one per run.
+    /// Data directories lost (the `Amnesia` fault), at most one per run.
     pub wipes: u64,
 }
 
