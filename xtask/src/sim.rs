@@ -24,7 +24,7 @@ pub(crate) struct SimArgs {
     #[arg(long, conflicts_with_all = ["seeds", "first"])]
     seed: Option<u64>,
     /// Remove a guard (new-leader-wait, epoch-fence, read-barrier,
-    /// reply-gate) to watch the checks catch it.
+    /// reply-gate, identity-check) to watch the checks catch it.
     #[arg(long)]
     mutation: Option<String>,
     /// Nodes per cluster.

@@ -42,9 +42,8 @@ struct Args {
     #[arg(long, default_value_t = 150)]
     fault_phase: u32,
     /// Remove one guard (new-leader-wait, epoch-fence, read-barrier,
-    /// reply-gate) to see
-    /// the checks catch it; the run then fails when a seed passes all checks
-    /// (unless --expect-pass).
+    /// reply-gate, identity-check) to see the checks catch it: seeds that
+    /// break a rule are then printed as failures.
     #[arg(long, value_parser = parse_guard)]
     mutation: Option<Guard>,
     /// Stop at the first failing seed.
