@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use tsoracle_core::{Epoch, SeqKey};
 
 use crate::codec::epoch_u128;
-use crate::{Command, Lease, ProposalId};
+use crate::{Command, Lease, Membership, ProposalId};
 
 /// Why a [`Command::DenseAdvance`] advanced nothing.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,6 +89,12 @@ pub enum Outcome {
         /// The instance on record.
         instance: u128,
     },
+    /// A [`Command::RecordMembership`]: the member list now on record, which
+    /// is the proposed one unless a list was recorded before.
+    MembershipRecorded {
+        /// The list on record.
+        membership: Membership,
+    },
 }
 
 /// The replicated state: high-water, dense counters, leases, the fencing epoch
@@ -114,6 +120,23 @@ pub struct ApplyState {
     applied: u64,
     /// The data-directory instance of each registered member (the first
     /// [`Command::Register`] of a node stands).
+    instances: BTreeMap<u64, u128>,
+    /// The cluster's member list (the first [`Command::RecordMembership`]
+    /// stands).
+    membership: Option<Membership>,
+}
+
+/// [`ApplyState`] as snapshot format version 2 encoded it (before the
+/// member list), read to upgrade old snapshots.
+#[derive(Deserialize)]
+pub(crate) struct ApplyStateV2 {
+    high_water: u64,
+    dense: BTreeMap<SeqKey, u64>,
+    leases: Vec<Lease>,
+    #[serde(with = "epoch_u128")]
+    max_epoch: Epoch,
+    ledger: BTreeMap<u64, (u64, u64)>,
+    applied: u64,
     instances: BTreeMap<u64, u128>,
 }
 
@@ -190,6 +213,9 @@ impl ApplyState {
             } => Outcome::Dense(self.apply_dense(entries, *key_cap, *epoch)),
             Command::Register { node, instance, .. } => Outcome::Registered {
                 instance: *self.instances.entry(*node).or_insert(*instance),
+            },
+            Command::RecordMembership { membership, .. } => Outcome::MembershipRecorded {
+                membership: self.membership.get_or_insert_with(|| membership.clone()).clone(),
             },
             Command::ReplaceLeases { leases, epoch, .. } => {
                 Outcome::Leases(if *epoch < self.max_epoch {
@@ -273,6 +299,9 @@ impl ApplyState {
         for (node, instance) in &other.instances {
             self.instances.entry(*node).or_insert(*instance);
         }
+        if self.membership.is_none() {
+            self.membership.clone_from(&other.membership);
+        }
         self.max_epoch = self.max_epoch.max(other.max_epoch);
     }
 
@@ -332,6 +361,12 @@ impl ApplyState {
             .map(|(node, instance)| (*node, *instance))
     }
 
+    /// The member list on record (see [`Command::RecordMembership`]).
+    #[must_use]
+    pub fn membership(&self) -> Option<&Membership> {
+        self.membership.as_ref()
+    }
+
     /// Number of non-duplicate commands applied since the empty state.
     #[must_use]
     pub fn applied_count(&self) -> u64 {
@@ -377,6 +412,30 @@ impl ApplyState {
             ledger,
             applied,
             instances: BTreeMap::new(),
+            membership: None,
+        }
+    }
+
+    /// A state read from a version-2 snapshot, which had no member list.
+    pub(crate) fn from_v2(v2: ApplyStateV2) -> Self {
+        let ApplyStateV2 {
+            high_water,
+            dense,
+            leases,
+            max_epoch,
+            ledger,
+            applied,
+            instances,
+        } = v2;
+        Self {
+            high_water,
+            dense,
+            leases,
+            max_epoch,
+            ledger,
+            applied,
+            instances,
+            membership: None,
         }
     }
 
@@ -724,5 +783,57 @@ mod tests {
         let before = state.clone();
         assert_eq!(state.apply(&register(2, 0xb, 1)), Outcome::Duplicate);
         assert_eq!(state, before);
+    }
+
+    fn record(membership: &Membership, proposal: ProposalId) -> Command {
+        Command::RecordMembership {
+            membership: membership.clone(),
+            epoch: Epoch(0),
+            proposal,
+        }
+    }
+
+    #[test]
+    fn the_first_member_list_stands_and_is_never_fenced() {
+        use crate::membership::tests::{member, three_members};
+        let mut state = ApplyState::new();
+        state.apply(&Command::Barrier {
+            epoch: Epoch(9),
+            proposal: ProposalId::new(1, 1, 1),
+        });
+        let first = three_members();
+        assert_eq!(
+            state.apply(&record(&first, pid(2, 1))),
+            Outcome::MembershipRecorded {
+                membership: first.clone()
+            }
+        );
+        // Another list (an edited peer flag on node 3): the record does not
+        // move, and the outcome names the one on record.
+        let edited = Membership::new(1, vec![member(1), member(2), member(4)]).unwrap();
+        assert_eq!(
+            state.apply(&record(&edited, pid(3, 1))),
+            Outcome::MembershipRecorded {
+                membership: first.clone()
+            }
+        );
+        assert_eq!(state.membership(), Some(&first));
+        assert_eq!(state.max_epoch(), Epoch(9));
+    }
+
+    #[test]
+    fn merging_keeps_the_earlier_member_list() {
+        use crate::membership::tests::{member, three_members};
+        let first = three_members();
+        let other = Membership::new(1, vec![member(1), member(2)]).unwrap();
+        let mut early = ApplyState::new();
+        let mut late = ApplyState::new();
+        late.apply(&record(&first, pid(1, 1)));
+        early.merge_later(&late);
+        assert_eq!(early.membership(), Some(&first));
+        let mut later = ApplyState::new();
+        later.apply(&record(&other, pid(2, 1)));
+        early.merge_later(&later);
+        assert_eq!(early.membership(), Some(&first));
     }
 }

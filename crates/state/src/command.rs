@@ -4,7 +4,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tsoracle_core::{Epoch, LeaseRecord, SeqKey};
 
 use crate::codec::{self, epoch_u128};
-use crate::{PaxosSnapshot, StateError};
+use crate::{Membership, PaxosSnapshot, StateError};
 
 /// Format version written in front of every [`PaxosEntry`].
 ///
@@ -174,6 +174,20 @@ pub enum Command {
         /// Proposal id.
         proposal: ProposalId,
     },
+    /// Record the cluster's member list (ids, peer and client addresses).
+    /// The first record stands: a node whose own list disagrees with it
+    /// stops rather than run with another quorum than its peers. Proposed
+    /// by any node from the list it was started with, so its `epoch` is
+    /// whatever leader it knew of (never fenced).
+    RecordMembership {
+        /// The member list.
+        membership: Membership,
+        /// Epoch of the leader the proposer knew of (zero when none).
+        #[serde(with = "epoch_u128")]
+        epoch: Epoch,
+        /// Proposal id.
+        proposal: ProposalId,
+    },
 }
 
 impl Command {
@@ -185,7 +199,8 @@ impl Command {
             | Self::Barrier { epoch, .. }
             | Self::DenseAdvance { epoch, .. }
             | Self::ReplaceLeases { epoch, .. }
-            | Self::Register { epoch, .. } => *epoch,
+            | Self::Register { epoch, .. }
+            | Self::RecordMembership { epoch, .. } => *epoch,
         }
     }
 
@@ -197,7 +212,8 @@ impl Command {
             | Self::Barrier { proposal, .. }
             | Self::DenseAdvance { proposal, .. }
             | Self::ReplaceLeases { proposal, .. }
-            | Self::Register { proposal, .. } => *proposal,
+            | Self::Register { proposal, .. }
+            | Self::RecordMembership { proposal, .. } => *proposal,
         }
     }
 }
@@ -315,6 +331,14 @@ pub(crate) mod tests {
                     proposal,
                 },
                 include_str!("../testdata/command_v1_register.hex"),
+            ),
+            (
+                Command::RecordMembership {
+                    membership: crate::membership::tests::three_members(),
+                    epoch,
+                    proposal,
+                },
+                include_str!("../testdata/command_v1_record_membership.hex"),
             ),
         ]
     }

@@ -43,6 +43,7 @@ mod command;
 mod cursor;
 mod envelope;
 mod error;
+mod membership;
 mod policy;
 mod snapshot;
 
@@ -56,5 +57,6 @@ pub use command::{COMMAND_FORMAT_VERSION, Command, Lease, PaxosEntry, ProposalId
 pub use cursor::{Absorbed, Applied, ApplyCursor, HostItem};
 pub use envelope::PaxosEnvelope;
 pub use error::StateError;
+pub use membership::{MemberRecord, Membership, MembershipError};
 pub use policy::{DEFAULT_SNAPSHOT_INTERVAL, SnapshotContext, SnapshotPolicy, SnapshotTracker};
 pub use snapshot::{PaxosSnapshot, SNAPSHOT_FORMAT_VERSION};

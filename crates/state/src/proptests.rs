@@ -11,7 +11,10 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use tsoracle_core::{Epoch, SeqKey};
 
-use crate::{ApplyState, Command, Lease, Outcome, PaxosEntry, PaxosSnapshot, ProposalId};
+use crate::{
+    ApplyState, Command, Lease, MemberRecord, Membership, Outcome, PaxosEntry, PaxosSnapshot,
+    ProposalId,
+};
 
 const KEYS: [&str; 4] = ["a", "b", "c", "d"];
 
@@ -61,6 +64,8 @@ enum Kind {
     Leases(Vec<u64>),
     /// A member registers one of a few instances.
     Register(u128),
+    /// A node records one of two member lists.
+    Members(bool),
 }
 
 #[derive(Clone, Debug)]
@@ -91,6 +96,7 @@ fn step() -> impl Strategy<Value = Step> {
             .prop_map(|(entries, cap)| Kind::Dense(entries, cap)),
         2 => vec(0..5u64, 0..=2).prop_map(Kind::Leases),
         1 => (0..3u128).prop_map(Kind::Register),
+        1 => any::<bool>().prop_map(Kind::Members),
     ];
     (1..=3u64, id, epoch, kind).prop_map(|(node, id, epoch, kind)| Step {
         node,
@@ -155,9 +161,29 @@ fn build(steps: &[Step]) -> Vec<Command> {
                     epoch,
                     proposal,
                 },
+                Kind::Members(edited) => Command::RecordMembership {
+                    membership: members(*edited),
+                    epoch,
+                    proposal,
+                },
             }
         })
         .collect()
+}
+
+/// The founding list of three, or one with node 3's address edited.
+fn members(edited: bool) -> Membership {
+    let member = |id: u64| MemberRecord {
+        id,
+        peer_address: format!("10.0.0.{id}:6001"),
+        client_endpoint: format!("http://10.0.0.{id}:7001"),
+    };
+    let mut list = vec![member(1), member(2), member(3)];
+    if edited {
+        list[2].peer_address = "10.0.0.9:6001".to_owned();
+    }
+    // Three distinct ids: never refused.
+    Membership::new(1, list).unwrap()
 }
 
 fn commands() -> impl Strategy<Value = Vec<Command>> {

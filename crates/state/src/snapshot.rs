@@ -5,15 +5,16 @@ use std::fmt;
 use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::apply::ApplyStateV1;
+use crate::apply::{ApplyStateV1, ApplyStateV2};
 use crate::codec;
 use crate::{ApplyState, Command, PaxosEntry, PaxosEnvelope, StateError};
 
 /// Format version written in front of every encoded [`PaxosSnapshot`].
 ///
-/// Version 2 added the registered member instances to the state; version 1
-/// snapshots are still read (as a state with no member registered).
-pub const SNAPSHOT_FORMAT_VERSION: u8 = 2;
+/// Version 2 added the registered member instances to the state, version 3
+/// the recorded member list; versions 1 and 2 are still read (as a state
+/// with no member registered, and with no member list).
+pub const SNAPSHOT_FORMAT_VERSION: u8 = 3;
 
 /// The oldest snapshot format version this build reads.
 const OLDEST_SNAPSHOT_FORMAT_VERSION: u8 = 1;
@@ -180,6 +181,11 @@ impl<'de> Deserialize<'de> for PaxosSnapshot {
                             seq.next_element()?.ok_or_else(missing)?;
                         (ApplyState::from_v1(v1), tail)
                     }
+                    2 => {
+                        let (v2, tail): (ApplyStateV2, Vec<Command>) =
+                            seq.next_element()?.ok_or_else(missing)?;
+                        (ApplyState::from_v2(v2), tail)
+                    }
                     SNAPSHOT_FORMAT_VERSION => seq.next_element()?.ok_or_else(missing)?,
                     other => {
                         return Err(de::Error::custom(format_args!(
@@ -254,11 +260,32 @@ mod tests {
     #[test]
     fn golden_bytes_are_pinned() {
         use crate::command::tests::{hex, unhex};
-        let golden = include_str!("../testdata/snapshot_v2.hex");
-        let snapshot = golden_snapshot_v2();
+        let golden = include_str!("../testdata/snapshot_v3.hex");
+        let snapshot = golden_snapshot_v3();
         assert_eq!(snapshot.tail_len(), 1);
         assert_eq!(hex(&snapshot.to_bytes().unwrap()), hex(&unhex(golden)));
         assert_eq!(PaxosSnapshot::from_bytes(&unhex(golden)).unwrap(), snapshot);
+    }
+
+    /// The version-2 golden snapshot with a member list on record.
+    fn golden_snapshot_v3() -> PaxosSnapshot {
+        let mut snapshot = golden_snapshot_v2();
+        snapshot.folded.apply(&Command::RecordMembership {
+            membership: crate::membership::tests::three_members(),
+            epoch: Epoch(0),
+            proposal: ProposalId::new(1, 1, 1),
+        });
+        snapshot
+    }
+
+    #[test]
+    fn a_version_2_snapshot_is_read_as_a_state_with_no_member_list() {
+        use crate::command::tests::unhex;
+        let golden = include_str!("../testdata/snapshot_v2.hex");
+        let read = PaxosSnapshot::from_bytes(&unhex(golden)).unwrap();
+        assert_eq!(read, golden_snapshot_v2());
+        assert_eq!(read.to_state().instance_of(2), Some(0xfeed));
+        assert_eq!(read.to_state().membership(), None);
     }
 
     /// The golden snapshot with a member registered in its folded state.
