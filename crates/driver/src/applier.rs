@@ -15,13 +15,14 @@ use omnipaxos::ballot_leader_election::Ballot;
 use omnipaxos::util::{LogEntry, NodeId};
 use tokio::sync::oneshot;
 use tsoracle_paxos_state::{
-    Absorbed, ApplyCursor, ApplyState, HostItem, PaxosEnvelope, ProposalId, SnapshotPolicy,
-    SnapshotTracker, StateError,
+    Absorbed, ApplyCursor, ApplyState, HostItem, Membership, PaxosEnvelope, ProposalId,
+    SnapshotPolicy, SnapshotTracker, StateError,
 };
 use tsoracle_paxos_toolkit::{DecidedHook, InstanceId, RunnerStatus};
 
 use crate::core::identity::{Registration, registration};
-use crate::error::RuntimeError;
+use crate::core::membership::{self, Recording};
+use crate::error::{MembershipMismatch, RuntimeError};
 use crate::host::{Applied, HostError};
 
 // Ordered, so waiters fail in one order and a seeded simulation replays.
@@ -47,6 +48,12 @@ pub struct PaxosApplier {
     /// This node's data-directory instance, checked against the one the
     /// applied state registered for it.
     instance: Option<InstanceId>,
+    /// The member list this node was given, checked against the one the
+    /// applied state recorded.
+    membership: Option<Membership>,
+    /// Whether the recorded list was found equal to the given one: it
+    /// stands once recorded, so it is compared once.
+    membership_agreed: bool,
     /// The recovered decided index and when recovery began, until the state
     /// has been rebuilt up to it (logged once: restart time is a figure
     /// operators watch).
@@ -89,6 +96,8 @@ impl PaxosApplier {
             promise: Ballot::default(),
             shared: Arc::clone(&shared),
             instance: None,
+            membership: None,
+            membership_agreed: false,
             replay: (recovered_decided_idx > 0).then(|| (recovered_decided_idx, Instant::now())),
         };
         (applier, ApplierHandle { shared })
@@ -103,15 +112,57 @@ impl PaxosApplier {
         self
     }
 
+    /// Checks, after every applied batch, that the member list the applied
+    /// state recorded is `membership` (see
+    /// [`check_identity`](Self::check_identity)).
+    #[must_use]
+    pub fn with_membership(mut self, membership: Membership) -> Self {
+        self.membership = Some(membership);
+        self
+    }
+
     /// `Err` once the applied state registered another data directory
-    /// instance for this node than its own: the node must stop (its
-    /// directory lost the node's promises). A piggyback host that calls
+    /// instance for this node than its own (its directory lost the node's
+    /// promises), or recorded another member list than the one it was
+    /// given: the node must stop. A piggyback host that calls
     /// [`absorb`](Self::absorb) itself calls this after it.
     ///
     /// # Errors
     ///
-    /// [`RuntimeError::NotTheRegisteredInstance`].
-    pub fn check_identity(&self) -> Result<(), RuntimeError> {
+    /// [`RuntimeError::NotTheRegisteredInstance`],
+    /// [`RuntimeError::Membership`].
+    pub fn check_identity(&mut self) -> Result<(), RuntimeError> {
+        self.check_instance()?;
+        self.check_membership()
+    }
+
+    fn check_membership(&mut self) -> Result<(), RuntimeError> {
+        if self.membership_agreed {
+            return Ok(());
+        }
+        let state = self
+            .shared
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        match membership::recording(self.membership.as_ref(), state.membership()) {
+            Recording::Refused(differences) => match state.membership() {
+                Some(recorded) => Err(RuntimeError::Membership(MembershipMismatch {
+                    node: self.node_id,
+                    recorded: recorded.clone(),
+                    differences,
+                })),
+                None => Ok(()),
+            },
+            Recording::Done => {
+                self.membership_agreed = true;
+                Ok(())
+            }
+            Recording::Propose => Ok(()),
+        }
+    }
+
+    fn check_instance(&self) -> Result<(), RuntimeError> {
         let registered = self
             .shared
             .state

@@ -19,7 +19,10 @@ use std::time::Duration;
 
 use tsoracle_consensus::ConsensusError;
 use tsoracle_paxos_epoch::EpochError;
+use tsoracle_paxos_state::Membership;
 use tsoracle_paxos_toolkit::InstanceId;
+
+use crate::core::membership::Difference;
 
 /// A refused configuration or start: a [`Timing`](crate::Timing) or
 /// [`DriverConfig`](crate::DriverConfig) that breaks a rule, a node id or
@@ -117,6 +120,40 @@ pub enum ConfigError {
     /// `u32::MAX`).
     #[error("node id not usable as an epoch: {0}")]
     Epoch(#[from] EpochError),
+    /// The storage recorded another member list than the one given.
+    #[error(transparent)]
+    Membership(#[from] MembershipMismatch),
+}
+
+/// This node was given a member list that disagrees with the one the
+/// cluster recorded in its replicated state (the first recorded list
+/// stands; see `Command::RecordMembership`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "node {node} was started with a member list that disagrees with the one the cluster \
+     recorded: {}. The recorded list stands ({recorded}); a node with another list would count \
+     its quorums over other members than its peers do, or talk to the wrong machines. Start \
+     node {node} with the recorded list (its --peer flags, or the configuration file's peers). \
+     This version cannot change a cluster's members: a list that must change (a member \
+     added, removed, replaced or moved to another address) needs a membership change, not \
+     edited flags",
+    join(differences)
+)]
+pub struct MembershipMismatch {
+    /// This node's id.
+    pub node: u64,
+    /// The list on record.
+    pub recorded: Membership,
+    /// How the given list differs from it.
+    pub differences: Vec<Difference>,
+}
+
+fn join(differences: &[Difference]) -> String {
+    differences
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Why one call of a running driver failed (or a host failed to stop
@@ -182,6 +219,10 @@ pub enum RuntimeError {
         /// The instance the cluster registered for `node`.
         registered: InstanceId,
     },
+    /// The cluster recorded another member list than the one this node
+    /// was given: the node must stop.
+    #[error(transparent)]
+    Membership(#[from] MembershipMismatch),
     /// The host's consensus thread had failed when it was stopped.
     #[error("host: {0}")]
     Host(String),

@@ -18,7 +18,7 @@ use omnipaxos::ballot_leader_election::Ballot;
 use omnipaxos::util::NodeId;
 use tokio::sync::watch;
 use tsoracle_core::PeerEndpoint;
-use tsoracle_paxos_state::{ApplyState, Command, Outcome};
+use tsoracle_paxos_state::{ApplyState, Command, Membership, Outcome};
 use tsoracle_paxos_toolkit::InstanceId;
 
 use crate::core::lease::LeaderView;
@@ -137,6 +137,15 @@ pub trait PaxosHighWaterHost: Send + Sync + 'static {
     /// directory that speaks under this node's id. `None` (the default): no
     /// registration.
     fn instance(&self) -> Option<InstanceId> {
+        None
+    }
+
+    /// The member list this node was started with, if the host keeps one:
+    /// the driver then records it in the replicated state
+    /// (`Command::RecordMembership`) while no list is on record, and the
+    /// host's applier stops the node when another list is. `None` (the
+    /// default): nothing recorded, nothing compared.
+    fn membership(&self) -> Option<&Membership> {
         None
     }
 }

@@ -140,6 +140,7 @@ mod error;
 mod host;
 mod identity;
 mod incarnation;
+mod membership;
 #[cfg(feature = "mutations")]
 pub mod mutation;
 mod runner_glue;
@@ -156,7 +157,7 @@ pub use crate::core::role::{Role, Term};
 pub use crate::core::timing::{MAX_DRIFT, Timing};
 pub use crate::core::{fence, gate, timing};
 pub use driver::{DEFAULT_DENSE_KEY_CAP, DEFAULT_REQUEST_TIMEOUT, DriverConfig, PaxosDriver};
-pub use error::{ConfigError, RuntimeError};
+pub use error::{ConfigError, MembershipMismatch, RuntimeError};
 pub use host::{Applied, HostError, PaxosHighWaterHost, PendingApply, ProposerSlot};
 pub use identity::RegistryAdmission;
 pub use incarnation::next_incarnation;

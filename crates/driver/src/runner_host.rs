@@ -20,7 +20,7 @@ use omnipaxos::util::NodeId;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tsoracle_core::PeerEndpoint;
-use tsoracle_paxos_state::{ApplyState, Command, PaxosEnvelope};
+use tsoracle_paxos_state::{ApplyState, Command, Membership, PaxosEnvelope};
 use tsoracle_paxos_toolkit::{Error as ToolkitError, InstanceId, Runner};
 
 use crate::applier::ApplierHandle;
@@ -40,6 +40,7 @@ pub struct RunnerHost<E: PaxosEnvelope> {
     leadership: watch::Receiver<LeaderView>,
     bridge: Mutex<Option<JoinHandle<()>>>,
     instance: Option<InstanceId>,
+    membership: Option<Membership>,
 }
 
 impl<E: PaxosEnvelope> std::fmt::Debug for RunnerHost<E> {
@@ -80,6 +81,7 @@ where
             leadership,
             bridge: Mutex::new(Some(bridge)),
             instance: None,
+            membership: None,
         }
     }
 
@@ -95,6 +97,20 @@ where
     #[must_use]
     pub fn instance(&self) -> Option<InstanceId> {
         self.instance
+    }
+
+    /// Presents `membership` as the member list this node was started with
+    /// (see [`PaxosHighWaterHost::membership`]).
+    #[must_use]
+    pub fn with_membership(mut self, membership: Membership) -> Self {
+        self.membership = Some(membership);
+        self
+    }
+
+    /// The member list this node was started with, if set.
+    #[must_use]
+    pub fn membership(&self) -> Option<&Membership> {
+        self.membership.as_ref()
     }
 
     /// The runner, e.g. to propose the application's own entries.
@@ -237,5 +253,9 @@ impl<H: RunnerBackedHost> PaxosHighWaterHost for H {
 
     fn instance(&self) -> Option<InstanceId> {
         self.runner_host().instance()
+    }
+
+    fn membership(&self) -> Option<&Membership> {
+        self.runner_host().membership()
     }
 }

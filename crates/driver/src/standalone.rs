@@ -12,7 +12,7 @@ use omnipaxos::storage::Storage;
 use omnipaxos::util::NodeId;
 use tokio::sync::watch;
 use tsoracle_core::PeerEndpoint;
-use tsoracle_paxos_state::{PaxosEntry, PaxosEnvelope, SnapshotPolicy};
+use tsoracle_paxos_state::{MemberRecord, Membership, PaxosEntry, PaxosEnvelope, SnapshotPolicy};
 use tsoracle_paxos_toolkit::{
     ConfigBuilder, Durability, Error as ToolkitError, Inbox, InstanceId, MessageSink, Runner,
     RunnerConfig, RunnerStatus,
@@ -24,6 +24,7 @@ use crate::error::{ConfigError, RuntimeError};
 #[cfg(doc)]
 use crate::host::PaxosHighWaterHost;
 use crate::identity::RegistryAdmission;
+use crate::membership;
 use crate::runner_host::{RunnerBackedHost, RunnerHost};
 
 /// A member of the configuration as the host needs it.
@@ -213,6 +214,8 @@ impl StandaloneHostBuilder {
                 ConfigError::Host(format!("OmniPaxos refused the configuration: {err}"))
             })?;
         refuse_empty_storage(self.start_mode, node_id, &storage)?;
+        let given = member_list(self.configuration_id, &self.members)?;
+        membership::check_before_start(node_id, &given, &storage)?;
         let omnipaxos = config.build(storage).map_err(|err| {
             ConfigError::Host(format!("OmniPaxos refused the configuration: {err}"))
         })?;
@@ -221,6 +224,7 @@ impl StandaloneHostBuilder {
         if let Some(instance) = self.instance {
             applier = applier.with_instance(instance);
         }
+        applier = applier.with_membership(given.clone());
         let runner = Runner::spawn(
             omnipaxos,
             &ids,
@@ -240,7 +244,8 @@ impl StandaloneHostBuilder {
                 "the runner's inbox already had a peer admission".to_owned(),
             ));
         }
-        let mut core = RunnerHost::new(Arc::new(runner), handle, ids, incarnation);
+        let mut core =
+            RunnerHost::new(Arc::new(runner), handle, ids, incarnation).with_membership(given);
         if let Some(instance) = self.instance {
             core = core.with_instance(instance);
         }
@@ -284,6 +289,20 @@ where
         return Ok(());
     }
     Err(ConfigError::NoStateToRejoin { node: node_id })
+}
+
+/// The members as the replicated state records them.
+fn member_list(configuration: u32, members: &[Member]) -> Result<Membership, ConfigError> {
+    let records = members
+        .iter()
+        .map(|member| MemberRecord {
+            id: member.id,
+            peer_address: member.peer_address.clone(),
+            client_endpoint: member.client_endpoint.as_str().to_owned(),
+        })
+        .collect();
+    Membership::new(configuration, records)
+        .map_err(|err| ConfigError::Host(format!("member list: {err}")))
 }
 
 fn missing(field: &str) -> ConfigError {

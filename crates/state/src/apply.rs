@@ -215,7 +215,10 @@ impl ApplyState {
                 instance: *self.instances.entry(*node).or_insert(*instance),
             },
             Command::RecordMembership { membership, .. } => Outcome::MembershipRecorded {
-                membership: self.membership.get_or_insert_with(|| membership.clone()).clone(),
+                membership: self
+                    .membership
+                    .get_or_insert_with(|| membership.clone())
+                    .clone(),
             },
             Command::ReplaceLeases { leases, epoch, .. } => {
                 Outcome::Leases(if *epoch < self.max_epoch {

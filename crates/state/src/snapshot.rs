@@ -7,7 +7,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::apply::{ApplyStateV1, ApplyStateV2};
 use crate::codec;
-use crate::{ApplyState, Command, PaxosEntry, PaxosEnvelope, StateError};
+use crate::{ApplyState, Command, Membership, PaxosEntry, PaxosEnvelope, StateError};
 
 /// Format version written in front of every encoded [`PaxosSnapshot`].
 ///
@@ -85,6 +85,19 @@ impl PaxosSnapshot {
     pub fn into_state(mut self) -> ApplyState {
         self.normalize();
         self.folded
+    }
+
+    /// The member list this snapshot's state records, without folding it:
+    /// the folded state's, else the first list in the raw tail (the first
+    /// stands).
+    #[must_use]
+    pub fn membership(&self) -> Option<&Membership> {
+        self.folded.membership().or_else(|| {
+            self.tail.iter().find_map(|command| match command {
+                Command::RecordMembership { membership, .. } => Some(membership),
+                _ => None,
+            })
+        })
     }
 
     /// Number of raw, not yet folded commands.
@@ -276,6 +289,20 @@ mod tests {
             proposal: ProposalId::new(1, 1, 1),
         });
         snapshot
+    }
+
+    #[test]
+    fn the_member_list_is_found_folded_or_in_the_tail() {
+        let members = crate::membership::tests::three_members();
+        let record = Command::RecordMembership {
+            membership: members.clone(),
+            epoch: Epoch(0),
+            proposal: ProposalId::new(3, 1, 1),
+        };
+        assert_eq!(golden_snapshot().membership(), None);
+        let in_tail = PaxosSnapshot::create(&entries(&[record]));
+        assert_eq!(in_tail.membership(), Some(&members));
+        assert_eq!(golden_snapshot_v3().membership(), Some(&members));
     }
 
     #[test]

@@ -7,6 +7,9 @@
 //!   assumptions the lease rests on.
 //! - [`lease`] — [`LeaseTracker`](lease::LeaseTracker): OmniPaxos
 //!   observations and decisions in, a [`Role`](role::Role) out (invariant 5).
+//! - [`identity`] and [`membership`] — who may take part: a peer's data
+//!   directory instance against the registered one, and the member list a
+//!   node was given against the recorded one (invariant 11).
 //! - [`role`] — [`Role`](role::Role) and [`Term`](role::Term).
 //! - [`events`] — [`LeaderEvents`](events::LeaderEvents): roles in,
 //!   `LeaderState` changes out, epochs never decreasing (invariant 6).
@@ -31,6 +34,7 @@ pub mod fence;
 pub mod gate;
 pub mod identity;
 pub mod lease;
+pub mod membership;
 pub mod role;
 pub mod step;
 pub mod timing;

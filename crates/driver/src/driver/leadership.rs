@@ -15,11 +15,12 @@ use std::sync::Arc;
 
 use tokio::task::JoinSet;
 use tsoracle_core::Epoch;
-use tsoracle_paxos_state::Command;
+use tsoracle_paxos_state::{Command, Membership};
 use tsoracle_paxos_toolkit::InstanceId;
 
 use super::Shell;
 use crate::core::identity::{Registration, registration};
+use crate::core::membership::{self, Recording};
 use crate::core::role::Term;
 use crate::core::step::Event;
 use crate::host::PaxosHighWaterHost;
@@ -29,25 +30,24 @@ pub(super) async fn run<H: PaxosHighWaterHost>(shell: Arc<Shell<H>>) {
     let mut views = shell.host.leadership();
     // The renewal in flight (the engine allows one): aborted with the task.
     let mut renewals = JoinSet::new();
-    // This node's registration in flight (one at a time), until it is on
-    // record: aborted with the task.
-    let mut registering = JoinSet::new();
-    let mut registered = shell.host.instance().is_none();
+    // This node's registration or member list in flight (one at a time),
+    // until both are on record: aborted with the task.
+    let mut recording = JoinSet::new();
+    let mut recorded = shell.host.instance().is_none() && shell.host.membership().is_none();
     let tick = shell.config.timing.tick;
     let mut host_gone = false;
     loop {
         while renewals.try_join_next().is_some() {
             shell.step_now(Event::RenewalDone);
         }
-        while registering.try_join_next().is_some() {}
-        if !registered && registering.is_empty() {
-            match own_registration(&shell) {
-                Registration::Propose(instance) => {
+        while recording.try_join_next().is_some() {}
+        if !recorded && recording.is_empty() {
+            match next_record(&shell) {
+                Some(record) => {
                     let shell = Arc::clone(&shell);
-                    registering.spawn(async move { register(&shell, instance).await });
+                    recording.spawn(async move { put_on_record(&shell, record).await });
                 }
-                // Refused: the applier stops the host with the reason.
-                Registration::Done | Registration::Refused { .. } => registered = true,
+                None => recorded = true,
             }
         }
         let view = *views.borrow_and_update();
@@ -75,35 +75,64 @@ pub(super) async fn run<H: PaxosHighWaterHost>(shell: Arc<Shell<H>>) {
     }
 }
 
-/// What this node must do about its registration, from the applied state.
-fn own_registration<H: PaxosHighWaterHost>(shell: &Shell<H>) -> Registration {
-    let me = shell.host.node_id();
-    let mut on_record = None;
-    shell
-        .host
-        .read_state(&mut |state| on_record = state.instance_of(me));
-    registration(shell.host.instance(), on_record)
+/// What this node still has to put on record.
+enum Record {
+    /// Its data-directory instance.
+    Instance(InstanceId),
+    /// The member list it was given.
+    Membership(Membership),
 }
 
-/// Proposes this node's `Register` (OmniPaxos forwards it to the leader
-/// from a follower), then waits an election timeout before the task looks
-/// again, so a cluster without a leader is not flooded with retries.
-async fn register<H: PaxosHighWaterHost>(shell: &Shell<H>, instance: InstanceId) {
+/// What this node has to propose next, from the applied state: its
+/// registration first, then its member list. `None` once nothing is left
+/// (a refusal included: the applier stops the host with the reason).
+fn next_record<H: PaxosHighWaterHost>(shell: &Shell<H>) -> Option<Record> {
+    let me = shell.host.node_id();
+    let mut on_record = (None, None);
+    shell.host.read_state(&mut |state| {
+        on_record = (state.instance_of(me), state.membership().cloned());
+    });
+    let (instance, membership) = on_record;
+    if let Registration::Propose(instance) = registration(shell.host.instance(), instance) {
+        return Some(Record::Instance(instance));
+    }
+    let given = shell.host.membership();
+    match membership::recording(given, membership.as_ref()) {
+        Recording::Propose => given.cloned().map(Record::Membership),
+        Recording::Done | Recording::Refused(_) => None,
+    }
+}
+
+/// Proposes one record (OmniPaxos forwards it to the leader from a
+/// follower), then waits an election timeout before the task looks again,
+/// so a cluster without a leader is not flooded with retries.
+async fn put_on_record<H: PaxosHighWaterHost>(shell: &Shell<H>, record: Record) {
     let node = shell.host.node_id();
-    let submitted = shell.submit(None, |proposal| Command::Register {
-        node,
-        instance: instance.0,
-        epoch: Epoch(0),
-        proposal,
+    let what = match &record {
+        Record::Instance(instance) => format!("data directory instance {instance}"),
+        Record::Membership(membership) => format!("member list ({membership})"),
+    };
+    let submitted = shell.submit(None, |proposal| match record {
+        Record::Instance(instance) => Command::Register {
+            node,
+            instance: instance.0,
+            epoch: Epoch(0),
+            proposal,
+        },
+        Record::Membership(membership) => Command::RecordMembership {
+            membership,
+            epoch: Epoch(0),
+            proposal,
+        },
     });
     let result = match submitted {
         Ok((at, pending)) => shell.finish(None, at, pending).await.map(|_| ()),
         Err(err) => Err(err),
     };
     match result {
-        Ok(()) => tracing::info!(%instance, "this node's data directory instance is registered"),
+        Ok(()) => tracing::info!("this node's {what} is on record"),
         Err(err) => {
-            tracing::debug!(%err, "registration not decided yet; retrying");
+            tracing::debug!(%err, "{what} not on record yet; retrying");
             let pause = shell
                 .config
                 .timing
