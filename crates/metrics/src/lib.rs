@@ -37,6 +37,9 @@ pub const PENDING: &str = "tsoracle_paxos_pending_proposals";
 pub const STOP_SIGN_REFUSED: &str = "tsoracle_paxos_peer_stop_sign_refused_total";
 /// Members whose data-directory instance this node's applied state holds.
 pub const REGISTERED: &str = "tsoracle_paxos_registered_members";
+/// Members on the member list this node's applied state recorded (0
+/// while none is on record).
+pub const RECORDED_MEMBERS: &str = "tsoracle_paxos_recorded_members";
 /// Peer messages refused because their sender presented another instance
 /// than the registered one (a wiped or replaced data directory).
 pub const IMPOSTOR_REFUSED: &str = "tsoracle_paxos_peer_impostor_refused_total";

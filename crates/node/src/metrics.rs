@@ -16,8 +16,8 @@ use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio::task::JoinHandle;
 use tsoracle_driver_paxos::{PaxosDriver, Role, StandaloneHost};
 use tsoracle_paxos_metrics::{
-    BALLOT, COMPACTED, DECIDED, HIGH_WATER, IMPOSTOR_REFUSED, LEADER, PENDING, REGISTERED, ROLE,
-    STOP_SIGN_REFUSED,
+    BALLOT, COMPACTED, DECIDED, HIGH_WATER, IMPOSTOR_REFUSED, LEADER, PENDING, RECORDED_MEMBERS,
+    REGISTERED, ROLE, STOP_SIGN_REFUSED,
 };
 use tsoracle_paxos_tonic::TransportStats;
 
@@ -57,13 +57,15 @@ pub(crate) fn sample(
             let status = host.status().borrow().clone();
             gauge!(DECIDED).set(status.decided_idx as f64);
             gauge!(COMPACTED).set(status.compacted_idx as f64);
-            let (mut high_water, mut registered) = (0, 0);
+            let (mut high_water, mut registered, mut members) = (0, 0, 0);
             tsoracle_driver_paxos::PaxosHighWaterHost::read_state(host.as_ref(), &mut |s| {
                 high_water = s.high_water();
                 registered = s.instances().count();
+                members = s.membership().map_or(0, |list| list.members().len());
             });
             gauge!(HIGH_WATER).set(high_water as f64);
             gauge!(REGISTERED).set(registered as f64);
+            gauge!(RECORDED_MEMBERS).set(members as f64);
             gauge!(IMPOSTOR_REFUSED).set(host.inbox().stats().impostor() as f64);
             gauge!(PENDING).set(host.pending() as f64);
             gauge!("tsoracle_paxos_peer_refused_total").set(inbound.total_refusals() as f64);

@@ -17,7 +17,7 @@ use tokio::task::{JoinError, JoinHandle};
 use tonic::transport::server::TcpIncoming;
 use tsoracle_consensus::ConsensusDriver;
 use tsoracle_driver_paxos::{
-    DriverConfig, PaxosDriver, StandaloneHost, StartMode, next_incarnation,
+    ConfigError, DriverConfig, PaxosDriver, StandaloneHost, StartMode, next_incarnation,
 };
 use tsoracle_paxos_reply_gate::ReplyGateLayer;
 use tsoracle_paxos_state::{PaxosEntry, SnapshotPolicy};
@@ -361,7 +361,10 @@ async fn launch(
             // node stopped before its first promise) and is still its own.
             .start_mode(StartMode::Initialize)
             .start(storage, durability, sink)
-            .map_err(|err| Error::runtime("consensus", err))?,
+            .map_err(|err| match err {
+                ConfigError::Membership(mismatch) => Error::runtime("membership", mismatch),
+                other => Error::runtime("consensus", other),
+            })?,
     );
     let service = PeerService::new(host.inbox(), &transport)
         .map_err(|err| Error::runtime("peer service", err))?;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tsoracle_paxos_testkit::process::{CommandLine, metrics};
 
-use crate::common::{Layout, ServeChild, cli};
+use crate::common::{Layout, ServeChild, cli, wait_metric, with_metrics};
 
 /// The sequence as an operator meets it: blocks decided while node 1 was
 /// down, then nodes 2 and 3 stop, node 2's data directory is lost (a failed
@@ -71,32 +71,6 @@ fn a_member_with_a_wiped_data_directory_is_refused_and_no_block_is_repeated() {
     serve_above_every_block(&cli, &layout, &mut nodes);
 }
 
-/// Node `id`'s arguments with its metrics endpoint on.
-fn with_metrics(layout: &Layout, mut args: Vec<String>, id: u64) -> Vec<String> {
-    args.extend([
-        "--metrics-listen".to_owned(),
-        format!("127.0.0.1:{}", layout.metrics[&id]),
-    ]);
-    args
-}
-
-/// Waits until node `id`'s applied state registered all three members.
-fn wait_registered(layout: &Layout, id: u64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let registered = metrics(layout.metrics[&id])
-            .and_then(|page| page.get("tsoracle_paxos_registered_members").copied());
-        if registered == Some(3.0) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node {id} registered {registered:?} members after 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// The same loss, but the operator restarts node 2 with
 /// `--initial-cluster-state new` (copied from the founding command): node 2
 /// initializes a new directory, with a new instance id, and node 1 (which
@@ -116,7 +90,7 @@ fn a_wiped_member_restarted_as_founding_is_refused_by_its_peers() {
         .map(|id| (id, start(id, layout.args(id), 1)))
         .collect();
     cli.get_ts(&layout.endpoints(), 1);
-    wait_registered(&layout, 1);
+    wait_metric(&layout, 1, "tsoracle_paxos_registered_members", 3.0);
 
     decide_without_node_1_then_lose_node_2(&cli, &layout, &mut nodes);
 

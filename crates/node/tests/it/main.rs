@@ -9,5 +9,6 @@ mod amnesia;
 mod bad_config;
 mod common;
 mod library;
+mod membership;
 mod restart;
 mod status;
