@@ -856,6 +856,42 @@ fn prepare_req(from: NodeId, to: NodeId) -> Message<Val> {
     })
 }
 
+/// A `PrepareReq` that reaches the leader after its follower was synced (a
+/// late or duplicated one: a recovering follower sends one to every peer
+/// on each resend timeout) must not cut that follower off. Upstream
+/// OmniPaxos 0.2.4 forgot the follower's promise and sent it a `Prepare` of
+/// the same ballot, which a follower in its accept phase ignores, so the
+/// leader waited for a `Promise` that never came and sent the follower
+/// nothing more: with the third node gone, nothing was decided again (the
+/// simulation's seeds 361516, 365013, ...). See `vendor/README.md`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_prepare_req_does_not_cut_a_synced_follower_off() {
+    let mut c = memory_cluster(12).await;
+    let mut reproposed = c.decide(&NODES, 0..20, ALL).await;
+    let leader = c.leader(&NODES).await;
+    c.converged(&NODES, leader).await;
+    let follower = NODES.into_iter().find(|&p| p != leader).unwrap();
+    let third = NODES
+        .into_iter()
+        .find(|&p| p != leader && p != follower)
+        .unwrap();
+    // As the follower sends it: carrying the ballot it promised.
+    let stale = Message::SequencePaxos(PaxosMessage {
+        from: follower,
+        to: leader,
+        msg: PaxosMsg::PrepareReq(PrepareReq {
+            n: c.status(follower).promise,
+        }),
+    });
+    c.runner(leader).inbox().deliver(None, stale).await.unwrap();
+    c.stop_node(third).await;
+    let pair = [leader, follower];
+    reproposed.extend(c.decide(&pair, 20..40, ALL).await);
+    let reference = c.converged(&pair, leader).await;
+    assert_decided_once(&reference, 0..40, &reproposed);
+    c.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_inbox_refuses_foreign_messages_before_omnipaxos_sees_them() {
     let c = memory_cluster(9).await;

@@ -67,8 +67,24 @@ where
         #[cfg(feature = "logging")]
         debug!(self.logger, "Incoming message PrepareReq from {}", from);
         if self.state.0 == Role::Leader && prepreq.n <= self.leader_state.n_leader {
-            self.leader_state.reset_promise(from);
-            self.leader_state.set_latest_accept_meta(from, None);
+            // tsoracle-paxos patch: a follower that promised this very
+            // ballot and was synced keeps its promise. Its PrepareReq may be
+            // late or duplicated (a recovering follower sends one to every
+            // peer on each resend timeout); if it is, the follower is back
+            // in its accept phase and ignores a Prepare of the ballot it
+            // already promised, so forgetting its promise (upstream) left
+            // the leader waiting for a Promise that never came, sending the
+            // follower nothing more. A follower that really is recovering
+            // answers the Prepare below from its recover phase, and its
+            // Promise re-syncs it (`handle_promise_accept`); meanwhile it
+            // ignores the accepts it is still sent.
+            let synced = self.state.1 == Phase::Accept
+                && prepreq.n == self.leader_state.n_leader
+                && self.leader_state.get_promised_followers().contains(&from);
+            if !synced {
+                self.leader_state.reset_promise(from);
+                self.leader_state.set_latest_accept_meta(from, None);
+            }
             self.send_prepare(from);
         }
     }
@@ -173,6 +189,12 @@ where
             followers_decided_idx
         };
         let log_sync = self.create_log_sync(followers_valid_entries_idx, followers_decided_idx);
+        // tsoracle-paxos patch (with the one in `handle_preparereq`): entries
+        // appended later in this round must go into a new AcceptDecide
+        // *after* this AcceptSync, never into one queued before it, which
+        // the follower ignores or reads in the old session: it would skip
+        // them and append what follows at the wrong index.
+        self.leader_state.set_latest_accept_meta(to, None);
         self.leader_state.increment_seq_num_session(to);
         let acc_sync = AcceptSync {
             n: current_n,
