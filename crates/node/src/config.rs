@@ -11,7 +11,7 @@ use clap::Args;
 use serde::Deserialize;
 use tsoracle_core::PeerEndpoint;
 use tsoracle_driver_paxos::{Member, Timing};
-use tsoracle_paxos_tonic::TlsFiles;
+use tsoracle_paxos_tonic::{DEFAULT_MAX_CHUNKED_MESSAGE_BYTES, DEFAULT_MAX_FRAME_BYTES, TlsFiles};
 
 use crate::error::Error;
 
@@ -102,6 +102,16 @@ pub(crate) struct ServeArgs {
     /// seconds later. 0 turns the check off.
     #[arg(long, value_name = "MIB")]
     pub(crate) min_free_disk_mib: Option<u64>,
+    /// Largest single peer message this node sends or accepts, in MiB
+    /// (default 1024). A follower that lags far behind catches up with one
+    /// message holding the leader's whole state (a snapshot) or log suffix;
+    /// above 16 MiB it travels in 16 MiB chunks, and the receiver holds at
+    /// most this much of it. A larger message is dropped and counted
+    /// (tsoracle_paxos_peer_dropped_total), and that follower never catches
+    /// up: raise this above the data directory's state size (a million
+    /// dense keys take about 20 MiB). Set it alike on every node.
+    #[arg(long, value_name = "MIB")]
+    pub(crate) max_peer_message_mib: Option<u64>,
     /// `new` on the very first start of a new cluster's founding nodes: an
     /// empty data directory is then initialized. `existing` (the default):
     /// the data directory must hold this node's state, and an empty one is
@@ -127,6 +137,15 @@ pub enum InitialClusterState {
     Existing,
 }
 
+/// `--max-peer-message-mib` unless told otherwise: the transport's own
+/// default, 1 GiB.
+const DEFAULT_MAX_PEER_MESSAGE_MIB: u64 =
+    DEFAULT_MAX_CHUNKED_MESSAGE_BYTES as u64 / crate::disk::MIB;
+
+/// The largest message the transport can describe (its chunk header counts
+/// offsets in `u64`, but a reassembled message is one `Vec`): 64 GiB.
+const MAX_PEER_MESSAGE: u64 = 64 * 1024 * crate::disk::MIB;
+
 /// Free space the node keeps on its data directory's filesystem, in MiB:
 /// room for a memtable flush (4 MiB) and a compaction with plenty to spare.
 const DEFAULT_MIN_FREE_DISK_MIB: u64 = 64;
@@ -149,6 +168,7 @@ struct FileConfig {
     tls: Option<FileTls>,
     insecure_peer_plaintext: Option<bool>,
     min_free_disk_mib: Option<u64>,
+    max_peer_message_mib: Option<u64>,
     initial_cluster_state: Option<InitialClusterState>,
 }
 
@@ -216,6 +236,9 @@ pub struct NodeConfig {
     /// Free space on the data directory's file system below which the node
     /// refuses to start or stops (bytes; 0: never checked).
     pub min_free_disk: u64,
+    /// Largest single peer message, both ways (bytes; see
+    /// `--max-peer-message-mib`).
+    pub max_peer_message: u64,
     /// Whether an empty data directory may be initialized (`New`, the
     /// founding start of a new cluster) or is refused (`Existing`).
     pub initial_cluster_state: InitialClusterState,
@@ -312,6 +335,11 @@ impl ServeArgs {
                 .or(file.min_free_disk_mib)
                 .unwrap_or(DEFAULT_MIN_FREE_DISK_MIB)
                 .saturating_mul(crate::disk::MIB),
+            max_peer_message: self
+                .max_peer_message_mib
+                .or(file.max_peer_message_mib)
+                .unwrap_or(DEFAULT_MAX_PEER_MESSAGE_MIB)
+                .saturating_mul(crate::disk::MIB),
             initial_cluster_state: self
                 .initial_cluster_state
                 .or(file.initial_cluster_state)
@@ -350,6 +378,7 @@ impl NodeConfig {
             insecure_peer_plaintext: false,
             window_ahead: None,
             min_free_disk: DEFAULT_MIN_FREE_DISK_MIB.saturating_mul(crate::disk::MIB),
+            max_peer_message: DEFAULT_MAX_PEER_MESSAGE_MIB.saturating_mul(crate::disk::MIB),
             initial_cluster_state: InitialClusterState::Existing,
         }
     }
@@ -362,6 +391,16 @@ impl NodeConfig {
             .map_err(|err| Error::Config(err.to_string()))?;
         if self.cluster_id.is_empty() {
             return Err(Error::Config("cluster_id must not be empty".to_owned()));
+        }
+        let frame = DEFAULT_MAX_FRAME_BYTES as u64;
+        if self.max_peer_message < frame || self.max_peer_message > MAX_PEER_MESSAGE {
+            return Err(Error::Config(format!(
+                "max_peer_message_mib (--max-peer-message-mib) must be between {} and {} MiB, \
+                 got {} MiB",
+                frame / crate::disk::MIB,
+                MAX_PEER_MESSAGE / crate::disk::MIB,
+                self.max_peer_message / crate::disk::MIB
+            )));
         }
         let mut ids: Vec<u64> = self.members.iter().map(|m| m.id).collect();
         ids.sort_unstable();
@@ -503,6 +542,10 @@ mod tests {
             vec![(2, "127.0.0.1:6002".to_owned())]
         );
         assert_eq!(config.timing, Timing::lan());
+        assert_eq!(config.max_peer_message, 1 << 30);
+        let mut larger = args();
+        larger.max_peer_message_mib = Some(4096);
+        assert_eq!(larger.resolve().unwrap().max_peer_message, 4 << 30);
     }
 
     #[test]
@@ -561,6 +604,11 @@ client = "h2:7001"
             (Box::new(|a| a.peers.truncate(1)), "at least two"),
             (Box::new(|a| a.data_dir = None), "data_dir is not set"),
             (Box::new(|a| a.lease_ms = Some(500)), "strictly shorter"),
+            (
+                Box::new(|a| a.max_peer_message_mib = Some(8)),
+                "max_peer_message_mib (--max-peer-message-mib) must be between 16 and 65536 MiB, \
+                 got 8 MiB",
+            ),
         ];
         for (change, needle) in cases {
             let mut a = args();

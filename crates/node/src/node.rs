@@ -338,6 +338,9 @@ async fn launch(
     // Presented on every link: peers refuse it once the cluster registered
     // another instance for this node id (invariant 11).
     transport.instance = Some(instance);
+    // A lagging follower's catch-up is one message; it must fit.
+    transport.max_chunked_message_bytes =
+        usize::try_from(config.max_peer_message).unwrap_or(usize::MAX);
     let sink = Arc::new(
         TonicSink::spawn(&transport, config.peer_addresses(), tls.as_ref())
             .map_err(|err| Error::runtime("peer transport", err))?,
