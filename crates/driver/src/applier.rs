@@ -154,8 +154,13 @@ impl PaxosApplier {
                 })),
                 None => Ok(()),
             },
-            Recording::Done => {
+            Recording::Done(other_addresses) => {
                 self.membership_agreed = true;
+                for difference in other_addresses {
+                    // How this node reaches a peer may differ from the
+                    // record (a proxy, NAT, another name): not refused.
+                    tracing::warn!(%difference, "member addresses differ from the recorded list");
+                }
                 Ok(())
             }
             Recording::Propose => Ok(()),

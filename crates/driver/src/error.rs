@@ -125,18 +125,17 @@ pub enum ConfigError {
     Membership(#[from] MembershipMismatch),
 }
 
-/// This node was given a member list that disagrees with the one the
-/// cluster recorded in its replicated state (the first recorded list
-/// stands; see `Command::RecordMembership`).
+/// This node was given a member list of another configuration, or with
+/// other member ids, than the one the cluster recorded in its replicated
+/// state (the first recorded list stands; see `Command::RecordMembership`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "node {node} was started with a member list that disagrees with the one the cluster \
-     recorded: {}. The recorded list stands ({recorded}); a node with another list would count \
-     its quorums over other members than its peers do, or talk to the wrong machines. Start \
-     node {node} with the recorded list (its --peer flags, or the configuration file's peers). \
-     This version cannot change a cluster's members: a list that must change (a member \
-     added, removed, replaced or moved to another address) needs a membership change, not \
-     edited flags",
+     recorded: {}. The recorded list stands ({recorded}); a node with other member ids would \
+     count its quorums over other members than its peers do. Start node {node} with the \
+     recorded ids (its --peer flags, or the configuration file's peers; a peer's addresses may \
+     differ from the record). This version cannot change a cluster's members: adding, \
+     removing or replacing a member needs a membership change, not edited flags",
     join(differences)
 )]
 pub struct MembershipMismatch {

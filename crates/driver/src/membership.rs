@@ -61,8 +61,8 @@ where
     Ok(None)
 }
 
-/// Refuses to start node `node` with `given` when `storage` recorded
-/// another list.
+/// Refuses to start node `node` with `given` when `storage` recorded a
+/// list of another configuration or other member ids.
 ///
 /// # Errors
 ///
@@ -86,6 +86,8 @@ where
             recorded,
             differences,
         })),
-        Recording::Done | Recording::Propose => Ok(()),
+        // Other addresses alone: the applier reports them once it applies
+        // the record.
+        Recording::Done(_) | Recording::Propose => Ok(()),
     }
 }

@@ -1,12 +1,14 @@
 //! Durable membership: the member list a node was started with against the
 //! one the replicated state recorded (see `Command::RecordMembership`).
 //!
-//! The first list decided into the log stands. A node given another list
-//! (a peer flag edited between restarts, a typo on one node of a new
-//! cluster) must not take part: with other member ids its quorums differ
-//! from its peers', and with other addresses it talks to the wrong
-//! machines. A node given a list while none is on record proposes it (the
-//! given list is then the bootstrap seed).
+//! The first list decided into the log stands. A node given other member
+//! ids (a peer flag edited between restarts, a typo on one node of a new
+//! cluster) must not take part: its quorums would be counted over other
+//! members than its peers'. Addresses are another matter: how a node
+//! reaches its peers may differ from node to node (a proxy, NAT, another
+//! DNS name), so a member whose addresses differ from the recorded ones is
+//! only reported. A node given a list while none is on record proposes it
+//! (the given list is then the bootstrap seed).
 
 use std::fmt;
 
@@ -51,6 +53,16 @@ impl fmt::Display for Difference {
     }
 }
 
+impl Difference {
+    /// Whether this difference changes who counts in a quorum (a
+    /// configuration or member id), so that the node must not take part;
+    /// other addresses for a member do not.
+    #[must_use]
+    pub fn refuses(&self) -> bool {
+        !matches!(self, Self::Changed { .. })
+    }
+}
+
 /// Every difference between `given` and `recorded`, configuration first,
 /// then by member id. Empty when they agree.
 #[must_use]
@@ -89,11 +101,13 @@ pub fn differences(given: &Membership, recorded: &Membership) -> Vec<Difference>
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recording {
     /// It was given no list (a host that keeps none), or the recorded list
-    /// is the given one: nothing to do.
-    Done,
+    /// has the given configuration and ids: nothing to do but report the
+    /// members whose addresses differ (empty when none do).
+    Done(Vec<Difference>),
     /// No list is on record: propose the given one.
     Propose,
-    /// Another list is on record: the node must not take part.
+    /// The recorded list has another configuration or other ids: the node
+    /// must not take part. Every difference, addresses included.
     Refused(Vec<Difference>),
 }
 
@@ -101,14 +115,14 @@ pub enum Recording {
 #[must_use]
 pub fn recording(given: Option<&Membership>, recorded: Option<&Membership>) -> Recording {
     match (given, recorded) {
-        (None, _) => Recording::Done,
+        (None, _) => Recording::Done(Vec::new()),
         (Some(_), None) => Recording::Propose,
         (Some(given), Some(recorded)) => {
             let found = differences(given, recorded);
-            if found.is_empty() {
-                Recording::Done
-            } else {
+            if found.iter().any(Difference::refuses) {
                 Recording::Refused(found)
+            } else {
+                Recording::Done(found)
             }
         }
     }
@@ -135,7 +149,7 @@ mod tests {
         let a = list(1, &[member(1), member(2), member(3)]);
         let b = list(1, &[member(3), member(2), member(1)]);
         assert_eq!(differences(&a, &b), []);
-        assert_eq!(recording(Some(&a), Some(&b)), Recording::Done);
+        assert_eq!(recording(Some(&a), Some(&b)), Recording::Done(vec![]));
     }
 
     #[test]
@@ -164,13 +178,40 @@ mod tests {
     #[test]
     fn a_node_proposes_its_list_only_while_none_is_recorded() {
         let mine = list(1, &[member(1), member(2)]);
-        assert_eq!(recording(None, None), Recording::Done);
-        assert_eq!(recording(None, Some(&mine)), Recording::Done);
+        assert_eq!(recording(None, None), Recording::Done(vec![]));
+        assert_eq!(recording(None, Some(&mine)), Recording::Done(vec![]));
         assert_eq!(recording(Some(&mine), None), Recording::Propose);
         let other = list(1, &[member(1), member(2), member(3)]);
         assert_eq!(
             recording(Some(&mine), Some(&other)),
             Recording::Refused(vec![Difference::Missing(member(3))])
+        );
+    }
+
+    #[test]
+    fn other_addresses_alone_are_reported_not_refused() {
+        let recorded = list(1, &[member(1), member(2)]);
+        let proxied = MemberRecord {
+            peer_address: "127.0.0.1:16002".to_owned(),
+            ..member(2)
+        };
+        let given = list(1, &[member(1), proxied.clone()]);
+        let changed = Difference::Changed {
+            recorded: member(2),
+            given: proxied,
+        };
+        assert!(!changed.refuses());
+        assert_eq!(
+            recording(Some(&given), Some(&recorded)),
+            Recording::Done(vec![changed.clone()])
+        );
+        // With an id difference too, the refusal names both.
+        let mut bigger = given.members().to_vec();
+        bigger.push(member(3));
+        let bigger = list(1, &bigger);
+        assert_eq!(
+            recording(Some(&bigger), Some(&recorded)),
+            Recording::Refused(vec![changed, Difference::Unknown(member(3))])
         );
     }
 

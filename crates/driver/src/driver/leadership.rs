@@ -99,7 +99,7 @@ fn next_record<H: PaxosHighWaterHost>(shell: &Shell<H>) -> Option<Record> {
     let given = shell.host.membership();
     match membership::recording(given, membership.as_ref()) {
         Recording::Propose => given.cloned().map(Record::Membership),
-        Recording::Done | Recording::Refused(_) => None,
+        Recording::Done(_) | Recording::Refused(_) => None,
     }
 }
 

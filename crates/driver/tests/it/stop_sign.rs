@@ -45,6 +45,26 @@ async fn a_persisted_stop_sign_fails_every_call_permanently_after_a_restart() {
         .await
         .unwrap();
 
+    // Every node holds the Advance before it stops (a majority suffices for
+    // the answer; the third may still be receiving it).
+    for id in NODES {
+        let node = &cluster.nodes[&id];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut applied = 0;
+            node.host
+                .read_state(&mut |state| applied = state.high_water());
+            if applied == high_water {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {id} applied high-water {applied}, not {high_water}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     // Decide a StopSign in every node's storage, as the forged frame did.
     for id in NODES {
         cluster.stop_node(id).await;
@@ -83,6 +103,21 @@ async fn a_persisted_stop_sign_fails_every_call_permanently_after_a_restart() {
             assert!(
                 Instant::now() < deadline,
                 "node {id} never reported the StopSign"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The driver learns it from the host's leadership view, a moment
+        // after the host reports it; from then on every call fails so.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while node.driver.role() != Role::Unknown
+            || !matches!(
+                node.driver.persist_high_water(2_000, epoch).await,
+                Err(ConsensusError::PermanentDriver(_))
+            )
+        {
+            assert!(
+                Instant::now() < deadline,
+                "node {id}'s driver never refused permanently"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
