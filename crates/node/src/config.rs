@@ -48,8 +48,8 @@ pub(crate) struct ServeArgs {
     /// A member of the cluster, repeated once per node (this one included):
     /// `ID=PEER_HOST:PORT,CLIENT_HOST:PORT`, e.g. `2=10.0.0.2:6001,10.0.0.2:7001`.
     /// Replaces the file's peer list. The cluster records the first list
-    /// proposed; a later start with another list is refused, naming each
-    /// difference.
+    /// proposed; a later start with other member ids is refused, naming
+    /// each difference (other addresses are only logged).
     #[arg(long = "peer", value_name = "ID=PEER,CLIENT")]
     pub(crate) peers: Vec<String>,
     /// Consensus tick in milliseconds (default 10).
