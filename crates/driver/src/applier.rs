@@ -15,7 +15,7 @@ use omnipaxos::ballot_leader_election::Ballot;
 use omnipaxos::util::{LogEntry, NodeId};
 use tokio::sync::oneshot;
 use tsoracle_paxos_state::{
-    Absorbed, ApplyCursor, ApplyState, HostItem, Membership, PaxosEnvelope, ProposalId,
+    Absorbed, ApplyCursor, ApplyState, HostItem, Membership, Outcome, PaxosEnvelope, ProposalId,
     SnapshotPolicy, SnapshotTracker, StateError,
 };
 use tsoracle_paxos_toolkit::{DecidedHook, InstanceId, RunnerStatus};
@@ -32,6 +32,33 @@ type Waiters = Mutex<BTreeMap<ProposalId, oneshot::Sender<Result<Applied, HostEr
 struct Shared {
     state: RwLock<ApplyState>,
     waiters: Waiters,
+    /// The registered instances of `state`, copied when they change (rarely)
+    /// so that the peer admission, asked for every inbound message on a
+    /// transport task, never waits behind the applier's write lock.
+    instances: RwLock<BTreeMap<NodeId, u128>>,
+}
+
+impl Shared {
+    fn registered_instance(&self, node: NodeId) -> Option<u128> {
+        self.instances
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&node)
+            .copied()
+    }
+
+    fn refresh_instances(&self) {
+        let instances = self
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .instances()
+            .collect();
+        *self
+            .instances
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = instances;
+    }
 }
 
 /// The apply path of one node: owned by the consensus thread (inside a
@@ -168,12 +195,7 @@ impl PaxosApplier {
     }
 
     fn check_instance(&self) -> Result<(), RuntimeError> {
-        let registered = self
-            .shared
-            .state
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .instance_of(self.node_id);
+        let registered = self.shared.registered_instance(self.node_id);
         match registration(self.instance, registered) {
             Registration::Refused { mine, registered } => {
                 #[cfg(feature = "mutations")]
@@ -234,6 +256,14 @@ impl PaxosApplier {
             restored_to,
             ..
         } = absorbed;
+        // A snapshot replaces them all; otherwise only a Register changes them.
+        if restored_to.is_some()
+            || applied
+                .iter()
+                .any(|a| matches!(a.outcome, Outcome::Registered { .. }))
+        {
+            self.shared.refresh_instances();
+        }
         if let Some(trimmed_idx) = restored_to {
             // A snapshot replaced the state: count the next interval from it.
             self.snapshots.rebase(trimmed_idx);
@@ -361,11 +391,7 @@ impl ApplierHandle {
     /// The data-directory instance the applied state registered for `node`.
     #[must_use]
     pub fn registered_instance(&self, node: NodeId) -> Option<u128> {
-        self.shared
-            .state
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .instance_of(node)
+        self.shared.registered_instance(node)
     }
 
     /// Runs `read` on the applied state.
