@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tsoracle_paxos_testkit::process::{CommandLine, metrics};
 
-use crate::common::{Layout, ServeChild, cli, wait_metric, with_metrics};
+use crate::common::{Layout, ServeChild, cli, founding_three, start_with_metrics, wait_metric};
 
 /// The sequence as an operator meets it: blocks decided while node 1 was
 /// down, then nodes 2 and 3 stop, node 2's data directory is lost (a failed
@@ -80,16 +80,9 @@ fn a_member_with_a_wiped_data_directory_is_refused_and_no_block_is_repeated() {
 fn a_wiped_member_restarted_as_founding_is_refused_by_its_peers() {
     let layout = Layout::new();
     let cli = cli();
-    let start = |id: u64, args: Vec<String>, life: u32| {
-        cli.spawn(
-            &with_metrics(&layout, args, id),
-            &layout.log(&format!("node-{id}-{life}")),
-        )
-    };
-    let mut nodes: BTreeMap<u64, ServeChild> = (1..=3)
-        .map(|id| (id, start(id, layout.args(id), 1)))
-        .collect();
-    cli.get_ts(&layout.endpoints(), 1);
+    let start =
+        |id: u64, args: Vec<String>, life: u32| start_with_metrics(&cli, &layout, id, args, life);
+    let mut nodes = founding_three(&cli, &layout);
     wait_metric(&layout, 1, "tsoracle_paxos_registered_members", 3.0);
 
     decide_without_node_1_then_lose_node_2(&cli, &layout, &mut nodes);

@@ -36,3 +36,31 @@ pub(crate) fn wait_metric(layout: &Layout, id: u64, name: &str, value: f64) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Starts node `id` with `args` and its metrics endpoint on, logging to
+/// `node-<id>-<life>`.
+pub(crate) fn start_with_metrics(
+    cli: &CommandLine,
+    layout: &Layout,
+    id: u64,
+    args: Vec<String>,
+    life: u32,
+) -> ServeChild {
+    cli.spawn(
+        &with_metrics(layout, args, id),
+        &layout.log(&format!("node-{id}-{life}")),
+    )
+}
+
+/// Three founding nodes with their metrics endpoints on, each serving once
+/// a first timestamp was handed out.
+pub(crate) fn founding_three(
+    cli: &CommandLine,
+    layout: &Layout,
+) -> std::collections::BTreeMap<u64, ServeChild> {
+    let nodes = (1..=3)
+        .map(|id| (id, start_with_metrics(cli, layout, id, layout.args(id), 1)))
+        .collect();
+    cli.get_ts(&layout.endpoints(), 1);
+    nodes
+}

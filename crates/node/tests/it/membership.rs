@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tsoracle_paxos_testkit::process::free_port;
 
-use crate::common::{Layout, ServeChild, cli, wait_metric, with_metrics};
+use crate::common::{Layout, ServeChild, cli, founding_three, start_with_metrics, wait_metric};
 
 const RECORDED: &str = "tsoracle_paxos_recorded_members";
 
@@ -43,16 +43,9 @@ fn refusal(layout: &Layout, node: &mut ServeChild, name: &str) -> String {
 fn a_restart_with_an_edited_peer_list_is_refused_with_every_difference() {
     let layout = Layout::new();
     let cli = cli();
-    let start = |id: u64, args: Vec<String>, life: u32| {
-        cli.spawn(
-            &with_metrics(&layout, args, id),
-            &layout.log(&format!("node-{id}-{life}")),
-        )
-    };
-    let mut nodes: BTreeMap<u64, ServeChild> = (1..=3)
-        .map(|id| (id, start(id, layout.args(id), 1)))
-        .collect();
-    cli.get_ts(&layout.endpoints(), 1);
+    let start =
+        |id: u64, args: Vec<String>, life: u32| start_with_metrics(&cli, &layout, id, args, life);
+    let mut nodes = founding_three(&cli, &layout);
     wait_metric(&layout, 3, RECORDED, 3.0);
     nodes.get_mut(&3).unwrap().terminate();
 
@@ -99,12 +92,8 @@ fn a_restart_with_an_edited_peer_list_is_refused_with_every_difference() {
 fn a_founding_node_with_another_list_stops_when_it_learns_the_record() {
     let layout = Layout::new();
     let cli = cli();
-    let start = |id: u64, args: Vec<String>, life: u32| {
-        cli.spawn(
-            &with_metrics(&layout, args, id),
-            &layout.log(&format!("node-{id}-{life}")),
-        )
-    };
+    let start =
+        |id: u64, args: Vec<String>, life: u32| start_with_metrics(&cli, &layout, id, args, life);
     let mut nodes: BTreeMap<u64, ServeChild> = (1..=2)
         .map(|id| (id, start(id, layout.args(id), 1)))
         .collect();
