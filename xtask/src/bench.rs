@@ -1,13 +1,16 @@
 //! `cargo xtask bench`: release-build benchmarks whose figures go into
 //! `target/bench/` (JSON) and `docs/benchmarks.md`.
 //!
-//! Two suites:
+//! Three suites:
 //! - `drivers` (the default): this repository's OmniPaxos driver against the
 //!   published file and openraft drivers, each node a process on 127.0.0.1,
 //!   the same `tsoracle-server` and the same `tsoracle-client` load for all;
 //!   see [`drivers`].
 //! - `transport`: the peer transport alone (`crates/tonic/benches`).
+//! - `catchup`: a restarted follower's catch-up time against the number of
+//!   dense keys in the state; see [`catchup`].
 
+mod catchup;
 mod cluster;
 mod drivers;
 mod limit;
@@ -32,6 +35,12 @@ pub(crate) enum Suite {
     /// Three OmniPaxos nodes over tonic on loopback: decided entries per
     /// second and commit latency, memory vs RocksDB, plain vs mutual TLS.
     Transport,
+    /// A follower killed, N distinct dense keys written, the follower
+    /// restarted: its catch-up time against N (10k, 100k, 1M; 1k and 10k
+    /// with --quick). Writes target/bench/catchup.json,
+    /// docs/benchmarks/catchup.png and the catch-up section of
+    /// docs/benchmarks.md.
+    Catchup,
 }
 
 /// What `cargo xtask bench` was asked for.
@@ -39,7 +48,7 @@ pub(crate) struct BenchArgs {
     pub(crate) suite: Suite,
     /// Seconds per scenario (transport) or per load point (drivers).
     pub(crate) seconds: Option<u64>,
-    /// The short version of the drivers suite.
+    /// The short version of the drivers or catchup suite.
     pub(crate) quick: bool,
     /// Failover kills per replicated driver (drivers suite).
     pub(crate) kills: Option<u32>,
@@ -72,6 +81,7 @@ pub(crate) fn run(build_env: &BuildEnv, args: &BenchArgs) -> Result<()> {
             .run(build_env)
         }
         Suite::Drivers => drivers::run(build_env, args),
+        Suite::Catchup => catchup::run(build_env, args),
     }
 }
 

@@ -85,7 +85,12 @@ enum Command {
         kill -9, persist_high_water latency next to the machine's limit, restart-to-serving \
         against log length, and a soak. The full run takes about 25 minutes; --quick \
         takes a few minutes. Node and load logs stay in target/bench/logs.\n\n\
-        `cargo xtask bench transport` measures the peer transport alone.")]
+        `cargo xtask bench transport` measures the peer transport alone.\n\n\
+        `cargo xtask bench catchup` measures how long a follower killed with kill -9 takes to \
+        catch up after N distinct dense keys were written (10k, 100k and 1M; --quick: 1k and \
+        10k), on fresh 3-node clusters; it writes target/bench/catchup.json, \
+        docs/benchmarks/catchup.png and the catch-up section of docs/benchmarks.md (which the \
+        drivers suite keeps) and prints a table.")]
     Bench {
         /// Which benchmark.
         #[arg(value_enum, default_value = "drivers")]
@@ -94,8 +99,8 @@ enum Command {
         /// point (drivers; default 10, 2 with --quick).
         #[arg(long)]
         seconds: Option<u64>,
-        /// The short version of the drivers suite: 2 s load points, 4 kills,
-        /// logs of 1k and 5k entries, a 20 s soak.
+        /// The short version: drivers with 2 s load points, 4 kills, logs of
+        /// 1k and 5k entries, a 20 s soak; catchup with 1k and 10k keys.
         #[arg(long)]
         quick: bool,
         /// Leader kills per replicated driver (drivers; default 20, 4 with --quick).

@@ -12,6 +12,7 @@
 //!     --raft-listen ... --peer 1=RAFT,CLIENT --peer 2=... --peer 3=... [--bootstrap]
 //! tsoracle-bench-peer wait-serving --endpoint 127.0.0.1:7001 --since-unix-us T
 //! tsoracle-bench-peer plot --report target/bench/report.json --out docs/benchmarks
+//! tsoracle-bench-peer plot --catchup target/bench/catchup.json --out docs/benchmarks
 //! ```
 //!
 //! `plot` lives here too, so the main workspace never compiles plotters.
@@ -39,7 +40,8 @@ use tracing_subscriber::EnvFilter;
         `file` runs one tsoracle-server on tsoracle-driver-file; `openraft` runs one node of a \
         tsoracle-driver-openraft cluster (RocksDB log store, synced writes, snapshots in the same \
         RocksDB) with a plain TCP peer transport on loopback. Both stop cleanly on SIGTERM or \
-        SIGINT. `plot` draws the PNG figures of target/bench/report.json.\n\n\
+        SIGINT. `plot` draws the PNG figures of target/bench/report.json and \
+        target/bench/catchup.json.\n\n\
         Logs go to stderr; set RUST_LOG to change the level (default: info)."
 )]
 struct Cli {

@@ -1,5 +1,6 @@
 //! `plot`: the PNG figures of `docs/benchmarks.md`, drawn from
-//! `target/bench/report.json` (written by `cargo xtask bench`).
+//! `target/bench/report.json` (written by `cargo xtask bench`) and
+//! `target/bench/catchup.json` (written by `cargo xtask bench catchup`).
 //!
 //! Text is rendered with an embedded DejaVu Sans (the `dejavu` crate) through
 //! plotters' `ab_glyph` backend, so drawing needs no system font library.
@@ -16,10 +17,14 @@ use serde::Deserialize;
 
 /// `plot` flags.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).multiple(true)))]
 pub struct PlotArgs {
-    /// The report written by `cargo xtask bench`.
-    #[arg(long, value_name = "FILE")]
-    report: PathBuf,
+    /// The report written by `cargo xtask bench` (every figure but catchup.png).
+    #[arg(long, value_name = "FILE", group = "input")]
+    report: Option<PathBuf>,
+    /// The report written by `cargo xtask bench catchup` (catchup.png).
+    #[arg(long, value_name = "FILE", group = "input")]
+    catchup: Option<PathBuf>,
     /// Directory for the PNG files (created if missing).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
@@ -100,6 +105,21 @@ struct SoakSample {
     data_mib: f64,
 }
 
+// The catch-up report's parts the figure needs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Catchup {
+    points: Vec<CatchupPoint>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct CatchupPoint {
+    keys: u64,
+    status_up_ms: f64,
+    catchup_ms: f64,
+}
+
 /// Named lines: a colour and (x, y) points each.
 type Series = BTreeMap<String, (RGBColor, Vec<(f64, f64)>)>;
 
@@ -128,12 +148,16 @@ fn colour(driver: &str) -> RGBColor {
 pub fn run(args: &PlotArgs) -> Result<()> {
     plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular())
         .map_err(|_| anyhow!("the embedded DejaVu Sans font did not load"))?;
-    let text = std::fs::read_to_string(&args.report)
-        .with_context(|| format!("cannot read {}", args.report.display()))?;
-    let report: Report = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a benchmark report", args.report.display()))?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
+    if let Some(path) = &args.catchup {
+        let report: Catchup = read(path)?;
+        catchup(&report, &args.out.join("catchup.png"))?;
+    }
+    let Some(path) = &args.report else {
+        return Ok(());
+    };
+    let report: Report = read(path)?;
     for (op, what) in [("ts", "get_ts"), ("seq", "dense get_seq")] {
         throughput(
             &report,
@@ -153,6 +177,13 @@ pub fn run(args: &PlotArgs) -> Result<()> {
     restart(&report, &args.out.join("restart.png"))?;
     soak(&report, &args.out.join("soak.png"))?;
     Ok(())
+}
+
+fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a benchmark report", path.display()))
 }
 
 fn draw_err<E: std::fmt::Debug>(err: E) -> anyhow::Error {
@@ -375,6 +406,42 @@ fn restart(report: &Report, path: &Path) -> Result<()> {
         "Restart to serving against log length",
         "log entries before the restart",
         "restart to first timestamp, ms",
+        &series,
+        true,
+    )
+}
+
+fn catchup(report: &Catchup, path: &Path) -> Result<()> {
+    let mut points: Vec<&CatchupPoint> = report.points.iter().collect();
+    points.sort_by_key(|p| p.keys);
+    let c = colour("paxos");
+    let mut series = Series::new();
+    series.insert(
+        "paxos: restart to caught up".to_owned(),
+        (
+            c,
+            points
+                .iter()
+                .map(|p| (p.keys as f64, p.catchup_ms / 1e3))
+                .collect(),
+        ),
+    );
+    // The floor under every point: the process start and RocksDB open.
+    series.insert(
+        "paxos: restart to status page up".to_owned(),
+        (
+            lighten(c, 0.55),
+            points
+                .iter()
+                .map(|p| (p.keys as f64, p.status_up_ms / 1e3))
+                .collect(),
+        ),
+    );
+    lines(
+        path,
+        "Catch-up of a restarted follower against state size",
+        "distinct dense keys in the state",
+        "seconds from the follower's restart",
         &series,
         true,
     )

@@ -44,6 +44,10 @@ pub const RECORDED_MEMBERS: &str = "tsoracle_paxos_recorded_members";
 /// than the registered one (a wiped or replaced data directory).
 pub const IMPOSTOR_REFUSED: &str = "tsoracle_paxos_peer_impostor_refused_total";
 
+/// Peer messages larger than one frame that this node sent in chunks (a
+/// catch-up snapshot of a large state is one such message).
+pub const CHUNKED_OUT: &str = "tsoracle_paxos_peer_chunked_messages_out_total";
+
 /// The samples of a Prometheus text page, keyed by everything before the
 /// value: `name`, or `name{labels}` for a labelled sample. Comment lines
 /// (`# HELP`, `# TYPE`) and lines without a numeric value are skipped.

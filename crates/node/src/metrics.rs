@@ -16,8 +16,8 @@ use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio::task::JoinHandle;
 use tsoracle_driver_paxos::{PaxosDriver, Role, StandaloneHost};
 use tsoracle_paxos_metrics::{
-    BALLOT, COMPACTED, DECIDED, HIGH_WATER, IMPOSTOR_REFUSED, LEADER, PENDING, RECORDED_MEMBERS,
-    REGISTERED, ROLE, STOP_SIGN_REFUSED,
+    BALLOT, CHUNKED_OUT, COMPACTED, DECIDED, HIGH_WATER, IMPOSTOR_REFUSED, LEADER, PENDING,
+    RECORDED_MEMBERS, REGISTERED, ROLE, STOP_SIGN_REFUSED,
 };
 use tsoracle_paxos_tonic::TransportStats;
 
@@ -73,6 +73,7 @@ pub(crate) fn sample(
             gauge!("tsoracle_paxos_peer_reconnects_total").set(outbound.reconnects() as f64);
             gauge!("tsoracle_paxos_peer_messages_out_total").set(outbound.messages_out() as f64);
             gauge!("tsoracle_paxos_peer_messages_in_total").set(inbound.messages_in() as f64);
+            gauge!(CHUNKED_OUT).set(outbound.chunked_messages_out() as f64);
             // Above zero: some peer tried to end the configuration (dropped
             // at the inbox; see `carries_stop_sign`).
             gauge!(STOP_SIGN_REFUSED).set(host.inbox().stats().stop_sign() as f64);

@@ -5,6 +5,9 @@
 //! xtask bench`; `--gap-ms` adds every stretch longer than that with no
 //! completed request, in wall-clock microseconds, so a caller that killed a
 //! leader at a known time can read the outage around it.
+//!
+//! `--op fill-keys --keys N` writes N distinct dense keys instead (see
+//! [`crate::fill`]), to build a large state for a catch-up benchmark.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,6 +19,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tsoracle_client::ClientBuilder;
 
 use crate::error::Error;
+use crate::fill::Fill;
 use crate::load::{Mix, Shared, worker};
 
 /// `bench` flags.
@@ -30,9 +34,18 @@ pub(crate) struct BenchArgs {
     /// Longest run, in seconds.
     #[arg(long, default_value_t = 10)]
     duration: u64,
-    /// Stop after this many requests (whichever comes first).
+    /// Stop after this many requests (whichever comes first). With
+    /// `fill-keys`: calls in all (default: one per chunk of keys); calls
+    /// beyond that bump existing keys again.
     #[arg(long)]
     max_ops: Option<u64>,
+    /// `fill-keys`: distinct dense keys to create (`k0000000`, ...).
+    #[arg(long, default_value_t = 10_000)]
+    keys: u64,
+    /// `fill-keys`: keys per `get_seq_batch` call (tsoracle-server's
+    /// default cap is 128).
+    #[arg(long, default_value_t = 128)]
+    batch_keys: u64,
     /// What to request.
     #[arg(long, value_enum, default_value = "ts")]
     op: BenchOp,
@@ -52,6 +65,9 @@ enum BenchOp {
     Ts,
     /// `get_seq` (dense blocks of 4).
     Seq,
+    /// `get_seq_batch` over `--keys` distinct keys, `--batch-keys` per
+    /// call (prints JSON, with or without `--json`).
+    FillKeys,
 }
 
 /// Runs the load and returns the report.
@@ -70,6 +86,16 @@ pub(crate) async fn run(args: BenchArgs) -> Result<String, Error> {
     let mix = match args.op {
         BenchOp::Ts => Mix::TIMESTAMPS,
         BenchOp::Seq => Mix::DENSE,
+        BenchOp::FillKeys => {
+            let fill = Fill {
+                keys: args.keys,
+                batch_keys: args.batch_keys,
+                clients: args.clients,
+                max_calls: args.max_ops,
+                duration: Duration::from_secs(args.duration),
+            };
+            return crate::fill::run(client, fill).await;
+        }
     };
     let shared = Arc::new(Shared::new(args.max_ops));
     // Wall-clock time of the load's zero, so gaps can be matched against

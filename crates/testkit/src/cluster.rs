@@ -632,9 +632,19 @@ impl<L: Launcher> Cluster<L> {
         self.nodes.iter().flatten().map(Child::id).collect()
     }
 
+    /// Process id of node `id`, if it runs.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.child(id).map(Child::id)
+    }
+
     /// Bytes under every node's data directory.
     pub fn data_bytes(&self) -> u64 {
-        self.ids().map(|id| dir_bytes(&self.data_dir(id))).sum()
+        self.ids().map(|id| self.node_data_bytes(id)).sum()
+    }
+
+    /// Bytes under node `id`'s data directory.
+    pub fn node_data_bytes(&self, id: u64) -> u64 {
+        dir_bytes(&self.data_dir(id))
     }
 
     /// The samples of running node `id`'s metrics page (`GET /metrics` on

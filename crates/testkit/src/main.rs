@@ -13,6 +13,7 @@ mod chaos;
 mod demo;
 mod error;
 mod fault_proxy;
+mod fill;
 mod load;
 mod run;
 

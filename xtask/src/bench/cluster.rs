@@ -378,6 +378,31 @@ impl Cluster {
         self.inner.pids()
     }
 
+    /// The node ids, `1..=N`.
+    pub(crate) fn ids(&self) -> std::ops::RangeInclusive<u64> {
+        self.inner.ids()
+    }
+
+    /// Node `id`'s client endpoint, `127.0.0.1:PORT`, if it runs.
+    pub(crate) fn live_endpoint(&self, id: u64) -> Option<String> {
+        self.pid(id).and(self.inner.endpoint(id))
+    }
+
+    /// Process id of node `id`, if it runs.
+    pub(crate) fn pid(&self, id: u64) -> Option<u32> {
+        self.inner.pid(id)
+    }
+
+    /// Node `id`'s log file.
+    pub(crate) fn log_path(&self, id: u64) -> PathBuf {
+        self.inner.log_path(id)
+    }
+
+    /// Bytes under node `id`'s data directory.
+    pub(crate) fn node_data_bytes(&self, id: u64) -> u64 {
+        self.inner.node_data_bytes(id)
+    }
+
     /// Bytes under every node's data directory.
     pub(crate) fn data_bytes(&self) -> u64 {
         self.inner.data_bytes()

@@ -103,16 +103,33 @@ impl Plan {
 }
 
 /// Where the run keeps its files.
-struct Dirs {
+pub(super) struct Dirs {
     /// Fresh data directories, removed at the end.
-    data: tempfile::TempDir,
+    pub(super) data: tempfile::TempDir,
     /// Node and load logs, kept for a look after a failure.
-    logs: PathBuf,
-    out: PathBuf,
+    pub(super) logs: PathBuf,
+    pub(super) out: PathBuf,
 }
 
 impl Dirs {
-    fn cluster(&self, name: &str) -> PathBuf {
+    /// Fresh directories for a run: data in a temporary directory, logs
+    /// under `target/bench/logs`.
+    pub(super) fn new(root: &Path) -> Result<Self> {
+        let out = root.join("target").join("bench");
+        let logs = out.join("logs");
+        std::fs::create_dir_all(&logs)
+            .with_context(|| format!("cannot create {}", logs.display()))?;
+        Ok(Self {
+            data: tempfile::Builder::new()
+                .prefix("tsoracle-bench-")
+                .tempdir()
+                .context("cannot create a temporary directory")?,
+            logs,
+            out,
+        })
+    }
+
+    pub(super) fn cluster(&self, name: &str) -> PathBuf {
         self.data.path().join(format!("{name}-{}", unix_micros()))
     }
 }
@@ -144,12 +161,12 @@ struct Gap {
 const GAP_MS: u64 = 2;
 
 /// Progress on a terminal as a bar, elsewhere as plain lines.
-struct Progress {
-    bar: ProgressBar,
+pub(super) struct Progress {
+    pub(super) bar: ProgressBar,
 }
 
 impl Progress {
-    fn new(steps: u64) -> Self {
+    pub(super) fn new(steps: u64) -> Self {
         let bar = ProgressBar::new(steps);
         bar.set_style(
             ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
@@ -159,19 +176,19 @@ impl Progress {
         Self { bar }
     }
 
-    fn step(&self, what: &str) {
+    pub(super) fn step(&self, what: &str) {
         if self.bar.is_hidden() {
             eprintln!("bench: {what}");
         }
         self.bar.set_message(what.to_owned());
     }
 
-    fn done(&self, line: &str) {
+    pub(super) fn done(&self, line: &str) {
         self.bar.inc(1);
         self.line(line);
     }
 
-    fn line(&self, line: &str) {
+    pub(super) fn line(&self, line: &str) {
         if self.bar.is_hidden() {
             eprintln!("  {line}");
         } else {
@@ -186,17 +203,7 @@ pub(crate) fn run(build_env: &BuildEnv, args: &BenchArgs) -> Result<()> {
     interrupt::install()?;
     let root = workspace_root();
     let bins = build(build_env, &root)?;
-    let out = root.join("target").join("bench");
-    let logs = out.join("logs");
-    std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
-    let dirs = Dirs {
-        data: tempfile::Builder::new()
-            .prefix("tsoracle-bench-")
-            .tempdir()
-            .context("cannot create a temporary directory")?,
-        logs,
-        out: out.clone(),
-    };
+    let dirs = Dirs::new(&root)?;
     eprintln!(
         "==> bench drivers ({}): data in {}, logs in {}",
         if plan.quick { "quick" } else { "full" },
@@ -279,7 +286,7 @@ pub(crate) fn run(build_env: &BuildEnv, args: &BenchArgs) -> Result<()> {
 /// Builds the node and the test kit (this workspace) and the peers (the
 /// excluded `bench/peers` workspace, its own target directory) in release
 /// mode.
-fn build(build_env: &BuildEnv, root: &Path) -> Result<Binaries> {
+pub(super) fn build(build_env: &BuildEnv, root: &Path) -> Result<Binaries> {
     let release = build_release(
         "build tsoracle-paxos and tsoracle-paxos-testkit (release)",
         build_env,
@@ -315,32 +322,15 @@ fn meta(plan: &Plan, args: &BenchArgs) -> Meta {
     if let Some(s) = args.soak_seconds {
         command.push_str(&format!(" --soak-seconds {s}"));
     }
-    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
-    let cpu = read("/proc/cpuinfo")
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, name)| name.trim().to_owned())
-        .unwrap_or_else(|| "unknown CPU".to_owned());
-    let memory_gib = read("/proc/meminfo")
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|l| l.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
-    let date = Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M"])
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
+    let machine = Machine::now();
     Meta {
         mode: if plan.quick { "quick" } else { "full" }.to_owned(),
-        date,
+        date: machine.date,
         command,
-        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
-        memory_gib,
-        cpu,
-        kernel: read("/proc/sys/kernel/osrelease").trim().to_owned(),
+        cores: machine.cores,
+        memory_gib: machine.memory_gib,
+        cpu: machine.cpu,
+        kernel: machine.kernel,
         seconds_per_point: plan.seconds,
         kills: plan.kills,
         restart_lengths: plan.restart_lengths.clone(),
@@ -351,8 +341,48 @@ fn meta(plan: &Plan, args: &BenchArgs) -> Meta {
     }
 }
 
+/// When and on what a run happened.
+pub(super) struct Machine {
+    /// UTC, `YYYY-MM-DD HH:MM`.
+    pub(super) date: String,
+    pub(super) cores: usize,
+    pub(super) memory_gib: f64,
+    pub(super) cpu: String,
+    pub(super) kernel: String,
+}
+
+impl Machine {
+    pub(super) fn now() -> Self {
+        let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+        let cpu = read("/proc/cpuinfo")
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, name)| name.trim().to_owned())
+            .unwrap_or_else(|| "unknown CPU".to_owned());
+        let memory_gib = read("/proc/meminfo")
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|l| l.split_whitespace().next()?.parse::<f64>().ok())
+            .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+        let date = Command::new("date")
+            .args(["-u", "+%Y-%m-%d %H:%M"])
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default();
+        Self {
+            date,
+            cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            memory_gib,
+            cpu,
+            kernel: read("/proc/sys/kernel/osrelease").trim().to_owned(),
+        }
+    }
+}
+
 /// The first three fields of `/proc/loadavg`.
-fn loadavg() -> String {
+pub(super) fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
         .split_whitespace()
@@ -388,7 +418,7 @@ fn start(
 
 /// Polls with single `get_ts` attempts until one succeeds; returns the
 /// milliseconds since `since_unix_us`.
-fn wait_serving(
+pub(super) fn wait_serving(
     bins: &Binaries,
     dirs: &Dirs,
     cluster: &mut Cluster,
@@ -504,7 +534,7 @@ fn throughput(
 }
 
 /// Waits until every node runs, answers its status page and one leads.
-fn settle(cluster: &mut Cluster, limit: Duration) -> Result<()> {
+pub(super) fn settle(cluster: &mut Cluster, limit: Duration) -> Result<()> {
     let end = Instant::now() + limit;
     while !cluster.settled() {
         cluster.check_alive()?;
@@ -920,8 +950,10 @@ fn write_outputs(report: &Report, out: &Path, root: &Path, bins: &Binaries) -> R
     let doc = root.join("docs").join("benchmarks.md");
     let existing = std::fs::read_to_string(&doc).unwrap_or_default();
     let analysis = super::report::carried_analysis(&existing);
-    std::fs::write(&doc, super::report::markdown(report, analysis.as_deref()))
-        .with_context(|| format!("cannot write {}", doc.display()))?;
+    // The catch-up suite's section is not measured here: kept as it is.
+    let catchup = super::report::carried_catchup(&existing);
+    let md = super::report::markdown(report, analysis.as_deref(), catchup.as_deref());
+    std::fs::write(&doc, md).with_context(|| format!("cannot write {}", doc.display()))?;
     eprintln!(
         "bench: wrote {}, {} and {}",
         json.display(),

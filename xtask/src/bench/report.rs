@@ -2,9 +2,10 @@
 //! `target/bench/report.json`, the targets judged from it, and
 //! `docs/benchmarks.md` rendered from it.
 //!
-//! The Markdown is regenerated on every run, except the hand-written
-//! analysis between the `analysis:begin` and `analysis:end` markers, which
-//! is carried over from the existing file.
+//! The Markdown is regenerated on every run, except two marked blocks
+//! carried over from the existing file: the hand-written analysis
+//! (`analysis:begin` to `analysis:end`) and the catch-up section that the
+//! `catchup` suite writes (`catchup:begin` to `catchup:end`).
 
 use std::fmt::Write as _;
 
@@ -313,12 +314,27 @@ pub(crate) fn summary(report: &Report) -> String {
 pub(crate) const ANALYSIS_BEGIN: &str = "<!-- analysis:begin -->";
 pub(crate) const ANALYSIS_END: &str = "<!-- analysis:end -->";
 
+pub(crate) const CATCHUP_BEGIN: &str = "<!-- catchup:begin -->";
+pub(crate) const CATCHUP_END: &str = "<!-- catchup:end -->";
+
+/// The text from `begin` to the next `end`, markers included, if both are
+/// there.
+pub(crate) fn carried_block(existing: &str, begin: &str, end: &str) -> Option<String> {
+    let start = existing.find(begin)?;
+    let stop = existing[start..].find(end)? + start + end.len();
+    Some(existing[start..stop].to_owned())
+}
+
 /// The hand-written analysis of an existing `docs/benchmarks.md`, markers
 /// included, if it has one.
 pub(crate) fn carried_analysis(existing: &str) -> Option<String> {
-    let start = existing.find(ANALYSIS_BEGIN)?;
-    let end = existing[start..].find(ANALYSIS_END)? + start + ANALYSIS_END.len();
-    Some(existing[start..end].to_owned())
+    carried_block(existing, ANALYSIS_BEGIN, ANALYSIS_END)
+}
+
+/// The catch-up section of an existing `docs/benchmarks.md`, markers
+/// included, if it has one: this suite does not measure it, so it keeps it.
+pub(crate) fn carried_catchup(existing: &str) -> Option<String> {
+    carried_block(existing, CATCHUP_BEGIN, CATCHUP_END)
 }
 
 const DEFAULT_ANALYSIS: &str = "<!-- analysis:begin -->\n\
@@ -327,8 +343,9 @@ const DEFAULT_ANALYSIS: &str = "<!-- analysis:begin -->\n\
 between these markers when it regenerates the file.)\n\
 <!-- analysis:end -->";
 
-/// `docs/benchmarks.md`: setup, tables, figures and the carried analysis.
-pub(crate) fn markdown(report: &Report, analysis: Option<&str>) -> String {
+/// `docs/benchmarks.md`: setup, tables, figures, the carried catch-up
+/// section (if any) and the carried analysis.
+pub(crate) fn markdown(report: &Report, analysis: Option<&str>, catchup: Option<&str>) -> String {
     let m = &report.meta;
     let mut md = String::new();
     let _ = writeln!(
@@ -490,6 +507,9 @@ pub(crate) fn markdown(report: &Report, analysis: Option<&str>) -> String {
         );
     }
     let _ = writeln!(md, "![soak](benchmarks/soak.png)\n");
+    if let Some(catchup) = catchup {
+        let _ = writeln!(md, "{catchup}\n");
+    }
     md.push_str(analysis.unwrap_or(DEFAULT_ANALYSIS));
     md.push('\n');
     md
@@ -529,9 +549,30 @@ mod tests {
         let old = format!("# x\n\ntables\n{ANALYSIS_BEGIN}\nmy notes\n{ANALYSIS_END}\ntrailer");
         let kept = carried_analysis(&old).unwrap();
         assert_eq!(kept, format!("{ANALYSIS_BEGIN}\nmy notes\n{ANALYSIS_END}"));
-        let md = markdown(&Report::default(), Some(&kept));
+        let md = markdown(&Report::default(), Some(&kept), None);
         assert!(md.contains("my notes"));
         assert!(carried_analysis("no markers").is_none());
+    }
+
+    #[test]
+    fn the_catchup_section_survives_a_drivers_run() {
+        let block = format!("{CATCHUP_BEGIN}\n## Catch-up\n| 1k | 50 ms |\n{CATCHUP_END}");
+        let old = format!("# old tables\n{block}\n\n{ANALYSIS_BEGIN}\nnotes\n{ANALYSIS_END}\n");
+        let catchup = carried_catchup(&old);
+        assert_eq!(catchup.as_deref(), Some(block.as_str()));
+        let md = markdown(
+            &Report::default(),
+            carried_analysis(&old).as_deref(),
+            catchup.as_deref(),
+        );
+        assert_eq!(carried_catchup(&md).as_deref(), Some(block.as_str()));
+        // Before the analysis, which stays last.
+        let (at_catchup, at_analysis) = (md.find(CATCHUP_BEGIN), md.find(ANALYSIS_BEGIN));
+        assert!(at_catchup < at_analysis);
+        assert!(md.trim_end().ends_with(ANALYSIS_END));
+        // No block before: none after (and no stray markers).
+        let md = markdown(&Report::default(), None, None);
+        assert!(!md.contains(CATCHUP_BEGIN));
     }
 
     #[test]
