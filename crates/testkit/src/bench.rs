@@ -36,7 +36,7 @@ pub(crate) struct BenchArgs {
     duration: u64,
     /// Stop after this many requests (whichever comes first). With
     /// `fill-keys`: calls in all (default: one per chunk of keys); calls
-    /// beyond that bump existing keys again.
+    /// beyond that bump one existing key each.
     #[arg(long)]
     max_ops: Option<u64>,
     /// `fill-keys`: distinct dense keys to create (`k0000000`, ...).

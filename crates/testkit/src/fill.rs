@@ -3,11 +3,12 @@
 //! `--batch-keys` keys per call, with `--clients` calls in flight, so a
 //! benchmark can build a large replicated state quickly.
 //!
-//! The keys are cut into chunks of `--batch-keys`; call `i` takes chunk
-//! `i mod chunks`, so `--max-ops` beyond the number of chunks adds log
-//! entries (counter bumps of existing keys) without adding keys. A failed
-//! call is retried on the same chunk until it succeeds or the time is up:
-//! an uncertain outcome that did commit only bumps counters again.
+//! The keys are cut into chunks of `--batch-keys`, one call each. Calls
+//! beyond that (`--max-ops`) bump one existing key each: log entries with
+//! the smallest payload and no new key, so a caller can push the log past
+//! a snapshot without making the state or the raw log it folds larger. A
+//! failed call is retried with the same keys until it succeeds or the time
+//! is up: an uncertain outcome that did commit only bumps counters again.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,9 +39,13 @@ pub(crate) fn key(n: u64) -> String {
     format!("k{n:07}")
 }
 
-/// The keys of chunk `chunk` (the last one may be shorter).
-fn chunk_keys(fill: &Fill, chunk: u64) -> Vec<String> {
-    let from = chunk * fill.batch_keys;
+/// The keys of call `call`: chunk `call` (the last one may be shorter)
+/// for the first pass, then one existing key per call.
+fn call_keys(fill: &Fill, call: u64) -> Vec<String> {
+    if call >= chunks(fill) {
+        return vec![key(call % fill.keys)];
+    }
+    let from = call * fill.batch_keys;
     let to = (from + fill.batch_keys).min(fill.keys);
     (from..to).map(key).collect()
 }
@@ -133,7 +138,7 @@ async fn caller(client: Arc<Client>, shared: Arc<Shared>, fill: Fill, total: u64
         if call >= total {
             return latencies;
         }
-        let keys = chunk_keys(&fill, call % chunks);
+        let keys = call_keys(&fill, call);
         let entries: Vec<(&str, u32)> = keys.iter().map(|k| (k.as_str(), 1)).collect();
         loop {
             if shared.stop.load(Ordering::Relaxed) {
@@ -175,11 +180,14 @@ mod tests {
     fn chunks_cover_every_key_once() {
         let f = fill(300);
         assert_eq!(chunks(&f), 3);
-        let all: Vec<String> = (0..3).flat_map(|c| chunk_keys(&f, c)).collect();
+        let all: Vec<String> = (0..3).flat_map(|c| call_keys(&f, c)).collect();
         assert_eq!(all.len(), 300);
         assert_eq!(all[0], "k0000000");
         assert_eq!(all[299], "k0000299");
-        assert_eq!(chunk_keys(&f, 2).len(), 44);
+        assert_eq!(call_keys(&f, 2).len(), 44);
+        // Padding calls bump one existing key each.
+        assert_eq!(call_keys(&f, 3), vec!["k0000003".to_owned()]);
+        assert_eq!(call_keys(&f, 301), vec!["k0000001".to_owned()]);
         let mut unique = all.clone();
         unique.dedup();
         assert_eq!(unique, all, "keys are distinct and in order");

@@ -7,9 +7,10 @@
 //!
 //! 1. a follower is killed with `kill -9` once a leader is elected;
 //! 2. `tsoracle-paxos-testkit bench --op fill-keys` writes N distinct keys
-//!    through `tsoracle-client`'s `get_seq_batch`, 128 keys per call, and
-//!    enough calls that the leader compacts its log past the follower's
-//!    index, so the follower can only catch up from a snapshot;
+//!    through `tsoracle-client`'s `get_seq_batch`, 128 keys per call, then
+//!    single-key calls (no new key) until the leader has compacted its log
+//!    past the follower's index, so the follower can only catch up from a
+//!    snapshot;
 //! 3. the follower is started again, and the time runs from its start
 //!    until its status page shows a decided index at or above the leader's
 //!    as of the restart.
@@ -44,7 +45,8 @@ const BATCH_KEYS: u64 = 128;
 /// Fill calls in flight.
 const FILL_CLIENTS: u32 = 8;
 /// Fewest fill calls: one log entry each, past the first snapshot with a
-/// margin, so even a small state reaches the follower as a snapshot.
+/// margin, so even a small state reaches the follower as a snapshot (the
+/// calls beyond one per 128 keys bump a single key each).
 const MIN_CALLS: u64 = SNAPSHOT_EVERY + 256;
 /// The driver's cap on distinct dense keys (`DEFAULT_DENSE_KEY_CAP`).
 const KEY_CAP: u64 = 1_000_000;

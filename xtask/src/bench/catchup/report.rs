@@ -131,12 +131,14 @@ pub(crate) fn section(report: &CatchupReport) -> String {
          every {} decided entries) elects a leader; one follower is killed with `kill -9`; \
          `tsoracle-paxos-testkit bench --op fill-keys` writes the distinct dense keys \
          (`k0000000`, ...) through `tsoracle-client`'s `get_seq_batch`, {} keys per call, {} \
-         calls in flight, with at least {} calls so that the leader compacts its log past the \
-         follower's index even for small states; then the follower is started again. Catch-up \
+         calls in flight, then calls that bump one existing key each up to {} calls in all, so \
+         that the leader compacts its log past the follower's index even for small states \
+         (the follower can only catch up from a snapshot); then the follower is started again. Catch-up \
          runs from starting the follower's process to its status page showing a decided index \
-         at or above the leader's as of the restart; it includes the process start and RocksDB \
-         open (\"status page up\"), and the pages are sampled every 250 ms, so figures are \
-         within about 250 ms. Chunked: messages the leader sent in chunks because they were \
+         at or above the leader's as of the restart: process start, storage open, the snapshot \
+         transfer and install. \"Status page up\" is when the follower's metrics page first \
+         answered (it starts before the storage is opened). The pages' gauges are sampled \
+         every 250 ms, so figures are within about 250 ms. Chunked: messages the leader sent in chunks because they were \
          larger than one transport frame (16 MiB), from the restart to the end of the \
          catch-up.\n",
         m.snapshot_every,
