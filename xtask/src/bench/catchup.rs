@@ -31,9 +31,9 @@ use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use tsoracle_paxos_metrics::{CHUNKED_OUT, COMPACTED, DECIDED};
 
+use super::BenchArgs;
 use super::cluster::{Binaries, Cluster, Kind, Options, interrupt, rss_bytes, run_captured};
-use super::drivers::{Dirs, Machine, Progress, build, loadavg, settle, wait_serving};
-use super::{BenchArgs, workspace_root};
+use super::drivers::{Dirs, Machine, Progress, loadavg, prepare, settle, wait_serving};
 use crate::env::BuildEnv;
 use report::{CatchupMeta, CatchupPoint, CatchupReport};
 
@@ -93,16 +93,7 @@ struct FillResult {
 pub(crate) fn run(build_env: &BuildEnv, args: &BenchArgs) -> Result<()> {
     let plan = Plan::new(args.quick);
     let started = Instant::now();
-    interrupt::install()?;
-    let root = workspace_root();
-    let bins = build(build_env, &root)?;
-    let dirs = Dirs::new(&root)?;
-    eprintln!(
-        "==> bench catchup ({}): data in {}, logs in {}",
-        if plan.quick { "quick" } else { "full" },
-        dirs.data.path().display(),
-        dirs.logs.display()
-    );
+    let (root, bins, dirs) = prepare(build_env, "catchup", plan.quick)?;
     let machine = Machine::now();
     let mut report = CatchupReport {
         meta: CatchupMeta {

@@ -103,6 +103,27 @@ impl Plan {
 }
 
 /// Where the run keeps its files.
+/// What every suite on node processes does first: install the signal
+/// flag, build the release binaries, make the run's directories, and say
+/// where they are.
+pub(super) fn prepare(
+    build_env: &BuildEnv,
+    suite: &str,
+    quick: bool,
+) -> Result<(PathBuf, Binaries, Dirs)> {
+    interrupt::install()?;
+    let root = workspace_root();
+    let bins = build(build_env, &root)?;
+    let dirs = Dirs::new(&root)?;
+    eprintln!(
+        "==> bench {suite} ({}): data in {}, logs in {}",
+        if quick { "quick" } else { "full" },
+        dirs.data.path().display(),
+        dirs.logs.display()
+    );
+    Ok((root, bins, dirs))
+}
+
 pub(super) struct Dirs {
     /// Fresh data directories, removed at the end.
     pub(super) data: tempfile::TempDir,
@@ -200,16 +221,7 @@ impl Progress {
 pub(crate) fn run(build_env: &BuildEnv, args: &BenchArgs) -> Result<()> {
     let plan = Plan::new(args);
     let started = Instant::now();
-    interrupt::install()?;
-    let root = workspace_root();
-    let bins = build(build_env, &root)?;
-    let dirs = Dirs::new(&root)?;
-    eprintln!(
-        "==> bench drivers ({}): data in {}, logs in {}",
-        if plan.quick { "quick" } else { "full" },
-        dirs.data.path().display(),
-        dirs.logs.display()
-    );
+    let (root, bins, dirs) = prepare(build_env, "drivers", plan.quick)?;
     let progress = Progress::new(plan.steps());
     let mut report = Report {
         meta: meta(&plan, args),
