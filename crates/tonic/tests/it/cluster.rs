@@ -70,6 +70,12 @@ async fn three_nodes_decide_10k_entries_across_a_server_restart() {
 async fn a_follower_catches_up_from_a_log_larger_than_one_frame() {
     let mut cluster = Cluster::start_with(None, |config| {
         config.max_frame_bytes = 4096;
+        // The leader's batches for the stopped follower overflow this queue
+        // and are dropped (waited for below), so the follower must be
+        // synced with one large AcceptSync. With room for them all, a
+        // follower back within the reconnect backoff received them as
+        // ordinary accepts (1 run in 12).
+        config.queue_capacity = 1;
     })
     .await;
     let leader = cluster.wait_leader(Duration::from_secs(10)).await;
@@ -85,7 +91,20 @@ async fn a_follower_catches_up_from_a_log_larger_than_one_frame() {
     cluster
         .wait_decided_on(&[leader, other], &majority, Duration::from_secs(20))
         .await;
+    let dropped = || {
+        let stats = cluster.node(leader).sink.stats();
+        stats.drops(DropReason::QueueFull) + stats.drops(DropReason::LinkLost)
+    };
+    crate::common::wait_until(
+        "the leader to drop batches for the stopped follower",
+        Duration::from_secs(10),
+        || dropped() > 0,
+    )
+    .await;
     cluster.restart_server(follower).await;
+    // A later accept shows the follower the gap, so it asks to be synced.
+    cluster.propose((3_100..3_110).collect(), 5).await;
+    let majority: BTreeSet<u64> = (0..3_110).collect();
     cluster
         .wait_decided_on(&[follower], &majority, Duration::from_secs(30))
         .await;
