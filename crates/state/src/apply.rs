@@ -407,7 +407,7 @@ impl ApplyState {
             ledger,
             applied,
         } = v1;
-        Self {
+        Self::from_v2(ApplyStateV2 {
             high_water,
             dense,
             leases,
@@ -415,8 +415,7 @@ impl ApplyState {
             ledger,
             applied,
             instances: BTreeMap::new(),
-            membership: None,
-        }
+        })
     }
 
     /// A state read from a version-2 snapshot, which had no member list.

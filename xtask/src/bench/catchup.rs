@@ -33,7 +33,7 @@ use tsoracle_paxos_metrics::{CHUNKED_OUT, COMPACTED, DECIDED};
 
 use super::BenchArgs;
 use super::cluster::{Binaries, Cluster, Kind, Options, interrupt, rss_bytes, run_captured};
-use super::drivers::{Dirs, Machine, Progress, loadavg, prepare, settle, wait_serving};
+use super::drivers::{Dirs, Machine, Progress, loadavg, plot, prepare, settle, wait_serving};
 use crate::env::BuildEnv;
 use report::{CatchupMeta, CatchupPoint, CatchupReport};
 
@@ -344,18 +344,7 @@ fn write_json(report: &CatchupReport, json: &Path) -> Result<()> {
 /// The figure (through the plotter in `bench/peers`) and the catch-up
 /// block of `docs/benchmarks.md`, the rest of that file left as it is.
 fn write_outputs(report: &CatchupReport, json: &Path, root: &Path, bins: &Binaries) -> Result<()> {
-    let figures = root.join("docs").join("benchmarks");
-    let status = Command::new(&bins.peer)
-        .arg("plot")
-        .arg("--catchup")
-        .arg(json)
-        .arg("--out")
-        .arg(&figures)
-        .status()
-        .context("cannot start the plotter")?;
-    if !status.success() {
-        bail!("drawing the catch-up figure failed ({status})");
-    }
+    let figures = plot(bins, "--catchup", json, root)?;
     let doc = root.join("docs").join("benchmarks.md");
     let existing = std::fs::read_to_string(&doc).unwrap_or_default();
     let md = report::splice(&existing, &report::section(report));

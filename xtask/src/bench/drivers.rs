@@ -942,23 +942,33 @@ fn levelled_off(series: &[f64]) -> bool {
     last <= middle * 1.1 + 8.0
 }
 
-fn write_outputs(report: &Report, out: &Path, root: &Path, bins: &Binaries) -> Result<()> {
-    std::fs::create_dir_all(out)?;
-    let json = out.join("report.json");
-    std::fs::write(&json, serde_json::to_string_pretty(report)?)
-        .with_context(|| format!("cannot write {}", json.display()))?;
+/// Draws the figures of the JSON report `json` (the plotter's input flag
+/// `input`) into `docs/benchmarks`, which it returns.
+pub(super) fn plot(bins: &Binaries, input: &str, json: &Path, root: &Path) -> Result<PathBuf> {
     let figures = root.join("docs").join("benchmarks");
     let status = Command::new(&bins.peer)
         .arg("plot")
-        .arg("--report")
-        .arg(&json)
+        .arg(input)
+        .arg(json)
         .arg("--out")
         .arg(&figures)
         .status()
         .context("cannot start the plotter")?;
     if !status.success() {
-        bail!("drawing the figures failed ({status})");
+        bail!(
+            "drawing the figures of {} failed ({status})",
+            json.display()
+        );
     }
+    Ok(figures)
+}
+
+fn write_outputs(report: &Report, out: &Path, root: &Path, bins: &Binaries) -> Result<()> {
+    std::fs::create_dir_all(out)?;
+    let json = out.join("report.json");
+    std::fs::write(&json, serde_json::to_string_pretty(report)?)
+        .with_context(|| format!("cannot write {}", json.display()))?;
+    let figures = plot(bins, "--report", &json, root)?;
     let doc = root.join("docs").join("benchmarks.md");
     let existing = std::fs::read_to_string(&doc).unwrap_or_default();
     let analysis = super::report::carried_analysis(&existing);
