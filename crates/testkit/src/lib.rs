@@ -42,4 +42,5 @@
 //! ```
 
 pub mod cluster;
+mod ports;
 pub mod process;

@@ -29,7 +29,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -48,11 +48,11 @@ fn must<T, E: std::fmt::Display>(result: Result<T, E>, what: &str) -> T {
     }
 }
 
-/// A free 127.0.0.1 port (bound, then released).
+/// A free 127.0.0.1 port that no other test process is handed while this
+/// one runs, and no outgoing connection takes (module `ports`).
 #[must_use]
 pub fn free_port() -> u16 {
-    let listener = must(TcpListener::bind("127.0.0.1:0"), "binding a free port");
-    must(listener.local_addr(), "reading a bound port").port()
+    must(crate::ports::reserve(), "reserving a free port")
 }
 
 /// A command line: a program and the arguments that come before a
@@ -93,7 +93,10 @@ impl CommandLine {
                 .spawn(),
             "starting a node",
         );
-        ServeChild { child }
+        ServeChild {
+            child,
+            log: log.to_path_buf(),
+        }
     }
 
     /// Runs `args` to completion within `within` and returns its output;
@@ -193,6 +196,7 @@ fn client_args(command: &[&str], endpoints: &[String]) -> Vec<String> {
 #[derive(Debug)]
 pub struct ServeChild {
     child: Child,
+    log: PathBuf,
 }
 
 impl ServeChild {
@@ -208,8 +212,28 @@ impl ServeChild {
         );
         assert!(status.success(), "kill -TERM failed");
         match self.wait_exit(within) {
-            Some(status) => assert!(status.success(), "serve exited with {status} after SIGTERM"),
-            None => panic!("serve did not stop within {within:?} after SIGTERM"),
+            Some(status) => assert!(
+                status.success(),
+                "serve exited with {status} after SIGTERM; the end of its log:\n{}",
+                self.log_tail()
+            ),
+            None => panic!(
+                "serve did not stop within {within:?} after SIGTERM; the end of its log:\n{}",
+                self.log_tail()
+            ),
+        }
+    }
+
+    /// The last lines of the node's log, for a failure message.
+    #[must_use]
+    pub fn log_tail(&self) -> String {
+        const LINES: usize = 40;
+        match std::fs::read_to_string(&self.log) {
+            Ok(text) => {
+                let lines: Vec<&str> = text.lines().collect();
+                lines[lines.len().saturating_sub(LINES)..].join("\n")
+            }
+            Err(err) => format!("(cannot read {}: {err})", self.log.display()),
         }
     }
 
