@@ -44,9 +44,18 @@ pub const RECORDED_MEMBERS: &str = "tsoracle_paxos_recorded_members";
 /// than the registered one (a wiped or replaced data directory).
 pub const IMPOSTOR_REFUSED: &str = "tsoracle_paxos_peer_impostor_refused_total";
 
-/// Peer messages larger than one frame that this node sent in chunks (a
-/// catch-up snapshot of a large state is one such message).
+/// Peer messages larger than one frame that this node sent in chunks, as
+/// spooled transfers (a catch-up snapshot of a large state is one such
+/// message).
 pub const CHUNKED_OUT: &str = "tsoracle_paxos_peer_chunked_messages_out_total";
+/// Transfers (messages larger than one frame) this node received whole.
+pub const TRANSFERS_IN: &str = "tsoracle_paxos_peer_transfers_in_total";
+/// Inbound transfer pieces this node gave up (a body that does not match
+/// its head, a chunk out of place, a spool file that cannot be written).
+pub const TRANSFERS_FAILED_IN: &str = "tsoracle_paxos_peer_transfers_failed_in_total";
+/// Transfer bytes this node did not send again because the peer held them
+/// from a transfer a broken link cut.
+pub const TRANSFER_BYTES_SKIPPED: &str = "tsoracle_paxos_peer_transfer_bytes_skipped_total";
 
 /// The samples of a Prometheus text page, keyed by everything before the
 /// value: `name`, or `name{labels}` for a labelled sample. Comment lines

@@ -105,8 +105,9 @@ pub(crate) struct ServeArgs {
     /// Largest single peer message this node sends or accepts, in MiB
     /// (default 1024). A follower that lags far behind catches up with one
     /// message holding the leader's whole state (a snapshot) or log suffix;
-    /// above 16 MiB it travels in 16 MiB chunks, and the receiver holds at
-    /// most this much of it. A larger message is dropped and counted
+    /// above 4 MiB it is spooled to <data-dir>/spool on both ends and
+    /// travels in 4 MiB chunks (a link that breaks resumes where it was cut),
+    /// and the receiver spools at most this much of it. A larger message is dropped and counted
     /// (tsoracle_paxos_peer_dropped_total), and that follower never catches
     /// up: raise this above the data directory's state size (a million
     /// dense keys of 8 bytes make about 10 MiB). Set it alike on every node.
@@ -605,9 +606,9 @@ client = "h2:7001"
             (Box::new(|a| a.data_dir = None), "data_dir is not set"),
             (Box::new(|a| a.lease_ms = Some(500)), "strictly shorter"),
             (
-                Box::new(|a| a.max_peer_message_mib = Some(8)),
-                "max_peer_message_mib (--max-peer-message-mib) must be between 16 and 65536 MiB, \
-                 got 8 MiB",
+                Box::new(|a| a.max_peer_message_mib = Some(2)),
+                "max_peer_message_mib (--max-peer-message-mib) must be between 4 and 65536 MiB, \
+                 got 2 MiB",
             ),
         ];
         for (change, needle) in cases {

@@ -17,7 +17,8 @@ use tokio::task::JoinHandle;
 use tsoracle_driver_paxos::{PaxosDriver, Role, StandaloneHost};
 use tsoracle_paxos_metrics::{
     BALLOT, CHUNKED_OUT, COMPACTED, DECIDED, HIGH_WATER, IMPOSTOR_REFUSED, LEADER, PENDING,
-    RECORDED_MEMBERS, REGISTERED, ROLE, STOP_SIGN_REFUSED,
+    RECORDED_MEMBERS, REGISTERED, ROLE, STOP_SIGN_REFUSED, TRANSFER_BYTES_SKIPPED,
+    TRANSFERS_FAILED_IN, TRANSFERS_IN,
 };
 use tsoracle_paxos_tonic::TransportStats;
 
@@ -74,6 +75,9 @@ pub(crate) fn sample(
             gauge!("tsoracle_paxos_peer_messages_out_total").set(outbound.messages_out() as f64);
             gauge!("tsoracle_paxos_peer_messages_in_total").set(inbound.messages_in() as f64);
             gauge!(CHUNKED_OUT).set(outbound.chunked_messages_out() as f64);
+            gauge!(TRANSFERS_IN).set(inbound.transfers_in() as f64);
+            gauge!(TRANSFERS_FAILED_IN).set(inbound.transfers_failed_in() as f64);
+            gauge!(TRANSFER_BYTES_SKIPPED).set(outbound.transfer_bytes_skipped() as f64);
             // Above zero: some peer tried to end the configuration (dropped
             // at the inbox; see `carries_stop_sign`).
             gauge!(STOP_SIGN_REFUSED).set(host.inbox().stats().stop_sign() as f64);

@@ -341,6 +341,9 @@ async fn launch(
     // A lagging follower's catch-up is one message; it must fit.
     transport.max_chunked_message_bytes =
         usize::try_from(config.max_peer_message).unwrap_or(usize::MAX);
+    // Transfers spool on the data disk (anonymous files), not in memory
+    // and not on a small /tmp.
+    transport.spool_dir = Some(spool_dir(&config.data_dir)?);
     let sink = Arc::new(
         TonicSink::spawn(&transport, config.peer_addresses(), tls.as_ref())
             .map_err(|err| Error::runtime("peer transport", err))?,
@@ -509,6 +512,16 @@ async fn consensus_failure(
             _ = poll.tick() => {}
         }
     }
+}
+
+/// `<data-dir>/spool`, created if missing: where peer transfers are spooled.
+fn spool_dir(data_dir: &Path) -> Result<PathBuf, Error> {
+    let dir = data_dir.join("spool");
+    std::fs::create_dir_all(&dir).map_err(|err| Error::DataDir {
+        dir: dir.clone(),
+        reason: format!("cannot create the transfer spool directory: {err}"),
+    })?;
+    Ok(dir)
 }
 
 /// Why a node without state is not started, and the ways out.

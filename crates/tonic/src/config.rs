@@ -1,6 +1,10 @@
 //! Transport settings and the link metadata keys.
 
+use std::path::PathBuf;
+
 use std::time::Duration;
+use tonic::metadata::errors::InvalidMetadataValue;
+use tonic::metadata::{MetadataMap, MetadataValue};
 
 use omnipaxos::util::NodeId;
 use tsoracle_paxos_toolkit::InstanceId;
@@ -11,9 +15,10 @@ use crate::error::Error;
 /// build speaks. A receiver refuses links that announce another version.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// Default largest frame payload: 16 MiB. A catch-up message can carry a log
-/// suffix or a snapshot, well above tonic's default 4 MiB.
-pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+/// Default largest frame payload: 4 MiB (tonic's own default). A message
+/// above it (a catch-up snapshot) goes as a transfer in frame-sized chunks,
+/// so this is also the memory one chunk takes on either end.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
 
 /// Default largest single message: 1 GiB, sent in frame-sized chunks (a
 /// snapshot of a million dense keys is some tens of MiB).
@@ -69,11 +74,17 @@ pub struct TransportConfig {
     /// travels in chunks of at most this size (see `frame`). tonic's message
     /// size limits are set from it.
     pub max_frame_bytes: usize,
-    /// Largest single message, both ways (sent in chunks when above
-    /// `max_frame_bytes`; a catch-up snapshot of a large state is one
-    /// message). A larger one is dropped and counted; a receiver holds at
-    /// most this much of one unfinished message per link.
+    /// Largest single message, both ways. One above `max_frame_bytes` (a
+    /// catch-up snapshot of a large state is one message) is spooled to
+    /// `spool_dir` and sent as a resumable transfer in frame-sized chunks. A
+    /// larger one is dropped and counted; a receiver spools at most this
+    /// much of one unfinished transfer per sender.
     pub max_chunked_message_bytes: usize,
+    /// Where transfers of large messages are spooled, on both sides
+    /// (anonymous files, gone when the transfer ends or the process exits).
+    /// `None`: the system's temporary directory. A node puts them on its data
+    /// disk.
+    pub spool_dir: Option<PathBuf>,
     /// Outbound queue capacity per peer, in batches (one batch is one runner
     /// round's messages to that peer). When full, new batches are dropped.
     pub queue_capacity: usize,
@@ -97,8 +108,9 @@ pub struct TransportConfig {
 }
 
 impl TransportConfig {
-    /// A configuration with default limits: 16 MiB frames, 1 GiB messages
-    /// (in chunks), 1024 batches per
+    /// A configuration with default limits: 4 MiB frames, 1 GiB messages
+    /// (as transfers), transfers spooled in the system's temporary
+    /// directory, 1024 batches per
     /// peer queue, 1 s connect timeout, 5 s send timeout, backoff from 50 ms
     /// to 2 s, 1 s keep-alive, 1 s shutdown grace.
     pub fn new(
@@ -115,6 +127,7 @@ impl TransportConfig {
             instance: None,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             max_chunked_message_bytes: DEFAULT_MAX_CHUNKED_MESSAGE_BYTES,
+            spool_dir: None,
             queue_capacity: 1024,
             connect_timeout: Duration::from_secs(1),
             send_timeout: Duration::from_secs(5),
@@ -186,6 +199,39 @@ impl TransportConfig {
     /// of the `payload` field (one tag byte and a length varint).
     pub(crate) fn grpc_message_limit(&self) -> usize {
         self.max_frame_bytes + 16
+    }
+
+    /// Sets the request metadata of a link (or a `Held` call) from this
+    /// node to `peer`.
+    pub(crate) fn set_link_metadata(
+        &self,
+        peer: NodeId,
+        md: &mut MetadataMap,
+    ) -> Result<(), InvalidMetadataValue> {
+        let values = [
+            (metadata::PROTOCOL, PROTOCOL_VERSION.to_string()),
+            (metadata::CLUSTER_ID, self.cluster_id.clone()),
+            (
+                metadata::CONFIGURATION_ID,
+                self.configuration_id.to_string(),
+            ),
+            (metadata::SENDER, self.node_id.to_string()),
+            (metadata::RECEIVER, peer.to_string()),
+        ];
+        let instance = self
+            .instance
+            .map(|instance| (metadata::INSTANCE, instance.to_string()));
+        for (key, value) in values.into_iter().chain(instance) {
+            // The cluster id was checked to be printable ASCII; numbers are.
+            md.insert(key, MetadataValue::try_from(value)?);
+        }
+        Ok(())
+    }
+
+    /// Where transfers are spooled: `spool_dir`, or the system's temporary
+    /// directory.
+    pub(crate) fn spool_dir(&self) -> PathBuf {
+        self.spool_dir.clone().unwrap_or_else(std::env::temp_dir)
     }
 }
 

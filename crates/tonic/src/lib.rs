@@ -16,23 +16,33 @@
 //!
 //! # Wire protocol (version [`PROTOCOL_VERSION`])
 //!
-//! Service `tsoracle.paxos.peer.v1.PaxosPeer`, one method
-//! `rpc Link(stream Frame) returns (LinkClosed)` (see `proto/peer.proto`).
-//! Each *directed* link (sender → receiver) is one long-lived
-//! client-streaming call, so messages on a link arrive in order, as
-//! OmniPaxos needs. The call's request metadata names the cluster, the
+//! Service `tsoracle.paxos.peer.v1.PaxosPeer` (see `proto/peer.proto`):
+//! `rpc Link(stream Frame) returns (LinkClosed)` carries the messages, and
+//! `rpc Held(HeldRequest) returns (HeldReply)` tells a sender how much of a
+//! transfer it can skip. Each *directed* link (sender → receiver) is one
+//! long-lived client-streaming call, so messages on a link arrive in order,
+//! as OmniPaxos needs. The call's request metadata names the cluster, the
 //! sender and receiver node ids, the OmniPaxos configuration id and the
 //! protocol version ([`config::metadata`] lists the keys); the receiver
 //! refuses the link, with a status and a counter, unless all of them match.
 //!
 //! A `Frame { bytes payload }` carries one batch: a format byte
 //! ([`FRAME_FORMAT`], 1) then the postcard encoding of `Vec<Message<T>>`.
-//! A batch larger than [`TransportConfig::max_frame_bytes`] (16 MiB by
-//! default: a catch-up message can carry a log suffix or a snapshot) is
-//! split at message boundaries; a single message above it is dropped and
-//! counted. tonic's message size limits are set from the same value, so an
-//! oversize frame is refused before it is buffered. [`decode_frame`] is the
-//! decoder the receiver runs, public for fuzzing.
+//! A batch larger than [`TransportConfig::max_frame_bytes`] (4 MiB by
+//! default) is split at message boundaries. tonic's message size limits are
+//! set from the same value, so an oversize frame is refused before it is
+//! buffered. [`decode_frame`] is the decoder the receiver runs, public for
+//! fuzzing.
+//!
+//! A single message above the frame limit (a catch-up `AcceptSync` with the
+//! snapshot of a large state) is a **transfer**, in its place on the link:
+//! the sender spools it to disk, sends its body in frame-sized chunks
+//! ([`BODY_FORMAT`]) and then its head ([`HEAD_FORMAT`]); the receiver spools
+//! the chunks and checks the body's SHA-256 before it decodes. Memory on
+//! either end is a chunk, whatever the state's size (up to
+//! [`TransportConfig::max_chunked_message_bytes`], 1 GiB by default). After
+//! a broken link, the re-sent message continues after the prefix the
+//! receiver already holds (asked with `Held`).
 //!
 //! # Example
 //!
@@ -115,6 +125,7 @@ mod server;
 mod sink;
 mod stats;
 pub mod tls;
+mod transfer;
 
 /// The generated gRPC types of `proto/peer.proto` (client, server, frames).
 ///
@@ -132,8 +143,9 @@ pub use config::{
     node_dns_name,
 };
 pub use error::Error;
-pub use frame::{CHUNK_FORMAT, FRAME_FORMAT, Reassembler, decode_frame, encode_frame};
+pub use frame::{FRAME_FORMAT, decode_frame, encode_frame};
 pub use server::{PeerService, ServerHandle, serve};
 pub use sink::TonicSink;
 pub use stats::{DropReason, RefusalReason, TransportStats};
 pub use tls::{TlsFiles, TlsMaterial};
+pub use transfer::{BODY_FORMAT, HEAD_FORMAT};

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use omnipaxos::messages::Message;
 use omnipaxos::storage::Entry;
 use omnipaxos::util::NodeId;
+use prost::bytes::Bytes;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -18,11 +19,12 @@ use tsoracle_paxos_toolkit::{Inbox, InstanceId, Refusal};
 
 use crate::config::{PROTOCOL_VERSION, TransportConfig, metadata};
 use crate::error::Error;
-use crate::frame::Reassembler;
+use crate::frame::{FrameKind, decode_frame, kind};
 use crate::proto::paxos_peer_server::{PaxosPeer, PaxosPeerServer};
-use crate::proto::{Frame, LinkClosed};
+use crate::proto::{Frame, HeldReply, HeldRequest, LinkClosed};
 use crate::stats::{RefusalReason, TransportStats};
 use crate::tls::{TlsMaterial, certificate_names_node};
+use crate::transfer::InTransfer;
 
 /// The inbound peer service of one node: checks each link, decodes its
 /// frames and hands the messages to the runner's [`Inbox`].
@@ -71,13 +73,18 @@ struct Shared<T: Entry> {
     /// Keeps `closing` open for services not run by [`serve`].
     _never_closing: watch::Sender<bool>,
     max_message_bytes: usize,
-    /// Largest message put back together from chunks.
+    /// Largest transfer body spooled from one sender.
     max_chunked_message_bytes: usize,
+    /// Largest frame payload: the scratch buffer that decodes a transfer.
+    max_frame_bytes: usize,
+    /// Per sender, the transfer body it is sending (or cut).
+    transfers: BTreeMap<NodeId, InTransfer>,
+    spool_dir: std::path::PathBuf,
 }
 
 impl<T> PeerService<T>
 where
-    T: Entry + Send + 'static,
+    T: Entry + DeserializeOwned + Send + 'static,
     T::Snapshot: Send,
     Message<T>: DeserializeOwned,
 {
@@ -109,6 +116,14 @@ where
                 _never_closing: never_closing,
                 max_message_bytes: config.grpc_message_limit(),
                 max_chunked_message_bytes: config.max_chunked_message_bytes,
+                max_frame_bytes: config.max_frame_bytes,
+                transfers: config
+                    .peers
+                    .iter()
+                    .filter(|&&id| id != config.node_id)
+                    .map(|&id| (id, InTransfer::default()))
+                    .collect(),
+                spool_dir: config.spool_dir(),
             }),
             closing,
             check_certificates: false,
@@ -281,21 +296,85 @@ where
         }
     }
 
+    /// Spools a chunk of `sender`'s transfer body (off the runtime). A
+    /// chunk that cannot be kept gives up the body held (counted); the
+    /// link goes on, and the transfer's head will not complete.
+    async fn transfer_body(&self, sender: NodeId, payload: Bytes) {
+        let shared = &*self.shared;
+        let Some(slot) = shared.transfers.get(&sender).cloned() else {
+            return;
+        };
+        let dir = shared.spool_dir.clone();
+        let max = shared.max_chunked_message_bytes;
+        let appended =
+            tokio::task::spawn_blocking(move || slot.append(&payload[1..], &dir, max)).await;
+        if let Ok(Err(err)) = appended {
+            shared.stats.transfer_failed_in();
+            tracing::debug!(
+                node = shared.node_id,
+                sender,
+                "transfer chunk given up: {err}"
+            );
+        }
+    }
+
+    /// The message `sender`'s transfer head completes, if the body held is
+    /// the one it names and decodes (off the runtime); else `None`, counted.
+    async fn transfer_head(&self, sender: NodeId, payload: Bytes) -> Option<Message<T>> {
+        let shared = &*self.shared;
+        let slot = shared.transfers.get(&sender).cloned()?;
+        let scratch = shared.max_frame_bytes;
+        let completed =
+            tokio::task::spawn_blocking(move || slot.complete::<T>(&payload[1..], scratch)).await;
+        match completed {
+            Ok(Ok(message)) => {
+                shared.stats.transfer_in();
+                Some(message)
+            }
+            Ok(Err(err)) => {
+                shared.stats.transfer_failed_in();
+                tracing::warn!(
+                    node = shared.node_id,
+                    sender,
+                    "dropped a large message from a peer: {err}"
+                );
+                None
+            }
+            Err(_) => {
+                shared.stats.transfer_failed_in();
+                None
+            }
+        }
+    }
+
     async fn deliver_frame(
         &self,
         sender: NodeId,
         instance: Option<InstanceId>,
-        reassembler: &mut Reassembler,
         frame: Frame,
     ) -> Result<(), Status> {
         let shared = &*self.shared;
         shared.stats.frame_in(frame.payload.len());
-        let messages = reassembler.accept::<T>(&frame.payload).map_err(|err| {
-            self.refuse(
-                RefusalReason::GarbledFrame,
-                Status::invalid_argument(format!("undecodable frame from node {sender}: {err}")),
-            )
-        })?;
+        let messages = match kind(&frame.payload) {
+            FrameKind::TransferBody => {
+                self.transfer_body(sender, frame.payload).await;
+                return Ok(());
+            }
+            FrameKind::TransferHead => match self.transfer_head(sender, frame.payload).await {
+                Some(message) => vec![message],
+                None => return Ok(()),
+            },
+            FrameKind::Batch | FrameKind::Unknown(_) => {
+                decode_frame::<T>(&frame.payload).map_err(|err| {
+                    self.refuse(
+                        RefusalReason::GarbledFrame,
+                        Status::invalid_argument(format!(
+                            "undecodable frame from node {sender}: {err}"
+                        )),
+                    )
+                })?
+            }
+        };
         let mut stop_signs = 0u64;
         for message in messages {
             if message.get_sender() != sender {
@@ -351,10 +430,25 @@ where
 #[tonic::async_trait]
 impl<T> PaxosPeer for PeerService<T>
 where
-    T: Entry + Send + 'static,
+    T: Entry + DeserializeOwned + Send + 'static,
     T::Snapshot: Send,
     Message<T>: DeserializeOwned,
 {
+    async fn held(&self, request: Request<HeldRequest>) -> Result<Response<HeldReply>, Status> {
+        let (sender, _) = self.check_open(request.metadata())?;
+        self.check_certificate(&request, sender)?;
+        let Some(slot) = self.shared.transfers.get(&sender).cloned() else {
+            return Err(Status::internal("sender vanished from the configuration"));
+        };
+        let (bytes, digest) = tokio::task::spawn_blocking(move || slot.held())
+            .await
+            .map_err(|_| Status::internal("reading the transfer spool failed"))?;
+        Ok(Response::new(HeldReply {
+            bytes,
+            sha256: digest.to_vec(),
+        }))
+    }
+
     async fn link(
         &self,
         request: Request<Streaming<Frame>>,
@@ -374,9 +468,6 @@ where
         let mut closing = self.closing.clone();
         let mut stream = request.into_inner();
         let mut frames = 0u64;
-        // A message sent in chunks is put back together per link: a link
-        // that breaks takes its unfinished message with it.
-        let mut reassembler = Reassembler::new(self.shared.max_chunked_message_bytes);
         loop {
             let next = tokio::select! {
                 biased;
@@ -397,12 +488,7 @@ where
                         status = self.link_ended(&mut closing, &mut newer, generation) => {
                             return Err(status);
                         }
-                        delivered = self.deliver_frame(
-                            sender,
-                            instance,
-                            &mut reassembler,
-                            frame,
-                        ) => delivered?,
+                        delivered = self.deliver_frame(sender, instance, frame) => delivered?,
                     }
                 }
                 Ok(None) => return Ok(Response::new(LinkClosed { frames })),
@@ -475,7 +561,7 @@ pub fn serve<T>(
     tls: Option<&TlsMaterial>,
 ) -> Result<ServerHandle, Error>
 where
-    T: Entry + Send + 'static,
+    T: Entry + DeserializeOwned + Send + 'static,
     T::Snapshot: Send,
     Message<T>: DeserializeOwned,
 {

@@ -13,22 +13,49 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tsoracle_paxos_toolkit::MessageSink;
 
-use crate::config::{PROTOCOL_VERSION, TransportConfig, metadata};
+use crate::config::{TransportConfig, metadata};
 use crate::error::Error;
-use crate::frame::{EncodedFrame, Limits, split_into_frames};
-use crate::proto::Frame;
+use crate::frame::{EncodedFrame, Limits, Piece, split_into_frames};
 use crate::proto::paxos_peer_client::PaxosPeerClient;
+use crate::proto::{Frame, HeldReply, HeldRequest};
 use crate::stats::{DropReason, TransportStats};
 use crate::tls::TlsMaterial;
+use crate::transfer::{BODY_HEADER_MAX, Digest, OutTransfer, chunk_frame, prefix_matches};
 
 /// Frames buffered between a peer task and its open gRPC stream.
 const LINK_FRAMES: usize = 8;
 
 type Batch<T> = Vec<Message<T>>;
+
+/// What waits for a link, in order.
+enum Outgoing<T: Entry> {
+    /// A frame ready to send.
+    Frame(EncodedFrame),
+    /// A message too large for a frame, not spooled yet.
+    Large(Message<T>),
+    /// A spooled message, its body partly sent.
+    Transfer(OutTransfer),
+}
+
+impl<T: Entry> Outgoing<T> {
+    /// The messages this piece delivers (a chunk of a transfer, none).
+    fn messages(&self) -> usize {
+        match self {
+            Outgoing::Frame(frame) => frame.messages,
+            Outgoing::Large(_) | Outgoing::Transfer(_) => 1,
+        }
+    }
+}
+
+/// How a wait on an open link ended.
+enum Step {
+    Stopped,
+    Closed(Result<tonic::Response<crate::proto::LinkClosed>, tonic::Status>),
+    Ready(Option<EncodedFrame>),
+}
 
 /// A [`MessageSink`] over tonic: one task, one bounded queue and one
 /// client-streaming `Link` call per peer.
@@ -60,7 +87,7 @@ pub struct TonicSink<T: Entry> {
 
 impl<T> TonicSink<T>
 where
-    T: Entry + Send + 'static,
+    T: Entry + Serialize + Send + 'static,
     T::Snapshot: Send,
     Message<T>: Serialize,
 {
@@ -107,7 +134,6 @@ where
                 stats: Arc::clone(&stats),
                 reconnected: Arc::clone(&reconnected),
                 stop: stop.subscribe(),
-                next_transfer: 0,
             };
             tasks.push(runtime.spawn(link.run(rx)));
         }
@@ -247,8 +273,6 @@ struct PeerLink {
     stats: Arc<TransportStats>,
     reconnected: Arc<Mutex<BTreeSet<NodeId>>>,
     stop: watch::Receiver<bool>,
-    /// Id of the next message sent in chunks (see `frame`).
-    next_transfer: u64,
 }
 
 /// Why a link ended.
@@ -260,13 +284,14 @@ enum Ended {
 impl PeerLink {
     async fn run<T>(mut self, mut queue: mpsc::Receiver<Batch<T>>)
     where
-        T: Entry + Send + 'static,
+        T: Entry + Serialize + Send + 'static,
+        T::Snapshot: Send,
         Message<T>: Serialize,
     {
         let mut backoff = Backoff::new(self.config.backoff_min, self.config.backoff_max);
         let mut connected_before = false;
-        // Frames of a batch taken off the queue but not yet on a link.
-        let mut pending: VecDeque<EncodedFrame> = VecDeque::new();
+        // Pieces of a batch taken off the queue but not yet on a link.
+        let mut pending: VecDeque<Outgoing<T>> = VecDeque::new();
         loop {
             let channel = tokio::select! {
                 biased;
@@ -310,7 +335,9 @@ impl PeerLink {
                 Ended::Stopped => break,
                 Ended::Failed => {
                     self.stats.link_failed();
-                    let lost: usize = pending.drain(..).map(|f| f.messages).sum();
+                    // A transfer cut here continues, when OmniPaxos sends
+                    // it again, after what the peer holds.
+                    let lost: usize = pending.drain(..).map(|p| p.messages()).sum();
                     self.stats.drop_messages(DropReason::LinkLost, lost);
                     // A link that stayed up for a while earns a fresh backoff.
                     if opened.elapsed() >= self.config.backoff_max {
@@ -324,7 +351,7 @@ impl PeerLink {
         }
         // Stopped: count what was never sent.
         queue.close();
-        let mut dropped: usize = pending.iter().map(|f| f.messages).sum();
+        let mut dropped: usize = pending.iter().map(Outgoing::messages).sum();
         while let Ok(batch) = queue.try_recv() {
             dropped += batch.len();
         }
@@ -346,102 +373,130 @@ impl PeerLink {
         &mut self,
         channel: Channel,
         queue: &mut mpsc::Receiver<Batch<T>>,
-        pending: &mut VecDeque<EncodedFrame>,
+        pending: &mut VecDeque<Outgoing<T>>,
     ) -> Ended
     where
-        T: Entry + Send + 'static,
+        T: Entry + Serialize + Send + 'static,
+        T::Snapshot: Send,
         Message<T>: Serialize,
     {
         let limit = self.config.grpc_message_limit();
         let mut client = PaxosPeerClient::new(channel)
             .max_encoding_message_size(limit)
             .max_decoding_message_size(limit);
+        let transfers = Transfers {
+            peer: self.peer,
+            client: client.clone(),
+            config: self.config.clone(),
+            stats: Arc::clone(&self.stats),
+        };
         let (frames_tx, frames_rx) = mpsc::channel::<Frame>(LINK_FRAMES);
         let mut request = tonic::Request::new(ReceiverStream::new(frames_rx));
-        let md = request.metadata_mut();
-        for (key, value) in [
-            (metadata::PROTOCOL, PROTOCOL_VERSION.to_string()),
-            (metadata::CLUSTER_ID, self.config.cluster_id.clone()),
-            (
-                metadata::CONFIGURATION_ID,
-                self.config.configuration_id.to_string(),
-            ),
-            (metadata::SENDER, self.config.node_id.to_string()),
-            (metadata::RECEIVER, self.peer.to_string()),
-        ]
-        .into_iter()
-        .chain(
-            self.config
-                .instance
-                .map(|instance| (metadata::INSTANCE, instance.to_string())),
-        ) {
-            // The cluster id was checked to be printable ASCII; numbers are.
-            match MetadataValue::try_from(value) {
-                Ok(value) => {
-                    md.insert(key, value);
-                }
-                Err(_) => return Ended::Failed,
-            }
+        if self
+            .config
+            .set_link_metadata(self.peer, request.metadata_mut())
+            .is_err()
+        {
+            return Ended::Failed;
         }
         let call = client.link(request);
         tokio::pin!(call);
         let mut stop = self.stop.clone();
-        // When the frame at the head of `pending` started waiting for room.
-        let mut waiting_since: Option<Instant> = None;
+        // The frame in hand, to put on the link next.
+        let mut ready: Option<EncodedFrame> = None;
         loop {
-            if pending.is_empty() {
-                waiting_since = None;
-                tokio::select! {
-                    biased;
-                    _ = stop.wait_for(|stop| *stop) => return Ended::Stopped,
-                    result = &mut call => return self.link_closed(result),
-                    batch = queue.recv() => match batch {
-                        // The sink is gone.
-                        None => return Ended::Stopped,
-                        Some(batch) => {
-                            let limits = Limits {
-                                frame: self.config.max_frame_bytes,
-                                message: self.config.max_chunked_message_bytes,
-                            };
-                            let (frames, rejected) =
-                                split_into_frames(&batch, limits, &mut self.next_transfer);
-                            self.stats.chunked_out(rejected.chunked);
-                            self.stats
-                                .drop_messages(DropReason::OversizeMessage, rejected.oversize);
-                            self.stats
-                                .drop_messages(DropReason::EncodeFailed, rejected.failed);
-                            pending.extend(frames);
-                        }
-                    },
+            let Some(frame) = ready.take() else {
+                if pending.is_empty() {
+                    tokio::select! {
+                        biased;
+                        _ = stop.wait_for(|stop| *stop) => return Ended::Stopped,
+                        result = &mut call => return self.link_closed(result),
+                        batch = queue.recv() => match batch {
+                            // The sink is gone.
+                            None => return Ended::Stopped,
+                            Some(batch) => pending.extend(self.split(batch)),
+                        },
+                    }
+                    continue;
                 }
-            } else {
-                let since = *waiting_since.get_or_insert_with(Instant::now);
-                let deadline = since + self.config.send_timeout;
-                tokio::select! {
+                // The head piece, turned into a frame: spooling a large
+                // message, asking the peer what it holds, reading a chunk.
+                let before = pending.len();
+                let head_messages = pending.front().map_or(0, Outgoing::messages);
+                let step = tokio::select! {
                     biased;
-                    _ = stop.wait_for(|stop| *stop) => return Ended::Stopped,
-                    result = &mut call => return self.link_closed(result),
-                    permit = frames_tx.reserve() => {
-                        let Ok(permit) = permit else {
-                            return Ended::Failed;
-                        };
-                        if let Some(frame) = pending.pop_front() {
-                            self.stats.frame_out(frame.payload.len(), frame.messages);
-                            permit.send(Frame { payload: frame.payload.into() });
-                        }
-                        waiting_since = None;
+                    _ = stop.wait_for(|stop| *stop) => Step::Stopped,
+                    result = &mut call => Step::Closed(result),
+                    frame = transfers.next_frame(pending) => Step::Ready(frame),
+                };
+                // A piece taken off `pending` by the cancelled preparation is
+                // lost with the link; count it as the rest will be.
+                let taken = if pending.len() < before {
+                    head_messages
+                } else {
+                    0
+                };
+                match step {
+                    Step::Stopped => {
+                        self.stats.drop_messages(DropReason::Closed, taken);
+                        return Ended::Stopped;
                     }
-                    _ = tokio::time::sleep_until(deadline) => {
-                        tracing::warn!(
-                            peer = self.peer,
-                            "the link to the peer accepted nothing for {:?}; reconnecting",
-                            self.config.send_timeout
-                        );
+                    Step::Closed(result) => {
+                        self.stats.drop_messages(DropReason::LinkLost, taken);
+                        return self.link_closed(result);
+                    }
+                    Step::Ready(frame) => ready = frame,
+                }
+                continue;
+            };
+            let deadline = Instant::now() + self.config.send_timeout;
+            // Until it is on the link, the frame counts among the pending.
+            pending.push_front(Outgoing::Frame(frame));
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|stop| *stop) => return Ended::Stopped,
+                result = &mut call => return self.link_closed(result),
+                permit = frames_tx.reserve() => {
+                    let Ok(permit) = permit else {
                         return Ended::Failed;
+                    };
+                    if let Some(Outgoing::Frame(frame)) = pending.pop_front() {
+                        self.stats.frame_out(frame.payload.len(), frame.messages);
+                        permit.send(Frame { payload: frame.payload.into() });
                     }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!(
+                        peer = self.peer,
+                        "the link to the peer accepted nothing for {:?}; reconnecting",
+                        self.config.send_timeout
+                    );
+                    return Ended::Failed;
                 }
             }
         }
+    }
+
+    /// A batch as pieces for the link, its losses counted.
+    fn split<T>(&self, batch: Batch<T>) -> impl Iterator<Item = Outgoing<T>> + use<T>
+    where
+        T: Entry,
+        Message<T>: Serialize,
+    {
+        let limits = Limits {
+            frame: self.config.max_frame_bytes,
+            message: self.config.max_chunked_message_bytes,
+        };
+        let (pieces, rejected) = split_into_frames(batch, limits);
+        self.stats.chunked_out(rejected.large);
+        self.stats
+            .drop_messages(DropReason::OversizeMessage, rejected.oversize);
+        self.stats
+            .drop_messages(DropReason::EncodeFailed, rejected.failed);
+        pieces.into_iter().map(|piece| match piece {
+            Piece::Frame(frame) => Outgoing::Frame(frame),
+            Piece::Large(message) => Outgoing::Large(message),
+        })
     }
 
     fn link_closed(
@@ -471,6 +526,146 @@ impl PeerLink {
             ),
         }
         Ended::Failed
+    }
+}
+
+/// The transfer side of one open link: spools large messages, asks the peer
+/// what it holds, and reads body chunks. File work runs off the runtime.
+struct Transfers {
+    peer: NodeId,
+    client: PaxosPeerClient<Channel>,
+    config: TransportConfig,
+    stats: Arc<TransportStats>,
+}
+
+impl Transfers {
+    /// The next frame of the head of `pending`, taking the piece off when it
+    /// is done; `None` when the piece was dropped (counted) instead.
+    async fn next_frame<T>(&self, pending: &mut VecDeque<Outgoing<T>>) -> Option<EncodedFrame>
+    where
+        T: Entry + Serialize + Send + 'static,
+        T::Snapshot: Send,
+        Message<T>: Serialize,
+    {
+        match pending.pop_front()? {
+            Outgoing::Frame(frame) => Some(frame),
+            Outgoing::Large(message) => {
+                if let Some(transfer) = self.spool(message).await {
+                    pending.push_front(Outgoing::Transfer(transfer));
+                }
+                None
+            }
+            Outgoing::Transfer(mut transfer) => {
+                let next = match transfer.next() {
+                    Some(next) => next,
+                    None => {
+                        let start = self.resume_point(&transfer).await;
+                        self.stats.transfer_skipped(start);
+                        transfer.start_at(start);
+                        start
+                    }
+                };
+                let body_len = transfer.body_len();
+                if next >= body_len {
+                    // The body is through: the head completes the message.
+                    return Some(EncodedFrame {
+                        payload: transfer.take_head(),
+                        messages: 1,
+                    });
+                }
+                let room = self.config.max_frame_bytes - BODY_HEADER_MAX;
+                let file = transfer.file();
+                let read =
+                    tokio::task::spawn_blocking(move || chunk_frame(&file, next, body_len, room))
+                        .await;
+                match read {
+                    Ok(Ok(payload)) => {
+                        transfer.advance((body_len - next).min(room as u64));
+                        pending.push_front(Outgoing::Transfer(transfer));
+                        Some(EncodedFrame {
+                            payload,
+                            messages: 0,
+                        })
+                    }
+                    Ok(Err(err)) => {
+                        self.give_up(DropReason::EncodeFailed, &err);
+                        None
+                    }
+                    Err(err) => {
+                        self.give_up(DropReason::EncodeFailed, &err);
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    /// Spools `message`; `None` when it cannot be sent (counted).
+    async fn spool<T>(&self, message: Message<T>) -> Option<OutTransfer>
+    where
+        T: Entry + Serialize + Send + 'static,
+        T::Snapshot: Send,
+        Message<T>: Serialize,
+    {
+        let dir = self.config.spool_dir();
+        match tokio::task::spawn_blocking(move || OutTransfer::spool(message, &dir)).await {
+            Ok(Ok(transfer)) if transfer.head_len() <= self.config.max_frame_bytes => {
+                Some(transfer)
+            }
+            Ok(Ok(transfer)) => {
+                let reason = format!(
+                    "its head alone is {} bytes, above the frame limit",
+                    transfer.head_len()
+                );
+                self.give_up(DropReason::OversizeMessage, &reason);
+                None
+            }
+            Ok(Err(err)) => {
+                self.give_up(DropReason::EncodeFailed, &err);
+                None
+            }
+            Err(err) => {
+                self.give_up(DropReason::EncodeFailed, &err);
+                None
+            }
+        }
+    }
+
+    fn give_up(&self, reason: DropReason, why: &dyn std::fmt::Display) {
+        self.stats.drop_messages(reason, 1);
+        tracing::warn!(peer = self.peer, "dropped a large message: {why}");
+    }
+
+    /// Where the body of `transfer` starts: after the prefix the peer holds
+    /// from an earlier, cut transfer when this body starts with the same
+    /// bytes, else at 0. Any failure to ask means 0.
+    async fn resume_point(&self, transfer: &OutTransfer) -> u64 {
+        let mut request = tonic::Request::new(HeldRequest {});
+        if self
+            .config
+            .set_link_metadata(self.peer, request.metadata_mut())
+            .is_err()
+        {
+            return 0;
+        }
+        let mut client = self.client.clone();
+        let asked = tokio::time::timeout(self.config.send_timeout, client.held(request)).await;
+        let Ok(Ok(reply)) = asked else {
+            return 0;
+        };
+        let HeldReply { bytes, sha256 } = reply.into_inner();
+        let Ok(digest) = Digest::try_from(sha256.as_slice()) else {
+            return 0;
+        };
+        if bytes == 0 || bytes > transfer.body_len() {
+            return 0;
+        }
+        let file = transfer.file();
+        let same = tokio::task::spawn_blocking(move || prefix_matches(&file, bytes, &digest)).await;
+        match same {
+            Ok(Ok(true)) => bytes,
+            _ => 0,
+        }
     }
 }
 

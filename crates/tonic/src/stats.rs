@@ -158,6 +158,9 @@ pub struct TransportStats {
     /// (sink side only; see [`TransportStats::identity_refusal`]).
     identity_refusal: Mutex<Option<String>>,
     chunked_out: AtomicU64,
+    transfer_bytes_skipped: AtomicU64,
+    transfers_in: AtomicU64,
+    transfers_failed_in: AtomicU64,
 }
 
 fn get(counter: &AtomicU64) -> u64 {
@@ -179,7 +182,8 @@ impl TransportStats {
             .clone()
     }
 
-    /// Messages too large for one frame that were sent in chunks.
+    /// Messages too large for one frame, set apart to go as transfers
+    /// (spooled, sent in chunks).
     pub fn chunked_messages_out(&self) -> u64 {
         get(&self.chunked_out)
     }
@@ -281,6 +285,36 @@ impl TransportStats {
     /// past the send timeout).
     pub fn links_failed(&self) -> u64 {
         get(&self.links_failed)
+    }
+
+    /// Body bytes of outbound transfers not sent again because the peer
+    /// held them from a cut transfer (sink side).
+    pub fn transfer_bytes_skipped(&self) -> u64 {
+        get(&self.transfer_bytes_skipped)
+    }
+
+    /// Inbound transfers completed and delivered (service side).
+    pub fn transfers_in(&self) -> u64 {
+        get(&self.transfers_in)
+    }
+
+    /// Inbound transfer pieces given up: a chunk that does not continue
+    /// the body held, a body that does not match its head, a spool file
+    /// that cannot be written, a body that does not decode (service side).
+    pub fn transfers_failed_in(&self) -> u64 {
+        get(&self.transfers_failed_in)
+    }
+
+    pub(crate) fn transfer_skipped(&self, bytes: u64) {
+        add(&self.transfer_bytes_skipped, bytes);
+    }
+
+    pub(crate) fn transfer_in(&self) {
+        add(&self.transfers_in, 1);
+    }
+
+    pub(crate) fn transfer_failed_in(&self) {
+        add(&self.transfers_failed_in, 1);
     }
 
     pub(crate) fn refuse(&self, reason: RefusalReason) {

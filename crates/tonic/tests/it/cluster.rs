@@ -110,6 +110,8 @@ async fn a_follower_catches_up_from_a_log_larger_than_one_frame() {
         .await;
     let chunked = cluster.node(leader).sink.stats().chunked_messages_out();
     assert!(chunked > 0, "nothing was sent in chunks");
+    let transfers = cluster.node(follower).service.stats().transfers_in();
+    assert!(transfers > 0, "the follower completed no transfer");
     for &id in &NODES {
         let stats = cluster.node(id).service.stats();
         assert_eq!(stats.total_refusals(), 0, "node {id} refused something");

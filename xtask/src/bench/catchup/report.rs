@@ -138,9 +138,9 @@ pub(crate) fn section(report: &CatchupReport) -> String {
          at or above the leader's as of the restart: process start, storage open, the snapshot \
          transfer and install. \"Status page up\" is when the follower's metrics page first \
          answered (it starts before the storage is opened). The pages' gauges are sampled \
-         every 250 ms, so figures are within about 250 ms. Chunked: messages the leader sent in chunks because they were \
-         larger than one transport frame (16 MiB), from the restart to the end of the \
-         catch-up.\n",
+         every 250 ms, so figures are within about 250 ms. Chunked: messages the leader sent \
+         as spooled transfers, in chunks, because they were larger than one transport frame \
+         (4 MiB), from the restart to the end of the catch-up.\n",
         m.snapshot_every,
         m.batch_keys,
         m.fill_clients,

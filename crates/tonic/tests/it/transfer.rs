@@ -1,0 +1,221 @@
+//! A catch-up message far above the frame limit, cut by a broken
+//! connection: sent again, it continues after what the receiver holds.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use omnipaxos::ballot_leader_election::Ballot;
+use omnipaxos::messages::Message;
+use omnipaxos::messages::sequence_paxos::{AcceptSync, PaxosMessage, PaxosMsg};
+use omnipaxos::storage::{Entry, Snapshot, SnapshotType};
+use omnipaxos::util::{LogEntry, LogSync, NodeId, SequenceNumber};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tsoracle_paxos_tonic::{DropReason, PeerService, TonicSink, serve};
+use tsoracle_paxos_toolkit::storage::MemoryStorage;
+use tsoracle_paxos_toolkit::{DecidedHook, MessageSink, Runner, SyncedWrites};
+
+use crate::common::{NODES, omnipaxos_config, runner_config, transport_config, wait_until};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Key(String);
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Keys(Vec<String>);
+
+impl Snapshot<Key> for Keys {
+    fn create(entries: &[Key]) -> Self {
+        Keys(entries.iter().map(|k| k.0.clone()).collect())
+    }
+    fn merge(&mut self, delta: Self) {
+        self.0.extend(delta.0);
+    }
+    fn use_snapshots() -> bool {
+        true
+    }
+}
+
+impl Entry for Key {
+    type Snapshot = Keys;
+}
+
+struct Ignore;
+
+impl DecidedHook<Key> for Ignore {
+    fn next_idx(&self) -> usize {
+        0
+    }
+    fn on_decided(
+        &mut self,
+        _: Vec<LogEntry<Key>>,
+    ) -> Result<Option<usize>, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(None)
+    }
+}
+
+struct Nowhere;
+
+impl MessageSink<Key> for Nowhere {
+    fn send(&self, _: NodeId, _: Vec<Message<Key>>) {}
+    fn take_reconnected(&self, _: &mut Vec<NodeId>) {}
+}
+
+/// An `AcceptSync` from 1 to 2 with a snapshot of `keys` keys; `session`
+/// changes only its head, as a re-sync after a broken link does.
+fn sync(keys: usize, session: u64) -> Message<Key> {
+    Message::SequencePaxos(PaxosMessage {
+        from: 1,
+        to: 2,
+        msg: PaxosMsg::AcceptSync(AcceptSync {
+            n: Ballot::with(1, 2, 0, 1),
+            seq_num: SequenceNumber {
+                session,
+                counter: 1,
+            },
+            decided_idx: 0,
+            log_sync: LogSync {
+                decided_snapshot: Some(SnapshotType::Complete(Keys(
+                    (0..keys).map(|i| format!("key-{i:012}")).collect(),
+                ))),
+                suffix: Vec::new(),
+                sync_idx: 0,
+                stopsign: None,
+            },
+        }),
+    })
+}
+
+/// A TCP proxy to `target` that breaks its first connection once `cut_after`
+/// bytes went towards the target; later connections pass whole.
+async fn cutting_proxy(target: std::net::SocketAddr, cut_after: usize) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cut_done = Arc::new(AtomicBool::new(false));
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = TcpStream::connect(target).await else {
+                continue;
+            };
+            let cut = !cut_done.swap(true, Ordering::SeqCst);
+            tokio::spawn(relay(client, server, cut.then_some(cut_after)));
+        }
+    });
+    addr
+}
+
+async fn relay(client: TcpStream, server: TcpStream, cut_after: Option<usize>) {
+    let (mut client_rx, mut client_tx) = client.into_split();
+    let (mut server_rx, mut server_tx) = server.into_split();
+    let upstream = async {
+        let mut passed = 0usize;
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match client_rx.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let n = match cut_after {
+                Some(limit) if passed + n >= limit => limit - passed,
+                _ => n,
+            };
+            if server_tx.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+            passed += n;
+            if cut_after == Some(passed) {
+                // The connection ends here, in the middle of a chunk.
+                break;
+            }
+        }
+        let _ = server_tx.shutdown().await;
+    };
+    let downstream = async {
+        let _ = tokio::io::copy(&mut server_rx, &mut client_tx).await;
+        let _ = client_tx.shutdown().await;
+    };
+    // The receiver ends the connection once it has read the cut stream.
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        tokio::join!(upstream, downstream)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_cut_by_a_broken_link_resumes_after_what_the_receiver_holds() {
+    const FRAME: usize = 64 * 1024;
+    // About 2.3 MB of snapshot: 36 frames.
+    const KEYS: usize = 120_000;
+    let tweak = |config: &mut tsoracle_paxos_tonic::TransportConfig| {
+        config.max_frame_bytes = FRAME;
+    };
+    // Node 2 receives into a runner (which ignores the sync: it never
+    // promised that round).
+    let mut config2 = transport_config(2);
+    tweak(&mut config2);
+    let omnipaxos = omnipaxos_config(2)
+        .build(MemoryStorage::<Key>::new())
+        .unwrap();
+    let runner = Runner::spawn(
+        omnipaxos,
+        &NODES,
+        Nowhere,
+        SyncedWrites,
+        Ignore,
+        runner_config(),
+    )
+    .unwrap();
+    let service = PeerService::new(runner.inbox(), &config2).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = listener.local_addr().unwrap();
+    let server = serve(listener, service.clone(), &config2, None).unwrap();
+    // Node 1 sends through a proxy that breaks the first connection a
+    // third of the way through the body.
+    let body = postcard::to_allocvec(&sync(KEYS, 1)).unwrap().len();
+    let proxy = cutting_proxy(target, body / 3).await;
+    let mut config1 = transport_config(1);
+    tweak(&mut config1);
+    let sink = TonicSink::<Key>::spawn(&config1, [(2, proxy.to_string())], None).unwrap();
+
+    sink.send(2, vec![sync(KEYS, 1)]);
+    let out = Arc::clone(sink.stats());
+    wait_until("the first link to break", Duration::from_secs(30), || {
+        out.drops(DropReason::LinkLost) > 0
+    })
+    .await;
+    assert_eq!(
+        service.stats().transfers_in(),
+        0,
+        "a cut transfer completed"
+    );
+
+    // Sent again (as OmniPaxos re-syncs): another head, the same snapshot.
+    sink.send(2, vec![sync(KEYS, 2)]);
+    let stats = Arc::clone(service.stats());
+    wait_until(
+        "the transfer to complete and its message to be delivered",
+        Duration::from_secs(30),
+        || stats.transfers_in() == 1 && stats.messages_in() == 1,
+    )
+    .await;
+    // The receiver read some of the chunks before the cut (what HTTP/2
+    // still buffered when the connection ended is lost with it).
+    let skipped = out.transfer_bytes_skipped();
+    assert!(
+        skipped > 0 && skipped <= (body / 3) as u64,
+        "skipped {skipped} of a {body}-byte body cut after {} bytes",
+        body / 3
+    );
+    // Less than the body twice over went on the links.
+    assert!(
+        out.bytes_out() < (2 * body) as u64 - skipped / 2,
+        "{} bytes out for a {body}-byte body",
+        out.bytes_out()
+    );
+    assert_eq!(stats.transfers_failed_in(), 0);
+    assert_eq!(stats.total_refusals(), 0);
+    sink.shutdown().await;
+    server.shutdown().await.unwrap();
+    runner.shutdown().await.unwrap();
+}
