@@ -113,6 +113,13 @@ pub(crate) struct ServeArgs {
     /// dense keys of 8 bytes make about 10 MiB). Set it alike on every node.
     #[arg(long, value_name = "MIB")]
     pub(crate) max_peer_message_mib: Option<u64>,
+    /// Largest peer frame, in KiB (default 4096, 64 to 65536): a batch of
+    /// messages above it is split, and a single message above it goes as a
+    /// spooled transfer in chunks of this size. It is also the memory one
+    /// chunk takes on either end. Set it alike on every node (a frame above
+    /// the receiver's limit is refused).
+    #[arg(long, value_name = "KIB")]
+    pub(crate) peer_frame_kib: Option<u64>,
     /// `new` on the very first start of a new cluster's founding nodes: an
     /// empty data directory is then initialized. `existing` (the default):
     /// the data directory must hold this node's state, and an empty one is
@@ -143,6 +150,17 @@ pub enum InitialClusterState {
 const DEFAULT_MAX_PEER_MESSAGE_MIB: u64 =
     DEFAULT_MAX_CHUNKED_MESSAGE_BYTES as u64 / crate::disk::MIB;
 
+const KIB: u64 = 1024;
+
+/// `--peer-frame-kib` unless told otherwise: the transport's own default.
+const DEFAULT_PEER_FRAME_KIB: u64 = DEFAULT_MAX_FRAME_BYTES as u64 / KIB;
+
+/// The smallest frame: a transfer's chunk header and room for its bytes.
+const MIN_PEER_FRAME_KIB: u64 = 64;
+
+/// The largest frame (a frame is one gRPC message, held whole).
+const MAX_PEER_FRAME_KIB: u64 = 64 * 1024;
+
 /// The largest message the transport can describe (its chunk header counts
 /// offsets in `u64`, but a reassembled message is one `Vec`): 64 GiB.
 const MAX_PEER_MESSAGE: u64 = 64 * 1024 * crate::disk::MIB;
@@ -170,6 +188,7 @@ struct FileConfig {
     insecure_peer_plaintext: Option<bool>,
     min_free_disk_mib: Option<u64>,
     max_peer_message_mib: Option<u64>,
+    peer_frame_kib: Option<u64>,
     initial_cluster_state: Option<InitialClusterState>,
 }
 
@@ -240,6 +259,8 @@ pub struct NodeConfig {
     /// Largest single peer message, both ways (bytes; see
     /// `--max-peer-message-mib`).
     pub max_peer_message: u64,
+    /// Largest peer frame, both ways (bytes; see `--peer-frame-kib`).
+    pub peer_frame: u64,
     /// Whether an empty data directory may be initialized (`New`, the
     /// founding start of a new cluster) or is refused (`Existing`).
     pub initial_cluster_state: InitialClusterState,
@@ -341,6 +362,11 @@ impl ServeArgs {
                 .or(file.max_peer_message_mib)
                 .unwrap_or(DEFAULT_MAX_PEER_MESSAGE_MIB)
                 .saturating_mul(crate::disk::MIB),
+            peer_frame: self
+                .peer_frame_kib
+                .or(file.peer_frame_kib)
+                .unwrap_or(DEFAULT_PEER_FRAME_KIB)
+                .saturating_mul(KIB),
             initial_cluster_state: self
                 .initial_cluster_state
                 .or(file.initial_cluster_state)
@@ -380,6 +406,7 @@ impl NodeConfig {
             window_ahead: None,
             min_free_disk: DEFAULT_MIN_FREE_DISK_MIB.saturating_mul(crate::disk::MIB),
             max_peer_message: DEFAULT_MAX_PEER_MESSAGE_MIB.saturating_mul(crate::disk::MIB),
+            peer_frame: DEFAULT_PEER_FRAME_KIB.saturating_mul(KIB),
             initial_cluster_state: InitialClusterState::Existing,
         }
     }
@@ -400,6 +427,21 @@ impl NodeConfig {
                  got {} MiB",
                 frame / crate::disk::MIB,
                 MAX_PEER_MESSAGE / crate::disk::MIB,
+                self.max_peer_message / crate::disk::MIB
+            )));
+        }
+        if !(MIN_PEER_FRAME_KIB * KIB..=MAX_PEER_FRAME_KIB * KIB).contains(&self.peer_frame) {
+            return Err(Error::Config(format!(
+                "peer_frame_kib (--peer-frame-kib) must be between {MIN_PEER_FRAME_KIB} and \
+                 {MAX_PEER_FRAME_KIB} KiB, got {} KiB",
+                self.peer_frame / KIB
+            )));
+        }
+        if self.peer_frame > self.max_peer_message {
+            return Err(Error::Config(format!(
+                "peer_frame_kib (--peer-frame-kib, {} KiB) must not be above \
+                 max_peer_message_mib (--max-peer-message-mib, {} MiB)",
+                self.peer_frame / KIB,
                 self.max_peer_message / crate::disk::MIB
             )));
         }
@@ -609,6 +651,17 @@ client = "h2:7001"
                 Box::new(|a| a.max_peer_message_mib = Some(2)),
                 "max_peer_message_mib (--max-peer-message-mib) must be between 4 and 65536 MiB, \
                  got 2 MiB",
+            ),
+            (
+                Box::new(|a| a.peer_frame_kib = Some(32)),
+                "peer_frame_kib (--peer-frame-kib) must be between 64 and 65536 KiB, got 32 KiB",
+            ),
+            (
+                Box::new(|a| {
+                    a.peer_frame_kib = Some(8192);
+                    a.max_peer_message_mib = Some(4);
+                }),
+                "must not be above max_peer_message_mib",
             ),
         ];
         for (change, needle) in cases {

@@ -341,6 +341,7 @@ async fn launch(
     // A lagging follower's catch-up is one message; it must fit.
     transport.max_chunked_message_bytes =
         usize::try_from(config.max_peer_message).unwrap_or(usize::MAX);
+    transport.max_frame_bytes = usize::try_from(config.peer_frame).unwrap_or(usize::MAX);
     // Transfers spool on the data disk (anonymous files), not in memory
     // and not on a small /tmp.
     transport.spool_dir = Some(spool_dir(&config.data_dir)?);
