@@ -34,37 +34,46 @@ type Batch<T> = Vec<Message<T>>;
 enum Outgoing<T: Entry> {
     /// A frame ready to send.
     Frame(EncodedFrame),
-    /// A message too large for a frame, not spooled yet.
+    /// A message too large for a frame, to send as a transfer.
     Large(Message<T>),
-    /// A spooled message, its body partly sent.
-    Transfer(OutTransfer),
 }
 
 impl<T: Entry> Outgoing<T> {
-    /// The messages this piece delivers (a chunk of a transfer, none).
+    /// The messages this piece delivers.
     fn messages(&self) -> usize {
         match self {
             Outgoing::Frame(frame) => frame.messages,
-            Outgoing::Large(_) | Outgoing::Transfer(_) => 1,
+            Outgoing::Large(_) => 1,
         }
     }
 }
 
-/// How a wait on an open link ended.
-enum Step {
-    Stopped,
-    Closed(Result<tonic::Response<crate::proto::LinkClosed>, tonic::Status>),
-    Ready(Option<EncodedFrame>),
+/// A peer's two queues. Election (BLE) messages have their own: they may
+/// overtake the sequence-paxos messages queued before them, so that a long
+/// transfer never starves the peer of heartbeats (and the peer never
+/// suspects a live leader). OmniPaxos needs FIFO order among sequence-paxos
+/// messages only; each queue keeps its own order.
+struct Queues<T: Entry> {
+    paxos: mpsc::Sender<Batch<T>>,
+    election: mpsc::Sender<Batch<T>>,
+}
+
+/// The receiving ends of [`Queues`], owned by the peer's link task.
+struct Inbound<T: Entry> {
+    paxos: mpsc::Receiver<Batch<T>>,
+    election: mpsc::Receiver<Batch<T>>,
 }
 
 /// A [`MessageSink`] over tonic: one task, one bounded queue and one
 /// client-streaming `Link` call per peer.
 ///
 /// - [`send`](MessageSink::send) never blocks: it puts the batch on the
-///   peer's queue, or drops the *new* batch when the queue is full and counts
-///   it ([`DropReason::QueueFull`]). Paxos tolerates loss and resends, so a
-///   dead or slow peer costs at most `queue_capacity` batches of memory (plus
-///   the few frames in flight on its link), and never delays another peer.
+///   peer's queues (election messages on one, the others on the other), or
+///   drops the *new* batch when a queue is full and counts it
+///   ([`DropReason::QueueFull`]). Paxos tolerates loss and resends, so a
+///   dead or slow peer costs at most `queue_capacity` batches per queue of
+///   memory (plus the few frames in flight on its link), and never delays
+///   another peer.
 /// - Each peer task connects with a deadline, opens the link, and forwards
 ///   the queue's batches as frames, splitting a batch that exceeds the frame
 ///   limit. On any error it reconnects after a capped exponential backoff
@@ -72,12 +81,15 @@ enum Step {
 ///   by [`take_reconnected`](MessageSink::take_reconnected), so the runner
 ///   calls `OmniPaxos::reconnected`.
 /// - Frames on a link arrive in order (one HTTP/2 stream per directed link).
+///   A message above the frame limit is a transfer (spooled, sent in
+///   chunks, see `transfer`) in its place; election messages may overtake
+///   it, nothing else does.
 ///
 /// The tasks are owned: [`TonicSink::shutdown`] stops them and waits, and
 /// dropping the sink aborts them. Pass an `Arc<TonicSink<T>>` to the runner
 /// to keep a handle for shutdown and statistics.
 pub struct TonicSink<T: Entry> {
-    queues: BTreeMap<NodeId, mpsc::Sender<Batch<T>>>,
+    queues: BTreeMap<NodeId, Queues<T>>,
     queue_capacity: usize,
     reconnected: Arc<Mutex<BTreeSet<NodeId>>>,
     stats: Arc<TransportStats>,
@@ -125,8 +137,13 @@ where
         let mut queues = BTreeMap::new();
         let mut tasks = Vec::new();
         for (node, endpoint) in endpoints {
-            let (tx, rx) = mpsc::channel(config.queue_capacity);
-            queues.insert(node, tx);
+            let (paxos, paxos_rx) = mpsc::channel(config.queue_capacity);
+            let (election, election_rx) = mpsc::channel(config.queue_capacity);
+            queues.insert(node, Queues { paxos, election });
+            let inbound = Inbound {
+                paxos: paxos_rx,
+                election: election_rx,
+            };
             let link = PeerLink {
                 peer: node,
                 endpoint,
@@ -135,7 +152,7 @@ where
                 reconnected: Arc::clone(&reconnected),
                 stop: stop.subscribe(),
             };
-            tasks.push(runtime.spawn(link.run(rx)));
+            tasks.push(runtime.spawn(link.run(inbound)));
         }
         Ok(Self {
             queues,
@@ -154,15 +171,16 @@ impl<T: Entry> TonicSink<T> {
         &self.stats
     }
 
-    /// Batches waiting in `peer`'s queue (`None` for an unknown peer). Never
-    /// above [`queue_capacity`](Self::queue_capacity).
+    /// Batches waiting in `peer`'s queues (`None` for an unknown peer). Never
+    /// above [`queue_capacity`](Self::queue_capacity) per queue.
     pub fn queue_len(&self, peer: NodeId) -> Option<usize> {
+        let len = |tx: &mpsc::Sender<Batch<T>>| tx.max_capacity() - tx.capacity();
         self.queues
             .get(&peer)
-            .map(|tx| tx.max_capacity() - tx.capacity())
+            .map(|queues| len(&queues.paxos) + len(&queues.election))
     }
 
-    /// Capacity of each peer's queue, in batches.
+    /// Capacity of each of a peer's two queues, in batches.
     pub fn queue_capacity(&self) -> usize {
         self.queue_capacity
     }
@@ -204,7 +222,7 @@ where
     T::Snapshot: Send,
 {
     fn send(&self, to: NodeId, batch: Vec<Message<T>>) {
-        let Some(queue) = self.queues.get(&to) else {
+        let Some(queues) = self.queues.get(&to) else {
             self.stats
                 .drop_messages(DropReason::UnknownPeer, batch.len());
             return;
@@ -213,12 +231,20 @@ where
             self.stats.drop_messages(DropReason::Closed, batch.len());
             return;
         }
-        if let Err(err) = queue.try_send(batch) {
-            let (reason, batch) = match err {
-                mpsc::error::TrySendError::Full(batch) => (DropReason::QueueFull, batch),
-                mpsc::error::TrySendError::Closed(batch) => (DropReason::Closed, batch),
-            };
-            self.stats.drop_messages(reason, batch.len());
+        let (election, paxos): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .partition(|message| matches!(message, Message::BLE(_)));
+        for (queue, batch) in [(&queues.election, election), (&queues.paxos, paxos)] {
+            if batch.is_empty() {
+                continue;
+            }
+            if let Err(err) = queue.try_send(batch) {
+                let (reason, batch) = match err {
+                    mpsc::error::TrySendError::Full(batch) => (DropReason::QueueFull, batch),
+                    mpsc::error::TrySendError::Closed(batch) => (DropReason::Closed, batch),
+                };
+                self.stats.drop_messages(reason, batch.len());
+            }
         }
     }
 
@@ -281,8 +307,50 @@ enum Ended {
     Failed,
 }
 
+/// What is in hand on an open link, not yet on it: counted as lost if the
+/// link ends.
+struct InHand {
+    /// Election frames, sent before anything else.
+    urgent: VecDeque<EncodedFrame>,
+    /// The next sequence-paxos frame (a batch, or a piece of a transfer).
+    ready: Option<EncodedFrame>,
+    /// The transfer being produced, if any.
+    active: Option<Producer>,
+}
+
+impl InHand {
+    fn messages(&self) -> usize {
+        self.urgent.iter().map(|f| f.messages).sum::<usize>()
+            + self.ready.as_ref().map_or(0, |f| f.messages)
+            + self.active.as_ref().map_or(0, Producer::messages)
+    }
+}
+
+/// A transfer's frames, made by a task of its own (spooling, the `Held`
+/// call, reading chunks), so that the link can wait on it and on election
+/// messages at once: receiving from a channel loses nothing when another
+/// branch wins. The task is aborted when this is dropped.
+struct Producer {
+    frames: mpsc::Receiver<EncodedFrame>,
+    task: JoinHandle<()>,
+}
+
+impl Producer {
+    /// 1 while the transfer's message may still go out; 0 once the task
+    /// ended with nothing left to receive (it gave up, and counted that).
+    fn messages(&self) -> usize {
+        usize::from(!self.frames.is_empty() || !self.frames.is_closed())
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 impl PeerLink {
-    async fn run<T>(mut self, mut queue: mpsc::Receiver<Batch<T>>)
+    async fn run<T>(mut self, mut inbound: Inbound<T>)
     where
         T: Entry + Serialize + Send + 'static,
         T::Snapshot: Send,
@@ -331,7 +399,7 @@ impl PeerLink {
                 .insert(self.peer);
             connected_before = true;
             let opened = Instant::now();
-            match self.forward(channel, &mut queue, &mut pending).await {
+            match self.forward(channel, &mut inbound, &mut pending).await {
                 Ended::Stopped => break,
                 Ended::Failed => {
                     self.stats.link_failed();
@@ -350,10 +418,13 @@ impl PeerLink {
             }
         }
         // Stopped: count what was never sent.
-        queue.close();
+        inbound.paxos.close();
+        inbound.election.close();
         let mut dropped: usize = pending.iter().map(Outgoing::messages).sum();
-        while let Ok(batch) = queue.try_recv() {
-            dropped += batch.len();
+        for queue in [&mut inbound.paxos, &mut inbound.election] {
+            while let Ok(batch) = queue.try_recv() {
+                dropped += batch.len();
+            }
         }
         self.stats.drop_messages(DropReason::Closed, dropped);
     }
@@ -368,11 +439,12 @@ impl PeerLink {
     }
 
     /// Opens the link on `channel` and forwards batches until it fails or
-    /// the sink stops.
+    /// the sink stops. What it holds when the link ends is counted here;
+    /// what is left in `pending`, by the caller.
     async fn forward<T>(
         &mut self,
         channel: Channel,
-        queue: &mut mpsc::Receiver<Batch<T>>,
+        inbound: &mut Inbound<T>,
         pending: &mut VecDeque<Outgoing<T>>,
     ) -> Ended
     where
@@ -384,12 +456,12 @@ impl PeerLink {
         let mut client = PaxosPeerClient::new(channel)
             .max_encoding_message_size(limit)
             .max_decoding_message_size(limit);
-        let transfers = Transfers {
+        let transfers = Arc::new(Transfers {
             peer: self.peer,
             client: client.clone(),
             config: self.config.clone(),
             stats: Arc::clone(&self.stats),
-        };
+        });
         let (frames_tx, frames_rx) = mpsc::channel::<Frame>(LINK_FRAMES);
         let mut request = tonic::Request::new(ReceiverStream::new(frames_rx));
         if self
@@ -402,79 +474,162 @@ impl PeerLink {
         let call = client.link(request);
         tokio::pin!(call);
         let mut stop = self.stop.clone();
-        // The frame in hand, to put on the link next.
-        let mut ready: Option<EncodedFrame> = None;
-        loop {
-            let Some(frame) = ready.take() else {
-                if pending.is_empty() {
-                    tokio::select! {
-                        biased;
-                        _ = stop.wait_for(|stop| *stop) => return Ended::Stopped,
-                        result = &mut call => return self.link_closed(result),
-                        batch = queue.recv() => match batch {
-                            // The sink is gone.
-                            None => return Ended::Stopped,
-                            Some(batch) => pending.extend(self.split(batch)),
-                        },
+        let mut hand = InHand {
+            urgent: VecDeque::new(),
+            ready: None,
+            active: None,
+        };
+        let ended = loop {
+            // Election frames first; then the sequence-paxos frame in hand.
+            let (frame, urgent) = match hand.urgent.pop_front() {
+                Some(frame) => (frame, true),
+                None => match hand.ready.take() {
+                    Some(frame) => (frame, false),
+                    None => {
+                        if let Some(ended) = self
+                            .refill(
+                                &mut hand, inbound, pending, &transfers, &mut call, &mut stop,
+                            )
+                            .await
+                        {
+                            break ended;
+                        }
+                        continue;
                     }
-                    continue;
-                }
-                // The head piece, turned into a frame: spooling a large
-                // message, asking the peer what it holds, reading a chunk.
-                let before = pending.len();
-                let head_messages = pending.front().map_or(0, Outgoing::messages);
-                let step = tokio::select! {
-                    biased;
-                    _ = stop.wait_for(|stop| *stop) => Step::Stopped,
-                    result = &mut call => Step::Closed(result),
-                    frame = transfers.next_frame(pending) => Step::Ready(frame),
-                };
-                // A piece taken off `pending` by the cancelled preparation is
-                // lost with the link; count it as the rest will be.
-                let taken = if pending.len() < before {
-                    head_messages
-                } else {
-                    0
-                };
-                match step {
-                    Step::Stopped => {
-                        self.stats.drop_messages(DropReason::Closed, taken);
-                        return Ended::Stopped;
-                    }
-                    Step::Closed(result) => {
-                        self.stats.drop_messages(DropReason::LinkLost, taken);
-                        return self.link_closed(result);
-                    }
-                    Step::Ready(frame) => ready = frame,
-                }
-                continue;
+                },
             };
             let deadline = Instant::now() + self.config.send_timeout;
-            // Until it is on the link, the frame counts among the pending.
-            pending.push_front(Outgoing::Frame(frame));
+            let room_for_urgent = hand.urgent.len() < self.config.queue_capacity;
             tokio::select! {
                 biased;
-                _ = stop.wait_for(|stop| *stop) => return Ended::Stopped,
-                result = &mut call => return self.link_closed(result),
+                _ = stop.wait_for(|stop| *stop) => {
+                    put_back(&mut hand, frame, urgent);
+                    break Ended::Stopped;
+                }
+                result = &mut call => {
+                    put_back(&mut hand, frame, urgent);
+                    break self.link_closed(result);
+                }
                 permit = frames_tx.reserve() => {
                     let Ok(permit) = permit else {
-                        return Ended::Failed;
+                        put_back(&mut hand, frame, urgent);
+                        break Ended::Failed;
                     };
-                    if let Some(Outgoing::Frame(frame)) = pending.pop_front() {
-                        self.stats.frame_out(frame.payload.len(), frame.messages);
-                        permit.send(Frame { payload: frame.payload.into() });
+                    self.stats.frame_out(frame.payload.len(), frame.messages);
+                    permit.send(Frame { payload: frame.payload.into() });
+                }
+                // Heartbeats keep coming while a frame waits for room.
+                batch = inbound.election.recv(), if room_for_urgent => {
+                    put_back(&mut hand, frame, urgent);
+                    match batch {
+                        // The sink is gone.
+                        None => break Ended::Stopped,
+                        Some(batch) => hand.urgent.extend(self.election_frames(batch)),
                     }
                 }
                 _ = tokio::time::sleep_until(deadline) => {
+                    put_back(&mut hand, frame, urgent);
                     tracing::warn!(
                         peer = self.peer,
                         "the link to the peer accepted nothing for {:?}; reconnecting",
                         self.config.send_timeout
                     );
-                    return Ended::Failed;
+                    break Ended::Failed;
                 }
             }
+        };
+        let reason = match ended {
+            Ended::Stopped => DropReason::Closed,
+            Ended::Failed => DropReason::LinkLost,
+        };
+        self.stats.drop_messages(reason, hand.messages());
+        ended
+    }
+
+    /// Waits until something can be put in hand: an election batch, the
+    /// next frame of the transfer in progress, the next piece of `pending`,
+    /// or a new batch. `Some` when the link ends instead.
+    async fn refill<T, C>(
+        &self,
+        hand: &mut InHand,
+        inbound: &mut Inbound<T>,
+        pending: &mut VecDeque<Outgoing<T>>,
+        transfers: &Arc<Transfers>,
+        call: &mut std::pin::Pin<&mut C>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Option<Ended>
+    where
+        T: Entry + Serialize + Send + 'static,
+        T::Snapshot: Send,
+        Message<T>: Serialize,
+        C: std::future::Future<
+                Output = Result<tonic::Response<crate::proto::LinkClosed>, tonic::Status>,
+            >,
+    {
+        if hand.active.is_none() {
+            match pending.pop_front() {
+                Some(Outgoing::Frame(frame)) => {
+                    hand.ready = Some(frame);
+                    return None;
+                }
+                Some(Outgoing::Large(message)) => {
+                    hand.active = Some(Arc::clone(transfers).start(message));
+                    return None;
+                }
+                None => {}
+            }
         }
+        let producing = hand.active.is_some();
+        tokio::select! {
+            biased;
+            _ = stop.wait_for(|stop| *stop) => Some(Ended::Stopped),
+            result = call.as_mut() => Some(self.link_closed(result)),
+            batch = inbound.election.recv() => match batch {
+                None => Some(Ended::Stopped),
+                Some(batch) => {
+                    hand.urgent.extend(self.election_frames(batch));
+                    None
+                }
+            },
+            frame = next_produced(&mut hand.active), if producing => {
+                match frame {
+                    // The head completes the transfer: from here it counts
+                    // as the frame in hand.
+                    Some(frame) if frame.messages > 0 => {
+                        hand.active = None;
+                        hand.ready = Some(frame);
+                    }
+                    Some(frame) => hand.ready = Some(frame),
+                    // Given up (counted by the producer).
+                    None => hand.active = None,
+                }
+                None
+            }
+            batch = inbound.paxos.recv(), if !producing => match batch {
+                None => Some(Ended::Stopped),
+                Some(batch) => {
+                    pending.extend(self.split(batch));
+                    None
+                }
+            },
+        }
+    }
+
+    /// An election batch as frames (its messages are small: never a
+    /// transfer).
+    fn election_frames<T>(&self, batch: Batch<T>) -> Vec<EncodedFrame>
+    where
+        T: Entry,
+        Message<T>: Serialize,
+    {
+        let mut frames = Vec::new();
+        for piece in self.split(batch) {
+            match piece {
+                Outgoing::Frame(frame) => frames.push(frame),
+                Outgoing::Large(_) => self.stats.drop_messages(DropReason::OversizeMessage, 1),
+            }
+        }
+        frames
     }
 
     /// A batch as pieces for the link, its losses counted.
@@ -529,8 +684,27 @@ impl PeerLink {
     }
 }
 
-/// The transfer side of one open link: spools large messages, asks the peer
-/// what it holds, and reads body chunks. File work runs off the runtime.
+/// The frame in hand goes back where it came from (the link ended or an
+/// election batch came first).
+fn put_back(hand: &mut InHand, frame: EncodedFrame, urgent: bool) {
+    if urgent {
+        hand.urgent.push_front(frame);
+    } else {
+        hand.ready = Some(frame);
+    }
+}
+
+/// The next frame of the transfer in progress (`None`: it ended).
+async fn next_produced(active: &mut Option<Producer>) -> Option<EncodedFrame> {
+    match active {
+        Some(producer) => producer.frames.recv().await,
+        None => None,
+    }
+}
+
+/// The transfer side of one open link: spools a large message, asks the
+/// peer what it holds, and reads body chunks. File work runs off the
+/// runtime.
 struct Transfers {
     peer: NodeId,
     client: PaxosPeerClient<Channel>,
@@ -539,63 +713,62 @@ struct Transfers {
 }
 
 impl Transfers {
-    /// The next frame of the head of `pending`, taking the piece off when it
-    /// is done; `None` when the piece was dropped (counted) instead.
-    async fn next_frame<T>(&self, pending: &mut VecDeque<Outgoing<T>>) -> Option<EncodedFrame>
+    /// Starts producing the frames of `message`'s transfer.
+    fn start<T>(self: Arc<Self>, message: Message<T>) -> Producer
     where
         T: Entry + Serialize + Send + 'static,
         T::Snapshot: Send,
         Message<T>: Serialize,
     {
-        match pending.pop_front()? {
-            Outgoing::Frame(frame) => Some(frame),
-            Outgoing::Large(message) => {
-                if let Some(transfer) = self.spool(message).await {
-                    pending.push_front(Outgoing::Transfer(transfer));
-                }
-                None
-            }
-            Outgoing::Transfer(mut transfer) => {
-                let next = match transfer.next() {
-                    Some(next) => next,
-                    None => {
-                        let start = self.resume_point(&transfer).await;
-                        self.stats.transfer_skipped(start);
-                        transfer.start_at(start);
-                        start
-                    }
+        // One frame ahead: the next chunk is read while one is sent.
+        let (tx, frames) = mpsc::channel(1);
+        let task = tokio::spawn(async move { self.produce(message, tx).await });
+        Producer { frames, task }
+    }
+
+    /// Spools `message`, then sends its body chunks from where the peer's
+    /// held prefix ends, then its head. Returns early (the drop counted)
+    /// when it cannot go on, and quietly when the link is gone.
+    async fn produce<T>(&self, message: Message<T>, out: mpsc::Sender<EncodedFrame>)
+    where
+        T: Entry + Serialize + Send + 'static,
+        T::Snapshot: Send,
+        Message<T>: Serialize,
+    {
+        let Some(mut transfer) = self.spool(message).await else {
+            return;
+        };
+        let start = self.resume_point(&transfer).await;
+        self.stats.transfer_skipped(start);
+        transfer.start_at(start);
+        let body_len = transfer.body_len();
+        let room = self.config.max_frame_bytes - BODY_HEADER_MAX;
+        loop {
+            let next = transfer.next().unwrap_or(body_len);
+            if next >= body_len {
+                // The body is through: the head completes the message.
+                let head = EncodedFrame {
+                    payload: transfer.take_head(),
+                    messages: 1,
                 };
-                let body_len = transfer.body_len();
-                if next >= body_len {
-                    // The body is through: the head completes the message.
-                    return Some(EncodedFrame {
-                        payload: transfer.take_head(),
-                        messages: 1,
-                    });
-                }
-                let room = self.config.max_frame_bytes - BODY_HEADER_MAX;
-                let file = transfer.file();
-                let read =
-                    tokio::task::spawn_blocking(move || chunk_frame(&file, next, body_len, room))
-                        .await;
-                match read {
-                    Ok(Ok(payload)) => {
-                        transfer.advance((body_len - next).min(room as u64));
-                        pending.push_front(Outgoing::Transfer(transfer));
-                        Some(EncodedFrame {
-                            payload,
-                            messages: 0,
-                        })
-                    }
-                    Ok(Err(err)) => {
-                        self.give_up(DropReason::EncodeFailed, &err);
-                        None
-                    }
-                    Err(err) => {
-                        self.give_up(DropReason::EncodeFailed, &err);
-                        None
-                    }
-                }
+                let _ = out.send(head).await;
+                return;
+            }
+            let file = transfer.file();
+            let read =
+                tokio::task::spawn_blocking(move || chunk_frame(&file, next, body_len, room)).await;
+            let payload = match read {
+                Ok(Ok(payload)) => payload,
+                Ok(Err(err)) => return self.give_up(DropReason::EncodeFailed, &err),
+                Err(err) => return self.give_up(DropReason::EncodeFailed, &err),
+            };
+            transfer.advance((body_len - next).min(room as u64));
+            let chunk = EncodedFrame {
+                payload,
+                messages: 0,
+            };
+            if out.send(chunk).await.is_err() {
+                return;
             }
         }
     }

@@ -90,6 +90,17 @@ fn sync(keys: usize, session: u64) -> Message<Key> {
 /// A TCP proxy to `target` that breaks its first connection once `cut_after`
 /// bytes went towards the target; later connections pass whole.
 async fn cutting_proxy(target: std::net::SocketAddr, cut_after: usize) -> std::net::SocketAddr {
+    proxy(target, Some(cut_after), None).await
+}
+
+/// A TCP proxy to `target`: breaks its first connection after `cut_after`
+/// bytes towards the target, and passes at most `bytes_per_second` towards
+/// it.
+async fn proxy(
+    target: std::net::SocketAddr,
+    cut_after: Option<usize>,
+    bytes_per_second: Option<usize>,
+) -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let cut_done = Arc::new(AtomicBool::new(false));
@@ -98,14 +109,19 @@ async fn cutting_proxy(target: std::net::SocketAddr, cut_after: usize) -> std::n
             let Ok(server) = TcpStream::connect(target).await else {
                 continue;
             };
-            let cut = !cut_done.swap(true, Ordering::SeqCst);
-            tokio::spawn(relay(client, server, cut.then_some(cut_after)));
+            let cut = cut_after.filter(|_| !cut_done.swap(true, Ordering::SeqCst));
+            tokio::spawn(relay(client, server, cut, bytes_per_second));
         }
     });
     addr
 }
 
-async fn relay(client: TcpStream, server: TcpStream, cut_after: Option<usize>) {
+async fn relay(
+    client: TcpStream,
+    server: TcpStream,
+    cut_after: Option<usize>,
+    bytes_per_second: Option<usize>,
+) {
     let (mut client_rx, mut client_tx) = client.into_split();
     let (mut server_rx, mut server_tx) = server.into_split();
     let upstream = async {
@@ -122,6 +138,9 @@ async fn relay(client: TcpStream, server: TcpStream, cut_after: Option<usize>) {
             };
             if server_tx.write_all(&buf[..n]).await.is_err() {
                 break;
+            }
+            if let Some(rate) = bytes_per_second {
+                tokio::time::sleep(Duration::from_secs_f64(n as f64 / rate as f64)).await;
             }
             passed += n;
             if cut_after == Some(passed) {
@@ -215,6 +234,63 @@ async fn a_transfer_cut_by_a_broken_link_resumes_after_what_the_receiver_holds()
     );
     assert_eq!(stats.transfers_failed_in(), 0);
     assert_eq!(stats.total_refusals(), 0);
+    sink.shutdown().await;
+    server.shutdown().await.unwrap();
+    runner.shutdown().await.unwrap();
+}
+
+/// Election messages overtake a transfer in progress: a heartbeat sent
+/// after a large sync reaches the peer long before the sync's last chunk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_overtake_a_transfer_in_progress() {
+    use omnipaxos::messages::ballot_leader_election::{BLEMessage, HeartbeatMsg, HeartbeatRequest};
+    const FRAME: usize = 64 * 1024;
+    let mut config2 = transport_config(2);
+    config2.max_frame_bytes = FRAME;
+    let omnipaxos = omnipaxos_config(2)
+        .build(MemoryStorage::<Key>::new())
+        .unwrap();
+    let runner = Runner::spawn(
+        omnipaxos,
+        &NODES,
+        Nowhere,
+        SyncedWrites,
+        Ignore,
+        runner_config(),
+    )
+    .unwrap();
+    let service = PeerService::new(runner.inbox(), &config2).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = listener.local_addr().unwrap();
+    let server = serve(listener, service.clone(), &config2, None).unwrap();
+    // 2 MB at 1 MB/s: the sync takes about two seconds to pass.
+    let slow = proxy(target, None, Some(1 << 20)).await;
+    let mut config1 = transport_config(1);
+    config1.max_frame_bytes = FRAME;
+    let sink = TonicSink::<Key>::spawn(&config1, [(2, slow.to_string())], None).unwrap();
+
+    sink.send(2, vec![sync(120_000, 1)]);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let heartbeat = Message::BLE(BLEMessage {
+        from: 1,
+        to: 2,
+        msg: HeartbeatMsg::Request(HeartbeatRequest { round: 1 }),
+    });
+    sink.send(2, vec![heartbeat]);
+    let stats = Arc::clone(service.stats());
+    wait_until("a first message to arrive", Duration::from_secs(30), || {
+        stats.messages_in() > 0
+    })
+    .await;
+    assert_eq!(
+        stats.transfers_in(),
+        0,
+        "the heartbeat waited behind the whole transfer"
+    );
+    wait_until("the transfer to complete", Duration::from_secs(30), || {
+        stats.transfers_in() == 1 && stats.messages_in() == 2
+    })
+    .await;
     sink.shutdown().await;
     server.shutdown().await.unwrap();
     runner.shutdown().await.unwrap();
