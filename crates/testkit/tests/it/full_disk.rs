@@ -55,6 +55,16 @@ fn fill(path: &Path) {
     let _ = file.sync_all();
 }
 
+/// What `df` says of `dir`'s filesystem.
+fn free_space(dir: &Path) -> String {
+    Command::new("df")
+        .arg("-h")
+        .arg(dir)
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_default()
+}
+
 /// Node 1 exited with a failure `took` after its disk filled; its last
 /// stderr line (the one a supervisor's log shows).
 fn failed_exit_line(status: std::process::ExitStatus, took: Duration, log: &Path) -> String {
@@ -118,33 +128,44 @@ fn a_node_whose_disk_fills_exits_at_once_and_rejoins_after_space_is_freed() {
 
     // Fill node 1's disk while clients keep writing. Every node writes the
     // log; RocksDB first uses up the WAL space it preallocated, then its
-    // next flush or WAL file fails with ENOSPC, so the load must write a few
-    // MiB (a dense load of 32 clients).
+    // next flush, snapshot or WAL file fails with ENOSPC. The load writes
+    // new dense keys, 128 per command, so the log and the snapshots (one
+    // every 4096 entries, of a growing state) use that space up in seconds
+    // on any machine; a load of small commands took from 15 s to over 180 s.
     fill(&cluster.disk.dir.join("filler"));
+    let load_log = cluster.layout.log("load");
     let mut load = Command::new(BIN)
         .args([
             "bench",
-            "--clients",
-            "32",
             "--op",
-            "seq",
+            "fill-keys",
+            "--keys",
+            "5000000",
+            "--clients",
+            "8",
             "--duration",
             "180",
         ])
         .args(endpoints.iter().flat_map(|e| ["--endpoint", e.as_str()]))
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&load_log).unwrap())
         .spawn()
         .unwrap();
     let filled_at = Instant::now();
-    // A deadline, not a speed target: how long RocksDB's preallocated space
-    // lasts depends on the load the machine manages (34 s measured on an
-    // idle 2-core machine; the free-space check above stops a node at once).
+    // A deadline, not a speed target.
     let exited = nodes[0].wait_exit(Duration::from_secs(180));
     let took = filled_at.elapsed();
     let _ = load.kill();
     let _ = load.wait();
-    let status = exited.expect("node 1 kept running on a full disk for 180 s under load");
+    let Some(status) = exited else {
+        panic!(
+            "node 1 kept running on a full disk for 180 s under load ({} free); its log \
+             ends:\n{}\nthe load's log:\n{}",
+            free_space(&cluster.disk.dir),
+            nodes[0].log_tail(),
+            std::fs::read_to_string(&load_log).unwrap_or_default()
+        );
+    };
     let last = failed_exit_line(status, took, &cluster.log(1, 1));
     let stderr = std::fs::read_to_string(cluster.log(1, 1)).unwrap();
     assert!(
