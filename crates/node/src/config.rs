@@ -161,8 +161,8 @@ const MIN_PEER_FRAME_KIB: u64 = 64;
 /// The largest frame (a frame is one gRPC message, held whole).
 const MAX_PEER_FRAME_KIB: u64 = 64 * 1024;
 
-/// The largest message the transport can describe (its chunk header counts
-/// offsets in `u64`, but a reassembled message is one `Vec`): 64 GiB.
+/// The largest message the node accepts: 64 GiB (spooled to disk on both
+/// ends; the message a receiver decodes is still held in memory whole).
 const MAX_PEER_MESSAGE: u64 = 64 * 1024 * crate::disk::MIB;
 
 /// Free space the node keeps on its data directory's filesystem, in MiB:

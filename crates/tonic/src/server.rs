@@ -26,6 +26,10 @@ use crate::stats::{RefusalReason, TransportStats};
 use crate::tls::{TlsMaterial, certificate_names_node};
 use crate::transfer::InTransfer;
 
+/// How long an unfinished transfer body is kept without a new chunk: a
+/// resume comes within seconds of a cut, and the spool holds disk space.
+const TRANSFER_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The inbound peer service of one node: checks each link, decodes its
 /// frames and hands the messages to the runner's [`Inbox`].
 ///
@@ -80,6 +84,8 @@ struct Shared<T: Entry> {
     /// Per sender, the transfer body it is sending (or cut).
     transfers: BTreeMap<NodeId, InTransfer>,
     spool_dir: std::path::PathBuf,
+    /// When idle bodies were last given up.
+    last_sweep: std::sync::Mutex<std::time::Instant>,
 }
 
 impl<T> PeerService<T>
@@ -124,6 +130,7 @@ where
                     .map(|&id| (id, InTransfer::default()))
                     .collect(),
                 spool_dir: config.spool_dir(),
+                last_sweep: std::sync::Mutex::new(std::time::Instant::now()),
             }),
             closing,
             check_certificates: false,
@@ -299,22 +306,52 @@ where
     /// Spools a chunk of `sender`'s transfer body (off the runtime). A
     /// chunk that cannot be kept gives up the body held (counted); the
     /// link goes on, and the transfer's head will not complete.
-    async fn transfer_body(&self, sender: NodeId, payload: Bytes) {
+    async fn transfer_body(&self, sender: NodeId, instance: Option<InstanceId>, payload: Bytes) {
         let shared = &*self.shared;
         let Some(slot) = shared.transfers.get(&sender).cloned() else {
             return;
         };
+        // A sender the inbox would refuse (another data directory under a
+        // member's id) stores nothing here.
+        if !shared.inbox.admits(sender, instance) {
+            shared.stats.transfer_failed_in();
+            return;
+        }
         let dir = shared.spool_dir.clone();
         let max = shared.max_chunked_message_bytes;
         let appended =
             tokio::task::spawn_blocking(move || slot.append(&payload[1..], &dir, max)).await;
-        if let Ok(Err(err)) = appended {
-            shared.stats.transfer_failed_in();
-            tracing::debug!(
-                node = shared.node_id,
-                sender,
-                "transfer chunk given up: {err}"
-            );
+        match appended {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                shared.stats.transfer_failed_in();
+                tracing::debug!(
+                    node = shared.node_id,
+                    sender,
+                    "transfer chunk given up: {err}"
+                );
+            }
+            Err(_) => shared.stats.transfer_failed_in(),
+        }
+    }
+
+    /// Gives up the bodies no chunk was appended to for [`TRANSFER_IDLE`],
+    /// at most once a second (any frame from any sender drives it: peers
+    /// send heartbeats all the time).
+    fn sweep_idle_transfers(&self) {
+        let shared = &*self.shared;
+        {
+            let mut last = shared
+                .last_sweep
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.elapsed() < std::time::Duration::from_secs(1) {
+                return;
+            }
+            *last = std::time::Instant::now();
+        }
+        for slot in shared.transfers.values() {
+            slot.expire(TRANSFER_IDLE);
         }
     }
 
@@ -355,9 +392,10 @@ where
     ) -> Result<(), Status> {
         let shared = &*self.shared;
         shared.stats.frame_in(frame.payload.len());
+        self.sweep_idle_transfers();
         let messages = match kind(&frame.payload) {
             FrameKind::TransferBody => {
-                self.transfer_body(sender, frame.payload).await;
+                self.transfer_body(sender, instance, frame.payload).await;
                 return Ok(());
             }
             FrameKind::TransferHead => match self.transfer_head(sender, frame.payload).await {

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use omnipaxos::messages::Message;
+use omnipaxos::messages::sequence_paxos::{PaxosMessage, PaxosMsg};
 use omnipaxos::storage::Entry;
 use omnipaxos::util::NodeId;
 use serde::Serialize;
@@ -316,6 +317,8 @@ struct InHand {
     ready: Option<EncodedFrame>,
     /// The transfer being produced, if any.
     active: Option<Producer>,
+    /// Transfers started on this link so far.
+    transfers: u64,
 }
 
 impl InHand {
@@ -478,6 +481,7 @@ impl PeerLink {
             urgent: VecDeque::new(),
             ready: None,
             active: None,
+            transfers: 0,
         };
         let ended = loop {
             // Election frames first; then the sequence-paxos frame in hand.
@@ -573,13 +577,19 @@ impl PeerLink {
                     return None;
                 }
                 Some(Outgoing::Large(message)) => {
-                    hand.active = Some(Arc::clone(transfers).start(message));
+                    let first_on_link = hand.transfers == 0;
+                    hand.transfers += 1;
+                    hand.active = Some(Arc::clone(transfers).start(message, first_on_link));
                     return None;
                 }
                 None => {}
             }
         }
         let producing = hand.active.is_some();
+        // While a transfer goes out, the queue is still drained into
+        // `pending` (up to its capacity), so that a newer catch-up replaces
+        // an older one waiting there instead of piling up in the queue.
+        let room = pending.len() < self.config.queue_capacity;
         tokio::select! {
             biased;
             _ = stop.wait_for(|stop| *stop) => Some(Ended::Stopped),
@@ -605,14 +615,33 @@ impl PeerLink {
                 }
                 None
             }
-            batch = inbound.paxos.recv(), if !producing => match batch {
+            batch = inbound.paxos.recv(), if room => match batch {
                 None => Some(Ended::Stopped),
                 Some(batch) => {
-                    pending.extend(self.split(batch));
+                    for piece in self.split(batch) {
+                        self.enqueue(pending, piece);
+                    }
                     None
                 }
             },
         }
+    }
+
+    /// Appends `piece` to `pending`. A catch-up (`AcceptSync`) too large
+    /// for a frame replaces one still waiting there: OmniPaxos answers each
+    /// resent `Promise` of a follower with a new one (each a copy of the
+    /// state) while the first is on its way, and only the newest is worth
+    /// sending. Dropping the older is a loss OmniPaxos tolerates (counted).
+    fn enqueue<T: Entry>(&self, pending: &mut VecDeque<Outgoing<T>>, piece: Outgoing<T>) {
+        if matches!(&piece, Outgoing::Large(message) if is_accept_sync(message)) {
+            let before = pending.len();
+            pending.retain(
+                |waiting| !matches!(waiting, Outgoing::Large(message) if is_accept_sync(message)),
+            );
+            self.stats
+                .drop_messages(DropReason::Superseded, before - pending.len());
+        }
+        pending.push_back(piece);
     }
 
     /// An election batch as frames (its messages are small: never a
@@ -684,6 +713,16 @@ impl PeerLink {
     }
 }
 
+fn is_accept_sync<T: Entry>(message: &Message<T>) -> bool {
+    matches!(
+        message,
+        Message::SequencePaxos(PaxosMessage {
+            msg: PaxosMsg::AcceptSync(_),
+            ..
+        })
+    )
+}
+
 /// The frame in hand goes back where it came from (the link ended or an
 /// election batch came first).
 fn put_back(hand: &mut InHand, frame: EncodedFrame, urgent: bool) {
@@ -714,7 +753,7 @@ struct Transfers {
 
 impl Transfers {
     /// Starts producing the frames of `message`'s transfer.
-    fn start<T>(self: Arc<Self>, message: Message<T>) -> Producer
+    fn start<T>(self: Arc<Self>, message: Message<T>, first_on_link: bool) -> Producer
     where
         T: Entry + Serialize + Send + 'static,
         T::Snapshot: Send,
@@ -722,15 +761,19 @@ impl Transfers {
     {
         // One frame ahead: the next chunk is read while one is sent.
         let (tx, frames) = mpsc::channel(1);
-        let task = tokio::spawn(async move { self.produce(message, tx).await });
+        let task = tokio::spawn(async move { self.produce(message, first_on_link, tx).await });
         Producer { frames, task }
     }
 
     /// Spools `message`, then sends its body chunks from where the peer's
     /// held prefix ends, then its head. Returns early (the drop counted)
     /// when it cannot go on, and quietly when the link is gone.
-    async fn produce<T>(&self, message: Message<T>, out: mpsc::Sender<EncodedFrame>)
-    where
+    async fn produce<T>(
+        &self,
+        message: Message<T>,
+        first_on_link: bool,
+        out: mpsc::Sender<EncodedFrame>,
+    ) where
         T: Entry + Serialize + Send + 'static,
         T::Snapshot: Send,
         Message<T>: Serialize,
@@ -738,9 +781,16 @@ impl Transfers {
         let Some(mut transfer) = self.spool(message).await else {
             return;
         };
-        let start = self.resume_point(&transfer).await;
-        self.stats.transfer_skipped(start);
-        transfer.start_at(start);
+        // Only the first transfer of a link can continue a cut one: later
+        // ones follow a transfer that completed on this link.
+        let resume = if first_on_link {
+            self.resume_point(&transfer).await
+        } else {
+            None
+        };
+        self.stats
+            .transfer_skipped(resume.map_or(0, |(held, _)| held));
+        transfer.start_at(resume);
         let body_len = transfer.body_len();
         let room = self.config.max_frame_bytes - BODY_HEADER_MAX;
         loop {
@@ -755,8 +805,11 @@ impl Transfers {
                 return;
             }
             let file = transfer.file();
-            let read =
-                tokio::task::spawn_blocking(move || chunk_frame(&file, next, body_len, room)).await;
+            let resumes = transfer.take_resumes();
+            let read = tokio::task::spawn_blocking(move || {
+                chunk_frame(&file, next, body_len, room, resumes)
+            })
+            .await;
             let payload = match read {
                 Ok(Ok(payload)) => payload,
                 Ok(Err(err)) => return self.give_up(DropReason::EncodeFailed, &err),
@@ -809,35 +862,35 @@ impl Transfers {
         tracing::warn!(peer = self.peer, "dropped a large message: {why}");
     }
 
-    /// Where the body of `transfer` starts: after the prefix the peer holds
-    /// from an earlier, cut transfer when this body starts with the same
-    /// bytes, else at 0. Any failure to ask means 0.
-    async fn resume_point(&self, transfer: &OutTransfer) -> u64 {
+    /// The prefix of `transfer`'s body the peer holds from an earlier, cut
+    /// transfer (its length and digest), when this body starts with the
+    /// same bytes. Any failure to ask means none.
+    async fn resume_point(&self, transfer: &OutTransfer) -> Option<(u64, Digest)> {
         let mut request = tonic::Request::new(HeldRequest {});
         if self
             .config
             .set_link_metadata(self.peer, request.metadata_mut())
             .is_err()
         {
-            return 0;
+            return None;
         }
         let mut client = self.client.clone();
         let asked = tokio::time::timeout(self.config.send_timeout, client.held(request)).await;
         let Ok(Ok(reply)) = asked else {
-            return 0;
+            return None;
         };
         let HeldReply { bytes, sha256 } = reply.into_inner();
         let Ok(digest) = Digest::try_from(sha256.as_slice()) else {
-            return 0;
+            return None;
         };
         if bytes == 0 || bytes > transfer.body_len() {
-            return 0;
+            return None;
         }
         let file = transfer.file();
         let same = tokio::task::spawn_blocking(move || prefix_matches(&file, bytes, &digest)).await;
         match same {
-            Ok(Ok(true)) => bytes,
-            _ => 0,
+            Ok(Ok(true)) => Some((bytes, digest)),
+            _ => None,
         }
     }
 }

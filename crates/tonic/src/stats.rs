@@ -106,17 +106,21 @@ pub enum DropReason {
     Closed,
     /// The link broke before these messages were handed to it.
     LinkLost,
+    /// A catch-up (`AcceptSync`) too large for a frame, replaced by a newer
+    /// one for the same peer before it was sent.
+    Superseded,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 6] = [
+    pub const ALL: [DropReason; 7] = [
         DropReason::QueueFull,
         DropReason::OversizeMessage,
         DropReason::EncodeFailed,
         DropReason::UnknownPeer,
         DropReason::Closed,
         DropReason::LinkLost,
+        DropReason::Superseded,
     ];
 
     /// A stable snake_case name, for metrics labels.
@@ -128,6 +132,7 @@ impl DropReason {
             DropReason::UnknownPeer => "unknown_peer",
             DropReason::Closed => "closed",
             DropReason::LinkLost => "link_lost",
+            DropReason::Superseded => "superseded",
         }
     }
 

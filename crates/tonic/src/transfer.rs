@@ -23,8 +23,17 @@
 //! with the same bytes. The receiver checks the whole body against the
 //! head's digest before it decodes anything.
 //!
+//! The first chunk of a resumed body names the prefix it continues (its
+//! SHA-256): the receiver checks it against what it holds, and cuts back
+//! what an older link appended after the sender asked, so a resumed body
+//! never continues the wrong bytes. The sender asks only for the first
+//! transfer of a new link: later ones on the same link follow a transfer
+//! that completed, so the receiver holds nothing of theirs.
+//!
 //! Wire formats, inside `Frame.payload`:
-//! - body chunk [`BODY_FORMAT`]: `[3][postcard (offset: u64, body_len: u64)][bytes]`;
+//! - body chunk [`BODY_FORMAT`]: `[3][postcard (offset: u64, body_len: u64,
+//!   resumes: Option<[u8; 32]>)][bytes]`, `resumes` set on the first chunk
+//!   of a resumed body only;
 //! - head [`HEAD_FORMAT`]: `[4][postcard Head<T>]`.
 
 use std::fs::File;
@@ -32,6 +41,7 @@ use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use omnipaxos::messages::Message;
 use omnipaxos::messages::sequence_paxos::{PaxosMessage, PaxosMsg};
@@ -46,8 +56,9 @@ pub const BODY_FORMAT: u8 = 3;
 /// The frame format byte of a transfer's head (the message completes).
 pub const HEAD_FORMAT: u8 = 4;
 
-/// Longest body chunk header: the format byte and two `u64` varints.
-pub(crate) const BODY_HEADER_MAX: usize = 1 + 2 * 10;
+/// Longest body chunk header: the format byte, two `u64` varints and a
+/// digest with its option tag.
+pub(crate) const BODY_HEADER_MAX: usize = 1 + 2 * 10 + 1 + 32;
 
 /// A SHA-256 digest.
 pub(crate) type Digest = [u8; 32];
@@ -134,9 +145,12 @@ pub(crate) struct OutTransfer {
     file: Arc<File>,
     body_len: u64,
     head: Vec<u8>,
-    /// The next body offset to send; `None` until the receiver was asked
-    /// what it holds.
+    /// The next body offset to send; `None` until it was decided where
+    /// the body starts.
     next: Option<u64>,
+    /// The digest of the prefix a resumed body continues, until its first
+    /// chunk is read.
+    resumes: Option<Digest>,
 }
 
 impl OutTransfer {
@@ -202,6 +216,7 @@ impl OutTransfer {
             body_len: len,
             head: frame,
             next: None,
+            resumes: None,
         })
     }
 
@@ -222,9 +237,22 @@ impl OutTransfer {
         Arc::clone(&self.file)
     }
 
-    /// Sets where the body continues.
-    pub(crate) fn start_at(&mut self, offset: u64) {
-        self.next = Some(offset.min(self.body_len));
+    /// Sets where the body starts: at 0, or after a prefix the receiver
+    /// holds (with that prefix's digest).
+    pub(crate) fn start_at(&mut self, resume: Option<(u64, Digest)>) {
+        match resume {
+            Some((offset, digest)) if offset > 0 && offset <= self.body_len => {
+                self.next = Some(offset);
+                self.resumes = Some(digest);
+            }
+            _ => self.next = Some(0),
+        }
+    }
+
+    /// The digest the next chunk carries (the first chunk of a resumed
+    /// body), taken once.
+    pub(crate) fn take_resumes(&mut self) -> Option<Digest> {
+        self.resumes.take()
     }
 
     /// Marks `len` more body bytes as sent.
@@ -240,21 +268,25 @@ impl OutTransfer {
 
 /// Whether the first `len` bytes of `file` hash to `digest` (blocking).
 pub(crate) fn prefix_matches(file: &File, len: u64, digest: &Digest) -> io::Result<bool> {
+    Ok(prefix_context(file, len)?.is_some_and(|context| &digest_of(context) == digest))
+}
+
+/// The hash state after the first `len` bytes of `file` (`None` when it is
+/// shorter), reading it from the start (blocking).
+fn prefix_context(file: &File, len: u64) -> io::Result<Option<Context>> {
     let mut context = Context::new(&SHA256);
-    let mut reader = BufReader::new(file);
-    reader.seek(SeekFrom::Start(0))?;
-    let mut left = len;
     let mut buf = vec![0u8; 64 * 1024];
-    while left > 0 {
-        let want = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
-        let n = reader.read(&mut buf[..want])?;
+    let mut at = 0u64;
+    while at < len {
+        let want = usize::try_from((len - at).min(buf.len() as u64)).unwrap_or(buf.len());
+        let n = file.read_at(&mut buf[..want], at)?;
         if n == 0 {
-            return Ok(false);
+            return Ok(None);
         }
         context.update(&buf[..n]);
-        left -= n as u64;
+        at += n as u64;
     }
-    Ok(&digest_of(context) == digest)
+    Ok(Some(context))
 }
 
 /// The chunk frame of the body bytes at `offset`, at most `room` of them
@@ -264,10 +296,11 @@ pub(crate) fn chunk_frame(
     offset: u64,
     body_len: u64,
     room: usize,
+    resumes: Option<Digest>,
 ) -> Result<Vec<u8>, TransferError> {
     let len = usize::try_from((body_len - offset.min(body_len)).min(room as u64)).unwrap_or(room);
     let mut frame = vec![BODY_FORMAT];
-    frame = postcard::to_extend(&(offset, body_len), frame)
+    frame = postcard::to_extend(&(offset, body_len, resumes), frame)
         .map_err(|err| TransferError::Encode(err.to_string()))?;
     let start = frame.len();
     frame.resize(start + len, 0);
@@ -294,6 +327,32 @@ struct Partial {
     file: File,
     len: u64,
     context: Context,
+    /// When a chunk was last appended.
+    touched: Instant,
+}
+
+impl Partial {
+    /// Whether the first `offset` bytes held hash to `digest`; if so, what
+    /// was appended after them is cut off (an older link's chunks that
+    /// arrived after the sender asked what is held).
+    fn cut_back_to(&mut self, offset: u64, digest: &Digest) -> io::Result<bool> {
+        if self.len == offset {
+            return Ok(&digest_of(self.context.clone()) == digest);
+        }
+        if self.len < offset {
+            return Ok(false);
+        }
+        let Some(context) = prefix_context(&self.file, offset)? else {
+            return Ok(false);
+        };
+        if &digest_of(context.clone()) != digest {
+            return Ok(false);
+        }
+        self.file.set_len(offset)?;
+        self.len = offset;
+        self.context = context;
+        Ok(true)
+    }
 }
 
 /// The inbound side: what one sender's body spool holds. Shared by the
@@ -325,8 +384,9 @@ impl InTransfer {
         dir: &Path,
         max_body: usize,
     ) -> Result<(), TransferError> {
-        let ((offset, body_len), bytes) = postcard::take_from_bytes::<(u64, u64)>(payload)
-            .map_err(|err| TransferError::Malformed(err.to_string()))?;
+        let ((offset, body_len, resumes), bytes) =
+            postcard::take_from_bytes::<(u64, u64, Option<Digest>)>(payload)
+                .map_err(|err| TransferError::Malformed(err.to_string()))?;
         if body_len > max_body as u64 {
             *self.lock() = None;
             return Err(TransferError::TooLarge {
@@ -340,9 +400,17 @@ impl InTransfer {
                 file: tempfile::tempfile_in(dir)?,
                 len: 0,
                 context: Context::new(&SHA256),
+                touched: Instant::now(),
             });
         }
         let held = slot.as_ref().map_or(0, |p| p.len);
+        if let (Some(digest), Some(partial)) = (resumes, slot.as_mut())
+            && offset > 0
+            && !partial.cut_back_to(offset, &digest)?
+        {
+            *slot = None;
+            return Err(TransferError::Gap { offset, held });
+        }
         let Some(partial) = slot.as_mut().filter(|p| p.len == offset) else {
             *slot = None;
             return Err(TransferError::Gap { offset, held });
@@ -360,13 +428,25 @@ impl InTransfer {
         }
         partial.context.update(bytes);
         partial.len += bytes.len() as u64;
+        partial.touched = Instant::now();
         Ok(())
+    }
+
+    /// Gives up a body nothing was appended to for `idle`: a resume comes
+    /// within seconds of a cut, and the spool file holds disk space.
+    pub(crate) fn expire(&self, idle: Duration) {
+        let mut slot = self.lock();
+        if slot.as_ref().is_some_and(|p| p.touched.elapsed() >= idle) {
+            *slot = None;
+        }
     }
 
     /// Completes the message with its head (`payload` without its format
     /// byte): checks the body held against the head, decodes it with a
-    /// scratch buffer of at most `scratch` bytes (the longest single string
-    /// or byte array of a message), and puts the message back together. The
+    /// scratch buffer of at most `scratch` bytes (postcard's reader keeps
+    /// borrowed strings and byte arrays there; owned ones, such as the
+    /// entries' keys, take it one at a time), and puts the message back
+    /// together. The
     /// body held is given up either way.
     pub(crate) fn complete<T>(
         &self,
@@ -377,8 +457,15 @@ impl InTransfer {
         T: Entry + DeserializeOwned,
         Message<T>: DeserializeOwned,
     {
-        let head: Head<Message<T>> = postcard::from_bytes(payload)
+        let (head, rest): (Head<Message<T>>, _) = postcard::take_from_bytes(payload)
             .map_err(|err| TransferError::Malformed(err.to_string()))?;
+        if !rest.is_empty() {
+            *self.lock() = None;
+            return Err(TransferError::Malformed(format!(
+                "{} trailing bytes after the head",
+                rest.len()
+            )));
+        }
         let Some(partial) = self.lock().take() else {
             return Err(TransferError::Mismatch {
                 held: 0,
@@ -402,6 +489,14 @@ impl InTransfer {
                 suffix,
                 mut rest,
             } => {
+                // Every entry takes a byte at least: a count above the body's
+                // length is a lie that would spin this loop.
+                if suffix > head.body_len {
+                    return Err(TransferError::Malformed(format!(
+                        "{suffix} entries in a {}-byte body",
+                        head.body_len
+                    )));
+                }
                 let snapshot = match snapshot {
                     SnapshotKind::None => None,
                     SnapshotKind::Complete => {
@@ -521,7 +616,14 @@ mod tests {
     ) -> Result<Message<Key>, TransferError> {
         let dir = std::env::temp_dir();
         while let Some(next) = transfer.next().filter(|&n| n < transfer.body_len()) {
-            let frame = chunk_frame(&transfer.file(), next, transfer.body_len(), room).unwrap();
+            let frame = chunk_frame(
+                &transfer.file(),
+                next,
+                transfer.body_len(),
+                room,
+                transfer.take_resumes(),
+            )
+            .unwrap();
             assert!(frame.len() <= room + BODY_HEADER_MAX);
             assert_eq!(frame[0], BODY_FORMAT);
             to.append(&frame[1..], &dir, 1 << 30)?;
@@ -546,7 +648,7 @@ mod tests {
             "the head is small: {}",
             transfer.head_len()
         );
-        transfer.start_at(0);
+        transfer.start_at(None);
         let receiver = InTransfer::default();
         let got = send(&mut transfer, &receiver, 4096).unwrap();
         assert_eq!(encoded(&got), expected);
@@ -562,7 +664,7 @@ mod tests {
         });
         let expected = encoded(&message);
         let mut transfer = spool(message);
-        transfer.start_at(0);
+        transfer.start_at(None);
         let got = send(&mut transfer, &InTransfer::default(), 1000).unwrap();
         assert_eq!(encoded(&got), expected);
     }
@@ -573,10 +675,10 @@ mod tests {
         let dir = std::env::temp_dir();
         // The first transfer is cut after three chunks.
         let mut first = spool(sync(20_000, 10, 1));
-        first.start_at(0);
+        first.start_at(None);
         for _ in 0..3 {
             let next = first.next().unwrap();
-            let frame = chunk_frame(&first.file(), next, first.body_len(), 4096).unwrap();
+            let frame = chunk_frame(&first.file(), next, first.body_len(), 4096, None).unwrap();
             receiver.append(&frame[1..], &dir, 1 << 30).unwrap();
             first.advance(4096);
         }
@@ -588,12 +690,60 @@ mod tests {
         let expected = encoded(&again);
         let mut second = spool(again);
         assert!(prefix_matches(&second.file(), held, &digest).unwrap());
-        second.start_at(held);
+        second.start_at(Some((held, digest)));
         let got = send(&mut second, &receiver, 4096).unwrap();
         assert_eq!(encoded(&got), expected);
         // Another snapshot shares no prefix: the sender starts over.
         let other = spool(sync(19_999, 10, 3));
         assert!(!prefix_matches(&other.file(), held, &digest).unwrap());
+    }
+
+    #[test]
+    fn a_resumed_body_cuts_back_what_an_older_link_appended_after_the_ask() {
+        let dir = std::env::temp_dir();
+        let receiver = InTransfer::default();
+        let mut first = spool(sync(20_000, 0, 1));
+        first.start_at(None);
+        let mut send_chunks = |count: usize, to: &InTransfer| {
+            for _ in 0..count {
+                let next = first.next().unwrap();
+                let frame = chunk_frame(&first.file(), next, first.body_len(), 4096, None).unwrap();
+                to.append(&frame[1..], &dir, 1 << 30).unwrap();
+                first.advance(4096);
+            }
+        };
+        send_chunks(3, &receiver);
+        // The sender asks here; two more chunks of the old link land after.
+        let (held, digest) = receiver.held();
+        send_chunks(2, &receiver);
+        assert_eq!(receiver.held().0, 5 * 4096);
+        let again = sync(20_000, 0, 2);
+        let expected = encoded(&again);
+        let mut second = spool(again);
+        second.start_at(Some((held, digest)));
+        let got = send(&mut second, &receiver, 4096).unwrap();
+        assert_eq!(encoded(&got), expected);
+        // A resume that names a prefix the receiver does not hold fails.
+        let receiver = InTransfer::default();
+        let mut third = spool(sync(20_000, 0, 3));
+        third.start_at(Some((4096, [7; 32])));
+        assert!(matches!(
+            send(&mut third, &receiver, 4096),
+            Err(TransferError::Gap { .. })
+        ));
+    }
+
+    #[test]
+    fn an_idle_body_is_given_up() {
+        let dir = std::env::temp_dir();
+        let receiver = InTransfer::default();
+        let transfer = spool(sync(5_000, 0, 1));
+        let frame = chunk_frame(&transfer.file(), 0, transfer.body_len(), 1000, None).unwrap();
+        receiver.append(&frame[1..], &dir, 1 << 30).unwrap();
+        receiver.expire(Duration::from_secs(60));
+        assert_eq!(receiver.held().0, 1000, "a fresh body is kept");
+        receiver.expire(Duration::ZERO);
+        assert_eq!(receiver.held().0, 0);
     }
 
     #[test]
@@ -603,7 +753,7 @@ mod tests {
         let receiver = InTransfer::default();
         let mut transfer = spool(sync(5_000, 0, 1));
         let body_len = transfer.body_len();
-        let mut frame = chunk_frame(&transfer.file(), 0, body_len, 1 << 20).unwrap();
+        let mut frame = chunk_frame(&transfer.file(), 0, body_len, 1 << 20, None).unwrap();
         let last = frame.len() - 1;
         frame[last] ^= 1;
         receiver.append(&frame[1..], &dir, 1 << 30).unwrap();
@@ -624,7 +774,7 @@ mod tests {
         let dir = std::env::temp_dir();
         let transfer = spool(sync(5_000, 0, 1));
         let len = transfer.body_len();
-        let chunk = |offset, room| chunk_frame(&transfer.file(), offset, len, room).unwrap();
+        let chunk = |offset, room| chunk_frame(&transfer.file(), offset, len, room, None).unwrap();
         // A chunk that does not continue what is held.
         let receiver = InTransfer::default();
         assert!(matches!(
@@ -647,7 +797,7 @@ mod tests {
         ));
         // Bytes past the announced length.
         let mut overrun = vec![];
-        overrun = postcard::to_extend(&(0u64, 10u64), overrun).unwrap();
+        overrun = postcard::to_extend(&(0u64, 10u64, None::<Digest>), overrun).unwrap();
         overrun.extend_from_slice(&[0; 11]);
         assert!(receiver.append(&overrun, &dir, 1 << 30).is_err());
         // Garbage never panics.
@@ -679,7 +829,7 @@ mod tests {
             },
         };
         let receiver = InTransfer::default();
-        let mut chunk = postcard::to_allocvec(&(0u64, body.len() as u64)).unwrap();
+        let mut chunk = postcard::to_allocvec(&(0u64, body.len() as u64, None::<Digest>)).unwrap();
         chunk.extend_from_slice(&body);
         receiver.append(&chunk, &dir, 1 << 30).unwrap();
         let head = postcard::to_allocvec(&head).unwrap();

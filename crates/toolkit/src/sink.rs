@@ -202,6 +202,17 @@ impl<T: Entry> Inbox<T> {
         node != self.me && self.peers.contains(&node)
     }
 
+    /// Whether a message from `sender`, presenting `instance`, passes the
+    /// sender and instance checks of [`deliver`](Self::deliver) (nothing is
+    /// counted): a transport asks before it stores a large message's parts.
+    pub fn admits(&self, sender: NodeId, instance: Option<InstanceId>) -> bool {
+        self.is_peer(sender)
+            && self
+                .admission
+                .get()
+                .is_none_or(|admission| admission.admit(sender, instance).is_ok())
+    }
+
     /// The inbox's counters.
     pub fn stats(&self) -> &InboxStats {
         &self.stats
@@ -528,6 +539,13 @@ mod tests {
             assert_eq!(clone.try_deliver(presented, message.clone()), expected);
             assert_eq!(clone.deliver(presented, message.clone()).await, expected);
         }
+        assert_eq!(inbox.stats().impostor(), 4);
+        // The same verdict without a message, and without counting.
+        assert!(!inbox.admits(2, Some(InstanceId(0xb))));
+        assert!(!inbox.admits(2, None));
+        assert!(!inbox.admits(4, None), "not a member");
+        assert!(inbox.admits(2, Some(InstanceId(0xa))));
+        assert!(inbox.admits(3, None));
         assert_eq!(inbox.stats().impostor(), 4);
         assert_eq!(inbox.try_deliver(Some(InstanceId(0xa)), message), Ok(()));
         assert_eq!(inbox.stats().delivered(), 2);

@@ -295,3 +295,56 @@ async fn heartbeats_overtake_a_transfer_in_progress() {
     server.shutdown().await.unwrap();
     runner.shutdown().await.unwrap();
 }
+
+/// A follower resends its `Promise` while a large sync is on its way, and
+/// OmniPaxos answers each with a new sync (a copy of the state): only the
+/// newest waiting one is kept, so a slow catch-up costs two copies at most.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_large_sync_replaces_the_one_waiting_behind_a_transfer() {
+    const FRAME: usize = 64 * 1024;
+    let mut config2 = transport_config(2);
+    config2.max_frame_bytes = FRAME;
+    let omnipaxos = omnipaxos_config(2)
+        .build(MemoryStorage::<Key>::new())
+        .unwrap();
+    let runner = Runner::spawn(
+        omnipaxos,
+        &NODES,
+        Nowhere,
+        SyncedWrites,
+        Ignore,
+        runner_config(),
+    )
+    .unwrap();
+    let service = PeerService::new(runner.inbox(), &config2).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = listener.local_addr().unwrap();
+    let server = serve(listener, service.clone(), &config2, None).unwrap();
+    // About 2 MB per sync at 4 MB/s.
+    let slow = proxy(target, None, Some(4 << 20)).await;
+    let mut config1 = transport_config(1);
+    config1.max_frame_bytes = FRAME;
+    let sink = TonicSink::<Key>::spawn(&config1, [(2, slow.to_string())], None).unwrap();
+
+    sink.send(2, vec![sync(120_000, 1)]);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for session in 2..=4 {
+        sink.send(2, vec![sync(120_000, session)]);
+    }
+    let stats = Arc::clone(service.stats());
+    let out = Arc::clone(sink.stats());
+    wait_until("two syncs to arrive", Duration::from_secs(30), || {
+        stats.transfers_in() == 2 && stats.messages_in() == 2
+    })
+    .await;
+    assert_eq!(out.drops(DropReason::Superseded), 2);
+    assert_eq!(out.total_drops(), 2);
+    // The second transfer followed a complete one on the same link: it
+    // did not try to resume (the first one's chunks were still on their
+    // way when it started).
+    assert_eq!(out.transfer_bytes_skipped(), 0);
+    assert_eq!(stats.transfers_failed_in(), 0);
+    sink.shutdown().await;
+    server.shutdown().await.unwrap();
+    runner.shutdown().await.unwrap();
+}
