@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use omnipaxos::ballot_leader_election::Ballot;
 use omnipaxos::messages::Message;
 use omnipaxos::messages::sequence_paxos::{PaxosMessage, PaxosMsg};
 use omnipaxos::storage::Entry;
@@ -336,6 +337,8 @@ impl InHand {
 struct Producer {
     frames: mpsc::Receiver<EncodedFrame>,
     task: JoinHandle<()>,
+    /// The round it syncs, when the message is an `AcceptSync`.
+    round: Option<Ballot>,
 }
 
 impl Producer {
@@ -618,8 +621,9 @@ impl PeerLink {
             batch = inbound.paxos.recv(), if room => match batch {
                 None => Some(Ended::Stopped),
                 Some(batch) => {
+                    let active_round = hand.active.as_ref().and_then(|p| p.round);
                     for piece in self.split(batch) {
-                        self.enqueue(pending, piece);
+                        self.enqueue(pending, piece, active_round);
                     }
                     None
                 }
@@ -627,16 +631,30 @@ impl PeerLink {
         }
     }
 
-    /// Appends `piece` to `pending`. A catch-up (`AcceptSync`) too large
-    /// for a frame replaces one still waiting there: OmniPaxos answers each
-    /// resent `Promise` of a follower with a new one (each a copy of the
-    /// state) while the first is on its way, and only the newest is worth
-    /// sending. Dropping the older is a loss OmniPaxos tolerates (counted).
-    fn enqueue<T: Entry>(&self, pending: &mut VecDeque<Outgoing<T>>, piece: Outgoing<T>) {
-        if matches!(&piece, Outgoing::Large(message) if is_accept_sync(message)) {
+    /// Appends `piece` to `pending`. OmniPaxos answers each `Promise` a
+    /// waiting follower resends with a new catch-up (`AcceptSync`, each a
+    /// copy of the state) while the first is on its way. One too large for
+    /// a frame is dropped when the transfer in progress (`active_round`)
+    /// syncs the same round: the follower takes the first and ignores the
+    /// rest, and its later decisions come with the accepts that follow.
+    /// Otherwise it replaces one still waiting, the newest being the one
+    /// worth sending. Either is a loss OmniPaxos tolerates (counted).
+    fn enqueue<T: Entry>(
+        &self,
+        pending: &mut VecDeque<Outgoing<T>>,
+        piece: Outgoing<T>,
+        active_round: Option<Ballot>,
+    ) {
+        if let Outgoing::Large(message) = &piece
+            && let Some(round) = sync_round(message)
+        {
+            if active_round == Some(round) {
+                self.stats.drop_messages(DropReason::Superseded, 1);
+                return;
+            }
             let before = pending.len();
             pending.retain(
-                |waiting| !matches!(waiting, Outgoing::Large(message) if is_accept_sync(message)),
+                |waiting| !matches!(waiting, Outgoing::Large(message) if sync_round(message).is_some()),
             );
             self.stats
                 .drop_messages(DropReason::Superseded, before - pending.len());
@@ -713,14 +731,15 @@ impl PeerLink {
     }
 }
 
-fn is_accept_sync<T: Entry>(message: &Message<T>) -> bool {
-    matches!(
-        message,
+/// The round of an `AcceptSync` (`None` for any other message).
+fn sync_round<T: Entry>(message: &Message<T>) -> Option<Ballot> {
+    match message {
         Message::SequencePaxos(PaxosMessage {
-            msg: PaxosMsg::AcceptSync(_),
+            msg: PaxosMsg::AcceptSync(sync),
             ..
-        })
-    )
+        }) => Some(sync.n),
+        _ => None,
+    }
 }
 
 /// The frame in hand goes back where it came from (the link ended or an
@@ -761,8 +780,13 @@ impl Transfers {
     {
         // One frame ahead: the next chunk is read while one is sent.
         let (tx, frames) = mpsc::channel(1);
+        let round = sync_round(&message);
         let task = tokio::spawn(async move { self.produce(message, first_on_link, tx).await });
-        Producer { frames, task }
+        Producer {
+            frames,
+            task,
+            round,
+        }
     }
 
     /// Spools `message`, then sends its body chunks from where the peer's

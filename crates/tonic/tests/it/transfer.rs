@@ -65,11 +65,16 @@ impl MessageSink<Key> for Nowhere {
 /// An `AcceptSync` from 1 to 2 with a snapshot of `keys` keys; `session`
 /// changes only its head, as a re-sync after a broken link does.
 fn sync(keys: usize, session: u64) -> Message<Key> {
+    sync_in_round(keys, session, 2)
+}
+
+/// [`sync`] in round `n`.
+fn sync_in_round(keys: usize, session: u64, n: u32) -> Message<Key> {
     Message::SequencePaxos(PaxosMessage {
         from: 1,
         to: 2,
         msg: PaxosMsg::AcceptSync(AcceptSync {
-            n: Ballot::with(1, 2, 0, 1),
+            n: Ballot::with(1, n, 0, 1),
             seq_num: SequenceNumber {
                 session,
                 counter: 1,
@@ -297,8 +302,9 @@ async fn heartbeats_overtake_a_transfer_in_progress() {
 }
 
 /// A follower resends its `Promise` while a large sync is on its way, and
-/// OmniPaxos answers each with a new sync (a copy of the state): only the
-/// newest waiting one is kept, so a slow catch-up costs two copies at most.
+/// OmniPaxos answers each with a new sync (a copy of the state): those of
+/// the round in progress are dropped, and of later rounds only the newest
+/// waits, so a slow catch-up costs two copies at most.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newer_large_sync_replaces_the_one_waiting_behind_a_transfer() {
     const FRAME: usize = 64 * 1024;
@@ -328,8 +334,12 @@ async fn a_newer_large_sync_replaces_the_one_waiting_behind_a_transfer() {
 
     sink.send(2, vec![sync(120_000, 1)]);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    for session in 2..=4 {
+    // Two more of the round in progress, then two of a later round.
+    for session in 2..=3 {
         sink.send(2, vec![sync(120_000, session)]);
+    }
+    for session in 4..=5 {
+        sink.send(2, vec![sync_in_round(120_000, session, 3)]);
     }
     let stats = Arc::clone(service.stats());
     let out = Arc::clone(sink.stats());
@@ -337,8 +347,8 @@ async fn a_newer_large_sync_replaces_the_one_waiting_behind_a_transfer() {
         stats.transfers_in() == 2 && stats.messages_in() == 2
     })
     .await;
-    assert_eq!(out.drops(DropReason::Superseded), 2);
-    assert_eq!(out.total_drops(), 2);
+    assert_eq!(out.drops(DropReason::Superseded), 3);
+    assert_eq!(out.total_drops(), 3);
     // The second transfer followed a complete one on the same link: it
     // did not try to resume (the first one's chunks were still on their
     // way when it started).
