@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
-use tsoracle_paxos_metrics::{CHUNKED_OUT, COMPACTED, DECIDED};
+use tsoracle_paxos_metrics::{CHUNKED_OUT, COMPACTED, DECIDED, TRANSFERS_IN};
 
 use super::BenchArgs;
 use super::cluster::{Binaries, Cluster, Kind, Options, interrupt, rss_bytes, run_captured};
@@ -122,12 +122,13 @@ pub(crate) fn run(build_env: &BuildEnv, args: &BenchArgs) -> Result<()> {
         let point = measure(&plan, &bins, &dirs, &progress, keys)
             .with_context(|| format!("catch-up with {keys} keys"))?;
         progress.done(&format!(
-            "{keys:>8} keys: caught up in {:.0} ms (decided {}, leader data {:.1} MiB, follower peak RSS {:.0} MiB, {} chunked)",
+            "{keys:>8} keys: caught up in {:.0} ms (decided {}, leader data {:.1} MiB, follower peak RSS {:.0} MiB, {} chunked, {} received)",
             point.catchup_ms,
             point.leader_decided,
             mib(point.leader_data_bytes),
             mib(point.follower_peak_rss_bytes),
-            point.chunked_messages
+            point.chunked_messages,
+            point.transfers_received
         ));
         report.points.push(point);
         // Written after every size, so a later failure keeps the figures.
@@ -268,6 +269,7 @@ fn measure(
     interrupt::sleep(Duration::from_millis(600))?;
     let after = cluster.status(leader).unwrap_or_default();
     let follower_compacted = gauge(&cluster, follower, COMPACTED).unwrap_or(0);
+    let transfers_received = gauge(&cluster, follower, TRANSFERS_IN).unwrap_or(0);
     let follower_data_bytes = cluster.node_data_bytes(follower);
     cluster.check_alive()?;
     cluster.stop();
@@ -288,6 +290,7 @@ fn measure(
         follower_data_bytes,
         follower_peak_rss_bytes: peak_rss,
         chunked_messages: read(&after, CHUNKED_OUT).saturating_sub(chunked_before),
+        transfers_received,
         dropped_messages: read(&after, DROPPED).saturating_sub(dropped_before),
     })
 }

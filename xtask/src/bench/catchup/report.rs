@@ -70,9 +70,13 @@ pub(crate) struct CatchupPoint {
     pub(crate) follower_data_bytes: u64,
     /// Highest RSS of the follower sampled during the catch-up (every 20 ms).
     pub(crate) follower_peak_rss_bytes: u64,
-    /// Messages the leader sent in chunks (larger than a transport frame)
-    /// from the restart to the end of the catch-up.
+    /// Messages the leader set apart as transfers (larger than a transport
+    /// frame) from the restart to the end of the catch-up, those it then
+    /// dropped as superseded included.
     pub(crate) chunked_messages: u64,
+    /// Transfers the follower received whole.
+    #[serde(default)]
+    pub(crate) transfers_received: u64,
     /// Messages the leader dropped in the same time.
     pub(crate) dropped_messages: u64,
 }
@@ -85,18 +89,19 @@ fn mib(bytes: u64) -> f64 {
 pub(crate) fn summary(report: &CatchupReport) -> String {
     let mut out = String::from(
         "catch-up of a restarted follower\n\
-         \x20      keys  decided  catch-up ms  leader data MiB  follower peak RSS MiB  chunked\n",
+         \x20      keys  decided  catch-up ms  leader data MiB  follower peak RSS MiB  chunked  received\n",
     );
     for p in &report.points {
         let _ = writeln!(
             out,
-            "  {:>9}  {:>7}  {:>11.0}  {:>15.1}  {:>21.0}  {:>7}",
+            "  {:>9}  {:>7}  {:>11.0}  {:>15.1}  {:>21.0}  {:>7}  {:>8}",
             p.keys,
             p.leader_decided,
             p.catchup_ms,
             mib(p.leader_data_bytes),
             mib(p.follower_peak_rss_bytes),
-            p.chunked_messages
+            p.chunked_messages,
+            p.transfers_received
         );
     }
     out
@@ -140,7 +145,8 @@ pub(crate) fn section(report: &CatchupReport) -> String {
          answered (it starts before the storage is opened). The pages' gauges are sampled \
          every 250 ms, so figures are within about 250 ms. Chunked: messages the leader sent \
          as spooled transfers, in chunks, because they were larger than one transport frame \
-         (4 MiB), from the restart to the end of the catch-up.\n",
+         (4 MiB), from the restart to the end of the catch-up (those dropped as superseded by \
+         a newer catch-up included); received: transfers the follower completed.\n",
         m.snapshot_every,
         m.batch_keys,
         m.fill_clients,
@@ -148,13 +154,13 @@ pub(crate) fn section(report: &CatchupReport) -> String {
     );
     let _ = writeln!(
         md,
-        "| keys | decided entries | leader compacted at | status page up ms | catch-up ms | leader data MiB | follower peak RSS MiB | chunked messages | dropped messages |\n\
-         |---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "| keys | decided entries | leader compacted at | status page up ms | catch-up ms | leader data MiB | follower peak RSS MiB | chunked messages | transfers received | dropped messages |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for p in &report.points {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {:.0} | {:.0} | {:.1} | {:.0} | {} | {} |",
+            "| {} | {} | {} | {:.0} | {:.0} | {:.1} | {:.0} | {} | {} | {} |",
             p.keys,
             p.leader_decided,
             p.leader_compacted,
@@ -163,6 +169,7 @@ pub(crate) fn section(report: &CatchupReport) -> String {
             mib(p.leader_data_bytes),
             mib(p.follower_peak_rss_bytes),
             p.chunked_messages,
+            p.transfers_received,
             p.dropped_messages
         );
     }
