@@ -604,6 +604,18 @@ impl PeerLink {
                     None
                 }
             },
+            // The queue before the transfer's next chunk: draining it is
+            // cheap, and a newer catch-up must meet the one in progress.
+            batch = inbound.paxos.recv(), if room => match batch {
+                None => Some(Ended::Stopped),
+                Some(batch) => {
+                    let active_round = hand.active.as_ref().and_then(|p| p.round);
+                    for piece in self.split(batch) {
+                        self.enqueue(pending, piece, active_round);
+                    }
+                    None
+                }
+            },
             frame = next_produced(&mut hand.active), if producing => {
                 match frame {
                     // The head completes the transfer: from here it counts
@@ -618,16 +630,6 @@ impl PeerLink {
                 }
                 None
             }
-            batch = inbound.paxos.recv(), if room => match batch {
-                None => Some(Ended::Stopped),
-                Some(batch) => {
-                    let active_round = hand.active.as_ref().and_then(|p| p.round);
-                    for piece in self.split(batch) {
-                        self.enqueue(pending, piece, active_round);
-                    }
-                    None
-                }
-            },
         }
     }
 

@@ -13,7 +13,9 @@ use omnipaxos::util::{LogEntry, LogSync, NodeId, SequenceNumber};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tsoracle_paxos_tonic::{DropReason, PeerService, TonicSink, serve};
+use tsoracle_paxos_tonic::{
+    DropReason, PeerService, ServerHandle, TonicSink, TransportStats, serve,
+};
 use tsoracle_paxos_toolkit::storage::MemoryStorage;
 use tsoracle_paxos_toolkit::{DecidedHook, MessageSink, Runner, SyncedWrites};
 
@@ -92,12 +94,6 @@ fn sync_in_round(keys: usize, session: u64, n: u32) -> Message<Key> {
     })
 }
 
-/// A TCP proxy to `target` that breaks its first connection once `cut_after`
-/// bytes went towards the target; later connections pass whole.
-async fn cutting_proxy(target: std::net::SocketAddr, cut_after: usize) -> std::net::SocketAddr {
-    proxy(target, Some(cut_after), None).await
-}
-
 /// A TCP proxy to `target`: breaks its first connection after `cut_after`
 /// bytes towards the target, and passes at most `bytes_per_second` towards
 /// it.
@@ -166,57 +162,82 @@ async fn relay(
     .await;
 }
 
+/// 64 KiB frames: a sync of 120,000 keys (about 2 MB) is 36 chunks.
+const FRAME: usize = 64 * 1024;
+const KEYS: usize = 120_000;
+
+/// Node 2 receiving into a runner (which ignores the syncs: it never
+/// promised their round), and node 1's sink towards it through a proxy.
+struct Pair {
+    runner: Runner<Key>,
+    service: PeerService<Key>,
+    server: ServerHandle,
+    sink: TonicSink<Key>,
+}
+
+impl Pair {
+    async fn start(cut_after: Option<usize>, bytes_per_second: Option<usize>) -> Self {
+        let mut config2 = transport_config(2);
+        config2.max_frame_bytes = FRAME;
+        let omnipaxos = omnipaxos_config(2)
+            .build(MemoryStorage::<Key>::new())
+            .unwrap();
+        let runner = Runner::spawn(
+            omnipaxos,
+            &NODES,
+            Nowhere,
+            SyncedWrites,
+            Ignore,
+            runner_config(),
+        )
+        .unwrap();
+        let service = PeerService::new(runner.inbox(), &config2).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = listener.local_addr().unwrap();
+        let server = serve(listener, service.clone(), &config2, None).unwrap();
+        let through = proxy(target, cut_after, bytes_per_second).await;
+        let mut config1 = transport_config(1);
+        config1.max_frame_bytes = FRAME;
+        let sink = TonicSink::<Key>::spawn(&config1, [(2, through.to_string())], None).unwrap();
+        Self {
+            runner,
+            service,
+            server,
+            sink,
+        }
+    }
+
+    fn received(&self) -> Arc<TransportStats> {
+        Arc::clone(self.service.stats())
+    }
+
+    fn sent(&self) -> Arc<TransportStats> {
+        Arc::clone(self.sink.stats())
+    }
+
+    async fn stop(self) {
+        self.sink.shutdown().await;
+        self.server.shutdown().await.unwrap();
+        self.runner.shutdown().await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transfer_cut_by_a_broken_link_resumes_after_what_the_receiver_holds() {
-    const FRAME: usize = 64 * 1024;
-    // About 2.3 MB of snapshot: 36 frames.
-    const KEYS: usize = 120_000;
-    let tweak = |config: &mut tsoracle_paxos_tonic::TransportConfig| {
-        config.max_frame_bytes = FRAME;
-    };
-    // Node 2 receives into a runner (which ignores the sync: it never
-    // promised that round).
-    let mut config2 = transport_config(2);
-    tweak(&mut config2);
-    let omnipaxos = omnipaxos_config(2)
-        .build(MemoryStorage::<Key>::new())
-        .unwrap();
-    let runner = Runner::spawn(
-        omnipaxos,
-        &NODES,
-        Nowhere,
-        SyncedWrites,
-        Ignore,
-        runner_config(),
-    )
-    .unwrap();
-    let service = PeerService::new(runner.inbox(), &config2).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let target = listener.local_addr().unwrap();
-    let server = serve(listener, service.clone(), &config2, None).unwrap();
-    // Node 1 sends through a proxy that breaks the first connection a
-    // third of the way through the body.
+    // The first connection breaks a third of the way through the body.
     let body = postcard::to_allocvec(&sync(KEYS, 1)).unwrap().len();
-    let proxy = cutting_proxy(target, body / 3).await;
-    let mut config1 = transport_config(1);
-    tweak(&mut config1);
-    let sink = TonicSink::<Key>::spawn(&config1, [(2, proxy.to_string())], None).unwrap();
+    let pair = Pair::start(Some(body / 3), None).await;
+    let (out, stats) = (pair.sent(), pair.received());
 
-    sink.send(2, vec![sync(KEYS, 1)]);
-    let out = Arc::clone(sink.stats());
+    pair.sink.send(2, vec![sync(KEYS, 1)]);
     wait_until("the first link to break", Duration::from_secs(30), || {
         out.drops(DropReason::LinkLost) > 0
     })
     .await;
-    assert_eq!(
-        service.stats().transfers_in(),
-        0,
-        "a cut transfer completed"
-    );
+    assert_eq!(stats.transfers_in(), 0, "a cut transfer completed");
 
     // Sent again (as OmniPaxos re-syncs): another head, the same snapshot.
-    sink.send(2, vec![sync(KEYS, 2)]);
-    let stats = Arc::clone(service.stats());
+    pair.sink.send(2, vec![sync(KEYS, 2)]);
     wait_until(
         "the transfer to complete and its message to be delivered",
         Duration::from_secs(30),
@@ -239,9 +260,7 @@ async fn a_transfer_cut_by_a_broken_link_resumes_after_what_the_receiver_holds()
     );
     assert_eq!(stats.transfers_failed_in(), 0);
     assert_eq!(stats.total_refusals(), 0);
-    sink.shutdown().await;
-    server.shutdown().await.unwrap();
-    runner.shutdown().await.unwrap();
+    pair.stop().await;
 }
 
 /// Election messages overtake a transfer in progress: a heartbeat sent
@@ -249,40 +268,18 @@ async fn a_transfer_cut_by_a_broken_link_resumes_after_what_the_receiver_holds()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_overtake_a_transfer_in_progress() {
     use omnipaxos::messages::ballot_leader_election::{BLEMessage, HeartbeatMsg, HeartbeatRequest};
-    const FRAME: usize = 64 * 1024;
-    let mut config2 = transport_config(2);
-    config2.max_frame_bytes = FRAME;
-    let omnipaxos = omnipaxos_config(2)
-        .build(MemoryStorage::<Key>::new())
-        .unwrap();
-    let runner = Runner::spawn(
-        omnipaxos,
-        &NODES,
-        Nowhere,
-        SyncedWrites,
-        Ignore,
-        runner_config(),
-    )
-    .unwrap();
-    let service = PeerService::new(runner.inbox(), &config2).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let target = listener.local_addr().unwrap();
-    let server = serve(listener, service.clone(), &config2, None).unwrap();
     // 2 MB at 1 MB/s: the sync takes about two seconds to pass.
-    let slow = proxy(target, None, Some(1 << 20)).await;
-    let mut config1 = transport_config(1);
-    config1.max_frame_bytes = FRAME;
-    let sink = TonicSink::<Key>::spawn(&config1, [(2, slow.to_string())], None).unwrap();
+    let pair = Pair::start(None, Some(1 << 20)).await;
+    let stats = pair.received();
 
-    sink.send(2, vec![sync(120_000, 1)]);
+    pair.sink.send(2, vec![sync(KEYS, 1)]);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let heartbeat = Message::BLE(BLEMessage {
         from: 1,
         to: 2,
         msg: HeartbeatMsg::Request(HeartbeatRequest { round: 1 }),
     });
-    sink.send(2, vec![heartbeat]);
-    let stats = Arc::clone(service.stats());
+    pair.sink.send(2, vec![heartbeat]);
     wait_until("a first message to arrive", Duration::from_secs(30), || {
         stats.messages_in() > 0
     })
@@ -296,9 +293,7 @@ async fn heartbeats_overtake_a_transfer_in_progress() {
         stats.transfers_in() == 1 && stats.messages_in() == 2
     })
     .await;
-    sink.shutdown().await;
-    server.shutdown().await.unwrap();
-    runner.shutdown().await.unwrap();
+    pair.stop().await;
 }
 
 /// A follower resends its `Promise` while a large sync is on its way, and
@@ -307,42 +302,19 @@ async fn heartbeats_overtake_a_transfer_in_progress() {
 /// waits, so a slow catch-up costs two copies at most.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newer_large_sync_replaces_the_one_waiting_behind_a_transfer() {
-    const FRAME: usize = 64 * 1024;
-    let mut config2 = transport_config(2);
-    config2.max_frame_bytes = FRAME;
-    let omnipaxos = omnipaxos_config(2)
-        .build(MemoryStorage::<Key>::new())
-        .unwrap();
-    let runner = Runner::spawn(
-        omnipaxos,
-        &NODES,
-        Nowhere,
-        SyncedWrites,
-        Ignore,
-        runner_config(),
-    )
-    .unwrap();
-    let service = PeerService::new(runner.inbox(), &config2).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let target = listener.local_addr().unwrap();
-    let server = serve(listener, service.clone(), &config2, None).unwrap();
     // About 2 MB per sync at 4 MB/s.
-    let slow = proxy(target, None, Some(4 << 20)).await;
-    let mut config1 = transport_config(1);
-    config1.max_frame_bytes = FRAME;
-    let sink = TonicSink::<Key>::spawn(&config1, [(2, slow.to_string())], None).unwrap();
+    let pair = Pair::start(None, Some(4 << 20)).await;
+    let (out, stats) = (pair.sent(), pair.received());
 
-    sink.send(2, vec![sync(120_000, 1)]);
+    pair.sink.send(2, vec![sync(KEYS, 1)]);
     tokio::time::sleep(Duration::from_millis(100)).await;
     // Two more of the round in progress, then two of a later round.
     for session in 2..=3 {
-        sink.send(2, vec![sync(120_000, session)]);
+        pair.sink.send(2, vec![sync(KEYS, session)]);
     }
     for session in 4..=5 {
-        sink.send(2, vec![sync_in_round(120_000, session, 3)]);
+        pair.sink.send(2, vec![sync_in_round(KEYS, session, 3)]);
     }
-    let stats = Arc::clone(service.stats());
-    let out = Arc::clone(sink.stats());
     wait_until("two syncs to arrive", Duration::from_secs(30), || {
         stats.transfers_in() == 2 && stats.messages_in() == 2
     })
@@ -354,7 +326,5 @@ async fn a_newer_large_sync_replaces_the_one_waiting_behind_a_transfer() {
     // way when it started).
     assert_eq!(out.transfer_bytes_skipped(), 0);
     assert_eq!(stats.transfers_failed_in(), 0);
-    sink.shutdown().await;
-    server.shutdown().await.unwrap();
-    runner.shutdown().await.unwrap();
+    pair.stop().await;
 }
