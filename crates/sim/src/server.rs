@@ -277,6 +277,17 @@ impl SimServer {
         Refused::NotServing(self.leader_hint())
     }
 
+    /// A reply produced under an epoch leaves: once the process runs (a
+    /// paused process runs no code, its gRPC layer and reply gate
+    /// included; the simulated one only stops its clock and its consensus
+    /// input, so a handler in flight can finish during the pause), through
+    /// the reply gate on the clock of then, while the node is up.
+    async fn reply<T>(&self, result: Result<(T, Epoch), Refused>) -> Result<T, Refused> {
+        self.running().await;
+        let result = result.and_then(|(value, epoch)| self.gate(epoch).map(|()| value));
+        self.answer(result).await
+    }
+
     /// Answers only while the node is up, once it runs.
     async fn answer<T>(&self, result: Result<T, Refused>) -> Result<T, Refused> {
         self.running().await;
@@ -414,11 +425,8 @@ impl SimServer {
     /// `get_ts` for `count` timestamps.
     pub(crate) async fn get_ts(&self, count: u32) -> Result<Vec<u64>, Refused> {
         self.running().await;
-        let result = self
-            .get_ts_inner(count)
-            .await
-            .and_then(|(values, epoch)| self.gate(epoch).map(|()| values));
-        self.answer(result).await
+        let result = self.get_ts_inner(count).await;
+        self.reply(result).await
     }
 
     async fn get_ts_inner(&self, count: u32) -> Result<(Vec<u64>, Epoch), Refused> {
@@ -536,9 +544,9 @@ impl SimServer {
                 .advance_dense(key, count, epoch)
                 .await
                 .map_err(Refused::from)
-                .and_then(|start| self.gate(epoch).map(|()| start)),
+                .map(|start| (start, epoch)),
         };
-        self.answer(result).await
+        self.reply(result).await
     }
 
     /// `acquire_lease`: the lease id granted (or the live one, for a repeat).
@@ -548,11 +556,8 @@ impl SimServer {
         holder_epoch: u64,
     ) -> Result<u64, Refused> {
         self.running().await;
-        let result = self
-            .acquire_inner(holder, holder_epoch)
-            .await
-            .and_then(|(lease_id, epoch)| self.gate(epoch).map(|()| lease_id));
-        self.answer(result).await
+        let result = self.acquire_inner(holder, holder_epoch).await;
+        self.reply(result).await
     }
 
     async fn acquire_inner(
@@ -604,11 +609,8 @@ impl SimServer {
     /// `renew_lease`.
     pub(crate) async fn renew_lease(&self, lease_id: u64) -> Result<(), Refused> {
         self.running().await;
-        let result = self
-            .renew_inner(lease_id)
-            .await
-            .and_then(|epoch| self.gate(epoch));
-        self.answer(result).await
+        let result = self.renew_inner(lease_id).await.map(|epoch| ((), epoch));
+        self.reply(result).await
     }
 
     async fn renew_inner(&self, lease_id: u64) -> Result<Epoch, Refused> {
