@@ -129,9 +129,11 @@ impl RocksdbOptions {
 /// - Every write, `write_atomically` or a single-op method, is one
 ///   `WriteBatch` written with `sync = true`: when a method returns `Ok`, the
 ///   change survives a crash, and a crash never leaves part of a write.
-/// - Metadata (promise, rounds, indices, stop-sign, snapshot) is cached in
-///   memory and updated only after the write succeeded; log entries are read
-///   from RocksDB and their checksums verified on every read.
+/// - Metadata (promise, rounds, indices, stop-sign) is cached in memory and
+///   updated only after the write succeeded; log entries, and the snapshot
+///   (the size of the state: a cached copy would double a large state's
+///   memory), are read from RocksDB and their checksums verified on every
+///   read.
 /// - The directory is locked for the storage's lifetime, and records the
 ///   cluster and node it belongs to (see [`RocksdbStorage::open`]).
 ///
@@ -172,7 +174,6 @@ pub struct RocksdbStorage<T: Entry> {
     db: Arc<DB>,
     group_commit: Arc<GroupCommitState>,
     meta: Meta,
-    snapshot: Option<T::Snapshot>,
     identity: StorageIdentity,
     instance: InstanceId,
     path: PathBuf,
@@ -332,12 +333,11 @@ where
             });
         }
         let instance = load_or_draw_instance(&db)?;
-        let (meta, snapshot) = load_meta::<T>(&db)?;
+        let meta = load_meta::<T>(&db)?;
         let storage = RocksdbStorage {
             db: Arc::new(db),
             group_commit: Arc::default(),
             meta,
-            snapshot,
             identity,
             instance,
             path: dir.to_path_buf(),
@@ -489,9 +489,6 @@ where
             .map_err(rocks("write"))?;
         // Only now, with the batch durable, does the cache move.
         self.meta = plan.meta;
-        if let Some(snapshot) = plan.snapshot {
-            self.snapshot = snapshot;
-        }
         Ok(())
     }
 
@@ -739,8 +736,9 @@ where
     dir::sync_dir(dir)
 }
 
-/// Decodes every metadata record and checks the invariants writes keep.
-fn load_meta<T>(db: &DB) -> Result<(Meta, Option<T::Snapshot>), Error>
+/// Decodes every metadata record (the snapshot too, to refuse a corrupt
+/// one at open) and checks the invariants writes keep.
+fn load_meta<T>(db: &DB) -> Result<Meta, Error>
 where
     T: Entry,
 {
@@ -754,10 +752,10 @@ where
         first: to_usize("meta/log_range", range.first)?,
         end: to_usize("meta/log_range", range.end)?,
     };
-    let snapshot: Option<T::Snapshot> = get_meta(db, K_SNAPSHOT)?;
+    let _snapshot: Option<T::Snapshot> = get_meta(db, K_SNAPSHOT)?;
     meta.check()
         .map_err(|(what, reason)| Error::corrupt(format!("meta/{what}"), reason))?;
-    Ok((meta, snapshot))
+    Ok(meta)
 }
 
 impl<T> Storage<T> for RocksdbStorage<T>
@@ -847,7 +845,9 @@ where
     }
 
     fn get_snapshot(&self) -> StorageResult<Option<T::Snapshot>> {
-        Ok(self.snapshot.clone())
+        // Read and decoded on every call rather than kept: a snapshot is
+        // the size of the state, and the applier holds the state already.
+        Ok(get_meta(&self.db, K_SNAPSHOT)?)
     }
 }
 
