@@ -2,6 +2,7 @@
 //! long-lived gRPC link per peer.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -339,13 +340,16 @@ struct Producer {
     task: JoinHandle<()>,
     /// The round it syncs, when the message is an `AcceptSync`.
     round: Option<Ballot>,
+    /// Set by whoever counts the message as dropped first: the task when
+    /// it gives up, or the link when it ends with the transfer unfinished.
+    settled: Arc<AtomicBool>,
 }
 
 impl Producer {
-    /// 1 while the transfer's message may still go out; 0 once the task
-    /// ended with nothing left to receive (it gave up, and counted that).
+    /// The message as lost with the link (1), unless the task already
+    /// counted it when it gave up (0). Counts once, whoever comes first.
     fn messages(&self) -> usize {
-        usize::from(!self.frames.is_empty() || !self.frames.is_closed())
+        usize::from(!self.settled.swap(true, Ordering::SeqCst))
     }
 }
 
@@ -637,10 +641,13 @@ impl PeerLink {
     /// waiting follower resends with a new catch-up (`AcceptSync`, each a
     /// copy of the state) while the first is on its way. One too large for
     /// a frame is dropped when the transfer in progress (`active_round`)
-    /// syncs the same round: the follower takes the first and ignores the
-    /// rest, and its later decisions come with the accepts that follow.
-    /// Otherwise it replaces one still waiting, the newest being the one
-    /// worth sending. Either is a loss OmniPaxos tolerates (counted).
+    /// syncs the same round: the follower syncs from the first and would
+    /// ignore the rest. The accepts queued after a dropped sync belong to
+    /// its new sequence session, so the follower sees a gap and asks to be
+    /// synced again; that sync is a small delta, as it holds the state by
+    /// then (sending the second copy would end in the same gap). Otherwise
+    /// it replaces one still waiting, the newest being the one worth
+    /// sending. Either is a loss OmniPaxos tolerates (counted).
     fn enqueue<T: Entry>(
         &self,
         pending: &mut VecDeque<Outgoing<T>>,
@@ -783,11 +790,15 @@ impl Transfers {
         // One frame ahead: the next chunk is read while one is sent.
         let (tx, frames) = mpsc::channel(1);
         let round = sync_round(&message);
-        let task = tokio::spawn(async move { self.produce(message, first_on_link, tx).await });
+        let settled = Arc::new(AtomicBool::new(false));
+        let give_up = Arc::clone(&settled);
+        let task =
+            tokio::spawn(async move { self.produce(message, first_on_link, tx, &give_up).await });
         Producer {
             frames,
             task,
             round,
+            settled,
         }
     }
 
@@ -799,12 +810,13 @@ impl Transfers {
         message: Message<T>,
         first_on_link: bool,
         out: mpsc::Sender<EncodedFrame>,
+        settled: &AtomicBool,
     ) where
         T: Entry + Serialize + Send + 'static,
         T::Snapshot: Send,
         Message<T>: Serialize,
     {
-        let Some(mut transfer) = self.spool(message).await else {
+        let Some(mut transfer) = self.spool(message, settled).await else {
             return;
         };
         // Only the first transfer of a link can continue a cut one: later
@@ -838,8 +850,8 @@ impl Transfers {
             .await;
             let payload = match read {
                 Ok(Ok(payload)) => payload,
-                Ok(Err(err)) => return self.give_up(DropReason::EncodeFailed, &err),
-                Err(err) => return self.give_up(DropReason::EncodeFailed, &err),
+                Ok(Err(err)) => return self.give_up(DropReason::EncodeFailed, &err, settled),
+                Err(err) => return self.give_up(DropReason::EncodeFailed, &err, settled),
             };
             transfer.advance((body_len - next).min(room as u64));
             let chunk = EncodedFrame {
@@ -853,7 +865,7 @@ impl Transfers {
     }
 
     /// Spools `message`; `None` when it cannot be sent (counted).
-    async fn spool<T>(&self, message: Message<T>) -> Option<OutTransfer>
+    async fn spool<T>(&self, message: Message<T>, settled: &AtomicBool) -> Option<OutTransfer>
     where
         T: Entry + Serialize + Send + 'static,
         T::Snapshot: Send,
@@ -869,22 +881,26 @@ impl Transfers {
                     "its head alone is {} bytes, above the frame limit",
                     transfer.head_len()
                 );
-                self.give_up(DropReason::OversizeMessage, &reason);
+                self.give_up(DropReason::OversizeMessage, &reason, settled);
                 None
             }
             Ok(Err(err)) => {
-                self.give_up(DropReason::EncodeFailed, &err);
+                self.give_up(DropReason::EncodeFailed, &err, settled);
                 None
             }
             Err(err) => {
-                self.give_up(DropReason::EncodeFailed, &err);
+                self.give_up(DropReason::EncodeFailed, &err, settled);
                 None
             }
         }
     }
 
-    fn give_up(&self, reason: DropReason, why: &dyn std::fmt::Display) {
-        self.stats.drop_messages(reason, 1);
+    /// Counts the message as dropped, unless the link already counted it
+    /// as lost with it.
+    fn give_up(&self, reason: DropReason, why: &dyn std::fmt::Display, settled: &AtomicBool) {
+        if !settled.swap(true, Ordering::SeqCst) {
+            self.stats.drop_messages(reason, 1);
+        }
         tracing::warn!(peer = self.peer, "dropped a large message: {why}");
     }
 

@@ -108,13 +108,21 @@ fn a_follower_behind_a_state_larger_than_a_frame_catches_up_from_a_transfer() {
     }
     let transfers = read(&layout, 3, TRANSFERS_IN).unwrap_or(0.0);
     assert!(transfers >= 1.0, "node 3 received {transfers} transfers");
-    let chunked: f64 = [1, 2]
-        .iter()
-        .filter_map(|&id| read(&layout, id, CHUNKED_OUT))
-        .sum();
+    // The gauges are sampled every 250 ms: the leader's count may lag.
+    let chunked = || -> f64 {
+        [1, 2]
+            .iter()
+            .filter_map(|&id| read(&layout, id, CHUNKED_OUT))
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while chunked() <= chunked_before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(
-        chunked > chunked_before,
-        "no message went as a transfer ({chunked_before} before, {chunked} after)"
+        chunked() > chunked_before,
+        "no message went as a transfer ({chunked_before} before, {} after)",
+        chunked()
     );
     // The follower's state is the leader's: the high-water it installed is
     // the one nodes 1 and 2 hold (nothing advanced it since the fill).
