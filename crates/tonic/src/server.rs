@@ -306,7 +306,13 @@ where
     /// Spools a chunk of `sender`'s transfer body (off the runtime). A
     /// chunk that cannot be kept gives up the body held (counted); the
     /// link goes on, and the transfer's head will not complete.
-    async fn transfer_body(&self, sender: NodeId, instance: Option<InstanceId>, payload: Bytes) {
+    async fn transfer_body(
+        &self,
+        sender: NodeId,
+        instance: Option<InstanceId>,
+        link: u64,
+        payload: Bytes,
+    ) {
         let shared = &*self.shared;
         let Some(slot) = shared.transfers.get(&sender).cloned() else {
             return;
@@ -320,7 +326,7 @@ where
         let dir = shared.spool_dir.clone();
         let max = shared.max_chunked_message_bytes;
         let appended =
-            tokio::task::spawn_blocking(move || slot.append(&payload[1..], &dir, max)).await;
+            tokio::task::spawn_blocking(move || slot.append(&payload[1..], &dir, max, link)).await;
         match appended {
             Ok(Ok(())) => {}
             Ok(Err(err)) => {
@@ -388,6 +394,7 @@ where
         &self,
         sender: NodeId,
         instance: Option<InstanceId>,
+        generation: u64,
         frame: Frame,
     ) -> Result<(), Status> {
         let shared = &*self.shared;
@@ -395,7 +402,8 @@ where
         self.sweep_idle_transfers();
         let messages = match kind(&frame.payload) {
             FrameKind::TransferBody => {
-                self.transfer_body(sender, instance, frame.payload).await;
+                self.transfer_body(sender, instance, generation, frame.payload)
+                    .await;
                 return Ok(());
             }
             FrameKind::TransferHead => match self.transfer_head(sender, frame.payload).await {
@@ -526,7 +534,9 @@ where
                         status = self.link_ended(&mut closing, &mut newer, generation) => {
                             return Err(status);
                         }
-                        delivered = self.deliver_frame(sender, instance, frame) => delivered?,
+                        delivered = self.deliver_frame(sender, instance, generation, frame) => {
+                            delivered?
+                        }
                     }
                 }
                 Ok(None) => return Ok(Response::new(LinkClosed { frames })),

@@ -77,6 +77,8 @@ pub(crate) enum TransferError {
     TooLarge { len: u64, max: usize },
     #[error("a chunk at offset {offset} does not continue the {held} bytes held")]
     Gap { offset: u64, held: u64 },
+    #[error("a chunk from link {link}, older than the one the body continues on")]
+    StaleLink { link: u64 },
     #[error("the body held ({held} bytes) is not the one the head names ({len} bytes, digest)")]
     Mismatch { held: u64, len: u64 },
     #[error("the body does not decode: {0}")]
@@ -241,7 +243,9 @@ impl OutTransfer {
     /// holds (with that prefix's digest).
     pub(crate) fn start_at(&mut self, resume: Option<(u64, Digest)>) {
         match resume {
-            Some((offset, digest)) if offset > 0 && offset <= self.body_len => {
+            // A receiver holding the whole body gets it again from 0: a
+            // resume needs a chunk to carry the prefix's digest.
+            Some((offset, digest)) if offset > 0 && offset < self.body_len => {
                 self.next = Some(offset);
                 self.resumes = Some(digest);
             }
@@ -329,6 +333,9 @@ struct Partial {
     context: Context,
     /// When a chunk was last appended.
     touched: Instant,
+    /// The sender's link (the server's generation count) that started or
+    /// resumed the body: chunks of older links are refused.
+    link: u64,
 }
 
 impl Partial {
@@ -378,11 +385,15 @@ impl InTransfer {
 
     /// Appends a body chunk (`payload` without its format byte). Offset 0
     /// starts a new body; any other offset must continue the one held.
+    /// `link` numbers the sender's links, newer ones higher: a chunk of an
+    /// older link than the one the body continues on is refused alone (a
+    /// superseded link's late chunk), the body kept.
     pub(crate) fn append(
         &self,
         payload: &[u8],
         dir: &Path,
         max_body: usize,
+        link: u64,
     ) -> Result<(), TransferError> {
         let ((offset, body_len, resumes), bytes) =
             postcard::take_from_bytes::<(u64, u64, Option<Digest>)>(payload)
@@ -401,15 +412,21 @@ impl InTransfer {
                 len: 0,
                 context: Context::new(&SHA256),
                 touched: Instant::now(),
+                link,
             });
         }
         let held = slot.as_ref().map_or(0, |p| p.len);
+        if offset > 0 && resumes.is_none() && slot.as_ref().is_some_and(|p| link < p.link) {
+            return Err(TransferError::StaleLink { link });
+        }
         if let (Some(digest), Some(partial)) = (resumes, slot.as_mut())
             && offset > 0
-            && !partial.cut_back_to(offset, &digest)?
         {
-            *slot = None;
-            return Err(TransferError::Gap { offset, held });
+            if !partial.cut_back_to(offset, &digest)? {
+                *slot = None;
+                return Err(TransferError::Gap { offset, held });
+            }
+            partial.link = link;
         }
         let Some(partial) = slot.as_mut().filter(|p| p.len == offset) else {
             *slot = None;
@@ -614,6 +631,16 @@ mod tests {
         to: &InTransfer,
         room: usize,
     ) -> Result<Message<Key>, TransferError> {
+        send_on(transfer, to, room, 1)
+    }
+
+    /// [`send`] on the sender's link number `link`.
+    fn send_on(
+        transfer: &mut OutTransfer,
+        to: &InTransfer,
+        room: usize,
+        link: u64,
+    ) -> Result<Message<Key>, TransferError> {
         let dir = std::env::temp_dir();
         while let Some(next) = transfer.next().filter(|&n| n < transfer.body_len()) {
             let frame = chunk_frame(
@@ -626,7 +653,7 @@ mod tests {
             .unwrap();
             assert!(frame.len() <= room + BODY_HEADER_MAX);
             assert_eq!(frame[0], BODY_FORMAT);
-            to.append(&frame[1..], &dir, 1 << 30)?;
+            to.append(&frame[1..], &dir, 1 << 30, link)?;
             transfer.advance((transfer.body_len() - next).min(room as u64));
         }
         let head = transfer.take_head();
@@ -679,7 +706,7 @@ mod tests {
         for _ in 0..3 {
             let next = first.next().unwrap();
             let frame = chunk_frame(&first.file(), next, first.body_len(), 4096, None).unwrap();
-            receiver.append(&frame[1..], &dir, 1 << 30).unwrap();
+            receiver.append(&frame[1..], &dir, 1 << 30, 1).unwrap();
             first.advance(4096);
         }
         let (held, digest) = receiver.held();
@@ -708,7 +735,7 @@ mod tests {
             for _ in 0..count {
                 let next = first.next().unwrap();
                 let frame = chunk_frame(&first.file(), next, first.body_len(), 4096, None).unwrap();
-                to.append(&frame[1..], &dir, 1 << 30).unwrap();
+                to.append(&frame[1..], &dir, 1 << 30, 1).unwrap();
                 first.advance(4096);
             }
         };
@@ -721,8 +748,29 @@ mod tests {
         let expected = encoded(&again);
         let mut second = spool(again);
         second.start_at(Some((held, digest)));
-        let got = send(&mut second, &receiver, 4096).unwrap();
+        // The new link's first chunk names the prefix: the old link's two
+        // late chunks are cut back.
+        let next = second.next().unwrap();
+        let resumes = second.take_resumes();
+        let frame = chunk_frame(&second.file(), next, second.body_len(), 4096, resumes).unwrap();
+        receiver.append(&frame[1..], &dir, 1 << 30, 2).unwrap();
+        second.advance(4096);
+        assert_eq!(receiver.held().0, 4 * 4096);
+        // A later chunk of the old link, at the offset that would continue
+        // the body, is refused alone; the body goes on.
+        let late = chunk_frame(&first.file(), 4 * 4096, first.body_len(), 4096, None).unwrap();
+        assert!(matches!(
+            receiver.append(&late[1..], &dir, 1 << 30, 1),
+            Err(TransferError::StaleLink { link: 1 })
+        ));
+        assert_eq!(receiver.held().0, 4 * 4096);
+        let got = send_on(&mut second, &receiver, 4096, 2).unwrap();
         assert_eq!(encoded(&got), expected);
+        // A receiver holding the whole body gets it again from 0 (a resume
+        // needs a chunk to name the prefix).
+        let mut whole = spool(sync(20_000, 0, 4));
+        whole.start_at(Some((whole.body_len(), [0; 32])));
+        assert_eq!(whole.next(), Some(0));
         // A resume that names a prefix the receiver does not hold fails.
         let receiver = InTransfer::default();
         let mut third = spool(sync(20_000, 0, 3));
@@ -739,7 +787,7 @@ mod tests {
         let receiver = InTransfer::default();
         let transfer = spool(sync(5_000, 0, 1));
         let frame = chunk_frame(&transfer.file(), 0, transfer.body_len(), 1000, None).unwrap();
-        receiver.append(&frame[1..], &dir, 1 << 30).unwrap();
+        receiver.append(&frame[1..], &dir, 1 << 30, 1).unwrap();
         receiver.expire(Duration::from_secs(60));
         assert_eq!(receiver.held().0, 1000, "a fresh body is kept");
         receiver.expire(Duration::ZERO);
@@ -756,7 +804,7 @@ mod tests {
         let mut frame = chunk_frame(&transfer.file(), 0, body_len, 1 << 20, None).unwrap();
         let last = frame.len() - 1;
         frame[last] ^= 1;
-        receiver.append(&frame[1..], &dir, 1 << 30).unwrap();
+        receiver.append(&frame[1..], &dir, 1 << 30, 1).unwrap();
         let head = transfer.take_head();
         assert!(matches!(
             receiver.complete::<Key>(&head[1..], 1 << 20),
@@ -778,31 +826,36 @@ mod tests {
         // A chunk that does not continue what is held.
         let receiver = InTransfer::default();
         assert!(matches!(
-            receiver.append(&chunk(100, 100)[1..], &dir, 1 << 30),
+            receiver.append(&chunk(100, 100)[1..], &dir, 1 << 30, 1),
             Err(TransferError::Gap {
                 offset: 100,
                 held: 0
             })
         ));
-        receiver.append(&chunk(0, 100)[1..], &dir, 1 << 30).unwrap();
+        receiver
+            .append(&chunk(0, 100)[1..], &dir, 1 << 30, 1)
+            .unwrap();
         assert!(matches!(
-            receiver.append(&chunk(200, 100)[1..], &dir, 1 << 30),
+            receiver.append(&chunk(200, 100)[1..], &dir, 1 << 30, 1),
             Err(TransferError::Gap { .. })
         ));
         assert_eq!(receiver.held().0, 0, "a gap gives up the body held");
         // Above the receiver's own limit, whatever the sender allowed.
         assert!(matches!(
-            receiver.append(&chunk(0, 100)[1..], &dir, 100),
+            receiver.append(&chunk(0, 100)[1..], &dir, 100, 1),
             Err(TransferError::TooLarge { .. })
         ));
         // Bytes past the announced length.
         let mut overrun = vec![];
         overrun = postcard::to_extend(&(0u64, 10u64, None::<Digest>), overrun).unwrap();
         overrun.extend_from_slice(&[0; 11]);
-        assert!(receiver.append(&overrun, &dir, 1 << 30).is_err());
+        assert!(receiver.append(&overrun, &dir, 1 << 30, 1).is_err());
         // Garbage never panics.
         for bytes in [&[][..], &[0x80], &[0, 0], &[5, 0xff, 0xff]] {
-            assert!(receiver.append(bytes, &dir, 1 << 30).is_err(), "{bytes:?}");
+            assert!(
+                receiver.append(bytes, &dir, 1 << 30, 1).is_err(),
+                "{bytes:?}"
+            );
             assert!(receiver.complete::<Key>(bytes, 64).is_err(), "{bytes:?}");
         }
     }
@@ -831,7 +884,7 @@ mod tests {
         let receiver = InTransfer::default();
         let mut chunk = postcard::to_allocvec(&(0u64, body.len() as u64, None::<Digest>)).unwrap();
         chunk.extend_from_slice(&body);
-        receiver.append(&chunk, &dir, 1 << 30).unwrap();
+        receiver.append(&chunk, &dir, 1 << 30, 1).unwrap();
         let head = postcard::to_allocvec(&head).unwrap();
         assert!(matches!(
             receiver.complete::<Key>(&head, 64),
