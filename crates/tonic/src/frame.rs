@@ -11,6 +11,7 @@
 //! `transfer`); one above `max_message_bytes` is dropped and counted.
 
 use omnipaxos::messages::Message;
+use omnipaxos::messages::sequence_paxos::{PaxosMessage, PaxosMsg};
 use omnipaxos::storage::Entry;
 use postcard::ser_flavors::Size;
 use serde::Serialize;
@@ -64,18 +65,17 @@ where
 /// What a frame payload is, by its format byte.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum FrameKind {
-    Batch,
     TransferBody,
     TransferHead,
-    Unknown(Option<u8>),
+    /// A batch, or any other byte: [`decode_frame`] refuses those.
+    Batch,
 }
 
 pub(crate) fn kind(payload: &[u8]) -> FrameKind {
     match payload.first() {
-        Some(&FRAME_FORMAT) => FrameKind::Batch,
         Some(&BODY_FORMAT) => FrameKind::TransferBody,
         Some(&HEAD_FORMAT) => FrameKind::TransferHead,
-        other => FrameKind::Unknown(other.copied()),
+        _ => FrameKind::Batch,
     }
 }
 
@@ -118,7 +118,9 @@ pub(crate) struct Limits {
 
 /// Encodes `batch` into as few frames as fit `limits.frame`, in order; a
 /// message too large for a frame (but not above `limits.message`) takes its
-/// place as a [`Piece::Large`], measured without being encoded.
+/// place as a [`Piece::Large`]. A message that can carry log entries or a
+/// snapshot is measured first, so a large one is never encoded here; any
+/// other is small, and is encoded once, without measuring.
 pub(crate) fn split_into_frames<T>(
     batch: Vec<Message<T>>,
     limits: Limits,
@@ -127,52 +129,99 @@ where
     T: Entry,
     Message<T>: Serialize,
 {
-    let max_frame_bytes = limits.frame;
-    let mut pieces = Vec::new();
-    let mut rejected = Rejected::default();
-    // Encoded messages of the frame being filled.
-    let mut body: Vec<u8> = Vec::new();
-    let mut count = 0usize;
+    let mut frames = Frames {
+        limits,
+        pieces: Vec::new(),
+        rejected: Rejected::default(),
+        body: Vec::new(),
+        count: 0,
+    };
     for message in batch {
-        let Ok(size) = postcard::serialize_with_flavor::<_, Size, usize>(&message, Size::default())
-        else {
-            rejected.failed += 1;
-            continue;
-        };
-        if frame_len(1, size) > max_frame_bytes {
-            if size > limits.message {
-                rejected.oversize += 1;
+        if carries_log(&message) {
+            let Ok(size) =
+                postcard::serialize_with_flavor::<_, Size, usize>(&message, Size::default())
+            else {
+                frames.rejected.failed += 1;
+                continue;
+            };
+            if frame_len(1, size) > limits.frame {
+                frames.set_apart(message, size);
                 continue;
             }
-            // What was gathered goes first: the link keeps message order.
-            if count > 0 {
-                pieces.push(Piece::Frame(finish(&body, count)));
-                body.clear();
-                count = 0;
-            }
-            pieces.push(Piece::Large(message));
-            rejected.large += 1;
+        }
+        let Ok(encoded) = postcard::to_allocvec(&message) else {
+            frames.rejected.failed += 1;
+            continue;
+        };
+        if frame_len(1, encoded.len()) > limits.frame {
+            frames.set_apart(message, encoded.len());
             continue;
         }
-        let encoded = match postcard::to_allocvec(&message) {
-            Ok(encoded) => encoded,
-            Err(_) => {
-                rejected.failed += 1;
-                continue;
-            }
-        };
-        if count > 0 && frame_len(count + 1, body.len() + encoded.len()) > max_frame_bytes {
-            pieces.push(Piece::Frame(finish(&body, count)));
-            body.clear();
-            count = 0;
+        frames.push(&encoded);
+    }
+    frames.finish_frame();
+    (frames.pieces, frames.rejected)
+}
+
+/// Whether `message` can carry log entries or a snapshot, and so be of any
+/// size.
+fn carries_log<T: Entry>(message: &Message<T>) -> bool {
+    matches!(
+        message,
+        Message::SequencePaxos(PaxosMessage {
+            msg: PaxosMsg::Promise(_)
+                | PaxosMsg::AcceptSync(_)
+                | PaxosMsg::AcceptDecide(_)
+                | PaxosMsg::ProposalForward(_),
+            ..
+        })
+    )
+}
+
+/// The pieces of a batch being split.
+struct Frames<T: Entry> {
+    limits: Limits,
+    pieces: Vec<Piece<T>>,
+    rejected: Rejected,
+    /// Encoded messages of the frame being filled.
+    body: Vec<u8>,
+    count: usize,
+}
+
+impl<T: Entry> Frames<T> {
+    /// Adds an encoded message, closing the frame being filled first when
+    /// it would not fit.
+    fn push(&mut self, encoded: &[u8]) {
+        if self.count > 0
+            && frame_len(self.count + 1, self.body.len() + encoded.len()) > self.limits.frame
+        {
+            self.finish_frame();
         }
-        body.extend_from_slice(&encoded);
-        count += 1;
+        self.body.extend_from_slice(encoded);
+        self.count += 1;
     }
-    if count > 0 {
-        pieces.push(Piece::Frame(finish(&body, count)));
+
+    /// A message of `size` bytes too large for a frame: a transfer in its
+    /// place, or dropped above the message limit.
+    fn set_apart(&mut self, message: Message<T>, size: usize) {
+        if size > self.limits.message {
+            self.rejected.oversize += 1;
+            return;
+        }
+        // What was gathered goes first: the link keeps message order.
+        self.finish_frame();
+        self.pieces.push(Piece::Large(message));
+        self.rejected.large += 1;
     }
-    (pieces, rejected)
+
+    fn finish_frame(&mut self) {
+        if self.count > 0 {
+            self.pieces
+                .push(Piece::Frame(finish(&self.body, self.count)));
+            self.body.clear();
+            self.count = 0;
+        }
+    }
 }
 
 fn frame_len(count: usize, body: usize) -> usize {

@@ -410,16 +410,14 @@ where
                 Some(message) => vec![message],
                 None => return Ok(()),
             },
-            FrameKind::Batch | FrameKind::Unknown(_) => {
-                decode_frame::<T>(&frame.payload).map_err(|err| {
-                    self.refuse(
-                        RefusalReason::GarbledFrame,
-                        Status::invalid_argument(format!(
-                            "undecodable frame from node {sender}: {err}"
-                        )),
-                    )
-                })?
-            }
+            FrameKind::Batch => decode_frame::<T>(&frame.payload).map_err(|err| {
+                self.refuse(
+                    RefusalReason::GarbledFrame,
+                    Status::invalid_argument(format!(
+                        "undecodable frame from node {sender}: {err}"
+                    )),
+                )
+            })?,
         };
         let mut stop_signs = 0u64;
         for message in messages {

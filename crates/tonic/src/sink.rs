@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use omnipaxos::ballot_leader_election::Ballot;
 use omnipaxos::messages::Message;
-use omnipaxos::messages::sequence_paxos::{PaxosMessage, PaxosMsg};
 use omnipaxos::storage::Entry;
 use omnipaxos::util::NodeId;
 use serde::Serialize;
@@ -26,7 +25,9 @@ use crate::proto::paxos_peer_client::PaxosPeerClient;
 use crate::proto::{Frame, HeldReply, HeldRequest};
 use crate::stats::{DropReason, TransportStats};
 use crate::tls::TlsMaterial;
-use crate::transfer::{BODY_HEADER_MAX, Digest, OutTransfer, chunk_frame, prefix_matches};
+use crate::transfer::{
+    BODY_HEADER_MAX, Digest, OutTransfer, accept_sync, chunk_frame, prefix_matches,
+};
 
 /// Frames buffered between a peer task and its open gRPC stream.
 const LINK_FRAMES: usize = 8;
@@ -742,13 +743,7 @@ impl PeerLink {
 
 /// The round of an `AcceptSync` (`None` for any other message).
 fn sync_round<T: Entry>(message: &Message<T>) -> Option<Ballot> {
-    match message {
-        Message::SequencePaxos(PaxosMessage {
-            msg: PaxosMsg::AcceptSync(sync),
-            ..
-        }) => Some(sync.n),
-        _ => None,
-    }
+    accept_sync(message).map(|sync| sync.n)
 }
 
 /// The frame in hand goes back where it came from (the link ended or an

@@ -44,7 +44,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use omnipaxos::messages::Message;
-use omnipaxos::messages::sequence_paxos::{PaxosMessage, PaxosMsg};
+use omnipaxos::messages::sequence_paxos::{AcceptSync, PaxosMessage, PaxosMsg};
 use omnipaxos::storage::{Entry, SnapshotType};
 use ring::digest::{Context, SHA256};
 use serde::de::DeserializeOwned;
@@ -312,18 +312,35 @@ pub(crate) fn chunk_frame(
     Ok(frame)
 }
 
-/// Moves an `AcceptSync`'s snapshot and suffix out of `message`.
-fn take_bulk<T: Entry>(message: &mut Message<T>) -> Option<(Option<SnapshotType<T>>, Vec<T>)> {
+/// The `AcceptSync` `message` is, if it is one.
+pub(crate) fn accept_sync<T: Entry>(message: &Message<T>) -> Option<&AcceptSync<T>> {
     match message {
         Message::SequencePaxos(PaxosMessage {
             msg: PaxosMsg::AcceptSync(sync),
             ..
-        }) => Some((
-            sync.log_sync.decided_snapshot.take(),
-            std::mem::take(&mut sync.log_sync.suffix),
-        )),
+        }) => Some(sync),
         _ => None,
     }
+}
+
+fn accept_sync_mut<T: Entry>(message: &mut Message<T>) -> Option<&mut AcceptSync<T>> {
+    match message {
+        Message::SequencePaxos(PaxosMessage {
+            msg: PaxosMsg::AcceptSync(sync),
+            ..
+        }) => Some(sync),
+        _ => None,
+    }
+}
+
+/// Moves an `AcceptSync`'s snapshot and suffix out of `message`.
+fn take_bulk<T: Entry>(message: &mut Message<T>) -> Option<(Option<SnapshotType<T>>, Vec<T>)> {
+    accept_sync_mut(message).map(|sync| {
+        (
+            sync.log_sync.decided_snapshot.take(),
+            std::mem::take(&mut sync.log_sync.suffix),
+        )
+    })
 }
 
 /// The body received so far from one sender.
@@ -398,14 +415,14 @@ impl InTransfer {
         let ((offset, body_len, resumes), bytes) =
             postcard::take_from_bytes::<(u64, u64, Option<Digest>)>(payload)
                 .map_err(|err| TransferError::Malformed(err.to_string()))?;
+        let mut slot = self.lock();
         if body_len > max_body as u64 {
-            *self.lock() = None;
+            *slot = None;
             return Err(TransferError::TooLarge {
                 len: body_len,
                 max: max_body,
             });
         }
-        let mut slot = self.lock();
         if offset == 0 {
             *slot = Some(Partial {
                 file: tempfile::tempfile_in(dir)?,
@@ -527,20 +544,13 @@ impl InTransfer {
                 for _ in 0..suffix {
                     entries.push(decode_next::<T, _>(&mut reader, &mut buf)?);
                 }
-                match &mut rest {
-                    Message::SequencePaxos(PaxosMessage {
-                        msg: PaxosMsg::AcceptSync(sync),
-                        ..
-                    }) => {
-                        sync.log_sync.decided_snapshot = snapshot;
-                        sync.log_sync.suffix = entries;
-                    }
-                    _ => {
-                        return Err(TransferError::Malformed(
-                            "a sync layout around a message that is not an AcceptSync".into(),
-                        ));
-                    }
-                }
+                let Some(sync) = accept_sync_mut(&mut rest) else {
+                    return Err(TransferError::Malformed(
+                        "a sync layout around a message that is not an AcceptSync".into(),
+                    ));
+                };
+                sync.log_sync.decided_snapshot = snapshot;
+                sync.log_sync.suffix = entries;
                 rest
             }
         };

@@ -33,7 +33,7 @@ use tsoracle_paxos_metrics::{CHUNKED_OUT, COMPACTED, DECIDED, TRANSFERS_IN};
 
 use super::BenchArgs;
 use super::cluster::{Binaries, Cluster, Kind, Options, interrupt, rss_bytes, run_captured};
-use super::drivers::{Dirs, Machine, Progress, loadavg, plot, prepare, settle, wait_serving};
+use super::drivers::{Dirs, Machine, Progress, loadavg, plot, prepare, settle, start_serving};
 use crate::env::BuildEnv;
 use report::{CatchupMeta, CatchupPoint, CatchupReport};
 
@@ -159,20 +159,16 @@ fn measure(
         bail!("{keys} keys is above the driver's cap of {KEY_CAP} distinct dense keys");
     }
     progress.step(&format!("{keys} keys: starting the cluster"));
-    let data = dirs.cluster(&format!("paxos-catchup-{keys}"));
-    let mut cluster = Cluster::start(Kind::Paxos, bins, Options::default(), &data, &dirs.logs)?;
     // Readiness through get_ts only: a get_seq would create a key beyond
     // the N the fill writes (and 1M is exactly the driver's cap).
-    let since = super::cluster::unix_micros();
-    wait_serving(
+    let mut cluster = start_serving(
         bins,
         dirs,
-        &mut cluster,
-        since,
-        Duration::from_secs(120),
+        Kind::Paxos,
+        Options::default(),
+        &format!("catchup-{keys}"),
         false,
-    )
-    .context("the cluster did not start serving")?;
+    )?;
     settle(&mut cluster, Duration::from_secs(30))?;
     let leader = cluster.leader().context("no leader after settling")?;
     let follower = cluster

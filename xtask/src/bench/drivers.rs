@@ -403,7 +403,9 @@ pub(super) fn loadavg() -> String {
         .join(" ")
 }
 
-/// Starts a fresh cluster and waits until it answers a timestamp.
+/// Starts a fresh cluster and waits until it answers a timestamp and a
+/// dense block (openraft activates its dense record format after the first
+/// election).
 fn start(
     bins: &Binaries,
     dirs: &Dirs,
@@ -411,18 +413,29 @@ fn start(
     options: Options,
     label: &str,
 ) -> Result<Cluster> {
+    start_serving(bins, dirs, kind, options, label, true)
+}
+
+/// Starts a fresh cluster (its data in `<kind>-<label>`) and waits until it
+/// answers a timestamp, and a dense block too when `dense`.
+pub(super) fn start_serving(
+    bins: &Binaries,
+    dirs: &Dirs,
+    kind: Kind,
+    options: Options,
+    label: &str,
+    dense: bool,
+) -> Result<Cluster> {
     let data = dirs.cluster(&format!("{}-{label}", kind.name()));
     let mut cluster = Cluster::start(kind, bins, options, &data, &dirs.logs)?;
     let since = unix_micros();
-    // A fresh cluster is ready once it serves both kinds of request (openraft
-    // activates its dense record format after the first election).
     wait_serving(
         bins,
         dirs,
         &mut cluster,
         since,
         Duration::from_secs(120),
-        true,
+        dense,
     )
     .with_context(|| format!("the {} cluster did not start serving", kind.name()))?;
     Ok(cluster)
@@ -430,7 +443,7 @@ fn start(
 
 /// Polls with single `get_ts` attempts until one succeeds; returns the
 /// milliseconds since `since_unix_us`.
-pub(super) fn wait_serving(
+fn wait_serving(
     bins: &Binaries,
     dirs: &Dirs,
     cluster: &mut Cluster,
