@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use tsoracle_core::{Epoch, SeqKey};
 
 use crate::codec::epoch_u128;
-use crate::{Command, Lease, Membership, ProposalId};
+use crate::{Command, Lease, Membership, PaxosSnapshot, ProposalId};
 
 /// Why a [`Command::DenseAdvance`] advanced nothing.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,6 +63,44 @@ impl fmt::Display for LeaseRejection {
     }
 }
 
+/// Why a [`Command::PrepareChange`] changed nothing.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeRejection {
+    /// No member list is on record yet, so there is no configuration to
+    /// change.
+    #[error("no member list is on record yet")]
+    NoMemberList,
+    /// Another change is agreed and not finished: one change at a time.
+    #[error("a change to {pending} is in progress; finish it first")]
+    AnotherChangePending {
+        /// The change in progress.
+        pending: Membership,
+    },
+    /// The proposed list is not for the configuration after the current one.
+    #[error(
+        "the proposed list is for configuration {proposed}, but the next configuration is \
+         {current} + 1"
+    )]
+    NotTheNextConfiguration {
+        /// The current configuration.
+        current: u32,
+        /// The configuration the proposed list names.
+        proposed: u32,
+    },
+}
+
+/// Why a [`Command::Genesis`] changed nothing.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GenesisRejection {
+    /// The log already holds state: a second genesis (another member
+    /// proposed one too), or one in a log that did not start with it.
+    #[error("this log's state has begun already")]
+    AlreadyStarted,
+    /// The carried state agreed on no next configuration.
+    #[error("the carried state has no agreed change to start")]
+    NoChange,
+}
+
 /// What applying one command did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -95,6 +133,11 @@ pub enum Outcome {
         /// The list on record.
         membership: Membership,
     },
+    /// A [`Command::PrepareChange`]: the agreed next member list (the
+    /// proposed one, or the same one agreed before), or why none.
+    ChangePrepared(Result<Membership, ChangeRejection>),
+    /// A [`Command::Genesis`]: the configuration it started, or why not.
+    Genesis(Result<u32, GenesisRejection>),
 }
 
 /// The replicated state: high-water, dense counters, leases, the fencing epoch
@@ -122,7 +165,26 @@ pub struct ApplyState {
     /// [`Command::Register`] of a node stands).
     instances: BTreeMap<u64, u128>,
     /// The cluster's member list (the first [`Command::RecordMembership`]
-    /// stands).
+    /// stands; a [`Command::Genesis`] sets the new configuration's).
+    membership: Option<Membership>,
+    /// The next configuration's list, agreed by a
+    /// [`Command::PrepareChange`] (the first stands until the change ends
+    /// this configuration's log).
+    pending_change: Option<Membership>,
+}
+
+/// [`ApplyState`] as snapshot format version 3 encoded it (before the
+/// pending change), read to upgrade old snapshots.
+#[derive(Deserialize)]
+pub(crate) struct ApplyStateV3 {
+    high_water: u64,
+    dense: BTreeMap<SeqKey, u64>,
+    leases: Vec<Lease>,
+    #[serde(with = "epoch_u128")]
+    max_epoch: Epoch,
+    ledger: BTreeMap<u64, (u64, u64)>,
+    applied: u64,
+    instances: BTreeMap<u64, u128>,
     membership: Option<Membership>,
 }
 
@@ -183,7 +245,22 @@ impl ApplyState {
     /// the number of keys above `key_cap`, so lowering the cap never freezes
     /// existing keys. The same key may appear several times in one batch; each
     /// occurrence starts where the previous one ended.
+    ///
+    /// A [`Command::Genesis`] applies only to the pristine (empty) state: it replaces it with the carried final state of the
+    /// previous configuration, whose agreed next list becomes the member
+    /// list; ledger entries and registrations of nodes that left are
+    /// dropped (a node added back later under the same id starts afresh).
+    /// A [`Command::PrepareChange`] agrees on the next list when a list is
+    /// on record, none is pending, and it names the next configuration.
     pub fn apply(&mut self, command: &Command) -> Outcome {
+        if let Command::Genesis {
+            prior,
+            epoch,
+            proposal,
+        } = command
+        {
+            return Outcome::Genesis(self.start_from(prior, *epoch, *proposal));
+        }
         let proposal = command.proposal();
         let stamp = (proposal.incarnation, proposal.seq);
         if self
@@ -220,6 +297,11 @@ impl ApplyState {
                     .get_or_insert_with(|| membership.clone())
                     .clone(),
             },
+            Command::PrepareChange { next, .. } => {
+                Outcome::ChangePrepared(self.prepare_change(next))
+            }
+            // Handled above, before the ledger.
+            Command::Genesis { .. } => Outcome::Genesis(Err(GenesisRejection::AlreadyStarted)),
             Command::ReplaceLeases { leases, epoch, .. } => {
                 Outcome::Leases(if *epoch < self.max_epoch {
                     Err(LeaseRejection::Fenced {
@@ -234,6 +316,60 @@ impl ApplyState {
         // After the fence: a command is judged against the epochs before it.
         self.max_epoch = self.max_epoch.max(command.epoch());
         outcome
+    }
+
+    fn prepare_change(&mut self, next: &Membership) -> Result<Membership, ChangeRejection> {
+        let current = self
+            .membership
+            .as_ref()
+            .ok_or(ChangeRejection::NoMemberList)?;
+        if let Some(pending) = &self.pending_change {
+            return if pending == next {
+                Ok(pending.clone())
+            } else {
+                Err(ChangeRejection::AnotherChangePending {
+                    pending: pending.clone(),
+                })
+            };
+        }
+        if current.configuration().checked_add(1) != Some(next.configuration()) {
+            return Err(ChangeRejection::NotTheNextConfiguration {
+                current: current.configuration(),
+                proposed: next.configuration(),
+            });
+        }
+        self.pending_change = Some(next.clone());
+        Ok(next.clone())
+    }
+
+    fn start_from(
+        &mut self,
+        prior: &PaxosSnapshot,
+        epoch: Epoch,
+        proposal: ProposalId,
+    ) -> Result<u32, GenesisRejection> {
+        // Pristine: exactly the empty state (cheap: the derived comparison
+        // stops at the first field that differs).
+        if *self != Self::default() {
+            return Err(GenesisRejection::AlreadyStarted);
+        }
+        let mut state = prior.to_state();
+        let next = state
+            .pending_change
+            .take()
+            .ok_or(GenesisRejection::NoChange)?;
+        let stays = |node: &u64| next.member(*node).is_some();
+        state.ledger.retain(|node, _| stays(node));
+        state.instances.retain(|node, _| stays(node));
+        let stamp = (proposal.incarnation, proposal.seq);
+        let last = state.ledger.entry(proposal.node).or_insert(stamp);
+        *last = (*last).max(stamp);
+        state.applied = state.applied.saturating_add(1);
+        state.max_epoch = state.max_epoch.max(epoch);
+        let configuration = next.configuration();
+        state.membership = Some(next);
+        *self = state;
+        Ok(configuration)
     }
 
     fn apply_dense(
@@ -305,6 +441,9 @@ impl ApplyState {
         if self.membership.is_none() {
             self.membership.clone_from(&other.membership);
         }
+        if self.pending_change.is_none() {
+            self.pending_change.clone_from(&other.pending_change);
+        }
         self.max_epoch = self.max_epoch.max(other.max_epoch);
     }
 
@@ -370,6 +509,13 @@ impl ApplyState {
         self.membership.as_ref()
     }
 
+    /// The next configuration's list, once a [`Command::PrepareChange`]
+    /// agreed on it (see [`Command::PrepareChange`]).
+    #[must_use]
+    pub fn pending_change(&self) -> Option<&Membership> {
+        self.pending_change.as_ref()
+    }
+
     /// Number of non-duplicate commands applied since the empty state.
     #[must_use]
     pub fn applied_count(&self) -> u64 {
@@ -429,7 +575,7 @@ impl ApplyState {
             applied,
             instances,
         } = v2;
-        Self {
+        Self::from_v3(ApplyStateV3 {
             high_water,
             dense,
             leases,
@@ -438,6 +584,31 @@ impl ApplyState {
             applied,
             instances,
             membership: None,
+        })
+    }
+
+    /// A state read from a version-3 snapshot, which had no pending change.
+    pub(crate) fn from_v3(v3: ApplyStateV3) -> Self {
+        let ApplyStateV3 {
+            high_water,
+            dense,
+            leases,
+            max_epoch,
+            ledger,
+            applied,
+            instances,
+            membership,
+        } = v3;
+        Self {
+            high_water,
+            dense,
+            leases,
+            max_epoch,
+            ledger,
+            applied,
+            instances,
+            membership,
+            pending_change: None,
         }
     }
 
@@ -451,8 +622,9 @@ impl ApplyState {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::membership::tests::{four_members, member, three_members};
 
     fn key(s: &str) -> SeqKey {
         SeqKey::try_new(s).unwrap()
@@ -797,7 +969,6 @@ mod tests {
 
     #[test]
     fn the_first_member_list_stands_and_is_never_fenced() {
-        use crate::membership::tests::{member, three_members};
         let mut state = ApplyState::new();
         state.apply(&Command::Barrier {
             epoch: Epoch(9),
@@ -825,7 +996,6 @@ mod tests {
 
     #[test]
     fn merging_keeps_the_earlier_member_list() {
-        use crate::membership::tests::{member, three_members};
         let first = three_members();
         let other = Membership::new(1, vec![member(1), member(2)]).unwrap();
         let mut early = ApplyState::new();
@@ -837,5 +1007,146 @@ mod tests {
         later.apply(&record(&other, pid(2, 1)));
         early.merge_later(&later);
         assert_eq!(early.membership(), Some(&first));
+    }
+
+    /// A state of configuration 1 (three members, node 2 registered, a
+    /// high-water, a dense key, a lease) that agreed to add member 4.
+    pub(crate) fn changing_three_to_four() -> ApplyState {
+        let mut state = ApplyState::new();
+        state.apply(&record(&three_members(), pid(1, 1)));
+        state.apply(&register(2, 0xa, 2));
+        state.apply(&advance(500, 7, pid(1, 2)));
+        state.apply(&dense(&[("orders", 3)], 8, 7, pid(1, 3)));
+        state.apply(&leases(&[9], 7, pid(1, 4)));
+        assert_eq!(
+            state.apply(&prepare(&four_members(), pid(1, 5))),
+            Outcome::ChangePrepared(Ok(four_members()))
+        );
+        state
+    }
+
+    fn prepare(next: &Membership, proposal: ProposalId) -> Command {
+        Command::PrepareChange {
+            next: next.clone(),
+            epoch: Epoch(7),
+            proposal,
+        }
+    }
+
+    fn genesis(prior: &ApplyState, proposal: ProposalId) -> Command {
+        Command::Genesis {
+            prior: Box::new(PaxosSnapshot::from_state(prior.clone())),
+            epoch: Epoch(2 << 96),
+            proposal,
+        }
+    }
+
+    #[test]
+    fn one_change_at_a_time_and_only_to_the_next_configuration() {
+        let mut state = ApplyState::new();
+        assert_eq!(
+            state.apply(&prepare(&four_members(), pid(1, 1))),
+            Outcome::ChangePrepared(Err(ChangeRejection::NoMemberList))
+        );
+        state.apply(&record(&three_members(), pid(1, 2)));
+        let skipping = Membership::new(3, vec![member(1), member(2)]).unwrap();
+        assert_eq!(
+            state.apply(&prepare(&skipping, pid(1, 3))),
+            Outcome::ChangePrepared(Err(ChangeRejection::NotTheNextConfiguration {
+                current: 1,
+                proposed: 3,
+            }))
+        );
+        assert_eq!(state.pending_change(), None);
+        assert_eq!(
+            state.apply(&prepare(&four_members(), pid(1, 4))),
+            Outcome::ChangePrepared(Ok(four_members()))
+        );
+        // The same list again (an operator's retry): agreed, unchanged.
+        assert_eq!(
+            state.apply(&prepare(&four_members(), pid(1, 5))),
+            Outcome::ChangePrepared(Ok(four_members()))
+        );
+        let other = Membership::new(2, vec![member(1), member(2)]).unwrap();
+        assert_eq!(
+            state.apply(&prepare(&other, pid(1, 6))),
+            Outcome::ChangePrepared(Err(ChangeRejection::AnotherChangePending {
+                pending: four_members()
+            }))
+        );
+        assert_eq!(state.pending_change(), Some(&four_members()));
+        // The member list itself does not move until the next log starts.
+        assert_eq!(state.membership(), Some(&three_members()));
+    }
+
+    #[test]
+    fn a_genesis_carries_the_final_state_into_the_next_configuration() {
+        let prior = changing_three_to_four();
+        let mut next = ApplyState::new();
+        assert_eq!(
+            next.apply(&genesis(&prior, pid(3, 9))),
+            Outcome::Genesis(Ok(2))
+        );
+        assert_eq!(next.high_water(), 500);
+        assert_eq!(next.dense_value(&key("orders")), 3);
+        assert_eq!(next.leases(), prior.leases());
+        assert_eq!(next.instance_of(2), Some(0xa));
+        assert_eq!(next.membership(), Some(&four_members()));
+        assert_eq!(next.pending_change(), None);
+        assert_eq!(next.max_epoch(), Epoch(2 << 96));
+        assert_eq!(next.applied_count(), prior.applied_count() + 1);
+        // Proposals of node 1 from the old log stay duplicates.
+        assert_eq!(
+            next.apply(&advance(1, 2 << 96, pid(1, 2))),
+            Outcome::Duplicate
+        );
+        // A second genesis (another member proposed one too) changes nothing.
+        let before = next.clone();
+        assert_eq!(
+            next.apply(&genesis(&prior, pid(1, 9))),
+            Outcome::Genesis(Err(GenesisRejection::AlreadyStarted))
+        );
+        assert_eq!(next, before);
+    }
+
+    #[test]
+    fn a_genesis_needs_a_pristine_log_and_an_agreed_change() {
+        let mut started = ApplyState::new();
+        started.apply(&advance(1, 1, pid(1, 1)));
+        let before = started.clone();
+        assert_eq!(
+            started.apply(&genesis(&changing_three_to_four(), pid(2, 1))),
+            Outcome::Genesis(Err(GenesisRejection::AlreadyStarted))
+        );
+        assert_eq!(started, before);
+        let mut unchanged = ApplyState::new();
+        unchanged.apply(&record(&three_members(), pid(1, 1)));
+        let mut next = ApplyState::new();
+        assert_eq!(
+            next.apply(&genesis(&unchanged, pid(2, 1))),
+            Outcome::Genesis(Err(GenesisRejection::NoChange))
+        );
+        assert_eq!(next, ApplyState::new());
+    }
+
+    #[test]
+    fn a_genesis_forgets_the_members_that_left() {
+        let mut prior = ApplyState::new();
+        prior.apply(&record(&three_members(), pid(1, 1)));
+        prior.apply(&register(3, 0xc, 1));
+        prior.apply(&advance(5, 1, pid(1, 3)));
+        let without_3 = Membership::new(2, vec![member(1), member(2)]).unwrap();
+        prior.apply(&prepare(&without_3, pid(1, 4)));
+        assert_eq!(prior.last_applied(3), Some(ProposalId::new(3, 1, 1)));
+        let mut next = ApplyState::new();
+        assert_eq!(
+            next.apply(&genesis(&prior, pid(2, 1))),
+            Outcome::Genesis(Ok(2))
+        );
+        // Node 3 added back later (with a new directory and new incarnations)
+        // registers and proposes afresh.
+        assert_eq!(next.instance_of(3), None);
+        assert_eq!(next.last_applied(3), None);
+        assert_eq!(next.high_water(), 5);
     }
 }

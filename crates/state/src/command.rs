@@ -188,6 +188,39 @@ pub enum Command {
         /// Proposal id.
         proposal: ProposalId,
     },
+    /// Agree on the next configuration's member list: the first step of a
+    /// membership change, decided in the configuration it ends. A StopSign
+    /// (which ends a configuration for good) is admitted only when it names
+    /// the configuration a decided `PrepareChange` agreed on, so a peer link
+    /// cannot end a configuration nobody asked to change. At most one change
+    /// is pending: another list is refused until the change finished.
+    /// Proposed by the leader on an operator's request; never fenced.
+    PrepareChange {
+        /// The next configuration's member list (its configuration id is the
+        /// current one plus one).
+        next: Membership,
+        /// Epoch of the proposing leader.
+        #[serde(with = "epoch_u128")]
+        epoch: Epoch,
+        /// Proposal id.
+        proposal: ProposalId,
+    },
+    /// The first entry of a new configuration's log: the final state of the
+    /// configuration before it (which ends with the StopSign its
+    /// `PrepareChange` admitted). Applied to the pristine state of the new
+    /// log it carries the high-water, dense counters, leases, the ledger
+    /// and registrations over, with the agreed list as the member list.
+    /// Every member that holds the final state may propose it; the first
+    /// decided stands and later ones change nothing.
+    Genesis {
+        /// The previous configuration's final state.
+        prior: Box<PaxosSnapshot>,
+        /// Epoch of the leader the proposer knew of (zero when none).
+        #[serde(with = "epoch_u128")]
+        epoch: Epoch,
+        /// Proposal id.
+        proposal: ProposalId,
+    },
 }
 
 impl Command {
@@ -200,7 +233,9 @@ impl Command {
             | Self::DenseAdvance { epoch, .. }
             | Self::ReplaceLeases { epoch, .. }
             | Self::Register { epoch, .. }
-            | Self::RecordMembership { epoch, .. } => *epoch,
+            | Self::RecordMembership { epoch, .. }
+            | Self::PrepareChange { epoch, .. }
+            | Self::Genesis { epoch, .. } => *epoch,
         }
     }
 
@@ -213,7 +248,9 @@ impl Command {
             | Self::DenseAdvance { proposal, .. }
             | Self::ReplaceLeases { proposal, .. }
             | Self::Register { proposal, .. }
-            | Self::RecordMembership { proposal, .. } => *proposal,
+            | Self::RecordMembership { proposal, .. }
+            | Self::PrepareChange { proposal, .. }
+            | Self::Genesis { proposal, .. } => *proposal,
         }
     }
 }
@@ -339,6 +376,24 @@ pub(crate) mod tests {
                     proposal,
                 },
                 include_str!("../testdata/command_v1_record_membership.hex"),
+            ),
+            (
+                Command::PrepareChange {
+                    next: crate::membership::tests::four_members(),
+                    epoch,
+                    proposal,
+                },
+                include_str!("../testdata/command_v1_prepare_change.hex"),
+            ),
+            (
+                Command::Genesis {
+                    prior: Box::new(crate::PaxosSnapshot::from_state(
+                        crate::apply::tests::changing_three_to_four(),
+                    )),
+                    epoch,
+                    proposal,
+                },
+                include_str!("../testdata/command_v1_genesis.hex"),
             ),
         ]
     }

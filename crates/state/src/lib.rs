@@ -52,7 +52,9 @@ mod proptests;
 #[cfg(test)]
 mod test_log;
 
-pub use apply::{ApplyState, DenseRejection, LeaseRejection, Outcome};
+pub use apply::{
+    ApplyState, ChangeRejection, DenseRejection, GenesisRejection, LeaseRejection, Outcome,
+};
 pub use command::{COMMAND_FORMAT_VERSION, Command, Lease, PaxosEntry, ProposalId};
 pub use cursor::{Absorbed, Applied, ApplyCursor, HostItem};
 pub use envelope::PaxosEnvelope;

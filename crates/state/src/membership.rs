@@ -140,6 +140,11 @@ pub(crate) mod tests {
         Membership::new(1, vec![member(1), member(2), member(3)]).unwrap()
     }
 
+    /// The three members plus member 4, as configuration 2.
+    pub(crate) fn four_members() -> Membership {
+        Membership::new(2, vec![member(1), member(2), member(3), member(4)]).unwrap()
+    }
+
     #[test]
     fn members_are_kept_in_id_order() {
         let list = Membership::new(1, vec![member(3), member(1), member(2)]).unwrap();

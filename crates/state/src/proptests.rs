@@ -66,6 +66,10 @@ enum Kind {
     Register(u128),
     /// A node records one of two member lists.
     Members(bool),
+    /// The leader agrees on one of two next lists.
+    Change(bool),
+    /// A member proposes a genesis (it starts only a pristine log).
+    Genesis,
 }
 
 #[derive(Clone, Debug)]
@@ -97,6 +101,8 @@ fn step() -> impl Strategy<Value = Step> {
         2 => vec(0..5u64, 0..=2).prop_map(Kind::Leases),
         1 => (0..3u128).prop_map(Kind::Register),
         1 => any::<bool>().prop_map(Kind::Members),
+        1 => any::<bool>().prop_map(Kind::Change),
+        1 => Just(Kind::Genesis),
     ];
     (1..=3u64, id, epoch, kind).prop_map(|(node, id, epoch, kind)| Step {
         node,
@@ -166,6 +172,18 @@ fn build(steps: &[Step]) -> Vec<Command> {
                     epoch,
                     proposal,
                 },
+                Kind::Change(shrink) => Command::PrepareChange {
+                    next: next_members(*shrink),
+                    epoch,
+                    proposal,
+                },
+                Kind::Genesis => Command::Genesis {
+                    prior: Box::new(PaxosSnapshot::from_state(
+                        crate::apply::tests::changing_three_to_four(),
+                    )),
+                    epoch,
+                    proposal,
+                },
             }
         })
         .collect()
@@ -184,6 +202,21 @@ fn members(edited: bool) -> Membership {
     }
     // Three distinct ids: never refused.
     Membership::new(1, list).unwrap()
+}
+
+/// Configuration 2: node 4 added, or node 3 removed.
+fn next_members(shrink: bool) -> Membership {
+    let mut list = members(false).members().to_vec();
+    if shrink {
+        list.pop();
+    } else {
+        list.push(MemberRecord {
+            id: 4,
+            peer_address: "10.0.0.4:6001".to_owned(),
+            client_endpoint: "http://10.0.0.4:7001".to_owned(),
+        });
+    }
+    Membership::new(2, list).unwrap()
 }
 
 fn commands() -> impl Strategy<Value = Vec<Command>> {
@@ -375,6 +408,10 @@ proptest! {
                         }
                     }
                     prop_assert_eq!(after, expected);
+                }
+                // A genesis starts a pristine log from the carried state.
+                (Command::Genesis { prior, .. }, Outcome::Genesis(Ok(_))) => {
+                    prop_assert_eq!(after, dense_map(&prior.to_state()));
                 }
                 (_, Outcome::Leases(Err(_))) => {
                     prop_assert_eq!(after, before);

@@ -5,16 +5,17 @@ use std::fmt;
 use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::apply::{ApplyStateV1, ApplyStateV2};
+use crate::apply::{ApplyStateV1, ApplyStateV2, ApplyStateV3};
 use crate::codec;
 use crate::{ApplyState, Command, Membership, PaxosEntry, PaxosEnvelope, StateError};
 
 /// Format version written in front of every encoded [`PaxosSnapshot`].
 ///
 /// Version 2 added the registered member instances to the state, version 3
-/// the recorded member list; versions 1 and 2 are still read (as a state
-/// with no member registered, and with no member list).
-pub const SNAPSHOT_FORMAT_VERSION: u8 = 3;
+/// the recorded member list, version 4 the pending membership change;
+/// versions 1 to 3 are still read (as a state with no member registered,
+/// with no member list, with no change pending).
+pub const SNAPSHOT_FORMAT_VERSION: u8 = 4;
 
 /// The oldest snapshot format version this build reads.
 const OLDEST_SNAPSHOT_FORMAT_VERSION: u8 = 1;
@@ -93,8 +94,12 @@ impl PaxosSnapshot {
     #[must_use]
     pub fn membership(&self) -> Option<&Membership> {
         self.folded.membership().or_else(|| {
+            // A genesis starts a log, so it can only be the first; its
+            // prior state is a folded one (a host builds it with
+            // `from_state`).
             self.tail.iter().find_map(|command| match command {
                 Command::RecordMembership { membership, .. } => Some(membership),
+                Command::Genesis { prior, .. } => prior.folded.pending_change(),
                 _ => None,
             })
         })
@@ -199,6 +204,11 @@ impl<'de> Deserialize<'de> for PaxosSnapshot {
                             seq.next_element()?.ok_or_else(missing)?;
                         (ApplyState::from_v2(v2), tail)
                     }
+                    3 => {
+                        let (v3, tail): (ApplyStateV3, Vec<Command>) =
+                            seq.next_element()?.ok_or_else(missing)?;
+                        (ApplyState::from_v3(v3), tail)
+                    }
                     SNAPSHOT_FORMAT_VERSION => seq.next_element()?.ok_or_else(missing)?,
                     other => {
                         return Err(de::Error::custom(format_args!(
@@ -273,11 +283,33 @@ mod tests {
     #[test]
     fn golden_bytes_are_pinned() {
         use crate::command::tests::{hex, unhex};
-        let golden = include_str!("../testdata/snapshot_v3.hex");
-        let snapshot = golden_snapshot_v3();
+        let golden = include_str!("../testdata/snapshot_v4.hex");
+        let snapshot = golden_snapshot_v4();
         assert_eq!(snapshot.tail_len(), 1);
         assert_eq!(hex(&snapshot.to_bytes().unwrap()), hex(&unhex(golden)));
         assert_eq!(PaxosSnapshot::from_bytes(&unhex(golden)).unwrap(), snapshot);
+    }
+
+    /// The version-3 golden snapshot with a change to four members agreed.
+    fn golden_snapshot_v4() -> PaxosSnapshot {
+        let mut snapshot = golden_snapshot_v3();
+        snapshot.folded.apply(&Command::PrepareChange {
+            next: crate::membership::tests::four_members(),
+            epoch: Epoch(0),
+            proposal: ProposalId::new(1, 1, 2),
+        });
+        assert!(snapshot.folded.pending_change().is_some());
+        snapshot
+    }
+
+    #[test]
+    fn a_version_3_snapshot_is_read_as_a_state_with_no_change_pending() {
+        use crate::command::tests::unhex;
+        let golden = include_str!("../testdata/snapshot_v3.hex");
+        let read = PaxosSnapshot::from_bytes(&unhex(golden)).unwrap();
+        assert_eq!(read, golden_snapshot_v3());
+        assert_eq!(read.to_state().pending_change(), None);
+        assert!(read.to_state().membership().is_some());
     }
 
     /// The version-2 golden snapshot with a member list on record.
