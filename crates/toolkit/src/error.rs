@@ -165,6 +165,21 @@ pub enum Error {
     )]
     ConfigurationStopped,
 
+    /// [`Runner::reconfigure`](crate::Runner::reconfigure) was asked for a
+    /// StopSign that the inbox's
+    /// [`StopSignAdmission`](crate::StopSignAdmission) does not admit: the
+    /// host has not agreed on that next configuration.
+    #[error(
+        "no agreed membership change names configuration {configuration} with nodes \
+         {nodes:?}; agree on the change first"
+    )]
+    ChangeNotAgreed {
+        /// The configuration id asked for.
+        configuration: u32,
+        /// Its nodes.
+        nodes: Vec<u64>,
+    },
+
     /// [`Runner::try_propose`](crate::Runner::try_propose) found the proposal
     /// queue full: the node is overloaded; retry later.
     #[error("the proposal queue is full ({capacity} proposals waiting)")]

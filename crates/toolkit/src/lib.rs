@@ -148,4 +148,6 @@ pub use durability::{Durability, SyncedWrites};
 pub use error::Error;
 pub use instance::{Impostor, InstanceId, PeerAdmission};
 pub use runner::{DecidedHook, Placement, Runner, RunnerConfig, RunnerStatus};
-pub use sink::{Inbox, InboxStats, MessageSink, Refusal, carries_stop_sign};
+pub use sink::{
+    Inbox, InboxStats, MessageSink, Refusal, StopSignAdmission, carries_stop_sign, stop_sign_of,
+};

@@ -22,7 +22,7 @@ use omnipaxos::ballot_leader_election::Ballot;
 use omnipaxos::messages::Message;
 use omnipaxos::storage::{Entry, StopSign, Storage};
 use omnipaxos::util::{LogEntry, NodeId};
-use omnipaxos::{OmniPaxos, ProposeErr};
+use omnipaxos::{ClusterConfig, OmniPaxos, ProposeErr};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::durability::Durability;
@@ -171,11 +171,29 @@ const FINAL_STATUS_WAIT: Duration = Duration::from_secs(1);
 
 type Proposal<T> = (T, oneshot::Sender<Result<(), Error>>);
 
+/// Capacity of the queue of administrative requests (reconfiguration,
+/// leadership): an operator's pace, never a flood.
+const ADMIN_CAPACITY: usize = 8;
+
+/// A request that is not a log entry, carried out in the next round.
+enum Admin {
+    /// `OmniPaxos::reconfigure`: propose the StopSign that ends this
+    /// configuration.
+    Reconfigure {
+        next: ClusterConfig,
+        metadata: Option<Vec<u8>>,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    /// `OmniPaxos::try_become_leader`.
+    TakeLeadership,
+}
+
 /// Handle to a running consensus thread. Dropping it stops the thread
 /// without waiting; [`Runner::shutdown`] stops it and waits.
 pub struct Runner<T: Entry> {
     inbox: Inbox<T>,
     proposals: mpsc::Sender<Proposal<T>>,
+    admin: mpsc::Sender<Admin>,
     status: watch::Receiver<RunnerStatus>,
     // Behind mutexes so `shutdown(&self)` works on a shared runner; each is
     // taken once and never held across an await.
@@ -216,6 +234,7 @@ where
         let node_id = omnipaxos.get_pid();
         let (inbound_tx, inbound_rx) = mpsc::channel(config.inbound_capacity);
         let (proposal_tx, proposal_rx) = mpsc::channel(config.proposal_capacity);
+        let (admin_tx, admin_rx) = mpsc::channel(ADMIN_CAPACITY);
         let (stop_tx, stop_rx) = oneshot::channel();
         let (frozen_tx, frozen_rx) = watch::channel(false);
         let initial = observe(&omnipaxos, 0, hook.next_idx());
@@ -246,8 +265,11 @@ where
                     .name(format!("omnipaxos-{node_id}"))
                     .spawn(move || {
                         runtime.block_on(core.run(
-                            inbound_rx,
-                            proposal_rx,
+                            Inputs {
+                                inbound: inbound_rx,
+                                proposals: proposal_rx,
+                                admin: admin_rx,
+                            },
                             stop_rx,
                             frozen_rx,
                             config,
@@ -266,14 +288,19 @@ where
                     )
                 })?;
                 Worker::Task(runtime.spawn(async move {
-                    core.run(inbound_rx, proposal_rx, stop_rx, frozen_rx, config)
-                        .await;
+                    let inputs = Inputs {
+                        inbound: inbound_rx,
+                        proposals: proposal_rx,
+                        admin: admin_rx,
+                    };
+                    core.run(inputs, stop_rx, frozen_rx, config).await;
                 }))
             }
         };
         Ok(Self {
             inbox,
             proposals: proposal_tx,
+            admin: admin_tx,
             status: status_rx,
             stop: Mutex::new(Some(stop_tx)),
             worker: Mutex::new(Some(worker)),
@@ -348,6 +375,64 @@ where
                 Err(_) => Err(stopped_error(status).await),
             }
         })
+    }
+
+    /// Proposes the StopSign that ends this configuration, naming `next` as
+    /// the one that follows (`OmniPaxos::reconfigure`). Only a StopSign the
+    /// inbox's [`StopSignAdmission`](crate::StopSignAdmission) admits is
+    /// proposed: the host agrees on the change in its own log first, so the
+    /// peers' inboxes admit it too. `Ok` means proposed, not decided: watch
+    /// [`RunnerStatus::stop_sign`]. Call it on the leader (a follower
+    /// forwards it).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ChangeNotAgreed`] when the admission refuses the StopSign,
+    /// [`Error::ConfigurationStopped`] when one is already pending or
+    /// decided, [`Error::InvalidConfig`] when OmniPaxos refuses `next`, and
+    /// the runner's stop or failure.
+    pub async fn reconfigure(
+        &self,
+        next: ClusterConfig,
+        metadata: Option<Vec<u8>>,
+    ) -> Result<(), Error> {
+        if !self
+            .inbox
+            .admits_stop_sign(&StopSign::with(next.clone(), metadata.clone()))
+        {
+            return Err(Error::ChangeNotAgreed {
+                configuration: next.configuration_id,
+                nodes: next.nodes,
+            });
+        }
+        let (reply, replied) = oneshot::channel();
+        let request = Admin::Reconfigure {
+            next,
+            metadata,
+            reply,
+        };
+        if self.admin.send(request).await.is_err() {
+            return Err(stopped_error(self.status.clone()).await);
+        }
+        match replied.await {
+            Ok(result) => result,
+            Err(_) => Err(stopped_error(self.status.clone()).await),
+        }
+    }
+
+    /// Asks OmniPaxos to take leadership (`OmniPaxos::try_become_leader`):
+    /// a ballot above the current promise, then the prepare phase. It may
+    /// fail to win; watch [`RunnerStatus::leader`]. Used to hand leadership
+    /// over before the leader leaves the configuration.
+    ///
+    /// # Errors
+    ///
+    /// The runner's stop or failure.
+    pub async fn take_leadership(&self) -> Result<(), Error> {
+        if self.admin.send(Admin::TakeLeadership).await.is_err() {
+            return Err(stopped_error(self.status.clone()).await);
+        }
+        Ok(())
     }
 
     /// Stops the consensus thread after its current round and waits for it
@@ -429,7 +514,15 @@ struct Core<T: Entry, B: Storage<T>, S, D, H> {
 struct Round<T: Entry> {
     inbound: Vec<Message<T>>,
     proposals: Vec<Proposal<T>>,
+    admin: Vec<Admin>,
     tick: bool,
+}
+
+/// The queues a consensus loop reads.
+struct Inputs<T: Entry> {
+    inbound: mpsc::Receiver<Message<T>>,
+    proposals: mpsc::Receiver<Proposal<T>>,
+    admin: mpsc::Receiver<Admin>,
 }
 
 impl<T, B, S, D, H> Core<T, B, S, D, H>
@@ -442,12 +535,16 @@ where
 {
     async fn run(
         &mut self,
-        mut inbound: mpsc::Receiver<Message<T>>,
-        mut proposals: mpsc::Receiver<Proposal<T>>,
+        inputs: Inputs<T>,
         mut stop: oneshot::Receiver<()>,
         mut frozen: watch::Receiver<bool>,
         config: RunnerConfig,
     ) {
+        let Inputs {
+            mut inbound,
+            mut proposals,
+            mut admin,
+        } = inputs;
         let mut ticker = tokio::time::interval(config.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let failure = loop {
@@ -462,6 +559,7 @@ where
             let mut round = Round {
                 inbound: Vec::new(),
                 proposals: Vec::new(),
+                admin: Vec::new(),
                 tick: false,
             };
             let backlog = self.apply_backlog();
@@ -471,9 +569,13 @@ where
                 _ = ticker.tick() => round.tick = true,
                 Some(message) = inbound.recv() => round.inbound.push(message),
                 Some(proposal) = proposals.recv() => round.proposals.push(proposal),
+                Some(request) = admin.recv() => round.admin.push(request),
                 // Decided entries still waiting for the hook: run the next
                 // round at once instead of waiting for input.
                 () = std::future::ready(()), if backlog => {}
+            }
+            while let Ok(request) = admin.try_recv() {
+                round.admin.push(request);
             }
             // Take whatever else is ready, up to the round's budget: one sync
             // then covers all of it (group commit).
@@ -535,6 +637,22 @@ where
         for (entry, reply) in round.proposals {
             let result = self.omnipaxos.append(entry).map_err(propose_error);
             replies.push((reply, result));
+        }
+        for request in round.admin {
+            match request {
+                Admin::Reconfigure {
+                    next,
+                    metadata,
+                    reply,
+                } => {
+                    let result = self
+                        .omnipaxos
+                        .reconfigure(next, metadata)
+                        .map_err(propose_error);
+                    replies.push((reply, result));
+                }
+                Admin::TakeLeadership => self.omnipaxos.try_become_leader(),
+            }
         }
         self.reconnected.clear();
         self.sink.take_reconnected(&mut self.reconnected);

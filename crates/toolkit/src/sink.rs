@@ -5,15 +5,16 @@
 //! drops (Paxos resends what is lost). Inbound, a transport delivers what it
 //! receives through an [`Inbox`], which refuses messages that do not belong
 //! to this node's configuration, and messages that could end it (a
-//! StopSign), before they can reach OmniPaxos.
+//! StopSign) unless they belong to a change the host agreed to, before they
+//! can reach OmniPaxos.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use omnipaxos::messages::Message;
 use omnipaxos::messages::sequence_paxos::{PaxosMessage, PaxosMsg};
-use omnipaxos::storage::Entry;
-use omnipaxos::util::NodeId;
+use omnipaxos::storage::{Entry, StopSign};
+use omnipaxos::util::{LogSync, NodeId};
 use tokio::sync::mpsc;
 
 use crate::instance::{Impostor, InstanceId, PeerAdmission};
@@ -57,10 +58,12 @@ pub enum Refusal {
     #[error("message addressed to node {0}, not to this node")]
     WrongReceiver(NodeId),
     /// The message from this node carries a StopSign (see
-    /// [`carries_stop_sign`]); a peer link may not end the configuration.
+    /// [`carries_stop_sign`]) that no change agreed by this node's host
+    /// names ([`StopSignAdmission`]); a peer link may not end the
+    /// configuration on its own.
     #[error(
-        "message from node {0} carries an OmniPaxos StopSign; dropped (a peer link cannot end \
-         the configuration)"
+        "message from node {0} carries an OmniPaxos StopSign that no agreed membership change \
+         names; dropped (a peer link cannot end the configuration)"
     )]
     StopSign(NodeId),
     /// The sender presented a data-directory instance other than the one
@@ -103,9 +106,10 @@ impl InboxStats {
     }
 
     /// Messages refused because they carry a StopSign (see
-    /// [`carries_stop_sign`]). Anything above zero means some peer tried to
-    /// end the configuration: with no admin path for membership changes,
-    /// that is a forged or misbehaving peer.
+    /// [`carries_stop_sign`]) that no agreed change names. A few can be a
+    /// race (a StopSign that overtook the decision agreeing on its change;
+    /// OmniPaxos sends it again); a steady count means some peer tries to
+    /// end the configuration on its own: a forged or misbehaving peer.
     pub fn stop_sign(&self) -> u64 {
         self.stop_sign.load(Ordering::Relaxed)
     }
@@ -134,20 +138,38 @@ impl InboxStats {
     }
 }
 
+/// Decides whether a StopSign that arrives from a peer belongs to a
+/// membership change this node's host agreed to.
+///
+/// OmniPaxos trusts its peers: a StopSign it accepts ends the configuration
+/// for good. A host that changes membership agrees on the next
+/// configuration in its own log first, and admits only the StopSign that
+/// names it. Called on the transport's task for the rare messages that
+/// carry a StopSign; it must not block.
+pub trait StopSignAdmission<T: Entry>: Send + Sync + 'static {
+    /// `true` to deliver a message carrying `stop_sign`. `sync` is the log
+    /// sync it travels with (a `Promise` or an `AcceptSync`): the entries and
+    /// snapshot there precede the StopSign in the log, so a change agreed
+    /// in them counts as agreed.
+    fn admit(&self, stop_sign: &StopSign, sync: Option<&LogSync<T>>) -> bool;
+}
+
 /// The inbound side of a runner, cloned into each transport task.
 ///
 /// It checks the sender and receiver ids of every message against the
 /// configuration before the message is queued: a message from an unknown pid
 /// crashes an OmniPaxos leader. It also drops every message that carries a
-/// StopSign ([`carries_stop_sign`]), counted in [`InboxStats::stop_sign`],
-/// and, once a [`PeerAdmission`] is set, every message whose sender presents
-/// a data-directory instance the cluster does not hold for it.
+/// StopSign ([`carries_stop_sign`]) unless a [`StopSignAdmission`] is set and
+/// admits it, counted in [`InboxStats::stop_sign`], and, once a
+/// [`PeerAdmission`] is set, every message whose sender presents a
+/// data-directory instance the cluster does not hold for it.
 pub struct Inbox<T: Entry> {
     me: NodeId,
     peers: Arc<[NodeId]>,
     tx: mpsc::Sender<Message<T>>,
     stats: Arc<InboxStats>,
     admission: Arc<OnceLock<Arc<dyn PeerAdmission>>>,
+    stop_signs: Arc<OnceLock<Arc<dyn StopSignAdmission<T>>>>,
 }
 
 impl<T: Entry> Clone for Inbox<T> {
@@ -158,11 +180,12 @@ impl<T: Entry> Clone for Inbox<T> {
             tx: self.tx.clone(),
             stats: Arc::clone(&self.stats),
             admission: Arc::clone(&self.admission),
+            stop_signs: Arc::clone(&self.stop_signs),
         }
     }
 }
 
-impl<T: Entry> Inbox<T> {
+impl<T: Entry + 'static> Inbox<T> {
     /// An inbox of node `me` in a configuration of `nodes` that queues the
     /// messages it accepts into `tx`. A [`Runner`](crate::Runner) makes its
     /// own ([`Runner::inbox`](crate::Runner::inbox)); this is for a
@@ -175,6 +198,7 @@ impl<T: Entry> Inbox<T> {
             tx,
             stats: Arc::default(),
             admission: Arc::default(),
+            stop_signs: Arc::default(),
         }
     }
 
@@ -190,6 +214,33 @@ impl<T: Entry> Inbox<T> {
         admission: Arc<dyn PeerAdmission>,
     ) -> Result<(), Arc<dyn PeerAdmission>> {
         self.admission.set(admission)
+    }
+
+    /// Admits the StopSigns that `admission` admits (this inbox and all its
+    /// clones); without one, every StopSign is refused. Set once, before the
+    /// inbox is handed to a transport; a second call is refused and changes
+    /// nothing.
+    ///
+    /// # Errors
+    ///
+    /// Gives `admission` back when one is already set.
+    pub fn set_stop_sign_admission(
+        &self,
+        admission: Arc<dyn StopSignAdmission<T>>,
+    ) -> Result<(), Arc<dyn StopSignAdmission<T>>> {
+        self.stop_signs.set(admission)
+    }
+
+    /// Whether `stop_sign`, arriving without a log sync, would be admitted
+    /// (nothing is counted).
+    pub fn admits_stop_sign(&self, stop_sign: &StopSign) -> bool {
+        self.admits_stop_sign_with(stop_sign, None)
+    }
+
+    fn admits_stop_sign_with(&self, stop_sign: &StopSign, sync: Option<&LogSync<T>>) -> bool {
+        self.stop_signs
+            .get()
+            .is_some_and(|admission| admission.admit(stop_sign, sync))
     }
 
     /// This node's id.
@@ -259,7 +310,9 @@ impl<T: Entry> Inbox<T> {
             Err(Refusal::WrongReceiver(receiver))
         } else if !self.is_peer(sender) {
             Err(Refusal::UnknownSender(sender))
-        } else if carries_stop_sign(message) {
+        } else if let Some((stop_sign, sync)) = stop_sign_of(message)
+            && !self.admits_stop_sign_with(stop_sign, sync)
+        {
             Err(Refusal::StopSign(sender))
         } else if let Some(admission) = self.admission.get() {
             admission.admit(sender, instance).map_err(Refusal::Impostor)
@@ -276,14 +329,11 @@ impl<T: Entry> Inbox<T> {
 /// Whether `message` could make this node accept, or its leader propose, an
 /// OmniPaxos StopSign, the entry that ends a configuration for good.
 ///
-/// Why the [`Inbox`] drops these (the one gate every transport passes, so
-/// tonic and the in-memory network alike): OmniPaxos trusts its peers, and a
-/// single `ForwardStopSign` from anything that can speak as a member makes a
-/// leader propose the StopSign; once decided and persisted, the
-/// configuration is over, across restarts. Nothing here asks for a
-/// reconfiguration ([`Runner`](crate::Runner) has no such call), so until an
-/// authenticated admin path for membership changes exists, no StopSign may
-/// arrive over a peer link at all.
+/// Why the [`Inbox`] drops these unless a [`StopSignAdmission`] admits them
+/// (the one gate every transport passes, so tonic and the in-memory network
+/// alike): OmniPaxos trusts its peers, and a single `ForwardStopSign` from
+/// anything that can speak as a member makes a leader propose the StopSign;
+/// once decided and persisted, the configuration is over, across restarts.
 ///
 /// StopSign-carrying, from OmniPaxos 0.2.4's `messages.rs` and the handlers
 /// in `sequence_paxos`:
@@ -302,16 +352,28 @@ impl<T: Entry> Inbox<T> {
 /// Sequence Paxos messages is exhaustive, so a new kind does not pass
 /// unexamined.
 pub fn carries_stop_sign<T: Entry>(message: &Message<T>) -> bool {
+    stop_sign_of(message).is_some()
+}
+
+/// The StopSign `message` carries (see [`carries_stop_sign`]), with the log
+/// sync it travels in, if any.
+pub fn stop_sign_of<T: Entry>(message: &Message<T>) -> Option<(&StopSign, Option<&LogSync<T>>)> {
     let Message::SequencePaxos(PaxosMessage { msg, .. }) = message else {
-        return false;
+        return None;
     };
     match msg {
-        PaxosMsg::ForwardStopSign(_) | PaxosMsg::AcceptStopSign(_) => true,
-        PaxosMsg::Promise(promise) => promise
+        PaxosMsg::ForwardStopSign(stop_sign) => Some((stop_sign, None)),
+        PaxosMsg::AcceptStopSign(accept) => Some((&accept.ss, None)),
+        PaxosMsg::Promise(promise) => promise.log_sync.as_ref().and_then(|sync| {
+            sync.stopsign
+                .as_ref()
+                .map(|stop_sign| (stop_sign, Some(sync)))
+        }),
+        PaxosMsg::AcceptSync(accept) => accept
             .log_sync
+            .stopsign
             .as_ref()
-            .is_some_and(|sync| sync.stopsign.is_some()),
-        PaxosMsg::AcceptSync(sync) => sync.log_sync.stopsign.is_some(),
+            .map(|stop_sign| (stop_sign, Some(&accept.log_sync))),
         PaxosMsg::PrepareReq(_)
         | PaxosMsg::Prepare(_)
         | PaxosMsg::AcceptDecide(_)
@@ -319,7 +381,7 @@ pub fn carries_stop_sign<T: Entry>(message: &Message<T>) -> bool {
         | PaxosMsg::NotAccepted(_)
         | PaxosMsg::Decide(_)
         | PaxosMsg::ProposalForward(_)
-        | PaxosMsg::Compaction(_) => false,
+        | PaxosMsg::Compaction(_) => None,
     }
 }
 
@@ -495,6 +557,53 @@ mod tests {
         }
         assert_eq!(inbox.stats().delivered(), ordinary().len() as u64);
         assert_eq!(inbox.stats().stop_sign(), count);
+    }
+
+    /// Admits the StopSign to configuration 2, and records whether a log
+    /// sync came with it.
+    #[derive(Default)]
+    struct AgreedOnTwo {
+        with_sync: AtomicU64,
+    }
+
+    impl StopSignAdmission<Put> for AgreedOnTwo {
+        fn admit(&self, stop_sign: &StopSign, sync: Option<&LogSync<Put>>) -> bool {
+            if let Some(sync) = sync {
+                assert_eq!(sync.suffix.len(), 1, "the sync the StopSign travels in");
+                self.with_sync.fetch_add(1, Ordering::Relaxed);
+            }
+            stop_sign.next_config.configuration_id == 2
+        }
+    }
+
+    #[tokio::test]
+    async fn an_admitted_stop_sign_passes_and_any_other_is_refused() {
+        let (tx, mut rx) = mpsc::channel(64);
+        let inbox = Inbox::new(1, Arc::from(vec![1, 2, 3]), tx);
+        let admission = Arc::new(AgreedOnTwo::default());
+        assert!(inbox.set_stop_sign_admission(admission.clone()).is_ok());
+        assert!(
+            inbox
+                .set_stop_sign_admission(Arc::new(AgreedOnTwo::default()))
+                .is_err()
+        );
+        let count = stop_sign_carriers().len();
+        for (name, message) in stop_sign_carriers() {
+            assert_eq!(inbox.try_deliver(None, message), Ok(()), "{name}");
+        }
+        assert_eq!(inbox.stats().delivered(), count as u64);
+        // The Promise and the AcceptSync hand their log sync over.
+        assert_eq!(admission.with_sync.load(Ordering::Relaxed), 2);
+        for _ in 0..count {
+            assert!(rx.try_recv().is_ok());
+        }
+        let mut other = stop_sign();
+        other.next_config.configuration_id = 3;
+        assert!(inbox.admits_stop_sign(&stop_sign()));
+        assert!(!inbox.admits_stop_sign(&other));
+        let forward = paxos(PaxosMsg::ForwardStopSign(other));
+        assert_eq!(inbox.try_deliver(None, forward), Err(Refusal::StopSign(2)));
+        assert_eq!(inbox.stats().stop_sign(), 1);
     }
 
     /// Node 2 is registered as instance 0xa; node 3 is not registered.

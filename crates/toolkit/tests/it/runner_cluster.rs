@@ -970,3 +970,108 @@ async fn a_stop_sign_from_a_peer_never_reaches_omnipaxos() {
     assert_eq!(inbox.stats().stop_sign(), 1);
     c.shutdown().await;
 }
+
+/// Admits exactly the StopSign whose next configuration is `agreed`, as a
+/// host does once its log agreed on a change.
+struct Agreed(omnipaxos::ClusterConfig);
+
+impl<E: Entry> tsoracle_paxos_toolkit::StopSignAdmission<E> for Agreed {
+    fn admit(&self, stop_sign: &StopSign, _: Option<&omnipaxos::util::LogSync<E>>) -> bool {
+        stop_sign.next_config == self.0 && stop_sign.metadata.is_none()
+    }
+}
+
+fn next_config(nodes: &[NodeId]) -> omnipaxos::ClusterConfig {
+    ConfigBuilder::new(nodes.to_vec())
+        .configuration_id(2)
+        .cluster_config()
+        .unwrap()
+}
+
+/// Only the agreed change ends the configuration: a StopSign the admission
+/// refuses is neither proposed by the runner nor accepted from a peer, and
+/// the agreed one is decided on every node, after which proposals fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_an_agreed_change_ends_the_configuration_on_every_node() {
+    let c = memory_cluster(12).await;
+    let agreed = next_config(&[1, 2, 3, 4]);
+    for pid in NODES {
+        let admission = Arc::new(Agreed(agreed.clone()));
+        assert!(
+            c.runner(pid)
+                .inbox()
+                .set_stop_sign_admission(admission)
+                .is_ok()
+        );
+    }
+    let leader = c.leader(&NODES).await;
+    let other = NODES.into_iter().find(|&p| p != leader).unwrap();
+    c.decide(&NODES, 0..10, ALL).await;
+
+    let refused = c
+        .runner(leader)
+        .reconfigure(next_config(&[1, 2]), None)
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(Error::ChangeNotAgreed {
+                configuration: 2,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    let forged = Message::SequencePaxos(PaxosMessage {
+        from: other,
+        to: leader,
+        msg: PaxosMsg::ForwardStopSign(StopSign::with(next_config(&[1, 2]), None)),
+    });
+    let inbox = c.runner(leader).inbox();
+    assert_eq!(
+        inbox.deliver(None, forged).await,
+        Err(Refusal::StopSign(other))
+    );
+    assert_eq!(inbox.stats().stop_sign(), 1);
+    c.decide(&NODES, 10..20, ALL).await;
+
+    c.runner(leader)
+        .reconfigure(agreed.clone(), None)
+        .await
+        .unwrap();
+    eventually("every node decided the agreed StopSign", WAIT, || {
+        NODES.iter().all(|&pid| {
+            c.status(pid)
+                .stop_sign
+                .is_some_and(|ss| ss.next_config == agreed)
+        })
+    })
+    .await;
+    let after = c.runner(leader).propose(Val(99)).await;
+    assert!(
+        matches!(after, Err(Error::ConfigurationStopped)),
+        "{after:?}"
+    );
+    // Nothing decided before the StopSign was lost on any node.
+    let mut decided = c.converged(&NODES, leader).await;
+    decided.sort_unstable();
+    assert_eq!(decided, (0..20).collect::<Vec<_>>());
+    c.shutdown().await;
+}
+
+/// A follower asked to take leadership wins it: the way a leader that is
+/// about to be removed hands over first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_asked_to_take_leadership_becomes_the_leader() {
+    let c = memory_cluster(13).await;
+    let leader = c.leader(&NODES).await;
+    let successor = NODES.into_iter().find(|&p| p != leader).unwrap();
+    c.runner(successor).take_leadership().await.unwrap();
+    eventually("the successor leads", WAIT, || {
+        c.current_leader(&NODES)
+            .is_some_and(|(pid, _)| pid == successor)
+    })
+    .await;
+    c.decide(&NODES, 0..10, ALL).await;
+    c.shutdown().await;
+}
