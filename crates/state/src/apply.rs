@@ -253,13 +253,8 @@ impl ApplyState {
     /// A [`Command::PrepareChange`] agrees on the next list when a list is
     /// on record, none is pending, and it names the next configuration.
     pub fn apply(&mut self, command: &Command) -> Outcome {
-        if let Command::Genesis {
-            prior,
-            epoch,
-            proposal,
-        } = command
-        {
-            return Outcome::Genesis(self.start_from(prior, *epoch, *proposal));
+        if let Command::Genesis { prior, epoch, .. } = command {
+            return Outcome::Genesis(self.start_from(prior, *epoch));
         }
         let proposal = command.proposal();
         let stamp = (proposal.incarnation, proposal.seq);
@@ -342,12 +337,10 @@ impl ApplyState {
         Ok(next.clone())
     }
 
-    fn start_from(
-        &mut self,
-        prior: &PaxosSnapshot,
-        epoch: Epoch,
-        proposal: ProposalId,
-    ) -> Result<u32, GenesisRejection> {
+    /// The genesis's own proposal id is not recorded in the ledger: a
+    /// genesis is deduplicated by the pristine check, so a host may propose
+    /// it under an id its driver never mints.
+    fn start_from(&mut self, prior: &PaxosSnapshot, epoch: Epoch) -> Result<u32, GenesisRejection> {
         // Pristine: exactly the empty state (cheap: the derived comparison
         // stops at the first field that differs).
         if *self != Self::default() {
@@ -361,9 +354,6 @@ impl ApplyState {
         let stays = |node: &u64| next.member(*node).is_some();
         state.ledger.retain(|node, _| stays(node));
         state.instances.retain(|node, _| stays(node));
-        let stamp = (proposal.incarnation, proposal.seq);
-        let last = state.ledger.entry(proposal.node).or_insert(stamp);
-        *last = (*last).max(stamp);
         state.applied = state.applied.saturating_add(1);
         state.max_epoch = state.max_epoch.max(epoch);
         let configuration = next.configuration();
@@ -1095,6 +1085,8 @@ pub(crate) mod tests {
         assert_eq!(next.pending_change(), None);
         assert_eq!(next.max_epoch(), Epoch(2 << 96));
         assert_eq!(next.applied_count(), prior.applied_count() + 1);
+        // The genesis's own id is not in the ledger: node 3 proposes on.
+        assert_eq!(next.last_applied(3), prior.last_applied(3));
         // Proposals of node 1 from the old log stay duplicates.
         assert_eq!(
             next.apply(&advance(1, 2 << 96, pid(1, 2))),

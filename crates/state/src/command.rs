@@ -218,7 +218,8 @@ pub enum Command {
         /// Epoch of the leader the proposer knew of (zero when none).
         #[serde(with = "epoch_u128")]
         epoch: Epoch,
-        /// Proposal id.
+        /// Proposal id, for the proposer's waiter; not recorded in the
+        /// ledger (the first genesis stands whatever its id).
         proposal: ProposalId,
     },
 }

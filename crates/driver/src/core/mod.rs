@@ -10,6 +10,9 @@
 //! - [`identity`] and [`membership`] — who may take part: a peer's data
 //!   directory instance against the registered one, and the member list a
 //!   node was given against the recorded one (invariant 11).
+//! - [`change`] — membership change: the next list a request makes, the
+//!   one StopSign a node admits, and what a node does once its
+//!   configuration ended (invariant 12).
 //! - [`role`] — [`Role`](role::Role) and [`Term`](role::Term).
 //! - [`events`] — [`LeaderEvents`](events::LeaderEvents): roles in,
 //!   `LeaderState` changes out, epochs never decreasing (invariant 6).
@@ -29,6 +32,7 @@
 //! threads, files or sockets, nor any `crate::` path but `crate::core`,
 //! `crate::error` and `crate::mutation`.
 
+pub mod change;
 pub mod events;
 pub mod fence;
 pub mod gate;
