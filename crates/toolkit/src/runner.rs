@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::durability::Durability;
 use crate::error::Error;
-use crate::sink::{Inbox, MessageSink};
+use crate::sink::{Inbox, MessageSink, StopSignGate, stop_sign_of};
 
 /// Tuning of a [`Runner`]. Every field is explicit; see [`RunnerConfig::default`].
 #[derive(Debug, Clone)]
@@ -241,6 +241,7 @@ where
         let (status_tx, status_rx) = watch::channel(initial);
         let inbox = Inbox::new(node_id, peers.into(), inbound_tx);
         let mut core = Core {
+            gate: inbox.stop_sign_gate(),
             omnipaxos,
             sink,
             durability,
@@ -380,8 +381,9 @@ where
     /// Proposes the StopSign that ends this configuration, naming `next` as
     /// the one that follows (`OmniPaxos::reconfigure`). Only a StopSign the
     /// inbox's [`StopSignAdmission`](crate::StopSignAdmission) admits is
-    /// proposed: the host agrees on the change in its own log first, so the
-    /// peers' inboxes admit it too. `Ok` means proposed, not decided: watch
+    /// proposed (asked on the consensus thread, with this node's own log):
+    /// the host agrees on the change in its log first, so the peers admit
+    /// it too. `Ok` means proposed, not decided: watch
     /// [`RunnerStatus::stop_sign`]. Call it on the leader (a follower
     /// forwards it).
     ///
@@ -396,15 +398,6 @@ where
         next: ClusterConfig,
         metadata: Option<Vec<u8>>,
     ) -> Result<(), Error> {
-        if !self
-            .inbox
-            .admits_stop_sign(&StopSign::with(next.clone(), metadata.clone()))
-        {
-            return Err(Error::ChangeNotAgreed {
-                configuration: next.configuration_id,
-                nodes: next.nodes,
-            });
-        }
         let (reply, replied) = oneshot::channel();
         let request = Admin::Reconfigure {
             next,
@@ -496,6 +489,9 @@ fn take<V>(slot: &Mutex<Option<V>>) -> Option<V> {
 
 struct Core<T: Entry, B: Storage<T>, S, D, H> {
     omnipaxos: OmniPaxos<T, B>,
+    /// The inbox's StopSign admission, asked before a carrier reaches
+    /// OmniPaxos and before this node proposes a StopSign.
+    gate: StopSignGate<T>,
     sink: S,
     durability: D,
     hook: H,
@@ -527,7 +523,7 @@ struct Inputs<T: Entry> {
 
 impl<T, B, S, D, H> Core<T, B, S, D, H>
 where
-    T: Entry,
+    T: Entry + 'static,
     B: Storage<T>,
     S: MessageSink<T>,
     D: Durability,
@@ -631,6 +627,12 @@ where
         self.rounds += 1;
         self.durability.begin_round();
         for message in round.inbound {
+            if let Some((stop_sign, sync)) = stop_sign_of(&message)
+                && !self.gate.admits(stop_sign, sync, &self.own_unapplied())
+            {
+                self.gate.refused(message.get_sender());
+                continue;
+            }
             self.omnipaxos.handle_incoming(message);
         }
         let mut replies = Vec::with_capacity(round.proposals.len());
@@ -645,10 +647,17 @@ where
                     metadata,
                     reply,
                 } => {
-                    let result = self
-                        .omnipaxos
-                        .reconfigure(next, metadata)
-                        .map_err(propose_error);
+                    let stop_sign = StopSign::with(next, metadata);
+                    let result = if self.gate.admits(&stop_sign, None, &self.own_unapplied()) {
+                        self.omnipaxos
+                            .reconfigure(stop_sign.next_config, stop_sign.metadata)
+                            .map_err(propose_error)
+                    } else {
+                        Err(Error::ChangeNotAgreed {
+                            configuration: stop_sign.next_config.configuration_id,
+                            nodes: stop_sign.next_config.nodes,
+                        })
+                    };
                     replies.push((reply, result));
                 }
                 Admin::TakeLeadership => self.omnipaxos.try_become_leader(),
@@ -683,6 +692,21 @@ where
             changed
         });
         Ok(())
+    }
+
+    /// The entries this node holds past the hook's index (decided but not
+    /// applied yet, or only accepted), for a StopSign admission: a change
+    /// agreed there precedes any StopSign this node's log could take.
+    fn own_unapplied(&self) -> Vec<T> {
+        self.omnipaxos
+            .read_entries(self.hook.next_idx()..)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|entry| match entry {
+                LogEntry::Decided(value) | LogEntry::Undecided(value) => Some(value),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Whether decided entries are waiting for the hook.

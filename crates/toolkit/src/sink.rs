@@ -138,31 +138,36 @@ impl InboxStats {
     }
 }
 
-/// Decides whether a StopSign that arrives from a peer belongs to a
-/// membership change this node's host agreed to.
+/// Decides whether a StopSign belongs to a membership change this node's
+/// host agreed to.
 ///
 /// OmniPaxos trusts its peers: a StopSign it accepts ends the configuration
 /// for good. A host that changes membership agrees on the next
 /// configuration in its own log first, and admits only the StopSign that
-/// names it. Called on the transport's task for the rare messages that
-/// carry a StopSign; it must not block.
+/// names it. Every log that holds the StopSign holds that agreement before
+/// it, so the runner asks with everything that may hold it: the applied
+/// state (the host's own), the entries this node holds but has not applied
+/// yet (`own`: decided or only accepted), and the log sync the StopSign
+/// travels with. Asked on the consensus thread for the rare messages that
+/// carry a StopSign (and for [`Runner::reconfigure`](crate::Runner::reconfigure));
+/// it must not block.
 pub trait StopSignAdmission<T: Entry>: Send + Sync + 'static {
-    /// `true` to deliver a message carrying `stop_sign`. `sync` is the log
-    /// sync it travels with (a `Promise` or an `AcceptSync`): the entries and
-    /// snapshot there precede the StopSign in the log, so a change agreed
-    /// in them counts as agreed.
-    fn admit(&self, stop_sign: &StopSign, sync: Option<&LogSync<T>>) -> bool;
+    /// `true` to let a message carrying `stop_sign` reach OmniPaxos. `sync`
+    /// is the log sync it travels with (a `Promise` or an `AcceptSync`);
+    /// `own` are this node's entries past its applied index.
+    fn admit(&self, stop_sign: &StopSign, sync: Option<&LogSync<T>>, own: &[T]) -> bool;
 }
 
 /// The inbound side of a runner, cloned into each transport task.
 ///
 /// It checks the sender and receiver ids of every message against the
 /// configuration before the message is queued: a message from an unknown pid
-/// crashes an OmniPaxos leader. It also drops every message that carries a
-/// StopSign ([`carries_stop_sign`]) unless a [`StopSignAdmission`] is set and
-/// admits it, counted in [`InboxStats::stop_sign`], and, once a
-/// [`PeerAdmission`] is set, every message whose sender presents a
-/// data-directory instance the cluster does not hold for it.
+/// crashes an OmniPaxos leader. Once a [`PeerAdmission`] is set, it also
+/// refuses every message whose sender presents a data-directory instance
+/// the cluster does not hold for it. It holds the [`StopSignAdmission`]
+/// its runner asks, right before OmniPaxos would see a message that
+/// carries a StopSign ([`carries_stop_sign`]); refusals are counted in
+/// [`InboxStats::stop_sign`].
 pub struct Inbox<T: Entry> {
     me: NodeId,
     peers: Arc<[NodeId]>,
@@ -216,10 +221,10 @@ impl<T: Entry + 'static> Inbox<T> {
         self.admission.set(admission)
     }
 
-    /// Admits the StopSigns that `admission` admits (this inbox and all its
-    /// clones); without one, every StopSign is refused. Set once, before the
-    /// inbox is handed to a transport; a second call is refused and changes
-    /// nothing.
+    /// Admits the StopSigns that `admission` admits (this inbox's runner
+    /// asks it); without one, every StopSign is refused. Set once, before
+    /// the inbox is handed to a transport; a second call is refused and
+    /// changes nothing.
     ///
     /// # Errors
     ///
@@ -231,16 +236,12 @@ impl<T: Entry + 'static> Inbox<T> {
         self.stop_signs.set(admission)
     }
 
-    /// Whether `stop_sign`, arriving without a log sync, would be admitted
-    /// (nothing is counted).
-    pub fn admits_stop_sign(&self, stop_sign: &StopSign) -> bool {
-        self.admits_stop_sign_with(stop_sign, None)
-    }
-
-    fn admits_stop_sign_with(&self, stop_sign: &StopSign, sync: Option<&LogSync<T>>) -> bool {
-        self.stop_signs
-            .get()
-            .is_some_and(|admission| admission.admit(stop_sign, sync))
+    /// The gate its runner passes StopSign carriers through.
+    pub(crate) fn stop_sign_gate(&self) -> StopSignGate<T> {
+        StopSignGate {
+            admission: Arc::clone(&self.stop_signs),
+            stats: Arc::clone(&self.stats),
+        }
     }
 
     /// This node's id.
@@ -310,10 +311,6 @@ impl<T: Entry + 'static> Inbox<T> {
             Err(Refusal::WrongReceiver(receiver))
         } else if !self.is_peer(sender) {
             Err(Refusal::UnknownSender(sender))
-        } else if let Some((stop_sign, sync)) = stop_sign_of(message)
-            && !self.admits_stop_sign_with(stop_sign, sync)
-        {
-            Err(Refusal::StopSign(sender))
         } else if let Some(admission) = self.admission.get() {
             admission.admit(sender, instance).map_err(Refusal::Impostor)
         } else {
@@ -326,11 +323,38 @@ impl<T: Entry + 'static> Inbox<T> {
     }
 }
 
+/// A runner's side of its inbox's [`StopSignAdmission`]: asked right before
+/// a StopSign carrier would reach OmniPaxos, counting refusals in the
+/// inbox's [`InboxStats`].
+pub(crate) struct StopSignGate<T: Entry> {
+    admission: Arc<OnceLock<Arc<dyn StopSignAdmission<T>>>>,
+    stats: Arc<InboxStats>,
+}
+
+impl<T: Entry + 'static> StopSignGate<T> {
+    /// Whether `stop_sign` is admitted (nothing is counted).
+    pub(crate) fn admits(
+        &self,
+        stop_sign: &StopSign,
+        sync: Option<&LogSync<T>>,
+        own: &[T],
+    ) -> bool {
+        self.admission
+            .get()
+            .is_some_and(|admission| admission.admit(stop_sign, sync, own))
+    }
+
+    /// Counts a refused carrier from `sender`.
+    pub(crate) fn refused(&self, sender: NodeId) {
+        self.stats.count(Refusal::StopSign(sender));
+    }
+}
+
 /// Whether `message` could make this node accept, or its leader propose, an
 /// OmniPaxos StopSign, the entry that ends a configuration for good.
 ///
-/// Why the [`Inbox`] drops these unless a [`StopSignAdmission`] admits them
-/// (the one gate every transport passes, so tonic and the in-memory network
+/// Why the runner drops these unless its inbox's [`StopSignAdmission`]
+/// admits them (so for every transport, tonic and the in-memory network
 /// alike): OmniPaxos trusts its peers, and a single `ForwardStopSign` from
 /// anything that can speak as a member makes a leader propose the StopSign;
 /// once decided and persisted, the configuration is over, across restarts.
@@ -531,55 +555,52 @@ mod tests {
         }
     }
 
+    /// The inbox queues StopSign carriers like any message: its runner
+    /// judges them right before OmniPaxos would see them, with the node's
+    /// own log at hand (see `StopSignGate`).
     #[tokio::test]
-    async fn the_inbox_drops_and_counts_every_stop_sign_carrier() {
+    async fn the_inbox_leaves_stop_sign_carriers_to_its_runner() {
         let (tx, mut rx) = mpsc::channel(64);
         let inbox = Inbox::new(1, Arc::from(vec![1, 2, 3]), tx);
         let carriers = stop_sign_carriers();
-        let count = carriers.len() as u64;
-        for (i, (name, message)) in carriers.into_iter().enumerate() {
-            // Both entry points refuse, before the queue.
-            let refused = if i % 2 == 0 {
-                inbox.try_deliver(None, message)
-            } else {
-                inbox.deliver(None, message).await
-            };
-            assert_eq!(refused, Err(Refusal::StopSign(2)), "{name}");
-        }
-        assert_eq!(inbox.stats().stop_sign(), count);
-        assert_eq!(inbox.stats().delivered(), 0);
-        assert!(
-            rx.try_recv().is_err(),
-            "a StopSign reached the runner queue"
-        );
-        for (name, message) in ordinary() {
+        let count = carriers.len();
+        for (name, message) in carriers {
             assert_eq!(inbox.try_deliver(None, message), Ok(()), "{name}");
         }
-        assert_eq!(inbox.stats().delivered(), ordinary().len() as u64);
-        assert_eq!(inbox.stats().stop_sign(), count);
+        for _ in 0..count {
+            assert!(rx.try_recv().is_ok());
+        }
+        assert_eq!(inbox.stats().stop_sign(), 0);
     }
 
     /// Admits the StopSign to configuration 2, and records whether a log
-    /// sync came with it.
+    /// sync and own entries came with it.
     #[derive(Default)]
     struct AgreedOnTwo {
         with_sync: AtomicU64,
+        own: AtomicU64,
     }
 
     impl StopSignAdmission<Put> for AgreedOnTwo {
-        fn admit(&self, stop_sign: &StopSign, sync: Option<&LogSync<Put>>) -> bool {
+        fn admit(&self, stop_sign: &StopSign, sync: Option<&LogSync<Put>>, own: &[Put]) -> bool {
             if let Some(sync) = sync {
                 assert_eq!(sync.suffix.len(), 1, "the sync the StopSign travels in");
                 self.with_sync.fetch_add(1, Ordering::Relaxed);
             }
+            self.own.fetch_add(own.len() as u64, Ordering::Relaxed);
             stop_sign.next_config.configuration_id == 2
         }
     }
 
-    #[tokio::test]
-    async fn an_admitted_stop_sign_passes_and_any_other_is_refused() {
-        let (tx, mut rx) = mpsc::channel(64);
-        let inbox = Inbox::new(1, Arc::from(vec![1, 2, 3]), tx);
+    #[test]
+    fn the_gate_asks_the_admission_and_refuses_without_one() {
+        let (tx, _rx) = mpsc::channel(1);
+        let inbox = Inbox::<Put>::new(1, Arc::from(vec![1, 2, 3]), tx);
+        let gate = inbox.stop_sign_gate();
+        assert!(
+            !gate.admits(&stop_sign(), None, &[]),
+            "admitted without an admission"
+        );
         let admission = Arc::new(AgreedOnTwo::default());
         assert!(inbox.set_stop_sign_admission(admission.clone()).is_ok());
         assert!(
@@ -587,22 +608,18 @@ mod tests {
                 .set_stop_sign_admission(Arc::new(AgreedOnTwo::default()))
                 .is_err()
         );
-        let count = stop_sign_carriers().len();
         for (name, message) in stop_sign_carriers() {
-            assert_eq!(inbox.try_deliver(None, message), Ok(()), "{name}");
+            let (stop_sign, sync) = stop_sign_of(&message).unwrap();
+            assert!(gate.admits(stop_sign, sync, &[Put(1), Put(2)]), "{name}");
         }
-        assert_eq!(inbox.stats().delivered(), count as u64);
-        // The Promise and the AcceptSync hand their log sync over.
+        // The Promise and the AcceptSync hand their log sync over, and
+        // every call the node's own entries.
         assert_eq!(admission.with_sync.load(Ordering::Relaxed), 2);
-        for _ in 0..count {
-            assert!(rx.try_recv().is_ok());
-        }
+        assert_eq!(admission.own.load(Ordering::Relaxed), 8);
         let mut other = stop_sign();
         other.next_config.configuration_id = 3;
-        assert!(inbox.admits_stop_sign(&stop_sign()));
-        assert!(!inbox.admits_stop_sign(&other));
-        let forward = paxos(PaxosMsg::ForwardStopSign(other));
-        assert_eq!(inbox.try_deliver(None, forward), Err(Refusal::StopSign(2)));
+        assert!(!gate.admits(&other, None, &[]));
+        gate.refused(2);
         assert_eq!(inbox.stats().stop_sign(), 1);
     }
 

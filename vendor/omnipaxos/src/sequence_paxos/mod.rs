@@ -407,6 +407,19 @@ where
         common_prefix_idx: usize,
         other_logs_decided_idx: usize,
     ) -> LogSync<T> {
+        // tsoracle-paxos patch: a peer's accepted and decided indexes count
+        // an accepted StopSign as one index, but the StopSign is no log
+        // entry. Clamp them to the entries this log holds, so the sync sends
+        // the StopSign after the real entries. Upstream, a follower that
+        // already held the StopSign was synced from one slot past its
+        // entries: it counted the StopSign twice, its accepted index ran one
+        // past its log, and the leader decided an index no log held (the
+        // StopSign then never read as decided, and the node never applied
+        // it).
+        let entries_len = self.internal_storage.get_accepted_idx()
+            - usize::from(self.internal_storage.get_stopsign().is_some());
+        let common_prefix_idx = common_prefix_idx.min(entries_len);
+        let other_logs_decided_idx = other_logs_decided_idx.min(entries_len);
         let decided_idx = self.internal_storage.get_decided_idx();
         let (decided_snapshot, suffix, sync_idx) =
             if T::Snapshot::use_snapshots() && decided_idx > common_prefix_idx {

@@ -317,8 +317,10 @@ where
         log_sync: Option<LogSync<T>>,
     ) -> StorageResult<usize> {
         if let Some(sync) = &log_sync {
+            // tsoracle-paxos patch: a decided StopSign counts one index past
+            // the entries, and a sync may restate it from there.
             debug_assert!(
-                sync.sync_idx >= self.state_cache.decided_idx,
+                sync.sync_idx >= self.get_decided_idx_without_stopsign(),
                 "log sync from {} would overwrite decided entries up to {}",
                 sync.sync_idx,
                 self.state_cache.decided_idx
