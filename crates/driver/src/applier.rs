@@ -81,6 +81,9 @@ pub struct PaxosApplier {
     /// Whether the recorded list was found equal to the given one: it
     /// stands once recorded, so it is compared once.
     membership_agreed: bool,
+    /// `Some(c)`: this log is configuration `c`'s, started by a change, and
+    /// must begin with the genesis that carries the previous state over.
+    expected_genesis: Option<u32>,
     /// The recovered decided index and when recovery began, until the state
     /// has been rebuilt up to it (logged once: restart time is a figure
     /// operators watch).
@@ -125,6 +128,7 @@ impl PaxosApplier {
             instance: None,
             membership: None,
             membership_agreed: false,
+            expected_genesis: None,
             replay: (recovered_decided_idx > 0).then(|| (recovered_decided_idx, Instant::now())),
         };
         (applier, ApplierHandle { shared })
@@ -148,6 +152,15 @@ impl PaxosApplier {
         self
     }
 
+    /// The log is configuration `configuration`'s, started by a membership
+    /// change: its first entry must be the genesis (checked after every
+    /// applied batch by [`check_identity`](Self::check_identity)).
+    #[must_use]
+    pub fn expecting_genesis(mut self, configuration: u32) -> Self {
+        self.expected_genesis = Some(configuration);
+        self
+    }
+
     /// `Err` once the applied state registered another data directory
     /// instance for this node than its own (its directory lost the node's
     /// promises), or recorded another member list than the one it was
@@ -159,8 +172,34 @@ impl PaxosApplier {
     /// [`RuntimeError::NotTheRegisteredInstance`],
     /// [`RuntimeError::Membership`].
     pub fn check_identity(&mut self) -> Result<(), RuntimeError> {
+        self.check_genesis()?;
         self.check_instance()?;
         self.check_membership()
+    }
+
+    /// A log started by a change that applied anything before its genesis
+    /// lost the previous configuration's state: the node must stop.
+    fn check_genesis(&mut self) -> Result<(), RuntimeError> {
+        let Some(configuration) = self.expected_genesis else {
+            return Ok(());
+        };
+        let state = self
+            .shared
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        if *state == ApplyState::default() {
+            return Ok(());
+        }
+        if state
+            .membership()
+            .is_some_and(|list| list.configuration() == configuration)
+        {
+            drop(state);
+            self.expected_genesis = None;
+            return Ok(());
+        }
+        Err(RuntimeError::GenesisMissing { configuration })
     }
 
     fn check_membership(&mut self) -> Result<(), RuntimeError> {
@@ -392,6 +431,18 @@ impl ApplierHandle {
     #[must_use]
     pub fn registered_instance(&self, node: NodeId) -> Option<u128> {
         self.shared.registered_instance(node)
+    }
+
+    /// Whether the applied state belongs to configuration `configuration`
+    /// (its genesis, or the founding list, is applied).
+    #[must_use]
+    pub fn started(&self, configuration: u32) -> bool {
+        self.shared
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .membership()
+            .is_some_and(|list| list.configuration() == configuration)
     }
 
     /// Runs `read` on the applied state.

@@ -184,18 +184,21 @@ pub enum RuntimeError {
     /// The host did not run the read it was given.
     #[error("the host did not run the state read")]
     HostSkippedRead,
-    /// A decided StopSign ended the OmniPaxos configuration. Nothing here
-    /// asks for one (there is no membership-change path yet, and peer links
-    /// drop StopSign-carrying messages), so it was decided before that
-    /// filter existed: the cluster can decide nothing more.
+    /// The OmniPaxos configuration this node served ended and this node
+    /// takes no part in a next one: a membership change removed it, or a
+    /// StopSign that names no agreed change ended it (decided by a build
+    /// from before StopSigns were checked, or found in a foreign data
+    /// directory).
     #[error(
-        "this OmniPaxos configuration was ended by a StopSign that no admin request started \
-         (there is no membership-change path yet: it came over a peer link, e.g. a plaintext \
-         peer port); this cluster can decide nothing more and restarts do not help. Restore \
-         every node's data directory from a backup taken before the StopSign, or start a new \
-         cluster (fresh data directories) only once the wall clock (Unix ms) is past the \
-         high-water this node exported (logged at ERROR, metric tsoracle_paxos_high_water): \
-         timestamps then stay unique, but dense sequences and leases start over"
+        "this node's OmniPaxos configuration ended and this node is not a member of a next one. \
+         If a membership change removed this node, that is expected: stop it. Otherwise the \
+         configuration was ended by a StopSign that names no agreed change (a build from before \
+         StopSigns were checked, or a foreign data directory); this cluster can decide nothing \
+         more and restarts do not help. Restore every node's data directory from a backup taken \
+         before the StopSign, or start a new cluster (fresh data directories) only once the wall \
+         clock (Unix ms) is past the high-water this node exported (logged at ERROR, metric \
+         tsoracle_paxos_high_water): timestamps then stay unique, but dense sequences and \
+         leases start over"
     )]
     ConfigurationEnded,
     /// The cluster registered this node id with another data directory
@@ -222,6 +225,18 @@ pub enum RuntimeError {
     /// was given: the node must stop.
     #[error(transparent)]
     Membership(#[from] MembershipMismatch),
+    /// A configuration started by a membership change applied an entry
+    /// before its genesis, so its state lacks the previous configuration's:
+    /// the node must stop.
+    #[error(
+        "configuration {configuration}'s log began without the genesis that carries the \
+         previous configuration's state over; this node's state cannot be trusted and it stops \
+         (a bug: report it with the node's log)"
+    )]
+    GenesisMissing {
+        /// The configuration whose log it is.
+        configuration: u32,
+    },
     /// The host's consensus thread had failed when it was stopped.
     #[error("host: {0}")]
     Host(String),

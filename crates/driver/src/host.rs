@@ -140,12 +140,13 @@ pub trait PaxosHighWaterHost: Send + Sync + 'static {
         None
     }
 
-    /// The member list this node was started with, if the host keeps one:
+    /// The member list of this node's current configuration (the one it
+    /// was started with, until a membership change), if the host keeps one:
     /// the driver then records it in the replicated state
     /// (`Command::RecordMembership`) while no list is on record, and the
     /// host's applier stops the node when another list is. `None` (the
     /// default): nothing recorded, nothing compared.
-    fn membership(&self) -> Option<&Membership> {
+    fn membership(&self) -> Option<Membership> {
         None
     }
 }

@@ -143,6 +143,7 @@ mod incarnation;
 mod membership;
 #[cfg(feature = "mutations")]
 pub mod mutation;
+mod reconfigure;
 mod runner_glue;
 mod runner_host;
 mod standalone;
@@ -150,17 +151,21 @@ mod standalone;
 pub use applier::{ApplierHandle, PaxosApplier, Waiter};
 pub use clock::{Clock, MonotonicClock};
 // The pure modules keep their old paths (`tsoracle_driver_paxos::timing`, ...).
+pub use crate::core::change::{ChangeError, ChangeRequest};
 pub use crate::core::events::LeaderEvents;
 pub use crate::core::gate::{NotServing, ReplyGate};
 pub use crate::core::lease::{LeaderView, LeaseTracker, Observation};
 pub use crate::core::role::{Role, Term};
 pub use crate::core::timing::{MAX_DRIFT, Timing};
 pub use crate::core::{fence, gate, timing};
-pub use driver::{DEFAULT_DENSE_KEY_CAP, DEFAULT_REQUEST_TIMEOUT, DriverConfig, PaxosDriver};
+pub use driver::{
+    ChangeFailure, DEFAULT_DENSE_KEY_CAP, DEFAULT_REQUEST_TIMEOUT, DriverConfig, PaxosDriver,
+};
 pub use error::{ConfigError, MembershipMismatch, RuntimeError};
 pub use host::{Applied, HostError, PaxosHighWaterHost, PendingApply, ProposerSlot};
 pub use identity::RegistryAdmission;
 pub use incarnation::next_incarnation;
+pub use reconfigure::{ChangeAdmission, NextConfiguration};
 pub use runner_glue::{leadership_from_runner, submit_to_runner};
 pub use runner_host::{RunnerBackedHost, RunnerHost};
 pub use standalone::{Member, StandaloneHost, StandaloneHostBuilder, StartMode};

@@ -4,6 +4,7 @@
 //! own decided-entry hook around a [`PaxosApplier`](crate::PaxosApplier)).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -21,34 +22,126 @@ use crate::host::{HostError, PendingApply};
 /// tokio runtime.
 #[must_use]
 pub fn leadership_from_runner(
-    mut status: watch::Receiver<RunnerStatus>,
+    status: watch::Receiver<RunnerStatus>,
 ) -> (watch::Receiver<LeaderView>, JoinHandle<()>) {
-    let (tx, rx) = watch::channel(view_of(&status.borrow_and_update()));
-    let task = tokio::spawn(async move {
+    let bridge = Bridge::new(&status.borrow());
+    let task = bridge_runner(&bridge, status, None);
+    (bridge.leadership(), task)
+}
+
+/// The watches a host publishes from whichever runner is current: the
+/// leadership view and the runner's status. A host that follows membership
+/// changes points it at each configuration's runner in turn.
+#[derive(Debug, Clone)]
+pub(crate) struct Bridge {
+    leadership: watch::Sender<LeaderView>,
+    status: watch::Sender<RunnerStatus>,
+    /// Set by a host that follows changes: a decided StopSign then means
+    /// "the next configuration is starting", not "ended".
+    follows: Arc<AtomicBool>,
+    /// Set once this node left the cluster: the configuration ended for it.
+    left: Arc<AtomicBool>,
+}
+
+impl Bridge {
+    pub(crate) fn new(status: &RunnerStatus) -> Self {
+        Self {
+            leadership: watch::Sender::new(view_of(status, false)),
+            status: watch::Sender::new(status.clone()),
+            follows: Arc::default(),
+            left: Arc::default(),
+        }
+    }
+
+    pub(crate) fn leadership(&self) -> watch::Receiver<LeaderView> {
+        self.leadership.subscribe()
+    }
+
+    pub(crate) fn status(&self) -> watch::Receiver<RunnerStatus> {
+        self.status.subscribe()
+    }
+
+    pub(crate) fn follow_changes(&self) {
+        self.follows.store(true, Ordering::SeqCst);
+    }
+
+    /// This node is not in the next configuration: publish the ended
+    /// configuration (and the StopSign in the status) from now on.
+    pub(crate) fn leave(&self) {
+        self.left.store(true, Ordering::SeqCst);
+        self.leadership.send_modify(|view| {
+            view.leader = None;
+            view.configuration_ended = true;
+        });
+        self.status.send_modify(|_| {});
+    }
+
+    /// Publishes `status` and the view of it; `started` false: the
+    /// configuration's log has not begun (no genesis applied yet), so no
+    /// leader is shown.
+    fn publish(&self, status: &RunnerStatus, started: bool) {
+        let continues = self.follows.load(Ordering::SeqCst) && !self.left.load(Ordering::SeqCst);
+        let mut view = view_of(status, continues);
+        if !started {
+            view.leader = None;
+        }
+        self.leadership.send_if_modified(|current| {
+            let changed = *current != view;
+            *current = view;
+            changed
+        });
+        let mut shown = status.clone();
+        if continues {
+            shown.stop_sign = None;
+        }
+        self.status.send_if_modified(|current| {
+            let changed = *current != shown;
+            *current = shown;
+            changed
+        });
+    }
+}
+
+/// Feeds `bridge` from a runner's `status` until the runner stops (or the
+/// task is aborted, when another runner takes over). `starting`: the
+/// runner's configuration was started by a change, and shows no leader
+/// until that applier's state holds the configuration's genesis.
+pub(crate) fn bridge_runner(
+    bridge: &Bridge,
+    mut status: watch::Receiver<RunnerStatus>,
+    starting: Option<(ApplierHandle, u32)>,
+) -> JoinHandle<()> {
+    let bridge = bridge.clone();
+    tokio::spawn(async move {
         loop {
-            let view = view_of(&status.borrow_and_update());
-            tx.send_if_modified(|current| {
-                let changed = *current != view;
-                *current = view;
-                changed
-            });
-            if status.borrow().stopped {
+            let now = status.borrow_and_update().clone();
+            let started = starting
+                .as_ref()
+                .is_none_or(|(applier, configuration)| applier.started(*configuration));
+            bridge.publish(&now, started);
+            if now.stopped {
                 break;
             }
             if status.changed().await.is_err() {
                 break;
             }
         }
-        tx.send_modify(|view| view.leader = None);
-    });
-    (rx, task)
+        bridge.leadership.send_modify(|view| view.leader = None);
+    })
 }
 
-fn view_of(status: &RunnerStatus) -> LeaderView {
+/// `continues`: a decided StopSign leads into a next configuration that
+/// includes this node, so it shows as no leader rather than an end.
+fn view_of(status: &RunnerStatus, continues: bool) -> LeaderView {
+    let ended = status.stop_sign.is_some();
     LeaderView {
         promise: status.promise,
-        leader: if status.stopped { None } else { status.leader },
-        configuration_ended: status.stop_sign.is_some(),
+        leader: if status.stopped || ended {
+            None
+        } else {
+            status.leader
+        },
+        configuration_ended: ended && !continues,
     }
 }
 

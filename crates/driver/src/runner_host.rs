@@ -13,7 +13,7 @@
 //! piggyback example's host is another. A host that does not run on a
 //! toolkit runner implements [`PaxosHighWaterHost`] by hand, as before.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use omnipaxos::util::NodeId;
@@ -21,33 +21,63 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tsoracle_core::PeerEndpoint;
 use tsoracle_paxos_state::{ApplyState, Command, Membership, PaxosEnvelope};
-use tsoracle_paxos_toolkit::{Error as ToolkitError, InstanceId, Runner};
+use tsoracle_paxos_toolkit::{Error as ToolkitError, InstanceId, Runner, RunnerStatus};
 
 use crate::applier::ApplierHandle;
 use crate::core::lease::LeaderView;
 use crate::host::{HostError, PaxosHighWaterHost, PendingApply, ProposerSlot};
-use crate::runner_glue::{leadership_from_runner, submit_to_runner};
+use crate::runner_glue::{Bridge, bridge_runner, submit_to_runner};
+
+/// The instance a [`RunnerHost`] serves through: one configuration's
+/// runner and applier. A host that follows membership changes replaces it
+/// when its configuration ends ([`RunnerHost::switch_to`]).
+struct Current<E: PaxosEnvelope> {
+    runner: Arc<Runner<E>>,
+    applier: ApplierHandle,
+    members: Vec<NodeId>,
+    membership: Option<Membership>,
+    /// `Some(c)`: this instance runs configuration `c`, started from a
+    /// StopSign, whose log must begin with the genesis; nothing else is
+    /// submitted before the genesis is applied.
+    starting: Option<u32>,
+}
+
+impl<E: PaxosEnvelope> Current<E> {
+    /// Whether submissions may go to this instance: its log began (a
+    /// genesis applied) or it needs no genesis.
+    fn started(&self) -> bool {
+        self.starting
+            .is_none_or(|configuration| self.applier.started(configuration))
+    }
+}
 
 /// What every [`PaxosHighWaterHost`] on a toolkit [`Runner`] holds: the
 /// runner, the applier's handle, the members, this start's proposer slot
 /// and the leadership watch bridged from the runner's status.
 pub struct RunnerHost<E: PaxosEnvelope> {
     node_id: NodeId,
-    members: Vec<NodeId>,
     proposer: ProposerSlot,
-    runner: Arc<Runner<E>>,
-    applier: ApplierHandle,
-    leadership: watch::Receiver<LeaderView>,
-    bridge: Mutex<Option<JoinHandle<()>>>,
+    current: RwLock<Arc<Current<E>>>,
+    /// Runners of ended configurations, kept running so that peers that
+    /// missed the StopSign can still learn it; stopped by `shutdown`.
+    retired: Mutex<Vec<Arc<Runner<E>>>>,
+    bridge: Bridge,
+    task: Mutex<Option<JoinHandle<()>>>,
     instance: Option<InstanceId>,
-    membership: Option<Membership>,
 }
 
 impl<E: PaxosEnvelope> std::fmt::Debug for RunnerHost<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RunnerHost")
             .field("node_id", &self.node_id)
-            .field("members", &self.members)
+            .field(
+                "members",
+                &self
+                    .current
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .members,
+            )
             .finish_non_exhaustive()
     }
 }
@@ -62,8 +92,8 @@ where
     /// that `applier` belongs to. `members` are every node of the
     /// configuration, as given to [`Runner::spawn`]; `incarnation` is this
     /// start's (see [`crate::next_incarnation`]). Starts the leadership
-    /// bridge ([`leadership_from_runner`]), so call it inside a tokio
-    /// runtime.
+    /// bridge ([`leadership_from_runner`](crate::leadership_from_runner)),
+    /// so call it inside a tokio runtime.
     #[must_use]
     pub fn new(
         runner: Arc<Runner<E>>,
@@ -71,17 +101,22 @@ where
         members: Vec<NodeId>,
         incarnation: u64,
     ) -> Self {
-        let (leadership, bridge) = leadership_from_runner(runner.status());
+        let bridge = Bridge::new(&runner.status().borrow());
+        let task = bridge_runner(&bridge, runner.status(), None);
         Self {
             node_id: runner.inbox().node_id(),
-            members,
             proposer: ProposerSlot::new(incarnation),
-            runner,
-            applier,
-            leadership,
-            bridge: Mutex::new(Some(bridge)),
+            current: RwLock::new(Arc::new(Current {
+                runner,
+                applier,
+                members,
+                membership: None,
+                starting: None,
+            })),
+            retired: Mutex::new(Vec::new()),
+            bridge,
+            task: Mutex::new(Some(task)),
             instance: None,
-            membership: None,
         }
     }
 
@@ -103,26 +138,125 @@ where
     /// (see [`PaxosHighWaterHost::membership`]).
     #[must_use]
     pub fn with_membership(mut self, membership: Membership) -> Self {
-        self.membership = Some(membership);
+        let current = self
+            .current
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        *current = Arc::new(Current {
+            runner: Arc::clone(&current.runner),
+            applier: current.applier.clone(),
+            members: current.members.clone(),
+            membership: Some(membership),
+            starting: current.starting,
+        });
         self
     }
 
-    /// The member list this node was started with, if set.
+    /// The runner runs configuration `configuration`, started by a change
+    /// (a node that joins): nothing is submitted before its genesis.
     #[must_use]
-    pub fn membership(&self) -> Option<&Membership> {
-        self.membership.as_ref()
+    pub(crate) fn starting(mut self, configuration: u32) -> Self {
+        let current = self
+            .current
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        *current = Arc::new(Current {
+            runner: Arc::clone(&current.runner),
+            applier: current.applier.clone(),
+            members: current.members.clone(),
+            membership: current.membership.clone(),
+            starting: Some(configuration),
+        });
+        self
     }
 
-    /// The runner, e.g. to propose the application's own entries.
-    #[must_use]
-    pub fn runner(&self) -> &Arc<Runner<E>> {
-        &self.runner
+    fn current(&self) -> Arc<Current<E>> {
+        Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// The applier's handle (waiters, the applied state).
+    /// The member list of the current configuration, if set.
     #[must_use]
-    pub fn applier(&self) -> &ApplierHandle {
-        &self.applier
+    pub fn membership(&self) -> Option<Membership> {
+        self.current().membership.clone()
+    }
+
+    /// The current configuration's runner, e.g. to propose the
+    /// application's own entries.
+    #[must_use]
+    pub fn runner(&self) -> Arc<Runner<E>> {
+        Arc::clone(&self.current().runner)
+    }
+
+    /// The current configuration's applier handle (waiters, the applied
+    /// state).
+    #[must_use]
+    pub fn applier(&self) -> ApplierHandle {
+        self.current().applier.clone()
+    }
+
+    /// The current runner's status, followed across configuration changes
+    /// (see [`switch_to`](Self::switch_to)): a configuration that ended
+    /// into a next one that includes this node shows no StopSign here.
+    #[must_use]
+    pub fn status(&self) -> watch::Receiver<RunnerStatus> {
+        self.bridge.status()
+    }
+
+    /// Makes `runner` (of configuration `membership`, started from a
+    /// StopSign: its log must begin with a genesis) the current one. The
+    /// previous runner keeps running, retired, until
+    /// [`shutdown`](Self::shutdown), so peers that missed its StopSign can
+    /// still learn it.
+    pub(crate) fn switch_to(
+        &self,
+        runner: Arc<Runner<E>>,
+        applier: ApplierHandle,
+        membership: Membership,
+    ) {
+        let members = membership.members().iter().map(|m| m.id).collect();
+        let configuration = membership.configuration();
+        let next_applier = applier.clone();
+        let next = Arc::new(Current {
+            runner: Arc::clone(&runner),
+            applier,
+            members,
+            starting: Some(membership.configuration()),
+            membership: Some(membership),
+        });
+        let previous = std::mem::replace(
+            &mut *self.current.write().unwrap_or_else(PoisonError::into_inner),
+            next,
+        );
+        self.retired
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Arc::clone(&previous.runner));
+        let task = bridge_runner(
+            &self.bridge,
+            runner.status(),
+            Some((next_applier, configuration)),
+        );
+        if let Some(old) = self
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .replace(task)
+        {
+            old.abort();
+        }
+    }
+
+    /// Follow configuration changes: a StopSign decided in the current
+    /// configuration shows as no leader, not as an ended configuration
+    /// (the next one is about to start), until [`leave`](Self::leave).
+    pub(crate) fn follow_changes(&self) {
+        self.bridge.follow_changes();
+    }
+
+    /// This node is not in the next configuration: report the
+    /// configuration as ended (the driver fails every call for good).
+    pub(crate) fn leave(&self) {
+        self.bridge.leave();
     }
 
     /// Stops the consensus thread after its current round, its last sync
@@ -132,17 +266,26 @@ where
     ///
     /// The runner's error when the consensus thread had failed.
     pub async fn shutdown(&self) -> Result<(), ToolkitError> {
-        let result = self.runner.shutdown().await;
-        let bridge = self
-            .bridge
+        let result = self.runner().shutdown().await;
+        let retired: Vec<_> = self
+            .retired
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+            .collect();
+        for runner in retired {
+            let _ = runner.shutdown().await;
+        }
+        let task = self
+            .task
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        if let Some(bridge) = bridge {
+        if let Some(task) = task {
             // The runner's final status ends the bridge on its own; wait a
             // little for it, then stop it regardless.
-            let abort = bridge.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(1), bridge)
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(1), task)
                 .await
                 .is_err()
             {
@@ -166,40 +309,49 @@ where
     /// [`PaxosHighWaterHost::members`].
     #[must_use]
     pub fn members(&self) -> Vec<NodeId> {
-        self.members.clone()
+        self.current().members.clone()
     }
 
     /// [`PaxosHighWaterHost::leadership`].
     #[must_use]
     pub fn leadership(&self) -> watch::Receiver<LeaderView> {
-        self.leadership.clone()
+        self.bridge.leadership()
     }
 
-    /// [`PaxosHighWaterHost::submit`], through [`submit_to_runner`].
+    /// [`PaxosHighWaterHost::submit`], through [`submit_to_runner`]. A
+    /// configuration that is starting takes nothing before its genesis.
     ///
     /// # Errors
     ///
-    /// [`HostError::Unavailable`] when the proposal queue is full,
-    /// [`HostError::Failed`] when the runner has stopped.
+    /// [`HostError::Unavailable`] when the proposal queue is full or the
+    /// configuration is starting, [`HostError::Failed`] when the runner has
+    /// stopped.
     pub fn submit(&self, command: Command) -> Result<PendingApply, HostError> {
-        submit_to_runner(&self.runner, &self.applier, command)
+        let current = self.current();
+        if !current.started() {
+            return Err(HostError::Unavailable(format!(
+                "configuration {} is starting: its first entry is not decided yet",
+                current.starting.unwrap_or_default()
+            )));
+        }
+        submit_to_runner(&current.runner, &current.applier, command)
     }
 
     /// [`PaxosHighWaterHost::read_state`].
     pub fn read_state(&self, read: &mut dyn FnMut(&ApplyState)) {
-        self.applier.read_state(read);
+        self.current().applier.read_state(read);
     }
 }
 
 impl<E: PaxosEnvelope> Drop for RunnerHost<E> {
     fn drop(&mut self) {
-        if let Some(bridge) = self
-            .bridge
+        if let Some(task) = self
+            .task
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take()
         {
-            bridge.abort();
+            task.abort();
         }
     }
 }
@@ -255,7 +407,7 @@ impl<H: RunnerBackedHost> PaxosHighWaterHost for H {
         self.runner_host().instance()
     }
 
-    fn membership(&self) -> Option<&Membership> {
+    fn membership(&self) -> Option<Membership> {
         self.runner_host().membership()
     }
 }

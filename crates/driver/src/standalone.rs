@@ -6,11 +6,12 @@
 //! sink (the tonic transport, or the in-memory network in tests), so it
 //! compiles neither RocksDB nor tonic itself.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use omnipaxos::storage::Storage;
 use omnipaxos::util::NodeId;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tsoracle_core::PeerEndpoint;
 use tsoracle_paxos_state::{MemberRecord, Membership, PaxosEntry, PaxosEnvelope, SnapshotPolicy};
 use tsoracle_paxos_toolkit::{
@@ -23,14 +24,14 @@ use crate::core::timing::Timing;
 use crate::error::{ConfigError, RuntimeError};
 #[cfg(doc)]
 use crate::host::PaxosHighWaterHost;
-use crate::identity::RegistryAdmission;
 use crate::membership;
+use crate::reconfigure::{self, InstanceSettings, NextConfiguration};
 use crate::runner_host::{RunnerBackedHost, RunnerHost};
 
 /// A member of the configuration as the host needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
-    /// OmniPaxos pid (`1..=N`, dense).
+    /// OmniPaxos pid (distinct, in `1..=MAX_NODE_ID`).
     pub id: NodeId,
     /// Where the node's peer transport listens (`host:port`); what a sink
     /// such as the tonic transport connects to.
@@ -73,6 +74,7 @@ pub struct StandaloneHostBuilder {
     buffer_size: usize,
     start_mode: StartMode,
     instance: Option<InstanceId>,
+    joining: bool,
 }
 
 impl Default for StandaloneHostBuilder {
@@ -89,6 +91,7 @@ impl Default for StandaloneHostBuilder {
             buffer_size: 100_000,
             start_mode: StartMode::Rejoin,
             instance: None,
+            joining: false,
         }
     }
 }
@@ -109,6 +112,19 @@ impl StandaloneHostBuilder {
     #[must_use]
     pub fn instance(mut self, instance: InstanceId) -> Self {
         self.instance = Some(instance);
+        self
+    }
+
+    /// This node joins the configuration of [`members`](Self::members) and
+    /// [`configuration_id`](Self::configuration_id), which a membership
+    /// change started: its storage is empty, and nothing is proposed
+    /// before the configuration's genesis (carrying the previous
+    /// configuration's state, proposed by the members that held it) is
+    /// applied. Implies [`StartMode::Initialize`].
+    #[must_use]
+    pub fn joining(mut self) -> Self {
+        self.joining = true;
+        self.start_mode = StartMode::Initialize;
         self
     }
 
@@ -178,7 +194,7 @@ impl StandaloneHostBuilder {
     /// # Errors
     ///
     /// [`ConfigError::Host`] for a missing field, this node missing from the
-    /// members, fewer than two members, ids that are not `1..=N`, or an
+    /// members, fewer than two members, repeated or out-of-range ids, or an
     /// OmniPaxos or runner start-up failure; the [`Timing::validate`] errors.
     pub fn start<E, B, S, D>(
         self,
@@ -219,40 +235,56 @@ impl StandaloneHostBuilder {
         let omnipaxos = config.build(storage).map_err(|err| {
             ConfigError::Host(format!("OmniPaxos refused the configuration: {err}"))
         })?;
-        let (mut applier, handle) =
-            PaxosApplier::new(node_id, self.snapshot_policy, omnipaxos.get_decided_idx());
+        let (mut applier, handle) = PaxosApplier::new(
+            node_id,
+            self.snapshot_policy.clone(),
+            omnipaxos.get_decided_idx(),
+        );
         if let Some(instance) = self.instance {
             applier = applier.with_instance(instance);
         }
         applier = applier.with_membership(given.clone());
+        if self.joining {
+            applier = applier.expecting_genesis(self.configuration_id);
+        }
+        let runner_config = RunnerConfig {
+            tick: timing.tick,
+            ..self.runner
+        };
         let runner = Runner::spawn(
             omnipaxos,
             &ids,
             sink,
             durability,
             applier,
-            RunnerConfig {
-                tick: timing.tick,
-                ..self.runner
-            },
+            runner_config.clone(),
         )
         .map_err(|err| ConfigError::Host(format!("cannot start the consensus thread: {err}")))?;
         // Before the inbox is handed to any transport.
-        let admission = Arc::new(RegistryAdmission::new(handle.clone()));
-        if runner.inbox().set_admission(admission).is_err() {
-            return Err(ConfigError::Host(
-                "the runner's inbox already had a peer admission".to_owned(),
-            ));
-        }
+        reconfigure::set_admissions(&runner.inbox(), &handle).map_err(ConfigError::Host)?;
         let mut core =
             RunnerHost::new(Arc::new(runner), handle, ids, incarnation).with_membership(given);
         if let Some(instance) = self.instance {
             core = core.with_instance(instance);
         }
+        if self.joining {
+            core = core.starting(self.configuration_id);
+        }
+        let settings = InstanceSettings {
+            node_id,
+            incarnation,
+            election_ticks: timing.election_ticks,
+            buffer_size: self.buffer_size,
+            snapshot_policy: self.snapshot_policy,
+            runner: runner_config,
+            instance: self.instance,
+        };
         Ok(StandaloneHost {
             cluster_id,
             members: self.members,
-            core,
+            core: Arc::new(core),
+            settings,
+            follower: Mutex::new(None),
         })
     }
 }
@@ -310,7 +342,7 @@ fn missing(field: &str) -> ConfigError {
 }
 
 /// The members' checks of the toolkit's [`ConfigBuilder`] (at least two,
-/// ids `1..=N`, this node among them), as a host error with the builder's
+/// distinct ids in range, this node among them), as a host error with the builder's
 /// own words.
 fn check_members(node_id: NodeId, ids: &[NodeId]) -> Result<(), ConfigError> {
     match ConfigBuilder::new(ids).build(node_id) {
@@ -327,7 +359,11 @@ pub struct StandaloneHost<E: PaxosEnvelope = PaxosEntry> {
     members: Vec<Member>,
     /// Everything else of the host: runner, applier, proposer slot,
     /// leadership watch.
-    core: RunnerHost<E>,
+    core: Arc<RunnerHost<E>>,
+    /// What a later configuration's instance on this node is built with.
+    settings: InstanceSettings,
+    /// The task that follows membership changes, once asked to.
+    follower: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl StandaloneHost {
@@ -349,10 +385,40 @@ where
         &self.cluster_id
     }
 
-    /// Every member, with its peer and client addresses.
+    /// Every member this node was started with, with its peer and client
+    /// addresses (see [`membership`](Self::membership) for the current
+    /// configuration's).
     #[must_use]
     pub fn member_list(&self) -> &[Member] {
         &self.members
+    }
+
+    /// The current configuration's member list.
+    #[must_use]
+    pub fn membership(&self) -> Option<Membership> {
+        self.core.membership()
+    }
+
+    /// Follows membership changes from now on: the leader finishes an
+    /// agreed change with its StopSign, and once a configuration ends this
+    /// node starts its instance of the next one through `next` (or leaves,
+    /// when the next list lacks it). Without this, a decided StopSign ends
+    /// the host for good. Call once, right after start; a second call
+    /// changes nothing.
+    pub fn follow_changes(&self, next: Arc<dyn NextConfiguration<E>>)
+    where
+        E: Sync,
+    {
+        let mut follower = self.follower.lock().unwrap_or_else(PoisonError::into_inner);
+        if follower.is_some() {
+            return;
+        }
+        self.core.follow_changes();
+        *follower = Some(tokio::spawn(reconfigure::follow(
+            Arc::clone(&self.core),
+            self.settings.clone(),
+            next,
+        )));
     }
 
     /// The inbound side of the consensus thread, for the transport.
@@ -361,10 +427,12 @@ where
         self.core.runner().inbox()
     }
 
-    /// The consensus thread's status (decided index, promise, failure).
+    /// The consensus thread's status (decided index, promise, failure),
+    /// followed across membership changes: a configuration that ended into
+    /// a next one that includes this node shows no StopSign.
     #[must_use]
     pub fn status(&self) -> watch::Receiver<RunnerStatus> {
-        self.core.runner().status()
+        self.core.status()
     }
 
     /// Freezes (or thaws) the consensus thread as SIGSTOP (or SIGCONT)
@@ -387,6 +455,14 @@ where
     ///
     /// [`RuntimeError::Host`] when the consensus thread had failed.
     pub async fn shutdown(&self) -> Result<(), RuntimeError> {
+        let follower = self
+            .follower
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(follower) = follower {
+            follower.abort();
+        }
         self.core
             .shutdown()
             .await
@@ -408,10 +484,17 @@ where
     }
 
     fn client_endpoint_of(&self, node: NodeId) -> Option<PeerEndpoint> {
-        self.members
-            .iter()
-            .find(|m| m.id == node)
-            .map(|m| m.client_endpoint.clone())
+        let current = self
+            .core
+            .membership()
+            .and_then(|list| list.member(node).cloned())
+            .and_then(|member| PeerEndpoint::try_from(member.client_endpoint).ok());
+        current.or_else(|| {
+            self.members
+                .iter()
+                .find(|m| m.id == node)
+                .map(|m| m.client_endpoint.clone())
+        })
     }
 }
 
@@ -420,13 +503,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn members_must_be_dense_contain_this_node_and_number_two_or_more() {
+    fn members_must_be_distinct_contain_this_node_and_number_two_or_more() {
         assert!(check_members(1, &[1, 2, 3]).is_ok());
         assert!(check_members(2, &[2, 1]).is_ok());
+        // A replaced member leaves a gap.
+        assert!(check_members(1, &[1, 3, 4]).is_ok());
         for (me, ids, needle) in [
             (1, vec![1], "at least two"),
-            (1, vec![1, 3], "1..=N"),
-            (1, vec![1, 1, 2], "1..=N"),
+            (1, vec![1, 1, 2], "twice"),
+            (1, vec![0, 1], "outside"),
             (4, vec![1, 2, 3], "not one of the members"),
         ] {
             let err = check_members(me, &ids).unwrap_err().to_string();

@@ -105,6 +105,21 @@ impl PaxosSnapshot {
         })
     }
 
+    /// The next configuration's list this snapshot agreed on, as far as it
+    /// shows without folding: the folded state's, else the first
+    /// `PrepareChange` of the raw tail. For a StopSign admission (which
+    /// also requires the StopSign to name the list), not for the state:
+    /// fold with [`to_state`](Self::to_state) for that.
+    #[must_use]
+    pub fn agreed_change(&self) -> Option<&Membership> {
+        self.folded.pending_change().or_else(|| {
+            self.tail.iter().find_map(|command| match command {
+                Command::PrepareChange { next, .. } => Some(next),
+                _ => None,
+            })
+        })
+    }
+
     /// Number of raw, not yet folded commands.
     #[must_use]
     pub fn tail_len(&self) -> usize {

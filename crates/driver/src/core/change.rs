@@ -140,20 +140,14 @@ pub fn names(next: &Membership, stop_sign: &StopSign) -> bool {
         && stop_sign.metadata.is_none()
 }
 
-/// Whether a node admits `stop_sign` from a peer: it must name the change
-/// agreed in the node's applied state, or in the entries it travels with
-/// (which precede it in the log, so a node that has not applied them yet
-/// still learns the change with them).
+/// Whether a node admits `stop_sign`: it must name a change agreed in the
+/// node's applied state, or by an agreement among the entries that precede
+/// it in a log (this node's unapplied entries, or those it travels with),
+/// so a node that has not applied them yet still recognizes the change.
+/// `agreed` lists every such list found.
 #[must_use]
-pub fn admits(
-    applied: Option<&Membership>,
-    carried: Option<&Membership>,
-    stop_sign: &StopSign,
-) -> bool {
-    [applied, carried]
-        .into_iter()
-        .flatten()
-        .any(|next| names(next, stop_sign))
+pub fn admits<'a>(agreed: impl IntoIterator<Item = &'a Membership>, stop_sign: &StopSign) -> bool {
+    agreed.into_iter().any(|next| names(next, stop_sign))
 }
 
 /// What a node does once its configuration ended with `stop_sign`.
@@ -254,12 +248,14 @@ mod tests {
         let next = list(2, &[1, 2, 3, 4]);
         let agreed = StopSign::with(cluster_config(&next), None);
         assert!(names(&next, &agreed));
-        assert!(admits(Some(&next), None, &agreed));
-        assert!(admits(None, Some(&next), &agreed));
-        assert!(!admits(None, None, &agreed));
+        assert!(admits([&next], &agreed));
+        let other_list = list(2, &[1, 2]);
+        assert!(admits([&other_list, &next], &agreed));
+        assert!(!admits([&other_list], &agreed));
+        assert!(!admits([], &agreed));
         let mut reordered = agreed.clone();
         reordered.next_config.nodes.reverse();
-        assert!(admits(Some(&next), None, &reordered));
+        assert!(admits([&next], &reordered));
         let mut others = Vec::new();
         let mut other_id = agreed.clone();
         other_id.next_config.configuration_id = 3;
@@ -275,10 +271,7 @@ mod tests {
         others.push(flexible);
         others.push(StopSign::with(cluster_config(&next), Some(vec![1])));
         for stop_sign in others {
-            assert!(
-                !admits(Some(&next), Some(&next), &stop_sign),
-                "{stop_sign:?}"
-            );
+            assert!(!admits([&next, &next], &stop_sign), "{stop_sign:?}");
         }
     }
 

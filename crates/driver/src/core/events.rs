@@ -49,6 +49,17 @@ impl LeaderEvents {
         }
     }
 
+    /// Adds (or updates) client endpoints, as a membership change brings
+    /// new members; endpoints of members that left are kept (they lead
+    /// nothing any more, and a late redirect to one is harmless).
+    pub fn learn_endpoints(&mut self, endpoints: &BTreeMap<NodeId, PeerEndpoint>) {
+        self.endpoints.extend(
+            endpoints
+                .iter()
+                .map(|(node, endpoint)| (*node, endpoint.clone())),
+        );
+    }
+
     /// The last state emitted ([`LeaderState::Unknown`] before any): the
     /// synchronous first item of a new subscription.
     #[must_use]

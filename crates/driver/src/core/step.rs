@@ -165,6 +165,17 @@ impl Engine {
         })
     }
 
+    /// Learns the client endpoints of a new configuration's members, so a
+    /// follower of a member added by a change names its endpoint.
+    pub fn learn_endpoints(&mut self, endpoints: &BTreeMap<NodeId, PeerEndpoint>) {
+        self.events.learn_endpoints(endpoints);
+        self.endpoints.extend(
+            endpoints
+                .iter()
+                .map(|(node, endpoint)| (*node, endpoint.clone())),
+        );
+    }
+
     /// Takes `event` at `now` and returns what the shell must do.
     pub fn step(&mut self, now: Duration, event: Event) -> Vec<Action> {
         match event {

@@ -36,7 +36,18 @@ pub(super) async fn run<H: PaxosHighWaterHost>(shell: Arc<Shell<H>>) {
     let mut recorded = shell.host.instance().is_none() && shell.host.membership().is_none();
     let tick = shell.config.timing.tick;
     let mut host_gone = false;
+    let mut members = shell.host.members();
     loop {
+        let now_members = shell.host.members();
+        if now_members != members {
+            // A membership change: the new members' client endpoints.
+            let endpoints = now_members
+                .iter()
+                .filter_map(|&node| shell.host.client_endpoint(node).map(|e| (node, e)))
+                .collect();
+            shell.engine().learn_endpoints(&endpoints);
+            members = now_members;
+        }
         while renewals.try_join_next().is_some() {
             shell.step_now(Event::RenewalDone);
         }
@@ -97,8 +108,8 @@ fn next_record<H: PaxosHighWaterHost>(shell: &Shell<H>) -> Option<Record> {
         return Some(Record::Instance(instance));
     }
     let given = shell.host.membership();
-    match membership::recording(given, membership.as_ref()) {
-        Recording::Propose => given.cloned().map(Record::Membership),
+    match membership::recording(given.as_ref(), membership.as_ref()) {
+        Recording::Propose => given.map(Record::Membership),
         Recording::Done(_) | Recording::Refused(_) => None,
     }
 }

@@ -21,8 +21,10 @@
 //!   by [`PaxosDriver::shutdown`] or on drop) that follows the host's
 //!   leadership view, publishes leadership changes, and runs the renewal
 //!   barriers;
-//! - `consensus` — the `ConsensusDriver` impl and the leadership stream.
+//! - `consensus` — the `ConsensusDriver` impl and the leadership stream;
+//! - `change` — the admin path of a membership change.
 
+mod change;
 mod config;
 mod consensus;
 mod leadership;
@@ -44,6 +46,7 @@ use tokio::task::JoinHandle;
 use tsoracle_consensus::{ConsensusError, LeaderState};
 use tsoracle_core::{Epoch, PeerEndpoint};
 
+pub use self::change::ChangeFailure;
 pub use self::config::{DEFAULT_DENSE_KEY_CAP, DEFAULT_REQUEST_TIMEOUT, DriverConfig};
 use crate::clock::{Clock, MonotonicClock};
 use crate::core::gate::{NotServing, ReplyGate};

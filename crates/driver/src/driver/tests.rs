@@ -287,7 +287,7 @@ async fn an_ended_configuration_fails_every_call_permanently_and_says_why() {
         match result {
             Err(ConsensusError::PermanentDriver(err)) => {
                 let message = err.to_string();
-                assert!(message.contains("no admin request"), "{message}");
+                assert!(message.contains("names no agreed change"), "{message}");
                 assert!(message.contains("Restore"), "{message}");
             }
             other => panic!("expected PermanentDriver, got {other:?}"),

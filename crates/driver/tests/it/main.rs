@@ -10,5 +10,6 @@
 mod cluster;
 mod driver_contract;
 mod hand_written_host;
+mod membership_change;
 mod server_client;
 mod stop_sign;

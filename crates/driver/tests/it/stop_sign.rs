@@ -26,7 +26,7 @@ fn assert_says_what_to_do<T: std::fmt::Debug>(
         Err(ConsensusError::PermanentDriver(err)) => {
             let message = err.to_string();
             assert!(
-                message.contains("StopSign that no admin request started"),
+                message.contains("StopSign that names no agreed change"),
                 "node {id} {what}: {message}"
             );
             assert!(message.contains("Restore"), "node {id} {what}: {message}");

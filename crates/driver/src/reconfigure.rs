@@ -1,0 +1,326 @@
+//! Following membership changes: the StopSign admission of a host's inbox
+//! and the task that moves a [`StandaloneHost`](crate::StandaloneHost) from
+//! one OmniPaxos configuration to the next.
+//!
+//! The decisions are [`core::change`](crate::core::change)'s; this module
+//! carries them out. Once the applied state agreed on a change
+//! (`Command::PrepareChange`), the node that leads proposes the StopSign
+//! that names it (whichever node leads: a leader that crashed mid-change is
+//! replaced by one that finishes it). Once the StopSign is decided and
+//! applied, each member of the next list starts that configuration's
+//! instance through the host's [`NextConfiguration`] (fresh storage, a sink
+//! of that configuration), and a member that holds the final state proposes
+//! the genesis that begins its log; a node outside the next list leaves.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use omnipaxos::OmniPaxosConfig;
+use omnipaxos::storage::{SnapshotType, StopSign};
+use omnipaxos::util::{LogSync, NodeId};
+use tsoracle_core::Epoch;
+use tsoracle_paxos_state::{
+    ApplyState, Command, Membership, PaxosEnvelope, PaxosSnapshot, ProposalId, SnapshotPolicy,
+};
+use tsoracle_paxos_toolkit::{
+    ConfigBuilder, Error as ToolkitError, Inbox, InstanceId, Runner, RunnerConfig,
+    StopSignAdmission,
+};
+
+use crate::applier::{ApplierHandle, PaxosApplier};
+use crate::core::change::{self, AfterStop};
+use crate::identity::RegistryAdmission;
+use crate::runner_glue::submit_to_runner;
+use crate::runner_host::RunnerHost;
+
+/// How a host starts this node's instance of a later configuration. The
+/// node's binary implements it over RocksDB and the tonic transport, a test
+/// over memory storage and the in-memory network.
+pub trait NextConfiguration<E: PaxosEnvelope>: Send + Sync + 'static {
+    /// Starts the consensus thread of this node in `membership`'s
+    /// configuration: builds `config` on storage of its own whose log is
+    /// empty (never the previous configuration's), and spawns a
+    /// [`Runner`] with `hook`, `runner` and a sink whose messages reach the
+    /// peers' instances of that configuration (and no other).
+    ///
+    /// # Errors
+    ///
+    /// What went wrong, in words for the log.
+    fn spawn(
+        &self,
+        membership: &Membership,
+        config: OmniPaxosConfig,
+        hook: PaxosApplier,
+        runner: RunnerConfig,
+    ) -> Result<Runner<E>, String>;
+
+    /// Hands the new runner's inbox to the transport, once the host set its
+    /// admissions on it.
+    fn attach(&self, membership: &Membership, inbox: Inbox<E>);
+}
+
+/// The runner's StopSign check: a StopSign passes only when it names the
+/// change agreed in this node's applied state, in the entries this node
+/// holds past it, or in the log sync it travels with (rule:
+/// [`change::admits`]).
+#[derive(Debug, Clone)]
+pub struct ChangeAdmission {
+    applier: ApplierHandle,
+}
+
+impl ChangeAdmission {
+    /// The admission of the node whose applied state `applier` reads.
+    #[must_use]
+    pub fn new(applier: ApplierHandle) -> Self {
+        Self { applier }
+    }
+}
+
+impl<E: PaxosEnvelope> StopSignAdmission<E> for ChangeAdmission {
+    fn admit(&self, stop_sign: &StopSign, sync: Option<&LogSync<E>>, own: &[E]) -> bool {
+        let mut agreed: Vec<Membership> = pending_change(&self.applier).into_iter().collect();
+        agreed.extend(agreed_in(own));
+        if let Some(sync) = sync {
+            agreed.extend(carried(sync));
+        }
+        change::admits(&agreed, stop_sign)
+    }
+}
+
+/// Every change agreed by a `PrepareChange` among `entries`.
+fn agreed_in<E: PaxosEnvelope>(entries: &[E]) -> impl Iterator<Item = Membership> + '_ {
+    entries
+        .iter()
+        .filter_map(PaxosEnvelope::paxos_command)
+        .filter_map(|command| match command {
+            Command::PrepareChange { next, .. } => Some(next.clone()),
+            _ => None,
+        })
+}
+
+/// The changes agreed in a log sync: in its snapshot, or among its entries.
+fn carried<E: PaxosEnvelope>(sync: &LogSync<E>) -> Vec<Membership> {
+    let mut agreed: Vec<Membership> = match &sync.decided_snapshot {
+        Some(SnapshotType::Complete(snapshot) | SnapshotType::Delta(snapshot)) => {
+            E::paxos_snapshot(snapshot)
+                .agreed_change()
+                .cloned()
+                .into_iter()
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    agreed.extend(agreed_in(&sync.suffix));
+    agreed
+}
+
+fn pending_change(applier: &ApplierHandle) -> Option<Membership> {
+    let mut pending = None;
+    applier.read_state(&mut |state| pending = state.pending_change().cloned());
+    pending
+}
+
+/// What this node needs to start an instance of a later configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct InstanceSettings {
+    pub(crate) node_id: NodeId,
+    pub(crate) incarnation: u64,
+    pub(crate) election_ticks: u64,
+    pub(crate) buffer_size: usize,
+    pub(crate) snapshot_policy: SnapshotPolicy,
+    pub(crate) runner: RunnerConfig,
+    pub(crate) instance: Option<InstanceId>,
+}
+
+/// How often the task looks again without news from the runner (a pending
+/// change applied while the leader's status did not move).
+const RECHECK: Duration = Duration::from_millis(100);
+
+/// Follows configuration changes for `core` until its runner stops or this
+/// node leaves. Owned by the host, which aborts it at shutdown.
+pub(crate) async fn follow<E>(
+    core: Arc<RunnerHost<E>>,
+    settings: InstanceSettings,
+    next: Arc<dyn NextConfiguration<E>>,
+) where
+    E: PaxosEnvelope + Send + Sync + 'static,
+    E::Snapshot: Send,
+{
+    let me = settings.node_id;
+    loop {
+        let Some(stop_sign) = finish_or_wait(&core, me).await else {
+            return;
+        };
+        let mut final_state = ApplyState::new();
+        core.read_state(&mut |state| final_state = state.clone());
+        match change::after_stop(me, final_state.pending_change(), &stop_sign) {
+            AfterStop::Continue(list) => {
+                let configuration = list.configuration();
+                if let Err(reason) = start_next(&core, &settings, next.as_ref(), &list) {
+                    tracing::error!(
+                        configuration,
+                        %reason,
+                        "cannot start this node's instance of the next configuration"
+                    );
+                    core.leave();
+                    return;
+                }
+                tracing::info!(configuration, members = %list, "configuration started on this node");
+                begin_log(&core, &settings, final_state).await;
+            }
+            AfterStop::Removed(list) => {
+                tracing::warn!(
+                    next = %list,
+                    "this node is not a member of the next configuration: it left the cluster"
+                );
+                core.leave();
+                return;
+            }
+            AfterStop::Unexplained => {
+                tracing::error!(
+                    ?stop_sign,
+                    "the configuration ended with a StopSign that names no agreed change; this \
+                     node cannot know its next members"
+                );
+                core.leave();
+                return;
+            }
+        }
+    }
+}
+
+/// Waits for the current configuration's decided StopSign, proposing the
+/// one that finishes an agreed change whenever this node leads. `None`
+/// when the runner stopped.
+async fn finish_or_wait<E>(core: &RunnerHost<E>, me: NodeId) -> Option<StopSign>
+where
+    E: PaxosEnvelope + Send + 'static,
+    E::Snapshot: Send,
+{
+    let runner = core.runner();
+    let applier = core.applier();
+    let mut status = runner.status();
+    let mut asked = None;
+    loop {
+        let now = status.borrow_and_update().clone();
+        if now.stopped {
+            return None;
+        }
+        if let Some(stop_sign) = now.stop_sign {
+            return Some(stop_sign);
+        }
+        if now.leader == Some((me, true))
+            && let Some(next) = pending_change(&applier)
+            && asked != Some(next.configuration())
+        {
+            match runner
+                .reconfigure(change::cluster_config(&next), None)
+                .await
+            {
+                Ok(()) | Err(ToolkitError::ConfigurationStopped) => {
+                    tracing::info!(next = %next, "proposed the StopSign that ends this configuration");
+                    asked = Some(next.configuration());
+                }
+                Err(err) => tracing::debug!(%err, "the StopSign is not proposed yet"),
+            }
+        }
+        if let Ok(Err(_)) = tokio::time::timeout(RECHECK, status.changed()).await {
+            return None;
+        }
+    }
+}
+
+/// Starts this node's instance of `list`'s configuration and makes it the
+/// host's current one.
+fn start_next<E>(
+    core: &RunnerHost<E>,
+    settings: &InstanceSettings,
+    next: &dyn NextConfiguration<E>,
+    list: &Membership,
+) -> Result<(), String>
+where
+    E: PaxosEnvelope + Send + 'static,
+    E::Snapshot: Send,
+{
+    let ids: Vec<NodeId> = list.members().iter().map(|member| member.id).collect();
+    let config = ConfigBuilder::new(ids)
+        .configuration_id(list.configuration())
+        .election_ticks(settings.election_ticks)
+        .buffer_size(settings.buffer_size)
+        .build(settings.node_id)
+        .map_err(|err| err.to_string())?;
+    let (mut applier, handle) =
+        PaxosApplier::new(settings.node_id, settings.snapshot_policy.clone(), 0);
+    applier = applier
+        .with_membership(list.clone())
+        .expecting_genesis(list.configuration());
+    if let Some(instance) = settings.instance {
+        applier = applier.with_instance(instance);
+    }
+    let runner = next.spawn(list, config, applier, settings.runner.clone())?;
+    let inbox = runner.inbox();
+    set_admissions(&inbox, &handle)?;
+    core.switch_to(Arc::new(runner), handle, list.clone());
+    next.attach(list, inbox);
+    Ok(())
+}
+
+/// Sets the peer and StopSign admissions of a fresh runner's inbox.
+pub(crate) fn set_admissions<E>(inbox: &Inbox<E>, applier: &ApplierHandle) -> Result<(), String>
+where
+    E: PaxosEnvelope + 'static,
+{
+    inbox
+        .set_admission(Arc::new(RegistryAdmission::new(applier.clone())))
+        .map_err(|_| "the runner's inbox already had a peer admission".to_owned())?;
+    inbox
+        .set_stop_sign_admission(Arc::new(ChangeAdmission::new(applier.clone())))
+        .map_err(|_| "the runner's inbox already had a StopSign admission".to_owned())
+}
+
+/// Proposes the genesis that begins the current configuration's log from
+/// `final_state` until one is applied (this node's or another member's),
+/// or the runner stops. A genesis lost to a leader change is proposed
+/// again; a second one decided changes nothing.
+async fn begin_log<E>(core: &RunnerHost<E>, settings: &InstanceSettings, final_state: ApplyState)
+where
+    E: PaxosEnvelope + Send + 'static,
+    E::Snapshot: Send,
+{
+    let runner = core.runner();
+    let applier = core.applier();
+    let configuration = core
+        .membership()
+        .map(|list| list.configuration())
+        .unwrap_or_default();
+    let prior = Box::new(PaxosSnapshot::from_state(final_state));
+    // Outside the driver's id space (it counts from 1): the genesis is not
+    // recorded in the ledger, so its id only names this node's waiter.
+    let proposal = ProposalId::new(settings.node_id, settings.incarnation, u64::MAX);
+    let again = settings
+        .runner
+        .tick
+        .saturating_mul(u32::try_from(settings.election_ticks.saturating_mul(4)).unwrap_or(400));
+    loop {
+        if applier.started(configuration) {
+            return;
+        }
+        if runner.status().borrow().stopped {
+            return;
+        }
+        let genesis = Command::Genesis {
+            prior: prior.clone(),
+            epoch: Epoch(0),
+            proposal,
+        };
+        match submit_to_runner(&runner, &applier, genesis) {
+            Ok(pending) => {
+                let _ = tokio::time::timeout(again, pending).await;
+            }
+            Err(err) => {
+                tracing::debug!(%err, "the genesis is not proposed yet");
+                tokio::time::sleep(again).await;
+            }
+        }
+    }
+}
