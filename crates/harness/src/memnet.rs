@@ -5,6 +5,14 @@
 //! its runner's [`Inbox`] back with [`MemNetwork::attach`]: the sink must
 //! exist before the runner, and the inbox only after it.
 //!
+//! Nodes of several OmniPaxos configurations share the network: each sink
+//! and each attached inbox belongs to a configuration id
+//! ([`MemNetwork::add_node_in`], [`MemNetwork::attach_in`]; the plain
+//! methods use [`FIRST_CONFIGURATION`]), every message travels stamped with
+//! its sender's configuration and reaches only the receiver's inbox of that
+//! configuration, as the real transport routes by the link's configuration
+//! id. Faults and partitions act on nodes, whatever the configuration.
+//!
 //! Every directed link `from -> to` has its own bounded queue served by its
 //! own task, so one slow or cut link never delays another, like the real
 //! transport. The tasks belong to the network: [`MemNetwork::shutdown`] (or
@@ -42,6 +50,10 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use tsoracle_paxos_toolkit::{Error, Inbox, InstanceId, MessageSink, Refusal};
+
+/// The configuration id of [`MemNetwork::add_node`], [`MemNetwork::add_node_as`]
+/// and [`MemNetwork::attach`]: a cluster's founding configuration.
+pub const FIRST_CONFIGURATION: u32 = 1;
 
 /// Settings of a [`MemNetwork`], fixed at creation.
 #[derive(Debug, Clone)]
@@ -392,14 +404,14 @@ struct LinkTx<T: Entry> {
 struct Shared<T: Entry> {
     control: NetControl,
     links: RwLock<HashMap<(NodeId, NodeId), LinkTx<T>>>,
-    /// Where each node's messages are delivered; absent before `attach` and
-    /// after `detach`.
-    inboxes: Mutex<HashMap<NodeId, Inbox<T>>>,
+    /// Where each node's messages of each configuration are delivered;
+    /// absent before `attach` and after `detach`.
+    inboxes: Mutex<HashMap<(NodeId, u32), Inbox<T>>>,
 }
 
 impl<T: Entry> Shared<T> {
-    fn inbox(&self, node: NodeId) -> Option<Inbox<T>> {
-        lock(&self.inboxes).get(&node).cloned()
+    fn inbox(&self, node: NodeId, configuration: u32) -> Option<Inbox<T>> {
+        lock(&self.inboxes).get(&(node, configuration)).cloned()
     }
 }
 
@@ -478,6 +490,21 @@ where
         }
     }
 
+    /// [`add_node_as`](Self::add_node_as) for node `node`'s instance of
+    /// configuration `configuration`: the sink's messages reach only the
+    /// receivers' inboxes attached for that configuration.
+    pub fn add_node_in(
+        &self,
+        configuration: u32,
+        node: NodeId,
+        instance: InstanceId,
+    ) -> MemSink<T> {
+        MemSink {
+            configuration,
+            ..self.add_node_as(node, instance)
+        }
+    }
+
     /// Adds `node` (if new) with links to and from every node already
     /// added, and returns a sink that sends as `node`. Adding a node again,
     /// for a restart, keeps its links and returns another sink.
@@ -542,6 +569,7 @@ where
         MemSink {
             me: node,
             instance: None,
+            configuration: FIRST_CONFIGURATION,
             shared: Arc::clone(&self.shared),
         }
     }
@@ -549,13 +577,20 @@ where
     /// Delivers messages addressed to `inbox.node_id()` into `inbox` from now
     /// on, replacing any inbox attached before (a restarted node).
     pub fn attach(&self, inbox: Inbox<T>) {
-        lock(&self.shared.inboxes).insert(inbox.node_id(), inbox);
+        self.attach_in(FIRST_CONFIGURATION, inbox);
     }
 
-    /// Stops delivering to `node`: its messages count as undeliverable until
-    /// an inbox is attached again (a crashed node).
+    /// [`attach`](Self::attach) for the node's instance of configuration
+    /// `configuration`.
+    pub fn attach_in(&self, configuration: u32, inbox: Inbox<T>) {
+        lock(&self.shared.inboxes).insert((inbox.node_id(), configuration), inbox);
+    }
+
+    /// Stops delivering to `node`, in every configuration: its messages
+    /// count as undeliverable until an inbox is attached again (a crashed
+    /// node).
     pub fn detach(&self, node: NodeId) {
-        lock(&self.shared.inboxes).remove(&node);
+        lock(&self.shared.inboxes).retain(|(to, _), _| *to != node);
     }
 
     /// Stops every link task and waits for them. Returns how many tasks ended
@@ -591,6 +626,8 @@ pub struct MemSink<T: Entry> {
     me: NodeId,
     /// The instance this sink presents with every message.
     instance: Option<InstanceId>,
+    /// The configuration its messages belong to.
+    configuration: u32,
     shared: Arc<Shared<T>>,
 }
 
@@ -630,6 +667,7 @@ where
         for message in batch {
             let stamped = Stamped {
                 instance: self.instance,
+                configuration: self.configuration,
                 message,
             };
             match link.tx.try_send(stamped) {
@@ -664,6 +702,9 @@ struct Held<T: Entry> {
 #[derive(Clone)]
 struct Stamped<T: Entry> {
     instance: Option<InstanceId>,
+    /// The sender's configuration: only the receiver's inbox of that
+    /// configuration gets the message.
+    configuration: u32,
     message: Message<T>,
 }
 
@@ -821,7 +862,7 @@ where
             bump(&counters.cut, 1);
             return Ok(());
         }
-        let Some(inbox) = self.shared.inbox(self.to) else {
+        let Some(inbox) = self.shared.inbox(self.to, stamped.configuration) else {
             bump(&counters.undeliverable, 1);
             return Ok(());
         };
@@ -915,6 +956,37 @@ mod tests {
             out.push(number(&m));
         }
         out
+    }
+
+    /// Each message reaches the receiver's inbox of its sender's
+    /// configuration only, and a cut holds in every configuration.
+    #[tokio::test]
+    async fn messages_reach_only_their_configurations_inbox() {
+        let (net, s1, _s2, mut first) = pair(MemNetConfig::default(), 16);
+        let (tx, mut second) = mpsc::channel(16);
+        net.attach_in(2, Inbox::new(2, Arc::from(vec![1, 2]), tx));
+        let s1_second = net.add_node_in(2, 1, InstanceId(1));
+        s1.send(2, vec![msg(1, 2, 10)]);
+        s1_second.send(2, vec![msg(1, 2, 20)]);
+        assert_eq!(recv_n(&mut first, 1).await, [10]);
+        assert_eq!(recv_n(&mut second, 1).await, [20]);
+        // A configuration with no inbox attached: undeliverable, not
+        // delivered to another configuration's inbox.
+        net.add_node_in(3, 1, InstanceId(1))
+            .send(2, vec![msg(1, 2, 30)]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        net.control().cut(1, 2);
+        s1_second.send(2, vec![msg(1, 2, 40)]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(first.try_recv().is_err() && second.try_recv().is_err());
+        let stats = net.control().link_stats(1, 2).unwrap();
+        assert_eq!((stats.undeliverable, stats.cut), (1, 1), "{stats:?}");
+        net.detach(2);
+        net.control().heal_all();
+        s1_second.send(2, vec![msg(1, 2, 50)]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(second.try_recv().is_err(), "delivered after detach");
+        assert_eq!(net.shutdown().await, 2);
     }
 
     #[tokio::test]

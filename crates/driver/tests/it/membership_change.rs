@@ -1,7 +1,8 @@
 //! Online membership change on `StandaloneHost`s over memory storage and
-//! one in-memory network per configuration (as the tonic transport routes
-//! by configuration id): a member added, one removed, the state carried
-//! across, epochs rising, writes going on under a steady load.
+//! the in-memory network (which routes each message to the receiver's
+//! instance of its sender's configuration, as the tonic transport does): a
+//! member added, one removed, the state carried across, epochs rising,
+//! dense blocks handed out under a steady load.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -15,7 +16,7 @@ use tsoracle_driver_paxos::{
     ChangeRequest, DriverConfig, Member, NextConfiguration, PaxosApplier, PaxosDriver,
     PaxosHighWaterHost, Role, StandaloneHost, StartMode,
 };
-use tsoracle_paxos_harness::memnet::{MemNetConfig, MemNetwork};
+use tsoracle_paxos_harness::memnet::{MemNetConfig, MemNetwork, MemSink};
 use tsoracle_paxos_state::{MemberRecord, Membership, PaxosEntry, SnapshotPolicy};
 use tsoracle_paxos_toolkit::storage::MemoryStorage;
 use tsoracle_paxos_toolkit::{Inbox, InstanceId, Runner, RunnerConfig, SyncedWrites};
@@ -30,23 +31,22 @@ fn key() -> SeqKey {
     SeqKey::try_new("orders").unwrap()
 }
 
-/// One in-memory network per configuration id.
-#[derive(Default)]
-struct Networks(Mutex<BTreeMap<u32, MemNetwork<PaxosEntry>>>);
+/// The network every configuration shares.
+struct Networks(MemNetwork<PaxosEntry>);
+
+impl Default for Networks {
+    fn default() -> Self {
+        Self(MemNetwork::new(MemNetConfig::default()).unwrap())
+    }
+}
 
 impl Networks {
-    fn with<R>(&self, configuration: u32, f: impl FnOnce(&MemNetwork<PaxosEntry>) -> R) -> R {
-        let mut nets = self.0.lock().unwrap();
-        let net = nets
-            .entry(configuration)
-            .or_insert_with(|| MemNetwork::new(MemNetConfig::default()).unwrap());
-        f(net)
+    fn sink(&self, configuration: u32, node: NodeId, instance: InstanceId) -> MemSink<PaxosEntry> {
+        self.0.add_node_in(configuration, node, instance)
     }
 
-    fn detach_everywhere(&self, node: NodeId) {
-        for net in self.0.lock().unwrap().values() {
-            net.detach(node);
-        }
+    fn attach(&self, configuration: u32, inbox: Inbox<PaxosEntry>) {
+        self.0.attach_in(configuration, inbox);
     }
 }
 
@@ -69,15 +69,14 @@ impl NextConfiguration<PaxosEntry> for NextOnMemory {
         let omnipaxos = config
             .build(MemoryStorage::<PaxosEntry>::new())
             .map_err(|err| err.to_string())?;
-        let sink = self.networks.with(membership.configuration(), |net| {
-            net.add_node_as(self.me, self.instance)
-        });
+        let sink = self
+            .networks
+            .sink(membership.configuration(), self.me, self.instance);
         Runner::spawn(omnipaxos, &ids, sink, SyncedWrites, hook, runner).map_err(|e| e.to_string())
     }
 
     fn attach(&self, membership: &Membership, inbox: Inbox<PaxosEntry>) {
-        self.networks
-            .with(membership.configuration(), |net| net.attach(inbox));
+        self.networks.attach(membership.configuration(), inbox);
     }
 }
 
@@ -124,9 +123,7 @@ impl Cluster {
     /// change, empty until its genesis.
     fn start_node(&mut self, id: NodeId, list: &Membership, joining: bool) {
         let instance = InstanceId(0x1000 + u128::from(id));
-        let sink = self
-            .networks
-            .with(list.configuration(), |net| net.add_node_as(id, instance));
+        let sink = self.networks.sink(list.configuration(), id, instance);
         let mut builder = StandaloneHost::builder()
             .node_id(id)
             .cluster_id("membership-it")
@@ -145,8 +142,7 @@ impl Cluster {
                 .start(MemoryStorage::<PaxosEntry>::new(), SyncedWrites, sink)
                 .unwrap(),
         );
-        self.networks
-            .with(list.configuration(), |net| net.attach(host.inbox()));
+        self.networks.attach(list.configuration(), host.inbox());
         host.follow_changes(Arc::new(NextOnMemory {
             me: id,
             instance,
@@ -191,7 +187,7 @@ impl Cluster {
         let ids: Vec<_> = self.nodes.keys().copied().collect();
         for id in ids {
             let node = self.nodes.remove(&id).unwrap();
-            self.networks.detach_everywhere(id);
+            self.networks.0.detach(id);
             node.driver.shutdown().await;
             let _ = node.host.shutdown().await;
         }
