@@ -5,7 +5,7 @@
 //! dense blocks handed out under a steady load.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use omnipaxos::OmniPaxosConfig;
