@@ -31,20 +31,26 @@ pub enum Guard {
     /// messages that present another instance than the registered one
     /// ([`RegistryAdmission`](crate::RegistryAdmission)).
     IdentityCheck,
+    /// A configuration started by a membership change begins with the
+    /// previous configuration's final state: its genesis carries the
+    /// high-water, the dense counters and the leases over
+    /// (`reconfigure.rs: begin_log`).
+    CarryState,
 }
 
 impl Guard {
     /// Every guard.
-    pub const ALL: [Guard; 5] = [
+    pub const ALL: [Guard; 6] = [
         Guard::NewLeaderWait,
         Guard::EpochFence,
         Guard::ReadBarrier,
         Guard::ReplyGate,
         Guard::IdentityCheck,
+        Guard::CarryState,
     ];
 
     /// A short name (`new-leader-wait`, `epoch-fence`, `read-barrier`,
-    /// `reply-gate`, `identity-check`).
+    /// `reply-gate`, `identity-check`, `carry-state`).
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
@@ -53,6 +59,7 @@ impl Guard {
             Guard::ReadBarrier => "read-barrier",
             Guard::ReplyGate => "reply-gate",
             Guard::IdentityCheck => "identity-check",
+            Guard::CarryState => "carry-state",
         }
     }
 

@@ -57,6 +57,24 @@ pub trait NextConfiguration<E: PaxosEnvelope>: Send + Sync + 'static {
     /// Hands the new runner's inbox to the transport, once the host set its
     /// admissions on it.
     fn attach(&self, membership: &Membership, inbox: Inbox<E>);
+
+    /// The member list of a configuration newer than `configuration` that a
+    /// peer runs, if the transport can ask (the newest it knows). A node
+    /// that missed its configuration's StopSign (its peers moved on, and no
+    /// one is left to sync it) learns the change this way. The default
+    /// knows of none.
+    fn newer(&self, configuration: u32) -> Option<Membership> {
+        let _ = configuration;
+        None
+    }
+
+    /// This node applied the genesis of `membership`'s configuration: from
+    /// now on a restart starts that configuration (record it durably), and
+    /// the previous configuration's storage is no longer needed once every
+    /// peer has moved on. The default records nothing.
+    fn started(&self, membership: &Membership) {
+        let _ = membership;
+    }
 }
 
 /// The runner's StopSign check: a StopSign passes only when it names the
@@ -136,6 +154,19 @@ pub(crate) struct InstanceSettings {
 /// change applied while the leader's status did not move).
 const RECHECK: Duration = Duration::from_millis(100);
 
+/// How often the task asks whether peers run a newer configuration (a node
+/// that missed a StopSign).
+const ASK_PEERS_EVERY: Duration = Duration::from_secs(2);
+
+/// How a configuration ended for this node.
+enum Ended {
+    /// Its StopSign was decided and applied here.
+    Stopped(StopSign),
+    /// Peers run a newer configuration: this node missed the end of its
+    /// own (nothing left to sync it), and learns the change from them.
+    Missed(Membership),
+}
+
 /// Follows configuration changes for `core` until its runner stops or this
 /// node leaves. Owned by the host, which aborts it at shutdown.
 pub(crate) async fn follow<E>(
@@ -147,9 +178,25 @@ pub(crate) async fn follow<E>(
     E::Snapshot: Send,
 {
     let me = settings.node_id;
-    loop {
-        let Some(stop_sign) = finish_or_wait(&core, me).await else {
+    // A node that joined waits for its configuration's genesis first.
+    if core.awaiting_genesis().is_some() {
+        if !genesis_applied(&core).await {
             return;
+        }
+        if let Some(list) = core.membership() {
+            next.started(&list);
+        }
+    }
+    loop {
+        let stop_sign = match finish_or_wait(&core, me, next.as_ref()).await {
+            None => return,
+            Some(Ended::Stopped(stop_sign)) => stop_sign,
+            Some(Ended::Missed(newer)) => {
+                if !catch_up(&core, &settings, next.as_ref(), me, &newer).await {
+                    return;
+                }
+                continue;
+            }
         };
         let mut final_state = ApplyState::new();
         core.read_state(&mut |state| final_state = state.clone());
@@ -166,7 +213,9 @@ pub(crate) async fn follow<E>(
                     return;
                 }
                 tracing::info!(configuration, members = %list, "configuration started on this node");
-                begin_log(&core, &settings, final_state).await;
+                if begin_log(&core, &settings, final_state).await {
+                    next.started(&list);
+                }
             }
             AfterStop::Removed(list) => {
                 tracing::warn!(
@@ -192,22 +241,36 @@ pub(crate) async fn follow<E>(
 /// Waits for the current configuration's decided StopSign, proposing the
 /// one that finishes an agreed change whenever this node leads. `None`
 /// when the runner stopped.
-async fn finish_or_wait<E>(core: &RunnerHost<E>, me: NodeId) -> Option<StopSign>
+async fn finish_or_wait<E>(
+    core: &RunnerHost<E>,
+    me: NodeId,
+    next: &dyn NextConfiguration<E>,
+) -> Option<Ended>
 where
     E: PaxosEnvelope + Send + 'static,
     E::Snapshot: Send,
 {
     let runner = core.runner();
     let applier = core.applier();
+    let configuration = core.membership().map(|list| list.configuration());
     let mut status = runner.status();
     let mut asked = None;
+    let mut asked_peers = tokio::time::Instant::now();
     loop {
         let now = status.borrow_and_update().clone();
         if now.stopped {
             return None;
         }
         if let Some(stop_sign) = now.stop_sign {
-            return Some(stop_sign);
+            return Some(Ended::Stopped(stop_sign));
+        }
+        if asked_peers.elapsed() >= ASK_PEERS_EVERY {
+            asked_peers = tokio::time::Instant::now();
+            if let Some(current) = configuration
+                && let Some(newer) = next.newer(current).filter(|n| n.configuration() > current)
+            {
+                return Some(Ended::Missed(newer));
+            }
         }
         if now.leader == Some((me, true))
             && let Some(next) = pending_change(&applier)
@@ -226,6 +289,95 @@ where
         }
         if let Ok(Err(_)) = tokio::time::timeout(RECHECK, status.changed()).await {
             return None;
+        }
+    }
+}
+
+/// The mutation `carry-state`: a state that holds nothing but the member
+/// list and the agreed change (so the genesis still starts the log).
+#[cfg(feature = "mutations")]
+fn only_the_change(final_state: &ApplyState, settings: &InstanceSettings) -> ApplyState {
+    let mut state = ApplyState::new();
+    let proposal = |seq| ProposalId::new(settings.node_id, settings.incarnation, seq);
+    if let Some(current) = final_state.membership() {
+        state.apply(&Command::RecordMembership {
+            membership: current.clone(),
+            epoch: Epoch(0),
+            proposal: proposal(1),
+        });
+    }
+    if let Some(next) = final_state.pending_change() {
+        state.apply(&Command::PrepareChange {
+            next: next.clone(),
+            epoch: Epoch(0),
+            proposal: proposal(2),
+        });
+    }
+    state
+}
+
+/// Waits until the current instance's genesis is applied (`true`) or its
+/// runner stopped (`false`).
+async fn genesis_applied<E>(core: &RunnerHost<E>) -> bool
+where
+    E: PaxosEnvelope + Send + 'static,
+    E::Snapshot: Send,
+{
+    let mut status = core.runner().status();
+    loop {
+        if core.awaiting_genesis().is_none() {
+            return true;
+        }
+        if status.borrow_and_update().stopped {
+            return false;
+        }
+        if let Ok(Err(_)) = tokio::time::timeout(RECHECK, status.changed()).await {
+            return false;
+        }
+    }
+}
+
+/// A node that missed the end of its configuration: joins `newer` (its
+/// log begins with a genesis the members that hold the final state
+/// propose) when it is a member, or leaves. `false`: it left, or could not
+/// start.
+async fn catch_up<E>(
+    core: &RunnerHost<E>,
+    settings: &InstanceSettings,
+    next: &dyn NextConfiguration<E>,
+    me: NodeId,
+    newer: &Membership,
+) -> bool
+where
+    E: PaxosEnvelope + Send + 'static,
+    E::Snapshot: Send,
+{
+    match change::after_missing(me, newer) {
+        AfterStop::Continue(list) => {
+            tracing::warn!(
+                next = %list,
+                "this node missed the end of its configuration; its peers run a newer one, \
+                 which it joins"
+            );
+            if let Err(reason) = start_next(core, settings, next, &list) {
+                tracing::error!(%reason, "cannot start this node's instance of the newer configuration");
+                core.leave();
+                return false;
+            }
+            if !genesis_applied(core).await {
+                return false;
+            }
+            next.started(&list);
+            true
+        }
+        AfterStop::Removed(_) | AfterStop::Unexplained => {
+            tracing::warn!(
+                next = %newer,
+                "this node missed the end of its configuration and is not a member of the one its \
+                 peers run: it left the cluster"
+            );
+            core.leave();
+            false
         }
     }
 }
@@ -279,10 +431,14 @@ where
 }
 
 /// Proposes the genesis that begins the current configuration's log from
-/// `final_state` until one is applied (this node's or another member's),
-/// or the runner stops. A genesis lost to a leader change is proposed
-/// again; a second one decided changes nothing.
-async fn begin_log<E>(core: &RunnerHost<E>, settings: &InstanceSettings, final_state: ApplyState)
+/// `final_state` until one is applied (this node's or another member's:
+/// `true`), or the runner stops (`false`). A genesis lost to a leader
+/// change is proposed again; a second one decided changes nothing.
+async fn begin_log<E>(
+    core: &RunnerHost<E>,
+    settings: &InstanceSettings,
+    final_state: ApplyState,
+) -> bool
 where
     E: PaxosEnvelope + Send + 'static,
     E::Snapshot: Send,
@@ -293,6 +449,13 @@ where
         .membership()
         .map(|list| list.configuration())
         .unwrap_or_default();
+    #[cfg(feature = "mutations")]
+    let final_state = if crate::mutation::is_on(crate::mutation::Guard::CarryState) {
+        final_state
+    } else {
+        crate::mutation::count_bypass();
+        only_the_change(&final_state, settings)
+    };
     let prior = Box::new(PaxosSnapshot::from_state(final_state));
     // Outside the driver's id space (it counts from 1): the genesis is not
     // recorded in the ledger, so its id only names this node's waiter.
@@ -303,10 +466,10 @@ where
         .saturating_mul(u32::try_from(settings.election_ticks.saturating_mul(4)).unwrap_or(400));
     loop {
         if applier.started(configuration) {
-            return;
+            return true;
         }
         if runner.status().borrow().stopped {
-            return;
+            return false;
         }
         let genesis = Command::Genesis {
             prior: prior.clone(),

@@ -180,6 +180,15 @@ where
         self.current().membership.clone()
     }
 
+    /// The configuration whose genesis the current instance waits for
+    /// (started by a change, not begun yet), if any.
+    pub(crate) fn awaiting_genesis(&self) -> Option<u32> {
+        let current = self.current();
+        current
+            .starting
+            .filter(|configuration| !current.applier.started(*configuration))
+    }
+
     /// The current configuration's runner, e.g. to propose the
     /// application's own entries.
     #[must_use]

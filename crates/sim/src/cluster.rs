@@ -8,7 +8,7 @@
 //! ([`Disk`]), the network (`MemNetwork`) and the clocks are simulated.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use omnipaxos::util::NodeId;
 use tokio::task::JoinHandle;
@@ -18,7 +18,7 @@ use tsoracle_driver_paxos::{
     StartMode, Timing,
 };
 use tsoracle_paxos_harness::memnet::{MemNetwork, NetControl};
-use tsoracle_paxos_state::{PaxosEntry, SnapshotPolicy};
+use tsoracle_paxos_state::{Membership, PaxosEntry, SnapshotPolicy};
 use tsoracle_paxos_toolkit::{InstanceId, Placement, RunnerConfig};
 
 use crate::SimError;
@@ -27,6 +27,7 @@ use crate::clock::DriftingClock;
 use crate::disk::Disk;
 use crate::history::Recorder;
 use crate::leaders::{LeaderLog, Monitor};
+use crate::membership::{Disks, Record, Runs, SimNext, lock, record_of};
 use crate::server::{Driver, ServerParams, SimServer};
 
 /// How every node of a cluster is configured.
@@ -53,7 +54,12 @@ struct Live {
 }
 
 struct Slot {
-    disk: Disk,
+    /// One disk per configuration this node ran.
+    disks: Disks,
+    /// The configuration it boots (durable, like the data directory).
+    record: Arc<Mutex<Record>>,
+    /// Removed from the cluster by a membership change: stopped for good.
+    removed: bool,
     incarnation: u64,
     live: Option<Live>,
     /// The data directory's instance (a wipe draws another).
@@ -69,8 +75,9 @@ struct Slot {
 }
 
 pub(crate) struct Cluster {
-    net: MemNetwork<PaxosEntry>,
-    members: Vec<Member>,
+    net: Arc<MemNetwork<PaxosEntry>>,
+    /// The configuration each node began.
+    runs: Runs,
     setup: NodeSetup,
     slots: BTreeMap<NodeId, Slot>,
     directory: Directory,
@@ -88,34 +95,24 @@ impl Cluster {
         recorder: Recorder,
         seed: u64,
     ) -> Result<Self, SimError> {
-        let members = (1..=nodes)
-            .map(|id| {
-                Ok(Member {
-                    id,
-                    peer_address: format!("sim-{id}"),
-                    client_endpoint: PeerEndpoint::try_from(format!("127.0.0.{id}:7000"))
-                        .map_err(|e| SimError::Setup(e.to_string()))?,
-                })
-            })
-            .collect::<Result<Vec<_>, SimError>>()?;
+        let founding = Membership::new(1, (1..=nodes).map(record_of).collect())
+            .map_err(|e| SimError::Setup(e.to_string()))?;
         let mut cluster = Self {
-            net,
-            members,
+            net: Arc::new(net),
+            runs: Arc::new(Mutex::new(
+                (1..=nodes).map(|id| (id, founding.clone())).collect(),
+            )),
             setup,
             slots: (1..=nodes)
                 .map(|id| {
-                    (
-                        id,
-                        Slot {
-                            disk: Disk::default(),
-                            incarnation: 0,
-                            live: None,
-                            instance: instance_of(seed, id, 0),
-                            wipes: 0,
-                            start_mode: StartMode::Initialize,
-                            refused: None,
+                    let slot = Slot::new(
+                        Record {
+                            membership: founding.clone(),
+                            joining: false,
                         },
-                    )
+                        instance_of(seed, id, 0),
+                    );
+                    (id, slot)
                 })
                 .collect(),
             directory: Directory::default(),
@@ -147,8 +144,75 @@ impl Cluster {
         Arc::clone(&self.directory)
     }
 
+    /// The nodes that are members (or joining): every node the
+    /// simulation started and did not remove.
     pub(crate) fn ids(&self) -> Vec<NodeId> {
-        self.slots.keys().copied().collect()
+        self.slots
+            .iter()
+            .filter(|(_, slot)| !slot.removed)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// The largest node id ever used (a node added gets the next one).
+    pub(crate) fn max_id(&self) -> NodeId {
+        self.slots.keys().copied().max().unwrap_or(0)
+    }
+
+    /// The newest member list any live node runs.
+    pub(crate) fn membership(&self) -> Option<Membership> {
+        self.slots
+            .values()
+            .filter_map(|slot| slot.live.as_ref())
+            .filter_map(|live| {
+                let mut list = None;
+                live.driver
+                    .host()
+                    .read_state(&mut |state| list = state.membership().cloned());
+                list
+            })
+            .max_by_key(Membership::configuration)
+    }
+
+    /// Adds node `id`, which joins `next` (the list a change is about to
+    /// agree on) with an empty data directory, and starts it.
+    pub(crate) fn add_joiner(&mut self, id: NodeId, next: Membership) -> Result<(), SimError> {
+        // Its clock: a rate inside the drift and a wall-clock offset as the
+        // founding nodes draw them, from a generator of its own.
+        let mut rng = fastrand::Rng::with_seed(self.seed ^ id.wrapping_mul(0x2545_F491_4F6C_DD1D));
+        let drift = self.setup.timing.drift;
+        self.setup
+            .rates
+            .insert(id, 1.0 + (rng.f64() * 2.0 - 1.0) * drift);
+        self.setup
+            .wall_offsets
+            .insert(id, 1_000_000 + rng.u64(0..=5_000));
+        let slot = Slot::new(
+            Record {
+                membership: next,
+                joining: true,
+            },
+            instance_of(self.seed, id, 0),
+        );
+        self.slots.insert(id, slot);
+        self.boot(id)
+    }
+
+    /// Whether node `id` is up and learned that a change removed it.
+    pub(crate) fn left(&self, id: NodeId) -> bool {
+        self.slots
+            .get(&id)
+            .and_then(|slot| slot.live.as_ref())
+            .is_some_and(|live| live.driver.host().leadership().borrow().configuration_ended)
+    }
+
+    /// Stops node `id` for good: a change removed it, and the operator
+    /// stops what is no longer a member.
+    pub(crate) async fn retire(&mut self, id: NodeId) {
+        self.crash(id).await;
+        if let Some(slot) = self.slots.get_mut(&id) {
+            slot.removed = true;
+        }
     }
 
     pub(crate) fn is_up(&self, id: NodeId) -> bool {
@@ -159,6 +223,7 @@ impl Cluster {
     pub(crate) fn down_count(&self) -> usize {
         self.slots
             .values()
+            .filter(|s| !s.removed)
             .filter(|s| s.live.as_ref().is_none_or(|live| live.paused.is_some()))
             .count()
     }
@@ -251,17 +316,36 @@ impl Cluster {
             .slots
             .get_mut(&id)
             .ok_or_else(|| SimError::Setup(format!("no node {id}")))?;
-        if slot.live.is_some() || slot.refused.is_some() {
+        if slot.live.is_some() || slot.refused.is_some() || slot.removed {
             return Ok(());
         }
-        // Only what was synced survives: a fresh disk from the durable copy.
-        slot.disk = Disk::from_durable(slot.disk.durable());
+        // Only what was synced survives: fresh disks from the durable copies.
+        for disk in lock(&slot.disks).values_mut() {
+            *disk = Disk::from_durable(disk.durable());
+        }
         slot.incarnation += 1;
-        let sink = self.net.add_node_as(id, slot.instance);
-        let started = StandaloneHost::builder()
+        let record = lock(&slot.record).clone();
+        let configuration = record.membership.configuration();
+        let disk = lock(&slot.disks).entry(configuration).or_default().clone();
+        let members = record
+            .membership
+            .members()
+            .iter()
+            .map(|m| {
+                Ok(Member {
+                    id: m.id,
+                    peer_address: m.peer_address.clone(),
+                    client_endpoint: PeerEndpoint::try_from(m.client_endpoint.clone())
+                        .map_err(|e| SimError::Setup(e.to_string()))?,
+                })
+            })
+            .collect::<Result<Vec<_>, SimError>>()?;
+        let sink = self.net.add_node_in(configuration, id, slot.instance);
+        let mut builder = StandaloneHost::builder()
             .node_id(id)
             .cluster_id("sim")
-            .members(self.members.clone())
+            .configuration_id(configuration)
+            .members(members)
             .incarnation(slot.incarnation)
             .timing(setup.timing)
             .snapshot_policy(setup.snapshots.clone())
@@ -270,8 +354,11 @@ impl Cluster {
                 ..RunnerConfig::default()
             })
             .instance(slot.instance)
-            .start_mode(slot.start_mode)
-            .start(slot.disk.storage(), slot.disk.durability(), sink);
+            .start_mode(slot.start_mode);
+        if record.joining {
+            builder = builder.joining();
+        }
+        let started = builder.start(disk.storage(), disk.durability(), sink);
         let host = match started {
             Ok(host) => host,
             // A wiped node started as a member that ran before: refused,
@@ -285,7 +372,15 @@ impl Cluster {
         };
         // It initialized its storage: from now on it is its own.
         slot.start_mode = StartMode::Initialize;
-        self.net.attach(host.inbox());
+        self.net.attach_in(configuration, host.inbox());
+        host.follow_changes(Arc::new(SimNext {
+            id,
+            instance: slot.instance,
+            disks: Arc::clone(&slot.disks),
+            record: Arc::clone(&slot.record),
+            net: Arc::clone(&self.net),
+            runs: Arc::clone(&self.runs),
+        }));
         let rate = setup.rates.get(&id).copied().unwrap_or(1.0);
         let clock = DriftingClock::new(rate);
         let driver =
@@ -337,7 +432,14 @@ impl Cluster {
         self.crash(id).await;
         let seed = self.seed;
         if let Some(slot) = self.slots.get_mut(&id) {
-            slot.disk = Disk::default();
+            // The whole data directory: every configuration's disk and the
+            // record (the node restarts from its flags, the founding list).
+            let flags = lock(&slot.record).membership.clone();
+            lock(&slot.disks).clear();
+            *lock(&slot.record) = Record {
+                membership: flags,
+                joining: false,
+            };
             slot.wipes += 1;
             slot.instance = instance_of(seed, id, slot.wipes);
             slot.incarnation = 0;
@@ -348,19 +450,23 @@ impl Cluster {
     /// Whether every live node's applied state registered every member
     /// with its current instance.
     pub(crate) fn registered_everywhere(&self) -> bool {
-        self.slots.values().all(|slot| {
-            let Some(live) = &slot.live else {
-                return false;
-            };
-            let mut all = true;
-            live.driver.host().read_state(&mut |state| {
-                all = self
-                    .slots
-                    .iter()
-                    .all(|(id, other)| state.instance_of(*id) == Some(other.instance.0));
-            });
-            all
-        })
+        self.slots
+            .values()
+            .filter(|slot| !slot.removed)
+            .all(|slot| {
+                let Some(live) = &slot.live else {
+                    return false;
+                };
+                let mut all = true;
+                live.driver.host().read_state(&mut |state| {
+                    all = self
+                        .slots
+                        .iter()
+                        .filter(|(_, other)| !other.removed)
+                        .all(|(id, other)| state.instance_of(*id) == Some(other.instance.0));
+                });
+                all
+            })
     }
 
     /// Crashes node `id`: its server answers nothing more, its tasks stop,
@@ -388,10 +494,30 @@ impl Cluster {
 
     /// Stops every node (end of the run).
     pub(crate) async fn shutdown(mut self) {
-        for id in self.ids() {
+        let all: Vec<NodeId> = self.slots.keys().copied().collect();
+        for id in all {
             self.crash(id).await;
         }
-        self.net.shutdown().await;
+        // The hosts' follow tasks held the network; they are stopped now.
+        if let Ok(net) = Arc::try_unwrap(self.net) {
+            net.shutdown().await;
+        }
+    }
+}
+
+impl Slot {
+    fn new(record: Record, instance: InstanceId) -> Self {
+        Self {
+            disks: Arc::default(),
+            record: Arc::new(Mutex::new(record)),
+            removed: false,
+            incarnation: 0,
+            live: None,
+            instance,
+            wipes: 0,
+            start_mode: StartMode::Initialize,
+            refused: None,
+        }
     }
 }
 

@@ -44,6 +44,10 @@ pub struct FaultCounts {
     pub pauses: u64,
     /// Data directories lost (the `Amnesia` fault), at most one per run.
     pub wipes: u64,
+    /// Membership changes asked for (a node added, removed or replaced).
+    pub changes: u64,
+    /// Of those, the ones carried out before the run ended.
+    pub changes_done: u64,
 }
 
 impl FaultCounts {
@@ -60,6 +64,8 @@ impl FaultCounts {
         self.gray_failures += other.gray_failures;
         self.pauses += other.pauses;
         self.wipes += other.wipes;
+        self.changes += other.changes;
+        self.changes_done += other.changes_done;
     }
 }
 
@@ -69,7 +75,7 @@ impl fmt::Display for FaultCounts {
             f,
             "{} crashes, {} pauses, {} leader isolations, {} flaps, {} leader mutes, {} gray \
              failures, {} cuts, {} one-way cuts, {} slowed nodes, {} network changes, {} wiped \
-             data directories",
+             data directories, {} membership changes ({} done)",
             self.crashes,
             self.pauses,
             self.leader_isolations,
@@ -80,7 +86,9 @@ impl fmt::Display for FaultCounts {
             self.one_way_cuts,
             self.slow_links,
             self.network_changes,
-            self.wipes
+            self.wipes,
+            self.changes,
+            self.changes_done
         )
     }
 }

@@ -44,6 +44,7 @@ mod disk;
 mod faults;
 mod history;
 mod leaders;
+mod membership;
 mod server;
 
 use std::collections::BTreeMap;
@@ -98,6 +99,9 @@ pub struct SimConfig {
     pub workers: u32,
     /// A guard removed for this run (to show the checks catch its absence).
     pub mutation: Option<Guard>,
+    /// Draw membership changes (a node added, removed or replaced) among
+    /// the faults.
+    pub membership_changes: bool,
 }
 
 impl Default for SimConfig {
@@ -108,6 +112,7 @@ impl Default for SimConfig {
             heal_deadline: 60,
             workers: 6,
             mutation: None,
+            membership_changes: true,
         }
     }
 }
@@ -402,17 +407,54 @@ async fn simulate(seed: u64, config: &SimConfig) -> Result<RunReport, SimError> 
     let mut agenda = Agenda::default();
     let mut next_fault = election * 5;
     let start = tokio::time::Instant::now();
-    let majority_down = usize::try_from((config.nodes - 1) / 2).unwrap_or(1);
+
     // Requests from clients pinned to a paused node.
     let mut probes = JoinSet::new();
     let mut next_probe = PROBE_WORKERS;
+    // Membership changes: when, what, and the one in progress.
+    let mut changes = if config.membership_changes {
+        membership::draw(seed, fault_end, election)
+    } else {
+        Vec::new()
+    };
+    changes.reverse();
+    let mut changing: JoinSet<usize> = JoinSet::new();
     loop {
-        let next = agenda.next().map_or(next_fault, |due| due.min(next_fault));
+        let next_change = changes.last().map_or(fault_end, |(at, _)| *at);
+        let next = agenda
+            .next()
+            .map_or(next_fault, |due| due.min(next_fault))
+            .min(next_change)
+            // Nodes a change removed are stopped soon after they learn it.
+            .min(start.elapsed() + election);
         if next >= fault_end {
             break;
         }
         tokio::time::sleep_until(start + next).await;
         let now = start.elapsed();
+        retire_the_removed(&mut cluster).await;
+        while let Some(done) = changing.try_join_next() {
+            faults.changes_done += u64::try_from(done.unwrap_or(0)).unwrap_or(0);
+        }
+        if now >= next_change
+            && let Some((_, kind)) = changes.pop()
+        {
+            if changing.is_empty() {
+                if let Some(requests) = begin_change(&mut cluster, kind)? {
+                    faults.changes += u64::try_from(requests.len()).unwrap_or(0);
+                    changing.spawn(membership::carry_out(
+                        cluster.directory(),
+                        requests,
+                        election * 20,
+                        election * 2,
+                        fault_end.saturating_sub(now) + election * config.heal_deadline,
+                    ));
+                }
+            } else {
+                // One change at a time: this one a little later.
+                changes.push((now + election * 10, kind));
+            }
+        }
         for undo in agenda.take_due(now) {
             if let Undo::Wipe {
                 victim,
@@ -450,8 +492,13 @@ async fn simulate(seed: u64, config: &SimConfig) -> Result<RunReport, SimError> 
                 refused_at_start,
             } => {
                 // Once per run, from a whole cluster whose members all know
-                // each other's instances (registered at start-up).
-                if faults.wipes == 0 && cluster.down_count() == 0 && cluster.registered_everywhere()
+                // each other's instances (registered at start-up), before
+                // any membership change (the wiped node restarts from its
+                // flags, the founding list).
+                if faults.wipes == 0
+                    && faults.changes == 0
+                    && cluster.down_count() == 0
+                    && cluster.registered_everywhere()
                 {
                     control.isolate(lagging);
                     faults.wipes += 1;
@@ -466,7 +513,7 @@ async fn simulate(seed: u64, config: &SimConfig) -> Result<RunReport, SimError> 
                 }
             }
             Fault::Crash(node) => {
-                if cluster.is_up(node) && cluster.down_count() < majority_down {
+                if cluster.is_up(node) && cluster.down_count() < minority(&cluster) {
                     cluster.crash(node).await;
                     faults.crashes += 1;
                     agenda.push(now + hold, Undo::Restart(node));
@@ -478,7 +525,7 @@ async fn simulate(seed: u64, config: &SimConfig) -> Result<RunReport, SimError> 
                 requests_first,
             } => {
                 if let Some(node) = node.or_else(|| cluster.leader())
-                    && cluster.down_count() < majority_down
+                    && cluster.down_count() < minority(&cluster)
                     && cluster.pause(node)
                 {
                     faults.pauses += 1;
@@ -614,6 +661,15 @@ async fn simulate(seed: u64, config: &SimConfig) -> Result<RunReport, SimError> 
     for id in cluster.ids() {
         cluster.boot(id)?;
     }
+    // A change still in progress finishes during the heal.
+    let _ = tokio::time::timeout(election * config.heal_deadline, async {
+        while let Some(done) = changing.join_next().await {
+            faults.changes_done += u64::try_from(done.unwrap_or(0)).unwrap_or(0);
+        }
+    })
+    .await;
+    changing.abort_all();
+    retire_the_removed(&mut cluster).await;
     let healed_at = recorder.now_us();
     let recovery = wait_for_service(&recorder, healed_at, election * config.heal_deadline).await;
 
@@ -673,6 +729,78 @@ async fn simulate(seed: u64, config: &SimConfig) -> Result<RunReport, SimError> 
         leader_overlaps,
         stale_serving: recorder.stale(),
     })
+}
+
+/// The most nodes that may be down at once: a minority of the members of
+/// the moment (a change moves it).
+fn minority(cluster: &Cluster) -> usize {
+    cluster.ids().len().saturating_sub(1) / 2
+}
+
+/// Stops the nodes that learned a change removed them.
+async fn retire_the_removed(cluster: &mut Cluster) {
+    for id in cluster.ids() {
+        if cluster.left(id) {
+            tracing::debug!(
+                at = cluster.now_us(),
+                node = id,
+                "removed from the cluster; stopped"
+            );
+            cluster.retire(id).await;
+        }
+    }
+}
+
+/// Prepares a membership change (a node to add is started, joining the
+/// list the change will agree on) and returns the requests to ask for, or
+/// `None` when there is no member list to change yet.
+fn begin_change(
+    cluster: &mut Cluster,
+    kind: membership::ChangeKind,
+) -> Result<Option<Vec<tsoracle_driver_paxos::ChangeRequest>>, SimError> {
+    use membership::ChangeKind;
+    use tsoracle_driver_paxos::ChangeRequest;
+    let Some(current) = cluster.membership() else {
+        return Ok(None);
+    };
+    let members: Vec<NodeId> = current.members().iter().map(|m| m.id).collect();
+    let victim = |leader: bool| {
+        cluster
+            .leader()
+            .filter(|id| leader && members.contains(id))
+            .or_else(|| members.last().copied())
+    };
+    let add = |cluster: &mut Cluster| -> Result<ChangeRequest, SimError> {
+        let id = cluster.max_id() + 1;
+        let record = membership::record_of(id);
+        let mut next = current.members().to_vec();
+        next.push(record.clone());
+        let list = tsoracle_paxos_state::Membership::new(current.configuration() + 1, next)
+            .map_err(|e| SimError::Setup(e.to_string()))?;
+        cluster.add_joiner(id, list)?;
+        Ok(ChangeRequest::Add(record))
+    };
+    let requests = match kind {
+        ChangeKind::Add => vec![add(cluster)?],
+        // Three members stay at least: one may still fail.
+        ChangeKind::Remove { leader } if members.len() > 3 => victim(leader)
+            .map(ChangeRequest::Remove)
+            .into_iter()
+            .collect(),
+        ChangeKind::Remove { leader } | ChangeKind::Replace { leader } => {
+            let gone = victim(leader);
+            let mut requests = vec![add(cluster)?];
+            requests.extend(gone.map(ChangeRequest::Remove));
+            requests
+        }
+    };
+    tracing::debug!(
+        at = cluster.now_us(),
+        ?kind,
+        ?requests,
+        "membership change asked for"
+    );
+    Ok(Some(requests))
 }
 
 /// Worker ids of the clients pinned to a paused node, one per call.

@@ -179,6 +179,18 @@ pub fn after_stop(me: NodeId, pending: Option<&Membership>, stop_sign: &StopSign
     }
 }
 
+/// The decision of a node that missed the end of its configuration and
+/// learns from its peers that they run `newer`: join it as a member, or
+/// leave.
+#[must_use]
+pub fn after_missing(me: NodeId, newer: &Membership) -> AfterStop {
+    if newer.member(me).is_some() {
+        AfterStop::Continue(newer.clone())
+    } else {
+        AfterStop::Removed(newer.clone())
+    }
+}
+
 fn ids(list: &Membership) -> Vec<NodeId> {
     list.members().iter().map(|member| member.id).collect()
 }
@@ -288,6 +300,9 @@ mod tests {
             AfterStop::Removed(next.clone())
         );
         assert_eq!(after_stop(1, None, &stop_sign), AfterStop::Unexplained);
+        // A node that missed it learns the list from its peers.
+        assert_eq!(after_missing(3, &next), AfterStop::Continue(next.clone()));
+        assert_eq!(after_missing(2, &next), AfterStop::Removed(next.clone()));
         let other = list(2, &[1, 2]);
         assert_eq!(
             after_stop(1, Some(&other), &stop_sign),

@@ -63,6 +63,17 @@ fn without_the_reply_gate_a_resumed_node_answers_from_its_old_window() {
     );
 }
 
+/// A configuration started by a membership change without the previous
+/// one's state hands dense blocks out again from zero.
+#[test]
+fn without_the_carried_state_a_new_configuration_hands_out_blocks_again() {
+    let (seed, report) = first_failure(Guard::CarryState);
+    assert!(
+        report.contains("overlap") || report.contains("smaller") || report.contains("twice"),
+        "seed {seed}: {report}"
+    );
+}
+
 /// Removing the identity check lets a member that lost its data directory
 /// vote again, which can fail liveness too; the test looks for the first
 /// seed that breaks a safety rule.
