@@ -272,9 +272,12 @@ where
                 return Some(Ended::Missed(newer));
             }
         }
+        // Asked once per ballot: a StopSign proposed under a ballot that was
+        // then lost may be gone from the log, and a leader elected again
+        // must propose it again.
         if now.leader == Some((me, true))
             && let Some(next) = pending_change(&applier)
-            && asked != Some(next.configuration())
+            && asked != Some((next.configuration(), now.promise))
         {
             match runner
                 .reconfigure(change::cluster_config(&next), None)
@@ -282,7 +285,7 @@ where
             {
                 Ok(()) | Err(ToolkitError::ConfigurationStopped) => {
                     tracing::info!(next = %next, "proposed the StopSign that ends this configuration");
-                    asked = Some(next.configuration());
+                    asked = Some((next.configuration(), now.promise));
                 }
                 Err(err) => tracing::debug!(%err, "the StopSign is not proposed yet"),
             }

@@ -13,6 +13,7 @@
 //! piggyback example's host is another. A host that does not run on a
 //! toolkit runner implements [`PaxosHighWaterHost`] by hand, as before.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -40,14 +41,25 @@ struct Current<E: PaxosEnvelope> {
     /// StopSign, whose log must begin with the genesis; nothing else is
     /// submitted before the genesis is applied.
     starting: Option<u32>,
+    /// Set once the genesis was seen applied, so later submissions do not
+    /// read the state again.
+    begun: AtomicBool,
 }
 
 impl<E: PaxosEnvelope> Current<E> {
     /// Whether submissions may go to this instance: its log began (a
     /// genesis applied) or it needs no genesis.
     fn started(&self) -> bool {
-        self.starting
-            .is_none_or(|configuration| self.applier.started(configuration))
+        if self.begun.load(Ordering::Acquire) {
+            return true;
+        }
+        let started = self
+            .starting
+            .is_none_or(|configuration| self.applier.started(configuration));
+        if started {
+            self.begun.store(true, Ordering::Release);
+        }
+        started
     }
 }
 
@@ -112,6 +124,7 @@ where
                 members,
                 membership: None,
                 starting: None,
+                begun: AtomicBool::new(false),
             })),
             retired: Mutex::new(Vec::new()),
             bridge,
@@ -148,6 +161,7 @@ where
             members: current.members.clone(),
             membership: Some(membership),
             starting: current.starting,
+            begun: AtomicBool::new(false),
         });
         self
     }
@@ -166,6 +180,7 @@ where
             members: current.members.clone(),
             membership: current.membership.clone(),
             starting: Some(configuration),
+            begun: AtomicBool::new(false),
         });
         self
     }
@@ -231,6 +246,7 @@ where
             members,
             starting: Some(membership.configuration()),
             membership: Some(membership),
+            begun: AtomicBool::new(false),
         });
         let previous = std::mem::replace(
             &mut *self.current.write().unwrap_or_else(PoisonError::into_inner),

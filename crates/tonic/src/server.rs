@@ -40,8 +40,9 @@ const TRANSFER_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 /// client certificate that does not name the claimed sender. Per frame, an
 /// undecodable payload closes the link with `InvalidArgument`; a message
 /// whose sender or receiver differs from the link's is dropped, and the
-/// [`Inbox`] drops (and counts) every message that carries a StopSign
-/// ([`tsoracle_paxos_toolkit::carries_stop_sign`]). Nothing refused reaches
+/// [`Inbox`] refuses (and counts) what it must. A message that carries a
+/// StopSign ([`tsoracle_paxos_toolkit::carries_stop_sign`]) is judged by the
+/// runner, right before OmniPaxos would see it. Nothing refused reaches
 /// OmniPaxos.
 ///
 /// Only the newest link from each sender is kept: when a sender reconnects,
@@ -419,7 +420,6 @@ where
                 )
             })?,
         };
-        let mut stop_signs = 0u64;
         for message in messages {
             if message.get_sender() != sender {
                 shared.stats.refuse(RefusalReason::SenderMismatch);
@@ -447,25 +447,9 @@ where
                     );
                     return Err(self.refuse(RefusalReason::Impostor, status));
                 }
-                // The inbox is where StopSign-class messages are dropped
-                // (the one gate of every transport); counted there.
-                Err(Refusal::StopSign(_)) => stop_signs += 1,
                 // Counted by the inbox.
                 Err(_) => {}
             }
-        }
-        if stop_signs > 0 {
-            // Once per frame, not per message: a peer that tries to end the
-            // configuration is an operator's concern (a forged or broken
-            // peer), but must not flood the log.
-            tracing::warn!(
-                node = shared.node_id,
-                sender,
-                dropped = stop_signs,
-                "dropped StopSign-carrying messages from a peer link: no peer may end the \
-                 configuration (there is no membership-change path); if the peer port is \
-                 reachable without mutual TLS, anyone can claim to be a member"
-            );
         }
         Ok(())
     }

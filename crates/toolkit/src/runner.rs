@@ -626,14 +626,28 @@ where
     fn round(&mut self, round: Round<T>) -> Result<(), Error> {
         self.rounds += 1;
         self.durability.begin_round();
+        let mut refused = 0u64;
         for message in round.inbound {
             if let Some((stop_sign, sync)) = stop_sign_of(&message)
                 && !self.gate.admits(stop_sign, sync, &self.own_unapplied())
             {
                 self.gate.refused(message.get_sender());
+                refused += 1;
                 continue;
             }
             self.omnipaxos.handle_incoming(message);
+        }
+        if refused > 0 {
+            // Once per round, not per message. A few are a StopSign that
+            // overtook the agreement on its change (OmniPaxos sends it
+            // again); a steady stream is a peer trying to end the
+            // configuration on its own.
+            tracing::warn!(
+                node = self.omnipaxos.get_pid(),
+                dropped = refused,
+                "dropped StopSign-carrying messages that name no agreed membership change; if \
+                 the peer port is reachable without mutual TLS, anyone can claim to be a member"
+            );
         }
         let mut replies = Vec::with_capacity(round.proposals.len());
         for (entry, reply) in round.proposals {
