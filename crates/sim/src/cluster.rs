@@ -199,11 +199,30 @@ impl Cluster {
     }
 
     /// Whether node `id` is up and learned that a change removed it.
+    ///
+    /// It is stopped only once a member of the next configuration began it:
+    /// until then its runner may be the only one that can still tell the
+    /// others the change was decided (it may have led the ending
+    /// configuration), as a removed node waits for its peers to move on
+    /// before it exits.
     pub(crate) fn left(&self, id: NodeId) -> bool {
-        self.slots
-            .get(&id)
-            .and_then(|slot| slot.live.as_ref())
-            .is_some_and(|live| live.driver.host().leadership().borrow().configuration_ended)
+        let Some(live) = self.slots.get(&id).and_then(|slot| slot.live.as_ref()) else {
+            return false;
+        };
+        if !live.driver.host().leadership().borrow().configuration_ended {
+            return false;
+        }
+        let ended = live
+            .driver
+            .host()
+            .membership()
+            .map_or(0, |list| list.configuration());
+        self.slots.iter().any(|(other, slot)| {
+            *other != id
+                && !slot.removed
+                && lock(&slot.record).membership.configuration() > ended
+                && !lock(&slot.record).joining
+        })
     }
 
     /// Stops node `id` for good: a change removed it, and the operator

@@ -110,18 +110,32 @@ where
     }
 
     pub(crate) fn handle_accept_stopsign(&mut self, acc_ss: AcceptStopSign) {
-        if self.check_valid_ballot(acc_ss.n)
-            && self.state == (Role::Follower, Phase::Accept)
-            && self.handle_sequence_num(acc_ss.seq_num, acc_ss.n.pid) == MessageStatus::Expected
-        {
-            // Flush entries before appending stopsign. The accepted index is ignored here as
-            // it will be updated when appending stopsign.
-            let _ = self.internal_storage.flush_batch().expect(WRITE_ERROR_MSG);
-            let new_accepted_idx = self
-                .internal_storage
-                .set_stopsign(Some(acc_ss.ss))
-                .expect(WRITE_ERROR_MSG);
-            self.reply_accepted(acc_ss.n, new_accepted_idx);
+        if !(self.check_valid_ballot(acc_ss.n) && self.state == (Role::Follower, Phase::Accept)) {
+            return;
+        }
+        match self.handle_sequence_num(acc_ss.seq_num, acc_ss.n.pid) {
+            MessageStatus::Expected => {
+                // Flush entries before appending stopsign. The accepted index is ignored here as
+                // it will be updated when appending stopsign.
+                let _ = self.internal_storage.flush_batch().expect(WRITE_ERROR_MSG);
+                let new_accepted_idx = self
+                    .internal_storage
+                    .set_stopsign(Some(acc_ss.ss))
+                    .expect(WRITE_ERROR_MSG);
+                self.reply_accepted(acc_ss.n, new_accepted_idx);
+            }
+            // tsoracle-paxos patch: the leader resends an AcceptStopSign under
+            // the sequence number it was first sent with, until this
+            // follower's Accepted arrives. A follower that already accepted
+            // it took the resend for a duplicate and said nothing, so when its
+            // Accepted was lost the StopSign was never decided (nothing else
+            // is appended after a StopSign to carry the acknowledgement).
+            // Acknowledge it again.
+            MessageStatus::Outdated if self.internal_storage.get_stopsign() == Some(acc_ss.ss) => {
+                let accepted_idx = self.internal_storage.get_accepted_idx();
+                self.reply_accepted(acc_ss.n, accepted_idx);
+            }
+            MessageStatus::Outdated | MessageStatus::DroppedPreceding => {}
         }
     }
 
