@@ -150,38 +150,34 @@ where
     /// Presents `membership` as the member list this node was started with
     /// (see [`PaxosHighWaterHost::membership`]).
     #[must_use]
-    pub fn with_membership(mut self, membership: Membership) -> Self {
-        let current = self
-            .current
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner);
-        *current = Arc::new(Current {
-            runner: Arc::clone(&current.runner),
-            applier: current.applier.clone(),
-            members: current.members.clone(),
-            membership: Some(membership),
-            starting: current.starting,
-            begun: AtomicBool::new(false),
-        });
-        self
+    pub fn with_membership(self, membership: Membership) -> Self {
+        self.reshaped(|current| current.membership = Some(membership))
     }
 
     /// The runner runs configuration `configuration`, started by a change
     /// (a node that joins): nothing is submitted before its genesis.
     #[must_use]
-    pub(crate) fn starting(mut self, configuration: u32) -> Self {
-        let current = self
+    pub(crate) fn starting(self, configuration: u32) -> Self {
+        self.reshaped(|current| current.starting = Some(configuration))
+    }
+
+    /// The host with its current instance changed by `change` (while it is
+    /// still being built, so nothing shares it).
+    fn reshaped(mut self, change: impl FnOnce(&mut Current<E>)) -> Self {
+        let slot = self
             .current
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner);
-        *current = Arc::new(Current {
-            runner: Arc::clone(&current.runner),
-            applier: current.applier.clone(),
-            members: current.members.clone(),
-            membership: current.membership.clone(),
-            starting: Some(configuration),
+        let mut next = Current {
+            runner: Arc::clone(&slot.runner),
+            applier: slot.applier.clone(),
+            members: slot.members.clone(),
+            membership: slot.membership.clone(),
+            starting: slot.starting,
             begun: AtomicBool::new(false),
-        });
+        };
+        change(&mut next);
+        *slot = Arc::new(next);
         self
     }
 

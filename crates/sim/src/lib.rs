@@ -463,6 +463,14 @@ async fn simulate(seed: u64, config: &SimConfig) -> Result<RunReport, SimError> 
             } = undo
             {
                 let hold = election.mul_f64(5.0 + rng.f64() * 15.0);
+                if faults.changes > 0 {
+                    // A change began during the lag: the wiped node would
+                    // restart from flags that name an older configuration,
+                    // which this simulation does not model. Call it off.
+                    control.rejoin(lagging);
+                    faults.wipes = faults.wipes.saturating_sub(1);
+                    continue;
+                }
                 for undo in wipe(&mut cluster, victim, lagging, refused_at_start).await? {
                     agenda.push(now + hold, undo);
                 }

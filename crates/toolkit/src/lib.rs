@@ -137,10 +137,11 @@ pub mod runner;
 pub mod sink;
 pub mod storage;
 
-/// The OmniPaxos every crate of this workspace runs: 0.2.4 with the fix to
-/// delta-snapshot sync (package `tsoracle-paxos-omnipaxos`, see
-/// `vendor/README.md`). A host that builds its own `OmniPaxos` takes it from
-/// here, so it cannot end up on the published crate and its snapshot bug.
+/// The OmniPaxos every crate of this workspace runs: 0.2.4 with four fixes
+/// (delta-snapshot sync, a stale `PrepareReq`, and two on the StopSign's
+/// path; package `tsoracle-paxos-omnipaxos`, see `vendor/README.md`). A host
+/// that builds its own `OmniPaxos` takes it from here, so it cannot end up
+/// on the published crate and its bugs.
 pub use omnipaxos;
 
 pub use config::ConfigBuilder;

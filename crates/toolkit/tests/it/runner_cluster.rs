@@ -986,6 +986,19 @@ impl<E: Entry> tsoracle_paxos_toolkit::StopSignAdmission<E> for Agreed {
     }
 }
 
+/// Every node admits the StopSign that names `agreed`.
+fn agree_everywhere<E: Valued>(c: &Cluster<E>, agreed: &omnipaxos::ClusterConfig) {
+    for pid in NODES {
+        let admission = Arc::new(Agreed(agreed.clone()));
+        assert!(
+            c.runner(pid)
+                .inbox()
+                .set_stop_sign_admission(admission)
+                .is_ok()
+        );
+    }
+}
+
 fn next_config(nodes: &[NodeId]) -> omnipaxos::ClusterConfig {
     ConfigBuilder::new(nodes.to_vec())
         .configuration_id(2)
@@ -1000,15 +1013,7 @@ fn next_config(nodes: &[NodeId]) -> omnipaxos::ClusterConfig {
 async fn only_an_agreed_change_ends_the_configuration_on_every_node() {
     let c = memory_cluster(12).await;
     let agreed = next_config(&[1, 2, 3, 4]);
-    for pid in NODES {
-        let admission = Arc::new(Agreed(agreed.clone()));
-        assert!(
-            c.runner(pid)
-                .inbox()
-                .set_stop_sign_admission(admission)
-                .is_ok()
-        );
-    }
+    agree_everywhere(&c, &agreed);
     let leader = c.leader(&NODES).await;
     let other = NODES.into_iter().find(|&p| p != leader).unwrap();
     c.decide(&NODES, 0..10, ALL).await;
@@ -1092,15 +1097,7 @@ async fn a_lagging_node_that_leads_after_the_stop_sign_applies_it_at_the_same_in
     for seed in 0..5 {
         let c = memory_cluster(200 + seed).await;
         let agreed = next_config(&[1, 2]);
-        for pid in NODES {
-            let admission = Arc::new(Agreed(agreed.clone()));
-            assert!(
-                c.runner(pid)
-                    .inbox()
-                    .set_stop_sign_admission(admission)
-                    .is_ok()
-            );
-        }
+        agree_everywhere(&c, &agreed);
         let leader = c.leader(&NODES).await;
         c.decide(&NODES, 0..10, ALL).await;
         let lagger = NODES.into_iter().find(|&p| p != leader).unwrap();
