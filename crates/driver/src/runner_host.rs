@@ -31,7 +31,7 @@ use crate::runner_glue::{Bridge, bridge_runner, submit_to_runner};
 
 /// The instance a [`RunnerHost`] serves through: one configuration's
 /// runner and applier. A host that follows membership changes replaces it
-/// when its configuration ends ([`RunnerHost::switch_to`]).
+/// when its configuration ends (`RunnerHost::switch_to`).
 struct Current<E: PaxosEnvelope> {
     runner: Arc<Runner<E>>,
     applier: ApplierHandle,
@@ -215,7 +215,7 @@ where
     }
 
     /// The current runner's status, followed across configuration changes
-    /// (see [`switch_to`](Self::switch_to)): a configuration that ended
+    /// (a host that follows membership changes switches runners): a configuration that ended
     /// into a next one that includes this node shows no StopSign here.
     #[must_use]
     pub fn status(&self) -> watch::Receiver<RunnerStatus> {
