@@ -159,19 +159,36 @@ impl Cluster {
         self.slots.keys().copied().max().unwrap_or(0)
     }
 
-    /// The newest member list any live node runs.
+    /// The newest member list the live nodes run, once the last change
+    /// settled (no change agreed and unfinished, no configuration started
+    /// and not begun); `None` otherwise.
     pub(crate) fn membership(&self) -> Option<Membership> {
-        self.slots
+        let mut newest: Option<Membership> = None;
+        for live in self.slots.values().filter_map(|slot| slot.live.as_ref()) {
+            let mut seen = (None, false);
+            live.driver.host().read_state(&mut |state| {
+                seen = (state.membership().cloned(), state.pending_change().is_some());
+            });
+            // A change in progress: not settled, so no list to change yet.
+            if seen.1 {
+                return None;
+            }
+            if let Some(list) = seen.0
+                && newest
+                    .as_ref()
+                    .is_none_or(|n| n.configuration() < list.configuration())
+            {
+                newest = Some(list);
+            }
+        }
+        // A configuration started somewhere and not begun on the nodes read:
+        // the last change has not settled either.
+        let started = lock(&self.runs)
             .values()
-            .filter_map(|slot| slot.live.as_ref())
-            .filter_map(|live| {
-                let mut list = None;
-                live.driver
-                    .host()
-                    .read_state(&mut |state| list = state.membership().cloned());
-                list
-            })
-            .max_by_key(Membership::configuration)
+            .map(Membership::configuration)
+            .max()
+            .unwrap_or(0);
+        newest.filter(|list| list.configuration() >= started)
     }
 
     /// Adds node `id`, which joins `next` (the list a change is about to

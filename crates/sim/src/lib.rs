@@ -439,7 +439,7 @@ async fn simulate(seed: u64, config: &SimConfig) -> Result<RunReport, SimError> 
         if now >= next_change
             && let Some((_, kind)) = changes.pop()
         {
-            if changing.is_empty() {
+            if changing.is_empty() && cluster.membership().is_some() {
                 if let Some(requests) = begin_change(&mut cluster, kind)? {
                     faults.changes += u64::try_from(requests.len()).unwrap_or(0);
                     changing.spawn(membership::carry_out(
@@ -450,8 +450,9 @@ async fn simulate(seed: u64, config: &SimConfig) -> Result<RunReport, SimError> 
                         fault_end.saturating_sub(now) + election * config.heal_deadline,
                     ));
                 }
-            } else {
-                // One change at a time: this one a little later.
+            } else if now + election * 10 < fault_end {
+                // One change at a time, from a settled cluster: this one a
+                // little later.
                 changes.push((now + election * 10, kind));
             }
         }
