@@ -167,7 +167,10 @@ impl Cluster {
         for live in self.slots.values().filter_map(|slot| slot.live.as_ref()) {
             let mut seen = (None, false);
             live.driver.host().read_state(&mut |state| {
-                seen = (state.membership().cloned(), state.pending_change().is_some());
+                seen = (
+                    state.membership().cloned(),
+                    state.pending_change().is_some(),
+                );
             });
             // A change in progress: not settled, so no list to change yet.
             if seen.1 {
