@@ -201,9 +201,7 @@ where
     /// (started by a change, not begun yet), if any.
     pub(crate) fn awaiting_genesis(&self) -> Option<u32> {
         let current = self.current();
-        current
-            .starting
-            .filter(|configuration| !current.applier.started(*configuration))
+        current.starting.filter(|_| !current.started())
     }
 
     /// The current configuration's runner, e.g. to propose the
