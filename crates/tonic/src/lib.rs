@@ -121,6 +121,7 @@
 pub mod config;
 mod error;
 mod frame;
+mod router;
 mod server;
 mod sink;
 mod stats;
@@ -144,7 +145,8 @@ pub use config::{
 };
 pub use error::Error;
 pub use frame::{FRAME_FORMAT, decode_frame, encode_frame};
-pub use server::{PeerService, ServerHandle, serve};
+pub use router::PeerRouter;
+pub use server::{PeerService, ServerHandle, serve, serve_with};
 pub use sink::TonicSink;
 pub use stats::{DropReason, RefusalReason, TransportStats};
 pub use tls::{TlsFiles, TlsMaterial};

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::service::Routes;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Code, Request, Response, Status, Streaming};
@@ -22,6 +23,7 @@ use crate::error::Error;
 use crate::frame::{FrameKind, decode_frame, kind};
 use crate::proto::paxos_peer_server::{PaxosPeer, PaxosPeerServer};
 use crate::proto::{Frame, HeldReply, HeldRequest, LinkClosed};
+use crate::router::PeerRouter;
 use crate::stats::{RefusalReason, TransportStats};
 use crate::tls::{TlsMaterial, certificate_names_node};
 use crate::transfer::InTransfer;
@@ -97,6 +99,16 @@ where
 {
     /// A service delivering into `inbox`, for the node `config.node_id`.
     pub fn new(inbox: Inbox<T>, config: &TransportConfig) -> Result<Self, Error> {
+        Self::counting(inbox, config, Arc::default())
+    }
+
+    /// [`new`](Self::new) counting into `stats`: the services of one
+    /// node's successive configurations share their counters.
+    pub fn counting(
+        inbox: Inbox<T>,
+        config: &TransportConfig,
+        stats: Arc<TransportStats>,
+    ) -> Result<Self, Error> {
         config.validate()?;
         if inbox.node_id() != config.node_id {
             return Err(Error::InvalidConfig(format!(
@@ -118,7 +130,7 @@ where
                 cluster_id: config.cluster_id.clone(),
                 node_id: config.node_id,
                 configuration_id: config.configuration_id,
-                stats: Arc::default(),
+                stats,
                 generations,
                 _never_closing: never_closing,
                 max_message_bytes: config.grpc_message_limit(),
@@ -150,6 +162,30 @@ where
         PaxosPeerServer::new(self)
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit)
+    }
+
+    /// The OmniPaxos configuration whose links this service takes.
+    #[must_use]
+    pub fn configuration_id(&self) -> u32 {
+        self.shared.configuration_id
+    }
+
+    pub(crate) fn node_id(&self) -> NodeId {
+        self.shared.node_id
+    }
+
+    pub(crate) fn max_message_bytes(&self) -> usize {
+        self.shared.max_message_bytes
+    }
+
+    /// This service as a server runs it: its links close with `closing`
+    /// (when given), and check client certificates when `check`.
+    pub(crate) fn serving(&self, closing: Option<watch::Receiver<bool>>, check: bool) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+            closing: closing.unwrap_or_else(|| self.closing.clone()),
+            check_certificates: check,
+        }
     }
 
     fn refuse(&self, reason: RefusalReason, status: Status) -> Status {
@@ -578,7 +614,8 @@ impl Drop for ServerHandle {
     }
 }
 
-/// Serves `service` on `listener` (plain HTTP/2, or mutual TLS with `tls`).
+/// Serves `peers` (one [`PeerService`], or a [`PeerRouter`] of several
+/// configurations) on `listener` (plain HTTP/2, or mutual TLS with `tls`).
 ///
 /// With TLS, the node's own certificate must name `node-<config.node_id>`,
 /// clients must present a certificate signed by the CA, and each link's
@@ -586,9 +623,27 @@ impl Drop for ServerHandle {
 /// runtime; the server runs on a spawned task owned by the returned handle.
 pub fn serve<T>(
     listener: tokio::net::TcpListener,
-    service: PeerService<T>,
+    peers: impl Into<PeerRouter<T>>,
     config: &TransportConfig,
     tls: Option<&TlsMaterial>,
+) -> Result<ServerHandle, Error>
+where
+    T: Entry + DeserializeOwned + Send + 'static,
+    T::Snapshot: Send,
+    Message<T>: DeserializeOwned,
+{
+    serve_with(listener, peers, config, tls, Routes::default())
+}
+
+/// [`serve`] with more gRPC services on the same port (a node's admin
+/// service), behind the same TLS: their handlers see the client
+/// certificate through `Request::peer_certs` and check it themselves.
+pub fn serve_with<T>(
+    listener: tokio::net::TcpListener,
+    peers: impl Into<PeerRouter<T>>,
+    config: &TransportConfig,
+    tls: Option<&TlsMaterial>,
+    extra: Routes,
 ) -> Result<ServerHandle, Error>
 where
     T: Entry + DeserializeOwned + Send + 'static,
@@ -613,16 +668,21 @@ where
             .map_err(Error::Setup)?;
     }
     let (closing_tx, closing_rx) = watch::channel(false);
-    let service = PeerService {
-        shared: service.shared,
-        closing: closing_rx.clone(),
-        check_certificates: tls.is_some(),
-    };
+    let router = peers.into().serving(closing_rx.clone(), tls.is_some());
+    if router.node_id() != config.node_id {
+        return Err(Error::InvalidConfig(format!(
+            "the peer service belongs to node {}, the transport configuration to node {}",
+            router.node_id(),
+            config.node_id
+        )));
+    }
+    let routes = extra.add_service(router.into_server());
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let mut stop = closing_rx;
     let task = runtime.spawn(async move {
         builder
-            .serve_with_incoming_shutdown(service.into_server(), incoming, async move {
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stop.wait_for(|closing| *closing).await;
             })
             .await

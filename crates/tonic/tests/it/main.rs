@@ -1,7 +1,8 @@
 //! The tonic transport's one integration-test binary, on 127.0.0.1 only:
 //! three-node clusters over plain and mutual-TLS links, refusals of bad
 //! input from a raw client, forged StopSigns that must not end the
-//! configuration, queue bounds towards dead peers, a large transfer
+//! configuration, links routed by configuration on one port, queue bounds
+//! towards dead peers, a large transfer
 //! cut by a broken connection that resumes, and property tests of the
 //! frame decoder.
 
@@ -15,5 +16,6 @@ mod frames;
 mod mtls;
 mod queue_bound;
 mod refusals;
+mod routing;
 mod stop_sign;
 mod transfer;
