@@ -66,14 +66,16 @@ impl Bridge {
     }
 
     /// This node is not in the next configuration: publish the ended
-    /// configuration (and the StopSign in the status) from now on.
-    pub(crate) fn leave(&self) {
+    /// configuration (and the StopSign in the status) from now on,
+    /// starting with `status`, the runner's last (a decided StopSign ends
+    /// the runner's updates, so none may follow).
+    pub(crate) fn leave(&self, status: &RunnerStatus) {
         self.left.store(true, Ordering::SeqCst);
         self.leadership.send_modify(|view| {
             view.leader = None;
             view.configuration_ended = true;
         });
-        self.status.send_modify(|_| {});
+        self.publish(status, true);
     }
 
     /// Publishes `status` and the view of it; `started` false: the

@@ -282,7 +282,8 @@ where
     /// This node is not in the next configuration: report the
     /// configuration as ended (the driver fails every call for good).
     pub(crate) fn leave(&self) {
-        self.bridge.leave();
+        let status = self.runner().status().borrow().clone();
+        self.bridge.leave(&status);
     }
 
     /// Stops the consensus thread after its current round, its last sync

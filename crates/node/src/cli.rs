@@ -1,4 +1,5 @@
-//! The `tsoracle-paxos` command line: `serve`, `status`, `get-ts`, `seq`.
+//! The `tsoracle-paxos` command line: `serve`, `status`, `get-ts`, `seq`,
+//! `member`.
 //!
 //! The shipped binary is [`main`]; [`main_from`] runs the same command line
 //! from given arguments, so another binary (the test kit's) can embed it.
@@ -12,6 +13,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::ServeArgs;
 use crate::error::Error;
+use crate::member_cmd::MemberCommand;
 
 #[derive(Parser)]
 #[command(
@@ -21,7 +23,8 @@ use crate::error::Error;
     long_about = "A replicated tsoracle timestamp oracle on OmniPaxos.\n\n\
         `serve` runs one node: a tsoracle-server for clients, the gRPC peer transport, \
         and RocksDB under --data-dir. Run one per machine, three for a cluster that \
-        survives the loss of one. `get-ts` and `seq` call a running cluster.\n\n\
+        survives the loss of one. `get-ts` and `seq` call a running cluster; \
+        `member` lists, adds, removes and replaces its members.\n\n\
         Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=info,tsoracle_driver_paxos=debug) \
         and --log-format json for machine-readable lines."
 )]
@@ -62,6 +65,13 @@ enum Command {
         /// A node's metrics address, HOST:PORT (repeat for each node).
         #[arg(long = "metrics", required = true)]
         endpoints: Vec<String>,
+    },
+    /// Change or list the cluster's members through a node's admin service
+    /// (on its peer port; with mutual TLS, a change needs a client
+    /// certificate naming `tsoracle-admin`). See docs/operations.md.
+    Member {
+        #[command(subcommand)]
+        command: MemberCommand,
     },
     /// Take a block of a dense sequence and print its first value.
     Seq {
@@ -119,6 +129,10 @@ async fn run(command: Command) -> Result<(), Error> {
         Command::Status { endpoints } => {
             let table = crate::status::run(&endpoints).await?;
             write!(std::io::stdout(), "{table}").map_err(|err| Error::runtime("stdout", err))
+        }
+        Command::Member { command } => {
+            let text = command.run().await?;
+            write!(std::io::stdout(), "{text}").map_err(|err| Error::runtime("stdout", err))
         }
         Command::Seq {
             endpoints,

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use tsoracle_core::PeerEndpoint;
 use tsoracle_driver_paxos::{Member, Timing};
 use tsoracle_paxos_tonic::{DEFAULT_MAX_CHUNKED_MESSAGE_BYTES, DEFAULT_MAX_FRAME_BYTES, TlsFiles};
+use tsoracle_paxos_toolkit::config::MAX_NODE_ID;
 
 use crate::error::Error;
 
@@ -125,8 +126,11 @@ pub(crate) struct ServeArgs {
     /// the data directory must hold this node's state, and an empty one is
     /// refused, because a node that lost its state must not vote again under
     /// its old id (it could hand out timestamps and dense blocks twice).
-    /// Ignored when the directory holds state; remove `new` once the
-    /// cluster has formed.
+    /// `join`: a new member of a running cluster; it waits until a
+    /// `member add` lists its id (ask with `--peer` naming members of the
+    /// cluster, this node included), then initializes its empty directory
+    /// and catches up. Ignored when the directory holds state; remove `new`
+    /// once the cluster has formed.
     #[arg(long, value_enum, value_name = "STATE")]
     pub(crate) initial_cluster_state: Option<InitialClusterState>,
 }
@@ -143,6 +147,12 @@ pub enum InitialClusterState {
     /// hold its state; an empty one is refused.
     #[default]
     Existing,
+    /// A new member of a running cluster: an empty data directory is
+    /// initialized once a membership change (`tsoracle-paxos member add`)
+    /// lists this node's id; until then the node asks the members of its
+    /// peer list which configuration they run, and waits. A directory that
+    /// holds state is used as it is.
+    Join,
 }
 
 /// `--max-peer-message-mib` unless told otherwise: the transport's own
@@ -453,9 +463,19 @@ impl NodeConfig {
                 ids.len()
             )));
         }
-        if ids.iter().zip(1u64..).any(|(&id, expected)| id != expected) {
+        // A founding list is 1..=N; membership changes later add and remove
+        // ids, so a running cluster's list may have gaps.
+        let founding = self.initial_cluster_state == InitialClusterState::New;
+        if founding && ids.iter().zip(1u64..).any(|(&id, expected)| id != expected) {
             return Err(Error::Config(format!(
-                "peer ids must be 1..=N without gaps or repeats, got {ids:?}"
+                "a new cluster's peer ids must be 1..=N without gaps or repeats, got {ids:?}"
+            )));
+        }
+        if ids.windows(2).any(|pair| pair[0] == pair[1])
+            || ids.iter().any(|&id| !(1..=MAX_NODE_ID).contains(&id))
+        {
+            return Err(Error::Config(format!(
+                "peer ids must be distinct and in 1..={MAX_NODE_ID}, got {ids:?}"
             )));
         }
         if !ids.contains(&self.node_id) {
@@ -484,6 +504,7 @@ impl NodeConfig {
     }
 
     /// The peer transport addresses of the other members.
+    #[cfg(test)]
     pub(crate) fn peer_addresses(&self) -> Vec<(u64, String)> {
         self.members
             .iter()
@@ -643,7 +664,18 @@ client = "h2:7001"
                 "client address",
             ),
             (Box::new(|a| a.node_id = Some(3)), "not in the peer list"),
-            (Box::new(|a| a.peers[1] = "3=h:1,h:2".into()), "1..=N"),
+            (
+                Box::new(|a| {
+                    a.peers[1] = "3=h:1,h:2".into();
+                    a.initial_cluster_state = Some(InitialClusterState::New);
+                }),
+                "1..=N",
+            ),
+            (Box::new(|a| a.peers[1] = "1=h:1,h:2".into()), "distinct"),
+            (
+                Box::new(|a| a.peers[1] = "5000=h:1,h:2".into()),
+                "in 1..=4096",
+            ),
             (Box::new(|a| a.peers.truncate(1)), "at least two"),
             (Box::new(|a| a.data_dir = None), "data_dir is not set"),
             (Box::new(|a| a.lease_ms = Some(500)), "strictly shorter"),
@@ -670,6 +702,17 @@ client = "h2:7001"
             let err = a.resolve().unwrap_err().to_string();
             assert!(err.contains(needle), "{needle}: {err}");
         }
+    }
+
+    /// After membership changes a running cluster's ids may have gaps; only
+    /// a founding list must be `1..=N`.
+    #[test]
+    fn a_running_cluster_may_list_ids_with_gaps() {
+        let mut a = args();
+        a.peers[1] = "3=h:1,h:2".into();
+        a.resolve().unwrap();
+        a.initial_cluster_state = Some(InitialClusterState::Join);
+        a.resolve().unwrap();
     }
 
     /// Invariant 13 (secure by default): a peer port reachable from other

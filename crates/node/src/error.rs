@@ -44,6 +44,18 @@ pub enum Error {
     /// A client command failed.
     #[error("{0}")]
     Client(String),
+    /// A membership change removed this node: it left the cluster for good
+    /// (not a failure; `serve` exits 0). Its data directory is no longer
+    /// needed.
+    #[error(
+        "this node was removed from the cluster by a membership change (the next configuration, \
+         {configuration}, does not list it); it stops. Its data directory is no longer needed; \
+         to bring the machine back, add it as a new member with an empty directory"
+    )]
+    Removed {
+        /// The configuration that no longer lists it.
+        configuration: u32,
+    },
 }
 
 impl Error {

@@ -55,13 +55,17 @@
 //! # }
 //! ```
 
+mod admin;
 pub mod cli;
 mod client_cmd;
 mod config;
 mod disk;
 mod error;
+mod member_cmd;
 mod metrics;
+mod next;
 mod node;
+mod record;
 mod serve;
 mod status;
 

@@ -14,24 +14,32 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::{JoinError, JoinHandle};
+use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 use tsoracle_consensus::ConsensusDriver;
 use tsoracle_driver_paxos::{
-    ConfigError, DriverConfig, PaxosDriver, StandaloneHost, StartMode, next_incarnation,
+    ConfigError, DriverConfig, Member, PaxosDriver, StandaloneHost, StartMode, next_incarnation,
 };
 use tsoracle_paxos_reply_gate::ReplyGateLayer;
-use tsoracle_paxos_state::{PaxosEntry, SnapshotPolicy};
+use tsoracle_paxos_state::{MemberRecord, Membership, PaxosEntry, SnapshotPolicy};
 use tsoracle_paxos_tonic::{
-    PeerService, ServerHandle, TlsMaterial, TonicSink, TransportConfig, TransportStats, serve,
+    PeerRouter, PeerService, ServerHandle, TlsMaterial, TonicSink, TransportConfig, TransportStats,
+    serve_with,
 };
 use tsoracle_paxos_toolkit::storage::{RocksdbOptions, RocksdbStorage, StorageIdentity};
 use tsoracle_paxos_toolkit::{Error as ToolkitError, RunnerStatus};
 
+use crate::admin::{AdminService, AdminTarget, membership_of};
 use crate::config::{InitialClusterState, NodeConfig};
 use crate::error::Error;
+use crate::next::NodeNext;
+use crate::record::{ConfigRecord, db_dir};
 
 /// How long [`Node::shutdown`] lets the client service drain.
 const CLIENT_DRAIN: Duration = Duration::from_secs(10);
+
+/// How long a node that a change removed keeps answering its peers.
+const LEAVE_GRACE: Duration = Duration::from_secs(5);
 
 /// The client service task: tonic's server over the gated routes.
 type ClientService = JoinHandle<Result<(), tonic::transport::Error>>;
@@ -298,32 +306,18 @@ async fn launch(
         });
     }
 
-    let db_dir = config.data_dir.join("db");
     // A restart's time to serving is a figure users ask for: the storage open
     // (WAL replay) is logged here, the rebuild of the state from the snapshot
     // and log by the applier once the consensus thread has done it.
     let opening = Instant::now();
     let identity = StorageIdentity::new(config.cluster_id.clone(), config.node_id);
-    // Invariant 11: an empty directory becomes a member's storage only on
-    // the founding start of a new cluster.
-    let opened = match config.initial_cluster_state {
-        InitialClusterState::New => {
-            RocksdbStorage::<PaxosEntry>::open(&db_dir, identity, RocksdbOptions::default())
-        }
-        InitialClusterState::Existing => RocksdbStorage::<PaxosEntry>::open_existing(
-            &db_dir,
-            identity,
-            RocksdbOptions::default(),
-        ),
-    };
-    let storage = opened.map_err(|err| Error::DataDir {
-        dir: config.data_dir.clone(),
-        reason: match err {
-            ToolkitError::NotInitialized { .. } => no_state_to_rejoin(config.node_id),
-            other => other.to_string(),
-        },
-    })?;
-    tracing::info!(elapsed = ?opening.elapsed(), "storage opened");
+    let (record, storage) = open_storage(&config, &identity, tls.as_ref()).await?;
+    tracing::info!(
+        elapsed = ?opening.elapsed(),
+        configuration = record.membership.configuration(),
+        joining = record.joining,
+        "storage opened"
+    );
     // Only now, with the directory locked and proven ours, is anything written.
     let incarnation =
         next_incarnation(&config.data_dir.join("incarnation")).map_err(|err| Error::DataDir {
@@ -332,9 +326,16 @@ async fn launch(
         })?;
     let durability = storage.group_commit();
 
-    let ids: Vec<u64> = config.members.iter().map(|m| m.id).collect();
-    let instance = storage.instance();
-    let mut transport = TransportConfig::new(config.cluster_id.clone(), config.node_id, 1, ids);
+    let membership = &record.membership;
+    let members = members_of(membership)?;
+    let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+    let instance = record.instance;
+    let mut transport = TransportConfig::new(
+        config.cluster_id.clone(),
+        config.node_id,
+        membership.configuration(),
+        ids,
+    );
     // Presented on every link: peers refuse it once the cluster registered
     // another instance for this node id (invariant 11).
     transport.instance = Some(instance);
@@ -345,8 +346,13 @@ async fn launch(
     // Transfers spool on the data disk (anonymous files), not in memory
     // and not on a small /tmp.
     transport.spool_dir = Some(spool_dir(&config.data_dir)?);
+    let peer_addresses: Vec<(u64, String)> = members
+        .iter()
+        .filter(|m| m.id != config.node_id)
+        .map(|m| (m.id, m.peer_address.clone()))
+        .collect();
     let sink = Arc::new(
-        TonicSink::spawn(&transport, config.peer_addresses(), tls.as_ref())
+        TonicSink::spawn(&transport, peer_addresses, tls.as_ref())
             .map_err(|err| Error::runtime("peer transport", err))?,
     );
     let outbound = Arc::clone(sink.stats());
@@ -354,20 +360,25 @@ async fn launch(
         Some(every) => SnapshotPolicy::EveryDecided(every),
         None => SnapshotPolicy::Disabled,
     };
+    let mut builder = StandaloneHost::builder()
+        .node_id(config.node_id)
+        .cluster_id(config.cluster_id.clone())
+        .configuration_id(membership.configuration())
+        .members(members.clone())
+        .incarnation(incarnation)
+        .timing(config.timing)
+        .snapshot_policy(policy)
+        .instance(instance)
+        // `open_existing` refused a directory this node did not
+        // initialize; one it accepted may hold no Paxos state yet (a
+        // node stopped before its first promise) and is still its own.
+        .start_mode(StartMode::Initialize);
+    if record.joining {
+        builder = builder.joining();
+    }
     let host = Arc::new(
-        StandaloneHost::builder()
-            .node_id(config.node_id)
-            .cluster_id(config.cluster_id.clone())
-            .members(config.members.clone())
-            .incarnation(incarnation)
-            .timing(config.timing)
-            .snapshot_policy(policy)
-            .instance(instance)
-            // `open_existing` above refused a directory this node did not
-            // initialize; one it accepted may hold no Paxos state yet (a
-            // node stopped before its first promise) and is still its own.
-            .start_mode(StartMode::Initialize)
-            .start(storage, durability, sink)
+        builder
+            .start(storage, durability, Arc::clone(&sink))
             .map_err(|err| match err {
                 ConfigError::Membership(mismatch) => Error::runtime("membership", mismatch),
                 other => Error::runtime("consensus", other),
@@ -376,12 +387,39 @@ async fn launch(
     let service = PeerService::new(host.inbox(), &transport)
         .map_err(|err| Error::runtime("peer service", err))?;
     let inbound = Arc::clone(service.stats());
-    let peers = serve(peer_listener, service, &transport, tls.as_ref())
-        .map_err(|err| Error::runtime("peer service", err))?;
+    let router = PeerRouter::new(service);
+    host.follow_changes(Arc::new(NodeNext {
+        data_dir: config.data_dir.clone(),
+        identity: identity.clone(),
+        instance,
+        transport: transport.clone(),
+        tls: tls.clone(),
+        router: router.clone(),
+        inbound: Arc::clone(&inbound),
+        asked: Arc::default(),
+        seeds: admin_targets(&config.members),
+    }));
     let driver = Arc::new(
         PaxosDriver::start(Arc::clone(&host), DriverConfig::new(config.timing))
             .map_err(|err| Error::runtime("driver", err))?,
     );
+    // The admin service shares the peer port and its TLS: only a client
+    // certificate of the cluster CA reaches it at all.
+    let admin = AdminService::new(
+        config.cluster_id.clone(),
+        config.node_id,
+        Arc::clone(&host),
+        Arc::clone(&driver),
+        tls.is_some(),
+    );
+    let peers = serve_with(
+        peer_listener,
+        router,
+        &transport,
+        tls.as_ref(),
+        Routes::new(admin.into_server()),
+    )
+    .map_err(|err| Error::runtime("peer service", err))?;
     let sampler = config.metrics_listen.map(|_| {
         crate::metrics::sample(
             Arc::clone(&host),
@@ -477,14 +515,16 @@ async fn consensus_failure(
             if now.stopped {
                 return Error::runtime("consensus", "the consensus thread stopped");
             }
-            // Until membership changes exist, no StopSign is ever ours: the
-            // node can never serve again, and says why (the driver logs the
-            // high-water to start a new cluster above).
-            if now.stop_sign.is_some() {
-                return Error::runtime(
-                    "consensus",
-                    tsoracle_driver_paxos::RuntimeError::ConfigurationEnded,
-                );
+            // The host follows changes: a StopSign shows here only once
+            // the next configuration does not list this node.
+            if let Some(stop_sign) = now.stop_sign.clone() {
+                drop(now);
+                // Lingers, its retired instance still answering, so members
+                // that missed the StopSign can learn it from this node too.
+                tokio::time::sleep(LEAVE_GRACE).await;
+                return Error::Removed {
+                    configuration: stop_sign.next_config.configuration_id,
+                };
             }
         }
         if watch.is_finished() {
@@ -512,6 +552,202 @@ async fn consensus_failure(
             // The watch guard can only be polled.
             _ = poll.tick() => {}
         }
+    }
+}
+
+/// Opens the storage of the configuration this node boots, and its record:
+/// the recorded one; else, on a founding or pre-change directory,
+/// configuration 1 under `db/`; else, joining, the configuration a peer
+/// runs that lists this node (invariant 11: an empty directory becomes a
+/// member's storage only on a founding start or once a change admitted it).
+async fn open_storage(
+    config: &NodeConfig,
+    identity: &StorageIdentity,
+    tls: Option<&TlsMaterial>,
+) -> Result<(ConfigRecord, RocksdbStorage<PaxosEntry>), Error> {
+    let data_dir = &config.data_dir;
+    let refused = |reason: String| Error::DataDir {
+        dir: data_dir.clone(),
+        reason,
+    };
+    let opened = |dir: &Path, create: bool| {
+        let opened = if create {
+            RocksdbStorage::<PaxosEntry>::open(dir, identity.clone(), RocksdbOptions::default())
+        } else {
+            RocksdbStorage::<PaxosEntry>::open_existing(
+                dir,
+                identity.clone(),
+                RocksdbOptions::default(),
+            )
+        };
+        opened.map_err(|err| {
+            refused(match err {
+                ToolkitError::NotInitialized { .. } => no_state_to_rejoin(config.node_id),
+                other => other.to_string(),
+            })
+        })
+    };
+    if let Some(record) = ConfigRecord::load(data_dir).map_err(|err| refused(err.to_string()))? {
+        if record.membership.member(config.node_id).is_none() {
+            return Err(refused(format!(
+                "its configuration record lists no node {} (it belongs to another node)",
+                config.node_id
+            )));
+        }
+        let dir = db_dir(data_dir, record.membership.configuration());
+        // A joiner that crashed before its storage was synced starts it again.
+        let storage = opened(&dir, record.joining)?;
+        if record.membership.configuration() <= 1 {
+            // No change yet: the flags' list is the one the founding start
+            // was given, checked against the list the cluster recorded
+            // (invariant 12).
+            let membership = founding_list(config)?;
+            return Ok((
+                ConfigRecord {
+                    membership,
+                    ..record
+                },
+                storage,
+            ));
+        }
+        log_flag_drift(config, &record.membership);
+        return Ok((record, storage));
+    }
+    let (membership, storage, joining) = match config.initial_cluster_state {
+        InitialClusterState::Join => {
+            let membership = await_admission(config, tls).await?;
+            let dir = db_dir(data_dir, membership.configuration());
+            (membership, opened(&dir, true)?, true)
+        }
+        state => {
+            let storage = opened(&db_dir(data_dir, 1), state == InitialClusterState::New)?;
+            (founding_list(config)?, storage, false)
+        }
+    };
+    let record = ConfigRecord {
+        membership,
+        joining,
+        instance: storage.instance(),
+    };
+    record
+        .store(data_dir)
+        .map_err(|err| refused(format!("cannot write the configuration record: {err}")))?;
+    Ok((record, storage))
+}
+
+/// How often a joining node asks whether a change admitted it.
+const JOIN_POLL: Duration = Duration::from_secs(1);
+
+/// How long a joining node waits for a change that admits it.
+const JOIN_WAIT: Duration = Duration::from_secs(600);
+
+/// Asks the members of `config`'s peer list, until one runs a configuration
+/// that lists this node, for that configuration.
+async fn await_admission(
+    config: &NodeConfig,
+    tls: Option<&TlsMaterial>,
+) -> Result<Membership, Error> {
+    let targets: Vec<AdminTarget> = admin_targets(&config.members)
+        .into_iter()
+        .filter(|target| target.node != config.node_id)
+        .collect();
+    let started = Instant::now();
+    let mut last_report = None::<Instant>;
+    loop {
+        let mut heard = Vec::new();
+        for target in &targets {
+            match crate::admin::members_of(target, &config.cluster_id, tls, JOIN_POLL).await {
+                Ok(reply) => match membership_of(&reply) {
+                    Ok(Some(list)) if list.member(config.node_id).is_some() => {
+                        tracing::info!(
+                            node = config.node_id,
+                            configuration = list.configuration(),
+                            members = %list,
+                            "a membership change admitted this node; joining"
+                        );
+                        return Ok(list);
+                    }
+                    Ok(Some(list)) => heard.push(format!(
+                        "node {} runs configuration {} without node {}",
+                        target.node,
+                        list.configuration(),
+                        config.node_id
+                    )),
+                    Ok(None) => heard.push(format!("node {} runs no member list yet", target.node)),
+                    Err(err) => heard.push(format!("node {}: {err}", target.node)),
+                },
+                Err(err) => heard.push(err.to_string()),
+            }
+        }
+        if started.elapsed() >= JOIN_WAIT {
+            return Err(Error::Config(format!(
+                "no member admitted node {} within {JOIN_WAIT:?}: add it first \
+                 (tsoracle-paxos member add --id {} ...); last answers: {}",
+                config.node_id,
+                config.node_id,
+                heard.join("; ")
+            )));
+        }
+        if last_report.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
+            last_report = Some(Instant::now());
+            tracing::info!(
+                node = config.node_id,
+                answers = %heard.join("; "),
+                "waiting for a membership change that adds this node \
+                 (tsoracle-paxos member add)"
+            );
+        }
+        tokio::time::sleep(JOIN_POLL).await;
+    }
+}
+
+/// The flags' member list as configuration 1.
+fn founding_list(config: &NodeConfig) -> Result<Membership, Error> {
+    Membership::new(1, config.members.iter().map(record_of).collect())
+        .map_err(|err| Error::Config(err.to_string()))
+}
+
+/// The driver's members of `membership`.
+fn members_of(membership: &Membership) -> Result<Vec<Member>, Error> {
+    membership
+        .members()
+        .iter()
+        .map(|m| crate::config::member(m.id, &m.peer_address, &m.client_endpoint))
+        .collect()
+}
+
+/// `member` as the replicated state records it.
+fn record_of(member: &Member) -> MemberRecord {
+    MemberRecord {
+        id: member.id,
+        peer_address: member.peer_address.clone(),
+        client_endpoint: member.client_endpoint.as_str().to_owned(),
+    }
+}
+
+fn admin_targets(members: &[Member]) -> Vec<AdminTarget> {
+    members
+        .iter()
+        .map(|m| AdminTarget {
+            node: m.id,
+            address: m.peer_address.clone(),
+        })
+        .collect()
+}
+
+/// The flags' peer list is only the founding list (or whom a joiner asks);
+/// after a change the record is what counts. Say so when they differ.
+fn log_flag_drift(config: &NodeConfig, recorded: &Membership) {
+    let flagged: Vec<u64> = config.members.iter().map(|m| m.id).collect();
+    let listed: Vec<u64> = recorded.members().iter().map(|m| m.id).collect();
+    if flagged != listed && recorded.configuration() > 1 {
+        tracing::info!(
+            configuration = recorded.configuration(),
+            members = %recorded,
+            ?flagged,
+            "starting the recorded configuration; the --peer list differs from it since a \
+             membership change (update it to the list above)"
+        );
     }
 }
 

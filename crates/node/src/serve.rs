@@ -5,8 +5,9 @@ use crate::config::NodeConfig;
 use crate::error::Error;
 use crate::node::Node;
 
-/// Runs one node until SIGTERM or SIGINT, or until it can no longer serve
-/// ([`Node::failure`]; then `Err`, so the process exits non-zero), and
+/// Runs one node until SIGTERM or SIGINT, until a membership change removed
+/// it (`Ok`: exit 0), or until it can no longer serve ([`Node::failure`];
+/// then `Err`, so the process exits non-zero), and
 /// shuts it down in order ([`Node::shutdown`]): client service, driver,
 /// peer service, consensus thread (last sync).
 pub async fn serve(config: NodeConfig) -> Result<(), Error> {
@@ -16,10 +17,17 @@ pub async fn serve(config: NodeConfig) -> Result<(), Error> {
             tracing::info!(signal, "shutting down");
             Ok(())
         }
-        reason = node.failure() => {
-            // One line a supervisor's log shows; the exit code says the rest.
-            tracing::error!(%reason, "stopping: this node can no longer serve");
-            Err(reason)
+        reason = node.failure() => match reason {
+            // Not a failure: a supervisor must not restart it.
+            Error::Removed { .. } => {
+                tracing::info!(%reason, "leaving the cluster");
+                Ok(())
+            }
+            reason => {
+                // One line a supervisor's log shows; the exit code says the rest.
+                tracing::error!(%reason, "stopping: this node can no longer serve");
+                Err(reason)
+            }
         }
     };
     let stopped = node.shutdown().await;

@@ -145,7 +145,10 @@ impl TlsMaterial {
             .client_ca_root(Certificate::from_pem(&self.ca_pem))
     }
 
-    pub(crate) fn client_config(&self, peer: NodeId) -> ClientTlsConfig {
+    /// The client side of a connection to node `peer`: this certificate
+    /// presented, the server's checked against the CA and `node-<peer>`
+    /// (also what a node's admin client uses).
+    pub fn client_config(&self, peer: NodeId) -> ClientTlsConfig {
         ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(&self.ca_pem))
             .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
@@ -153,10 +156,20 @@ impl TlsMaterial {
     }
 }
 
+/// The DNS name an operator's client certificate carries to change a
+/// cluster's members through a node's admin service.
+pub const ADMIN_DNS_NAME: &str = "tsoracle-admin";
+
 /// Whether the DER certificate `cert` carries the DNS name `node-<node>`.
 /// Chain and validity were already checked by the TLS handshake.
 pub(crate) fn certificate_names_node(cert: &CertificateDer<'_>, node: NodeId) -> bool {
-    let Ok(name) = ServerName::try_from(node_dns_name(node)) else {
+    certificate_names(cert, &node_dns_name(node))
+}
+
+/// Whether the DER certificate `cert` carries the DNS name `name`. Chain
+/// and validity were already checked by the TLS handshake.
+pub fn certificate_names(cert: &CertificateDer<'_>, name: &str) -> bool {
+    let Ok(name) = ServerName::try_from(name.to_owned()) else {
         return false;
     };
     webpki::EndEntityCert::try_from(cert)

@@ -10,5 +10,6 @@ mod bad_config;
 mod common;
 mod library;
 mod membership;
+mod replace;
 mod restart;
 mod status;
