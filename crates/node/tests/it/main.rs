@@ -5,6 +5,7 @@
 // is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod admin_tls;
 mod amnesia;
 mod bad_config;
 mod common;

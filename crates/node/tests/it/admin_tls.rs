@@ -1,0 +1,140 @@
+//! Only an authenticated admin may end a configuration: with mutual TLS,
+//! `member add` presenting a node's certificate is refused (and changes
+//! nothing), while the same command with a certificate naming
+//! `tsoracle-admin` adds the member. Any certificate of the cluster CA may
+//! list the members.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tsoracle_paxos_testkit::process::free_port;
+
+use crate::common::{Layout, ServeChild, cli};
+
+struct Pki {
+    ca_pem: String,
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl Pki {
+    fn new() -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "admin test CA");
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let issuer =
+            rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
+                .unwrap();
+        Self {
+            ca_pem: issuer.pem(),
+            issuer,
+        }
+    }
+
+    /// Writes `<name>.pem`, `<name>.key` (a certificate naming `name`) and
+    /// `ca.pem` under `dir`; the three TLS flags.
+    fn files(&self, dir: &Path, name: &str) -> Vec<String> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let path = |file: &str| -> PathBuf { dir.join(file) };
+        std::fs::write(path("ca.pem"), &self.ca_pem).unwrap();
+        std::fs::write(path(&format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(path(&format!("{name}.key")), key.serialize_pem()).unwrap();
+        let flag = |flag: &str, file: String| [flag.to_owned(), path(&file).display().to_string()];
+        [
+            flag("--tls-ca", "ca.pem".to_owned()),
+            flag("--tls-cert", format!("{name}.pem")),
+            flag("--tls-key", format!("{name}.key")),
+        ]
+        .concat()
+    }
+}
+
+fn admin(layout: &Layout, command: &str, tls: &[String], extra: &[String]) -> std::process::Output {
+    let mut args = vec![
+        "member".to_owned(),
+        command.to_owned(),
+        "--cluster-id".to_owned(),
+        "it".to_owned(),
+        "--node".to_owned(),
+        format!("1=127.0.0.1:{}", layout.peer[&1]),
+        "--wait-secs".to_owned(),
+        "30".to_owned(),
+    ];
+    args.extend_from_slice(tls);
+    args.extend_from_slice(extra);
+    cli().run(&args, Duration::from_secs(60))
+}
+
+#[test]
+fn only_the_admin_certificate_changes_members() {
+    let layout = Layout::new();
+    let pki = Pki::new();
+    let certs = layout.root().join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    let _nodes: Vec<ServeChild> = (1..=3)
+        .map(|id| {
+            let mut args = layout.args(id);
+            args.extend(pki.files(&certs, &format!("node-{id}")));
+            cli().spawn(&args, &layout.log(&format!("node-{id}")))
+        })
+        .collect();
+    let node_cert = pki.files(&certs, "node-2");
+    let admin_cert = pki.files(&certs, "tsoracle-admin");
+    let fourth = [
+        "--id".to_owned(),
+        "4".to_owned(),
+        "--peer-address".to_owned(),
+        format!("127.0.0.1:{}", free_port()),
+        "--client-address".to_owned(),
+        format!("127.0.0.1:{}", free_port()),
+    ];
+
+    // Listing needs only a certificate of the CA (retried while the
+    // cluster forms).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let listed = loop {
+        let out = admin(&layout, "list", &node_cert, &[]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() && text.contains("leader") {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "no list: {out:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(listed.starts_with("configuration 1"), "{listed}");
+
+    let refused = admin(&layout, "add", &node_cert, &fourth);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success(),
+        "a node certificate changed members"
+    );
+    assert!(stderr.contains("tsoracle-admin"), "{stderr}");
+    let out = admin(&layout, "list", &node_cert, &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("configuration 1"), "{text}");
+    assert!(
+        !text.contains("agreed"),
+        "a refused change was agreed: {text}"
+    );
+
+    let added = admin(&layout, "add", &admin_cert, &fourth);
+    assert!(
+        added.status.success(),
+        "the admin certificate was refused: {}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let text = String::from_utf8_lossy(&added.stdout);
+    assert!(text.starts_with("added node 4\nconfiguration 2"), "{text}");
+}
