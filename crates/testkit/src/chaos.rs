@@ -86,8 +86,10 @@ pub(crate) struct ChaosArgs {
     /// replays the same schedule. Random when not given.
     #[arg(long)]
     seed: Option<u64>,
-    /// Only these kinds of fault, comma-separated (all by default): kill,
-    /// link-cut, one-way-cut, isolation, pause.
+    /// Only these kinds of fault, comma-separated (by default: kill,
+    /// link-cut, one-way-cut, isolation, pause). `replace` (only when
+    /// named) replaces the leader or a drawn node by a new member under
+    /// load, once, after the other faults.
     #[arg(long, value_enum, value_delimiter = ',', value_name = "KINDS")]
     faults: Vec<Kind>,
     /// Cluster size, 3 to 9.
@@ -237,6 +239,8 @@ enum Undo {
     Open(Vec<(u64, u64)>),
     /// SIGCONT the node, paused at this time (µs since the load started).
     Resume(u64, u64),
+    /// Nothing to undo (a replacement).
+    Nothing,
 }
 
 async fn drive(
@@ -462,7 +466,7 @@ impl Run<'_> {
         self.wait_until(args.duration - args.quiet).await;
         // The final heal: every link open, every node running.
         self.proxy.heal_all();
-        for id in self.cluster.ids() {
+        for id in self.cluster.members() {
             if self.cluster.is_paused(id) {
                 self.cluster.resume(id)?;
                 self.event(format!("final heal: SIGCONT node {id}"));
@@ -529,6 +533,10 @@ impl Run<'_> {
 
     fn check_crashes(&mut self) {
         for (id, status) in self.cluster.exited() {
+            if self.cluster.is_retired(id) && status.success() {
+                self.event(format!("node {id} left the cluster ({status})"));
+                continue;
+            }
             let what = format!("node {id} exited on its own ({status})");
             self.event(what.clone());
             self.crashed.push(what);
@@ -556,6 +564,7 @@ impl Run<'_> {
             Fault::OneWayCut { .. } => FaultKind::OneWayCut,
             Fault::LeaderIsolation { .. } => FaultKind::Isolation,
             Fault::Pause { .. } => FaultKind::Pause,
+            Fault::Replace(_) => FaultKind::Replace,
         };
         self.started.push((kind, self.shared.micros()));
         let hold = step.hold;
@@ -649,7 +658,71 @@ impl Run<'_> {
                 ));
                 (Undo::Resume(node, stopped), end)
             }
+            Fault::Replace(who) => {
+                let (old, leads) = self.resolve(who);
+                let started = self.shared.start.elapsed();
+                let new = tokio::task::block_in_place(|| self.cluster.add_node())?;
+                self.event(format!(
+                    "replace node {old}{}: node {new} started in join mode",
+                    role(leads)
+                ));
+                let output = self.member_replace(old, new).await?;
+                if !output.status.success() {
+                    let what = format!(
+                        "member replace of node {old} by node {new} failed: {}",
+                        String::from_utf8_lossy(&output.stderr).trim()
+                    );
+                    self.event(what.clone());
+                    self.crashed.push(what);
+                    return Ok((Undo::Nothing, self.shared.start.elapsed()));
+                }
+                // It leaves by itself (exit 0) once the change is done.
+                self.cluster.retire(old);
+                self.faults.replacements += 1;
+                self.faults.leader_replacements += u64::from(leads);
+                let took = self.shared.start.elapsed().saturating_sub(started);
+                self.event(format!(
+                    "node {old} replaced by node {new} in {took:.1?} ({})",
+                    String::from_utf8_lossy(&output.stdout)
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                ));
+                (Undo::Nothing, end.max(self.shared.start.elapsed()))
+            }
         })
+    }
+
+    /// Runs `member replace --old old --id new`, asking the other members
+    /// in turn (bounded: the command's own wait, 60 s, and a kill after 90 s).
+    async fn member_replace(&self, old: u64, new: u64) -> Result<std::process::Output, Error> {
+        let address = |id: u64| {
+            self.cluster
+                .peer_listen(id)
+                .ok_or_else(|| Error::runtime("chaos", format!("no node {id}")))
+        };
+        let client = self
+            .cluster
+            .endpoint(new)
+            .ok_or_else(|| Error::runtime("chaos", format!("no node {new}")))?;
+        let mut command = self.cluster.launcher().member_command("replace");
+        for id in self.cluster.members() {
+            if id != old && id != new {
+                command.args(["--node", &format!("{id}={}", address(id)?)]);
+            }
+        }
+        command
+            .args(["--old", &old.to_string(), "--id", &new.to_string()])
+            .args(["--peer-address", &address(new)?.to_string()])
+            .args(["--client-address", &client])
+            .args(["--wait-secs", "60"])
+            .stdin(std::process::Stdio::null());
+        let mut command = tokio::process::Command::from(command);
+        command.kill_on_drop(true);
+        tokio::time::timeout(Duration::from_secs(90), command.output())
+            .await
+            .map_err(|_| Error::runtime("chaos", "member replace ran for 90 s"))?
+            .map_err(|err| Error::runtime("chaos: member replace", err))
     }
 
     fn undo(&mut self, undo: Undo) -> Result<(), Error> {
@@ -672,6 +745,7 @@ impl Run<'_> {
                 self.faults.resumes += 1;
                 self.event(format!("SIGCONT node {node}"));
             }
+            Undo::Nothing => {}
         }
         Ok(())
     }

@@ -122,6 +122,9 @@ pub struct Spec<'a> {
     /// Whether the cluster has never been started before (the first
     /// start may initialize it; a restart must not).
     pub first_start: bool,
+    /// The founding members are `1..=founding`; a node above it was added
+    /// to the running cluster ([`Cluster::add_node`]) and joins it.
+    pub founding: u64,
 }
 
 impl Spec<'_> {
@@ -138,6 +141,21 @@ impl Spec<'_> {
     /// Every node's id and ports, in id order.
     pub fn members(&self) -> impl Iterator<Item = (u64, Ports)> + '_ {
         (1u64..).zip(self.ports.iter().copied())
+    }
+
+    /// Whether this node was added to the running cluster.
+    pub fn joins(&self) -> bool {
+        self.id > self.founding
+    }
+
+    /// The members this node's `--peer` list names: the founding ones for
+    /// a founding node (the list the cluster recorded first, which its
+    /// restarts must repeat), every node for one that joins (whom it asks).
+    pub fn listed(&self) -> impl Iterator<Item = (u64, Ports)> + '_ {
+        let founding = self.founding;
+        let joins = self.joins();
+        self.members()
+            .filter(move |(id, _)| joins || *id <= founding)
     }
 }
 
@@ -218,6 +236,17 @@ impl Serve {
         self.args = args.into_iter().map(Into::into).collect();
     }
 
+    /// `<program> [leading args] member <command> --cluster-id <id>`: the
+    /// node's admin commands against this cluster.
+    pub fn member_command(&self, command: &str) -> Command {
+        let mut member = Command::new(&self.program);
+        member
+            .args(&self.leading)
+            .args(["member", command])
+            .args(["--cluster-id", &self.cluster_id]);
+        member
+    }
+
     /// Makes node `from` reach node `to`'s peer transport through `via`.
     /// Takes effect when `from` (re)starts.
     pub fn set_route(&mut self, from: u64, to: u64, via: SocketAddr) {
@@ -242,11 +271,14 @@ impl Launcher for Serve {
             command.args(["--metrics-listen", &local(own.metrics).to_string()]);
         }
         // The founding start only, as an operator would: a restart must find
-        // the node's state (an empty directory is then refused).
-        if node.first_start {
+        // the node's state (an empty directory is then refused). A node
+        // added later joins (ignored once its directory holds state).
+        if node.joins() {
+            command.args(["--initial-cluster-state", "join"]);
+        } else if node.first_start {
             command.args(["--initial-cluster-state", "new"]);
         }
-        for (id, ports) in node.members() {
+        for (id, ports) in node.listed() {
             let peer = self
                 .routes
                 .get(&(node.id, id))
@@ -302,6 +334,10 @@ impl Setup {
 pub struct Cluster<L> {
     launcher: L,
     setup: Setup,
+    /// The founding nodes are `1..=founding`; later ones were added.
+    founding: u64,
+    /// Nodes a membership change removed: their exit is expected.
+    retired: BTreeSet<u64>,
     ports: Vec<Ports>,
     /// The picked ports stay bound here until [`start`](Self::start).
     reserved: Vec<TcpListener>,
@@ -322,6 +358,8 @@ impl<L: Launcher> Cluster<L> {
         Ok(Self {
             launcher,
             nodes: Vec::new(),
+            founding: setup.nodes,
+            retired: BTreeSet::new(),
             setup,
             ports,
             reserved,
@@ -334,6 +372,11 @@ impl<L: Launcher> Cluster<L> {
     /// The launcher, e.g. to change a node's flags before it (re)starts.
     pub fn launcher_mut(&mut self) -> &mut L {
         &mut self.launcher
+    }
+
+    /// The launcher.
+    pub fn launcher(&self) -> &L {
+        &self.launcher
     }
 
     /// Starts every node and waits (at most 10 s) until each listens on
@@ -429,6 +472,7 @@ impl<L: Launcher> Cluster<L> {
             data_dir: &data_dir,
             ports: &self.ports,
             first_start: !self.started,
+            founding: self.founding,
         };
         let mut command = self.launcher.command(&spec);
         std::fs::create_dir_all(&self.setup.logs)
@@ -448,9 +492,62 @@ impl<L: Launcher> Cluster<L> {
             .map_err(io(format!("cannot start node {id}")))
     }
 
-    /// The node ids, `1..=N`.
+    /// The node ids, `1..=N` (added nodes included).
     pub fn ids(&self) -> std::ops::RangeInclusive<u64> {
         1..=self.setup.nodes
+    }
+
+    /// Adds node N + 1 on fresh ports and starts it (the launcher sees it
+    /// as joining: [`Spec::joins`]); waits (at most the start wait) until
+    /// it listens. Its id.
+    ///
+    /// # Errors
+    ///
+    /// No free port, the node could not be started, or it exited at once.
+    pub fn add_node(&mut self) -> Result<u64, Error> {
+        let (mut ports, reserved) = reserve(1)?;
+        let Some(own) = ports.pop() else {
+            return Err(Error::NoNode(self.setup.nodes + 1));
+        };
+        drop(reserved);
+        self.ports.push(own);
+        self.setup.nodes += 1;
+        let id = self.setup.nodes;
+        let child = self.spawn(id)?;
+        self.nodes.push(Some(child));
+        let deadline = Instant::now() + self.start_wait;
+        while Instant::now() < deadline {
+            if let Some(Some(child)) = index(id).and_then(|i| self.nodes.get_mut(i))
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                return Err(Error::Start {
+                    id,
+                    status,
+                    log: self.log_path(id),
+                });
+            }
+            if self.launcher.listens(&own).into_iter().all(listening) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(id)
+    }
+
+    /// Node `id` was removed by a membership change: it stops by itself,
+    /// which is not a crash, and it is never restarted.
+    pub fn retire(&mut self, id: u64) {
+        self.retired.insert(id);
+    }
+
+    /// Whether a membership change removed node `id`.
+    pub fn is_retired(&self, id: u64) -> bool {
+        self.retired.contains(&id)
+    }
+
+    /// The nodes not removed, in id order.
+    pub fn members(&self) -> Vec<u64> {
+        self.ids().filter(|id| !self.retired.contains(id)).collect()
     }
 
     /// Node `id`'s ports.
@@ -923,13 +1020,19 @@ mod tests {
                 peer: 6002,
                 metrics: 9002,
             },
+            Ports {
+                client: 7003,
+                peer: 6003,
+                metrics: 9003,
+            },
         ];
-        let args_of = |id, first_start| {
+        let with = |id, first_start, founding| {
             let spec = Spec {
                 id,
                 data_dir: Path::new("/d/node-1"),
                 ports: &ports,
                 first_start,
+                founding,
             };
             let command = serve.command(&spec);
             command
@@ -938,6 +1041,7 @@ mod tests {
                 .collect::<Vec<_>>()
                 .join(" ")
         };
+        let args_of = |id, first_start| with(id, first_start, 2);
         let args = |id| args_of(id, true);
         assert_eq!(
             args(1),
@@ -951,5 +1055,11 @@ mod tests {
         // A restart must find its state: no bootstrap flag.
         assert!(!args_of(1, false).contains("--initial-cluster-state"));
         assert_eq!(serve.listens(&ports[0]), vec![7001, 6001, 9001]);
+        // Node 3 was added: it joins and asks every node, while a founding
+        // node's restart still names the founding list only.
+        let joiner = with(3, false, 2);
+        assert!(joiner.contains("--initial-cluster-state join"), "{joiner}");
+        assert!(joiner.contains("--peer 3=127.0.0.1:6003"), "{joiner}");
+        assert!(!with(1, false, 2).contains("6003"));
     }
 }

@@ -7,7 +7,8 @@
 //! the next, so at most one node is ever down or cut off and a majority
 //! always stays connected: the run must keep making progress. Kinds are
 //! drawn in shuffled rounds of all five, so a run long enough for five
-//! faults sees each kind at least once.
+//! faults sees each kind at least once. A replacement (`--faults replace`)
+//! comes once, last.
 
 use std::time::Duration;
 
@@ -20,6 +21,12 @@ pub(crate) enum Kind {
     #[value(name = "isolation")]
     LeaderIsolation,
     Pause,
+    /// Replace a node (the leader, or a drawn one) by a new member under
+    /// load. Only when asked for (`--faults replace`); once per run, after
+    /// every other fault (afterwards the nodes dial the recorded member
+    /// addresses, not their fault-proxy routes, so later link faults would
+    /// not cut what they name).
+    Replace,
 }
 
 impl Kind {
@@ -59,6 +66,9 @@ pub(crate) enum Fault {
     /// stopped only once its timestamp window reaches past the pause (see
     /// [`ALIGN_MARGIN`]), which may take up to the step's `slack`.
     Pause { who: Who, align: bool },
+    /// Start a new node in join mode and `member replace` the target by
+    /// it; the target then leaves (exit 0). Not undone.
+    Replace(Who),
 }
 
 /// One fault: it starts `at` (since the load started), or up to `slack`
@@ -70,6 +80,11 @@ pub(crate) struct Step {
     pub(crate) hold: Duration,
     pub(crate) fault: Fault,
 }
+
+/// The time a replacement is given: starting the new node, adding it, its
+/// catch-up, and removing the old one take a few seconds; the next fault
+/// (none: it comes last) or the quiet period starts after this.
+pub(crate) const REPLACE_HOLD: Duration = Duration::from_secs(12);
 
 /// Load before the first fault.
 pub(crate) const WARMUP: Duration = Duration::from_secs(1);
@@ -112,12 +127,21 @@ pub(crate) fn plan(seed: u64, nodes: u64, kinds: &[Kind], faults_end: Duration) 
     // The order given on the command line does not change the schedule.
     kinds.sort_unstable();
     kinds.dedup();
+    let replace = kinds.contains(&Kind::Replace);
+    kinds.retain(|&kind| kind != Kind::Replace);
+    // The replacement comes last: the others end early enough for its
+    // longest gap (after a kill) and its hold.
+    let others_end = if replace {
+        faults_end.saturating_sub(REPLACE_HOLD + Duration::from_secs(1) + SETTLE_AFTER_RESTART)
+    } else {
+        faults_end
+    };
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut steps = Vec::new();
     let mut round: Vec<Kind> = Vec::new();
     let mut t = WARMUP;
     let mut after_kill = false;
-    loop {
+    while !kinds.is_empty() {
         if round.is_empty() {
             round.clone_from(&kinds);
             rng.shuffle(&mut round);
@@ -158,12 +182,14 @@ pub(crate) fn plan(seed: u64, nodes: u64, kinds: &[Kind], faults_end: Duration) 
                     align: rng.u64(0..4) != 0,
                 }
             }
+            // Taken out of the rounds above.
+            Kind::Replace => continue,
         };
         let slack = match fault {
             Fault::Pause { align: true, .. } => align_slack(hold),
             _ => Duration::ZERO,
         };
-        if t + gap + slack + hold > faults_end {
+        if t + gap + slack + hold > others_end {
             break;
         }
         steps.push(Step {
@@ -174,6 +200,26 @@ pub(crate) fn plan(seed: u64, nodes: u64, kinds: &[Kind], faults_end: Duration) 
         });
         t += gap + slack + hold;
         after_kill = kind == Kind::Kill;
+    }
+    if replace {
+        let mut gap = Duration::from_millis(rng.u64(300..=1000));
+        if after_kill {
+            gap += SETTLE_AFTER_RESTART;
+        }
+        let node = rng.u64(1..=nodes);
+        let who = if rng.bool() {
+            Who::Leader { fallback: node }
+        } else {
+            Who::Node(node)
+        };
+        if t + gap + REPLACE_HOLD <= faults_end {
+            steps.push(Step {
+                at: t + gap,
+                slack: Duration::ZERO,
+                hold: REPLACE_HOLD,
+                fault: Fault::Replace(who),
+            });
+        }
     }
     steps
 }
@@ -209,6 +255,7 @@ mod tests {
                         ..
                     }
                     | Fault::LeaderIsolation { fallback: n } => assert!(node(n)),
+                    Fault::Replace(_) => panic!("seed {seed}: a replacement unasked for"),
                 }
                 if let Fault::Pause { align, .. } = step.fault {
                     let ms = u64::try_from(step.hold.as_millis()).unwrap();
@@ -235,6 +282,31 @@ mod tests {
             ];
             assert_eq!(kinds, [true; 5], "seed {seed}");
         }
+    }
+
+    #[test]
+    fn a_replacement_comes_once_and_last() {
+        for seed in 0..50 {
+            let end = Duration::from_secs(30);
+            let steps = plan(seed, 3, &[Kind::Replace, Kind::Kill, Kind::Pause], end);
+            let replaces = steps
+                .iter()
+                .filter(|s| matches!(s.fault, Fault::Replace(_)))
+                .count();
+            assert_eq!(replaces, 1, "seed {seed}: {steps:?}");
+            let last = steps.last().unwrap();
+            assert!(matches!(last.fault, Fault::Replace(_)), "seed {seed}");
+            assert!(last.at + last.hold <= end, "seed {seed}");
+            assert!(steps.len() > 2, "seed {seed}: the others still come first");
+        }
+        // Alone, and the default schedule has none.
+        let alone = plan(1, 3, &[Kind::Replace], Duration::from_secs(20));
+        assert_eq!(alone.len(), 1);
+        assert!(
+            plan(1, 3, &[], Duration::from_secs(30))
+                .iter()
+                .all(|s| !matches!(s.fault, Fault::Replace(_)))
+        );
     }
 
     #[test]

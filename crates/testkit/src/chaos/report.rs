@@ -54,6 +54,10 @@ pub(crate) struct Faults {
     pub(crate) leader_pauses: u64,
     /// SIGCONT of a paused node.
     pub(crate) resumes: u64,
+    /// Members replaced by a new node under load (`member replace`).
+    pub(crate) replacements: u64,
+    /// Replacements whose old member was the leader the client saw.
+    pub(crate) leader_replacements: u64,
 }
 
 /// The requests of the workers pinned to a paused node (a client that
@@ -140,6 +144,7 @@ pub(crate) enum FaultKind {
     OneWayCut,
     Isolation,
     Pause,
+    Replace,
 }
 
 /// The worst gap after each kind of fault, in milliseconds (`None`: the
@@ -151,6 +156,7 @@ pub(crate) struct WorstGaps {
     pub(crate) one_way_cut: Option<f64>,
     pub(crate) isolation: Option<f64>,
     pub(crate) pause: Option<f64>,
+    pub(crate) replace: Option<f64>,
 }
 
 /// Attributes outages to faults: for each fault (kind, start µs, in start
@@ -167,6 +173,7 @@ pub(crate) fn worst_gaps(completions: &[u64], started: &[(FaultKind, u64)], end:
             FaultKind::OneWayCut => &mut worst.one_way_cut,
             FaultKind::Isolation => &mut worst.isolation,
             FaultKind::Pause => &mut worst.pause,
+            FaultKind::Replace => &mut worst.replace,
         };
         *slot = Some(slot.map_or(gap, |w| w.max(gap)));
     }
@@ -265,7 +272,7 @@ impl ChaosReport {
             format!(
                 "  faults                {} kills ({} of the leader), {} restarts, {} link cuts, \
                  {} one-way cuts, {} leader isolations{}, {} heals, {} pauses ({} of the \
-                 leader), {} resumes",
+                 leader), {} resumes, {} replacements ({} of the leader)",
                 f.kills,
                 f.leader_kills,
                 f.restarts,
@@ -280,7 +287,9 @@ impl ChaosReport {
                 f.heals,
                 f.pauses,
                 f.leader_pauses,
-                f.resumes
+                f.resumes,
+                f.replacements,
+                f.leader_replacements
             ),
             format!(
                 "  pinned to paused node {} workers, {} ok ({} sent during a pause, answered after \
@@ -302,12 +311,13 @@ impl ChaosReport {
             ),
             format!(
                 "  worst gap after       kill {}, link cut {}, one-way cut {}, isolation {}, \
-                 pause {}",
+                 pause {}, replace {}",
                 ms(self.worst_gaps_ms.kill),
                 ms(self.worst_gaps_ms.link_cut),
                 ms(self.worst_gaps_ms.one_way_cut),
                 ms(self.worst_gaps_ms.isolation),
-                ms(self.worst_gaps_ms.pause)
+                ms(self.worst_gaps_ms.pause),
+                ms(self.worst_gaps_ms.replace)
             ),
             format!(
                 "  quiet period          {:.1}% available",
@@ -389,8 +399,13 @@ mod tests {
         assert_eq!(worst.kill, Some(800.0));
         assert_eq!(worst.link_cut, Some(450.0));
         assert_eq!(
-            (worst.one_way_cut, worst.isolation, worst.pause),
-            (None, None, None)
+            (
+                worst.one_way_cut,
+                worst.isolation,
+                worst.pause,
+                worst.replace
+            ),
+            (None, None, None, None)
         );
     }
 

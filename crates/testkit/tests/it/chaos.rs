@@ -90,6 +90,42 @@ fn a_seeded_chaos_run_with_every_kind_of_fault_passes() {
     assert_eq!(output.matches("PASS").count(), 7, "{output}");
 }
 
+/// Issue 15's chaos fault: the leader replaced by a new member (started
+/// empty in join mode) with `member replace` while the workers keep
+/// sending; the old leader leaves with exit 0, and the history passes the
+/// checker.
+#[test]
+fn a_chaos_run_replaces_the_leader_under_load() {
+    let dir = tempfile::tempdir().unwrap();
+    // Seed 1: the replacement targets the leader.
+    let (ok, output, report) = chaos(
+        &[
+            "--duration",
+            "18s",
+            "--quiet",
+            "4s",
+            "--faults",
+            "replace",
+            "--seed",
+            "1",
+        ],
+        dir.path(),
+    );
+    let report = report.expect("no JSON report");
+    assert_eq!(report["faults"]["replacements"], 1, "{output}");
+    assert_eq!(report["faults"]["leader_replacements"], 1, "{output}");
+    assert!(
+        report["worst_gaps_ms"]["replace"].as_f64().is_some(),
+        "{output}"
+    );
+    assert!(
+        output.contains("left the cluster (exit status: 0)"),
+        "{output}"
+    );
+    assert!(ok, "{output}");
+    assert_eq!(report["pass"], true, "{output}");
+}
+
 #[test]
 fn the_chaos_checker_fails_on_a_forged_history() {
     let dir = tempfile::tempdir().unwrap();
