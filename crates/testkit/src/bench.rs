@@ -57,6 +57,11 @@ pub(crate) struct BenchArgs {
     /// consecutive completed requests (of any client), with wall-clock bounds.
     #[arg(long, value_name = "MS")]
     gap_ms: Option<u64>,
+    /// With `--json`: also report completed requests per bucket of this
+    /// many milliseconds (`series`, from the load's start), to read a
+    /// throughput dip around an event.
+    #[arg(long, value_name = "MS")]
+    series_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -126,7 +131,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<String, Error> {
     let mut completions = Vec::new();
     while let Some(joined) = tasks.join_next().await {
         let (ops, latencies) = joined.map_err(|err| Error::runtime("bench worker", err))?;
-        if args.gap_ms.is_some() {
+        if args.gap_ms.is_some() || args.series_ms.is_some() {
             completions.extend(ops.iter().map(|op| op.completed));
         }
         for l in latencies {
@@ -141,6 +146,10 @@ pub(crate) async fn run(args: BenchArgs) -> Result<String, Error> {
     let (p50, p90, p99, p999) = (ms(0.5), ms(0.9), ms(0.99), ms(0.999));
     let max = latency.max() as f64 / 1000.0;
     if args.json {
+        let series = args
+            .series_ms
+            .map(|bucket| series(&completions, bucket.max(1).saturating_mul(1000)))
+            .unwrap_or_default();
         let gaps: Vec<serde_json::Value> = args
             .gap_ms
             .map(|threshold| gaps(completions, threshold.saturating_mul(1000)))
@@ -162,6 +171,8 @@ pub(crate) async fn run(args: BenchArgs) -> Result<String, Error> {
             "start_unix_us": start_unix_us,
             "latency_ms": { "p50": p50, "p90": p90, "p99": p99, "p999": p999, "max": max },
             "gaps": gaps,
+            "series_ms": args.series_ms,
+            "series": series,
         });
         return Ok(format!("{report}\n"));
     }
@@ -177,6 +188,25 @@ fn unix_micros() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// Completions per bucket of `bucket` µs, from the load's start to the
+/// last completion.
+fn series(completions: &[u64], bucket: u64) -> Vec<u64> {
+    let Some(&last) = completions.iter().max() else {
+        return Vec::new();
+    };
+    let len = usize::try_from(last / bucket).unwrap_or(0) + 1;
+    let mut counts = vec![0u64; len];
+    for &at in completions {
+        if let Some(slot) = usize::try_from(at / bucket)
+            .ok()
+            .and_then(|i| counts.get_mut(i))
+        {
+            *slot += 1;
+        }
+    }
+    counts
 }
 
 /// The intervals longer than `threshold` µs between consecutive completion
@@ -202,5 +232,11 @@ mod tests {
             vec![(500, 5_000), (5_100, 20_000)]
         );
         assert!(gaps(vec![], 1).is_empty());
+    }
+
+    #[test]
+    fn the_series_counts_completions_per_bucket() {
+        assert_eq!(series(&[10, 999, 1_000, 3_500], 1_000), vec![2, 1, 0, 1]);
+        assert!(series(&[], 1_000).is_empty());
     }
 }

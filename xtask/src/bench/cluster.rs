@@ -312,9 +312,53 @@ impl Cluster {
         Ok(self.inner.restart_all()?)
     }
 
-    /// Fails when a node that should run has exited on its own.
+    /// Adds a node that joins the running cluster and replaces node `old`
+    /// by it with `member replace` (run with `node_bin`); `old` then
+    /// leaves by itself. The new node's id.
+    pub(crate) fn replace(&mut self, old: u64, node_bin: &Path) -> Result<u64> {
+        let new = self.inner.add_node()?;
+        let peer = |id: u64| {
+            self.inner
+                .peer_listen(id)
+                .with_context(|| format!("no node {id}"))
+        };
+        let mut command = Command::new(node_bin);
+        command.args(["member", "replace", "--cluster-id", "bench"]);
+        for id in self.inner.members() {
+            if id != old && id != new {
+                command.args(["--node", &format!("{id}={}", peer(id)?)]);
+            }
+        }
+        let client = self
+            .inner
+            .endpoint(new)
+            .with_context(|| format!("no node {new}"))?;
+        command
+            .args(["--old", &old.to_string(), "--id", &new.to_string()])
+            .args(["--peer-address", &peer(new)?.to_string()])
+            .args(["--client-address", &client])
+            .args(["--wait-secs", "60"]);
+        let output = command
+            .output()
+            .context("cannot run tsoracle-paxos member replace")?;
+        if !output.status.success() {
+            bail!(
+                "member replace of node {old} by node {new} failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        self.inner.retire(old);
+        Ok(new)
+    }
+
+    /// Fails when a node that should run has exited on its own (a node a
+    /// membership change removed leaves with exit 0, which is expected).
     pub(crate) fn check_alive(&mut self) -> Result<()> {
-        if let Some((id, status)) = self.inner.exited().into_iter().next() {
+        let exited = self.inner.exited();
+        if let Some((id, status)) = exited
+            .into_iter()
+            .find(|(id, status)| !(self.inner.is_retired(*id) && status.success()))
+        {
             bail!(
                 "{} node {id} exited ({status}); see {}",
                 self.kind.name(),
@@ -363,14 +407,19 @@ impl Cluster {
             .collect()
     }
 
-    /// Whether every node runs, answers its status page, and one leads.
+    /// Whether every member runs, answers its status page, and one leads.
     pub(crate) fn settled(&self) -> bool {
-        let answering = self
-            .inner
-            .ids()
-            .filter(|&id| self.status(id).is_some())
+        let members = self.inner.members();
+        let answering = members
+            .iter()
+            .filter(|&&id| self.status(id).is_some())
             .count();
-        answering == self.inner.ids().count() && self.leader().is_some()
+        answering == members.len() && self.leader().is_some()
+    }
+
+    /// The members (nodes no membership change removed).
+    pub(crate) fn members(&self) -> Vec<u64> {
+        self.inner.members()
     }
 
     /// Process ids of the running nodes.

@@ -9,7 +9,9 @@
 //! 1. `get_ts` and dense `get_seq` throughput and p50/p99 at 1, 8, 64 clients;
 //! 2. failover: leader `kill -9` under load, the gap between the last
 //!    success before and the first after (the load reports its gaps in
-//!    wall-clock time, matched against the kill times);
+//!    wall-clock time, matched against the kill times); and, this driver
+//!    only, a follower and then the leader replaced under load with
+//!    `member replace`: the gap and the throughput dip;
 //! 3. `persist_high_water` as the server times it, with a 1 ms window so
 //!    every `get_ts` persists, next to the machine's limit ([`super::limit`]);
 //! 4. restart of a whole cluster to its first timestamp against log length,
@@ -29,7 +31,8 @@ use super::cluster::{
     unix_micros,
 };
 use super::report::{
-    Failover, LoadPoint, Meta, PersistPoint, Report, RestartPoint, Soak, SoakSample, percentile,
+    Failover, LoadPoint, Meta, PersistPoint, Replacement, Report, RestartPoint, Soak, SoakSample,
+    percentile,
 };
 use super::{BenchArgs, workspace_root};
 use crate::cmd::{Step, build_release};
@@ -96,9 +99,10 @@ impl Plan {
     fn steps(&self) -> u64 {
         let throughput = 3 * 2 * self.clients.len() as u64;
         let failover = 3;
+        let replace = 3;
         let persist = 3 + 1;
         let restart = 2 * 2 * self.restart_lengths.len() as u64 + 1;
-        throughput + failover + persist + restart + 1
+        throughput + failover + replace + persist + restart + 1
     }
 }
 
@@ -164,6 +168,12 @@ struct LoadResult {
     latency_ms: Latency,
     #[serde(default)]
     gaps: Vec<Gap>,
+    #[serde(default)]
+    start_unix_us: u64,
+    #[serde(default)]
+    series_ms: Option<u64>,
+    #[serde(default)]
+    series: Vec<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -262,6 +272,7 @@ pub(crate) fn run(build_env: &BuildEnv, args: &BenchArgs) -> Result<()> {
         options,
     )?;
     report.failover.push(f);
+    report.replacements = replacements(&bins, &dirs, &progress)?;
     for kind in Kind::ALL {
         report
             .persist
@@ -700,6 +711,126 @@ fn failover(
     Ok(f)
 }
 
+/// The load's buckets for the replacement scenario.
+const SERIES_MS: u64 = 250;
+
+/// A follower, then the leader, of a fresh paxos cluster replaced under a
+/// `get_ts` load of 8 clients (`member replace` with a new node in join
+/// mode); the gap and the throughput dip of each.
+fn replacements(bins: &Binaries, dirs: &Dirs, progress: &Progress) -> Result<Vec<Replacement>> {
+    progress.step("paxos: replacing a follower, then the leader, under load");
+    let mut cluster = start(bins, dirs, Kind::Paxos, Options::default(), "replace")?;
+    let seconds = 30;
+    let mut command = load_command(bins, &cluster, "ts", 8, seconds);
+    command
+        .args(["--gap-ms", &GAP_MS.to_string()])
+        .args(["--series-ms", &SERIES_MS.to_string()]);
+    let load = spawn_captured(
+        &mut command,
+        "the replacement load",
+        dirs.data.path(),
+        &dirs.logs.join("load.log"),
+    )?;
+    let mut done: Vec<(&str, u64, u64)> = Vec::new();
+    interrupt::sleep(Duration::from_secs(5))?;
+    for target in ["follower", "leader"] {
+        settle(&mut cluster, Duration::from_secs(20))?;
+        caught_up(&cluster, 64, Duration::from_secs(5))?;
+        let leader = cluster.leader().context("no leader to replace around")?;
+        let old = if target == "leader" {
+            leader
+        } else {
+            cluster
+                .members()
+                .into_iter()
+                .find(|&id| id != leader)
+                .context("no follower to replace")?
+        };
+        let began = unix_micros();
+        let new = cluster.replace(old, &bins.node)?;
+        let ended = unix_micros();
+        progress.step(&format!(
+            "paxos: replaced the {target} (node {old}) by node {new} in {:.1} s",
+            (ended - began) as f64 / 1e6
+        ));
+        done.push((target, began, ended));
+        interrupt::sleep(Duration::from_secs(5))?;
+    }
+    let text = load.finish(Duration::from_secs(seconds + 90))?;
+    let result = parse_load(&text)?;
+    cluster.stop();
+    let replacements: Vec<Replacement> = done
+        .into_iter()
+        .map(|(target, began, ended)| dip(target, &result, began, ended))
+        .collect();
+    for r in &replacements {
+        progress.done(&format!(
+            "paxos    replace {:<8}: {:.1} s, gap {:.0} ms, dip {:.0} % ({:.0} -> {:.0} ops/s), {:.2} s below 80 %",
+            r.target,
+            r.took_s,
+            r.gap_ms,
+            r.dip_pct,
+            r.baseline_ops_per_s,
+            r.worst_ops_per_s,
+            r.below_80pct_s
+        ));
+    }
+    Ok(replacements)
+}
+
+/// What the replacement from `began` to `ended` (Unix µs) cost the load:
+/// the longest gap from its start to a second after it, and the worst
+/// sliding second against the 3 s before it.
+fn dip(target: &str, load: &LoadResult, began: u64, ended: u64) -> Replacement {
+    let bucket_us = load.series_ms.unwrap_or(SERIES_MS).max(1) * 1000;
+    let per_s = 1e6 / bucket_us as f64;
+    let index = |unix: u64| {
+        usize::try_from(unix.saturating_sub(load.start_unix_us) / bucket_us).unwrap_or(0)
+    };
+    let window_end = ended + 1_000_000;
+    let (from, to) = (index(began), index(window_end).min(load.series.len()));
+    let before = index(began.saturating_sub(3_000_000));
+    let baseline_buckets = load.series.get(before..from).unwrap_or_default();
+    let baseline = if baseline_buckets.is_empty() {
+        0.0
+    } else {
+        baseline_buckets.iter().sum::<u64>() as f64 / baseline_buckets.len() as f64 * per_s
+    };
+    // A sliding second: the buckets that make one.
+    let width = usize::try_from(1_000_000 / bucket_us).unwrap_or(1).max(1);
+    let during = load.series.get(from..to).unwrap_or_default();
+    let worst = during
+        .windows(width.min(during.len().max(1)))
+        .map(|w| w.iter().sum::<u64>() as f64 / w.len() as f64 * per_s)
+        .fold(f64::INFINITY, f64::min);
+    let worst = if worst.is_finite() { worst } else { 0.0 };
+    let below = during
+        .iter()
+        .filter(|&&n| (n as f64 * per_s) < 0.8 * baseline)
+        .count() as f64
+        * bucket_us as f64
+        / 1e6;
+    let gap_ms = load
+        .gaps
+        .iter()
+        .filter(|g| g.to_unix_us >= began && g.from_unix_us <= window_end)
+        .map(|g| (g.to_unix_us - g.from_unix_us) as f64 / 1000.0)
+        .fold(GAP_MS as f64, f64::max);
+    Replacement {
+        target: target.to_owned(),
+        took_s: (ended - began) as f64 / 1e6,
+        gap_ms,
+        baseline_ops_per_s: baseline,
+        worst_ops_per_s: worst,
+        dip_pct: if baseline > 0.0 {
+            (1.0 - worst / baseline).max(0.0) * 100.0
+        } else {
+            0.0
+        },
+        below_80pct_s: below,
+    }
+}
+
 fn persist(
     plan: &Plan,
     bins: &Binaries,
@@ -1026,6 +1157,36 @@ mod tests {
         // A gap far after the kill is another event.
         let late = [gap(1_500_000, 2_000_000)];
         assert_eq!(outage(&late, 1_000_000), GAP_MS as f64);
+    }
+
+    #[test]
+    fn a_replacement_costs_its_gap_and_its_worst_second() {
+        // 250 ms buckets of 100 completions (400/s), a dead half second at
+        // 5.0-5.5 s, the replacement from 4.5 s to 6.0 s.
+        let mut series = vec![100u64; 40];
+        series[20] = 0;
+        series[21] = 0;
+        let load = LoadResult {
+            ok: 0,
+            errors: 0,
+            ops_per_s: 0.0,
+            latency_ms: Latency { p50: 0.0, p99: 0.0 },
+            gaps: vec![Gap {
+                from_unix_us: 10_000_000 + 4_990_000,
+                to_unix_us: 10_000_000 + 5_510_000,
+            }],
+            start_unix_us: 10_000_000,
+            series_ms: Some(250),
+            series,
+        };
+        let r = dip("leader", &load, 14_500_000, 16_000_000);
+        assert_eq!(r.took_s, 1.5);
+        assert_eq!(r.gap_ms, 520.0);
+        assert_eq!(r.baseline_ops_per_s, 400.0);
+        // The worst second holds the two empty buckets: 200/s, a 50 % dip.
+        assert_eq!(r.worst_ops_per_s, 200.0);
+        assert_eq!(r.dip_pct, 50.0);
+        assert_eq!(r.below_80pct_s, 0.5);
     }
 
     #[test]
