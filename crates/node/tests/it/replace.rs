@@ -257,4 +257,38 @@ fn a_follower_then_the_leader_are_replaced_under_load() {
         .collect();
     let after = cli().get_ts(&endpoints, 1);
     assert_eq!(after.len(), 1);
+
+    // Restarts boot the recorded configuration: every survivor stopped
+    // (SIGTERM) and started again with the flags it had (a founding node's
+    // still name the founding list, the joiner's still say `join`), and
+    // the cluster serves above everything handed out before.
+    for id in &survivors {
+        nodes.get_mut(id).unwrap().terminate();
+    }
+    for &id in &survivors {
+        let mut args = layout.rejoin_args(id);
+        if id > 3 {
+            args.extend(["--initial-cluster-state".to_owned(), "join".to_owned()]);
+        }
+        nodes.insert(
+            id,
+            cli().spawn(&args, &layout.log(&format!("node-{id}-again"))),
+        );
+    }
+    let restarted = cli().get_ts(&endpoints, 1);
+    assert!(
+        restarted[0] > after[0],
+        "{} after {}",
+        restarted[0],
+        after[0]
+    );
+    let out = cli().run(
+        &admin_args(&layout, "list", &survivors),
+        Duration::from_secs(20),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("configuration 5"),
+        "after the restarts: {text}"
+    );
 }
