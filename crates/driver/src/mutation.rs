@@ -36,21 +36,27 @@ pub enum Guard {
     /// high-water, the dense counters and the leases over
     /// (`reconfigure.rs: begin_log`).
     CarryState,
+    /// A StopSign reaches OmniPaxos only when it names the change the log
+    /// agreed to ([`ChangeAdmission`](crate::ChangeAdmission)); a forged
+    /// one from a peer link is dropped.
+    StopSignAdmission,
 }
 
 impl Guard {
     /// Every guard.
-    pub const ALL: [Guard; 6] = [
+    pub const ALL: [Guard; 7] = [
         Guard::NewLeaderWait,
         Guard::EpochFence,
         Guard::ReadBarrier,
         Guard::ReplyGate,
         Guard::IdentityCheck,
         Guard::CarryState,
+        Guard::StopSignAdmission,
     ];
 
     /// A short name (`new-leader-wait`, `epoch-fence`, `read-barrier`,
-    /// `reply-gate`, `identity-check`, `carry-state`).
+    /// `reply-gate`, `identity-check`, `carry-state`,
+    /// `stop-sign-admission`).
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
@@ -60,6 +66,7 @@ impl Guard {
             Guard::ReplyGate => "reply-gate",
             Guard::IdentityCheck => "identity-check",
             Guard::CarryState => "carry-state",
+            Guard::StopSignAdmission => "stop-sign-admission",
         }
     }
 

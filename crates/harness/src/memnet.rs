@@ -586,6 +586,35 @@ where
         lock(&self.shared.inboxes).insert((inbox.node_id(), configuration), inbox);
     }
 
+    /// Puts `message` on the link `from -> to` as if `from`'s instance
+    /// `instance` of configuration `configuration` had sent it (subject to
+    /// the link's faults like any other): a message no runner sent, as a
+    /// buggy or compromised peer would send it. Whether it was queued.
+    pub fn forge(
+        &self,
+        from: NodeId,
+        to: NodeId,
+        configuration: u32,
+        instance: Option<InstanceId>,
+        message: Message<T>,
+    ) -> bool {
+        let links = self
+            .shared
+            .links
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(link) = links.get(&(from, to)) else {
+            return false;
+        };
+        link.tx
+            .try_send(Stamped {
+                instance,
+                configuration,
+                message,
+            })
+            .is_ok()
+    }
+
     /// Stops delivering to `node`, in every configuration: its messages
     /// count as undeliverable until an inbox is attached again (a crashed
     /// node).

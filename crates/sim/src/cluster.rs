@@ -10,6 +10,10 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use omnipaxos::ClusterConfig;
+use omnipaxos::messages::Message;
+use omnipaxos::messages::sequence_paxos::{PaxosMessage, PaxosMsg};
+use omnipaxos::storage::StopSign;
 use omnipaxos::util::NodeId;
 use tokio::task::JoinHandle;
 use tsoracle_core::PeerEndpoint;
@@ -192,6 +196,41 @@ impl Cluster {
             .max()
             .unwrap_or(0);
         newest.filter(|list| list.configuration() >= started)
+    }
+
+    /// Sends, from one live member, a `ForwardStopSign` to every other
+    /// member of `membership`'s configuration: a StopSign that ends it for
+    /// a next configuration of the same members, which no change agreed
+    /// on, as a buggy or compromised peer would. The admission must drop
+    /// it everywhere. How many messages were queued.
+    pub(crate) fn forge_stop_sign(&self, membership: &Membership, from: NodeId) -> usize {
+        let ids: Vec<NodeId> = membership.members().iter().map(|m| m.id).collect();
+        let Some(slot) = self.slots.get(&from) else {
+            return 0;
+        };
+        let next = ClusterConfig {
+            configuration_id: membership.configuration() + 1,
+            nodes: ids.clone(),
+            flexible_quorum: None,
+        };
+        let mut queued = 0;
+        for &to in ids.iter().filter(|&&to| to != from) {
+            let message = Message::SequencePaxos(PaxosMessage {
+                from,
+                to,
+                msg: PaxosMsg::ForwardStopSign(StopSign::with(next.clone(), None)),
+            });
+            if self.net.forge(
+                from,
+                to,
+                membership.configuration(),
+                Some(slot.instance),
+                message,
+            ) {
+                queued += 1;
+            }
+        }
+        queued
     }
 
     /// Adds node `id`, which joins `next` (the list a change is about to

@@ -46,6 +46,9 @@ pub struct FaultCounts {
     pub wipes: u64,
     /// Membership changes asked for (a node added, removed or replaced).
     pub changes: u64,
+    /// StopSigns forged on peer links (`ForwardStopSign`s that name no
+    /// agreed change); the admission must drop every one.
+    pub forged_stop_signs: u64,
     /// Of those, the ones carried out before the run ended.
     pub changes_done: u64,
 }
@@ -58,6 +61,7 @@ impl FaultCounts {
         self.cuts += other.cuts;
         self.one_way_cuts += other.one_way_cuts;
         self.network_changes += other.network_changes;
+        self.forged_stop_signs += other.forged_stop_signs;
         self.slow_links += other.slow_links;
         self.flaps += other.flaps;
         self.mutes += other.mutes;
@@ -75,7 +79,7 @@ impl fmt::Display for FaultCounts {
             f,
             "{} crashes, {} pauses, {} leader isolations, {} flaps, {} leader mutes, {} gray \
              failures, {} cuts, {} one-way cuts, {} slowed nodes, {} network changes, {} wiped \
-             data directories, {} membership changes ({} done)",
+             data directories, {} membership changes ({} done), {} forged StopSigns",
             self.crashes,
             self.pauses,
             self.leader_isolations,
@@ -88,7 +92,8 @@ impl fmt::Display for FaultCounts {
             self.network_changes,
             self.wipes,
             self.changes,
-            self.changes_done
+            self.changes_done,
+            self.forged_stop_signs
         )
     }
 }

@@ -419,12 +419,20 @@ async fn simulate(seed: u64, config: &SimConfig) -> Result<RunReport, SimError> 
     };
     changes.reverse();
     let mut changing: JoinSet<usize> = JoinSet::new();
+    // A StopSign forged on a peer link, which must change nothing.
+    let mut forgery = if config.membership_changes {
+        membership::draw_forgery(seed, fault_end, election)
+    } else {
+        None
+    };
     loop {
         let next_change = changes.last().map_or(fault_end, |(at, _)| *at);
+        let next_forgery = forgery.map_or(fault_end, |(at, _)| at);
         let next = agenda
             .next()
             .map_or(next_fault, |due| due.min(next_fault))
             .min(next_change)
+            .min(next_forgery)
             // Nodes a change removed are stopped soon after they learn it.
             .min(start.elapsed() + election);
         if next >= fault_end {
@@ -435,6 +443,28 @@ async fn simulate(seed: u64, config: &SimConfig) -> Result<RunReport, SimError> 
         retire_the_removed(&mut cluster).await;
         while let Some(done) = changing.try_join_next() {
             faults.changes_done += u64::try_from(done.unwrap_or(0)).unwrap_or(0);
+        }
+        if now >= next_forgery
+            && let Some((_, pick)) = forgery.take()
+        {
+            // From a member that runs the configuration, at a settled moment
+            // (otherwise a little later).
+            let live: Vec<NodeId> = cluster
+                .ids()
+                .into_iter()
+                .filter(|&id| cluster.is_up(id))
+                .collect();
+            match (cluster.membership(), live.get(pick % live.len().max(1))) {
+                (Some(list), Some(&from)) if list.member(from).is_some() => {
+                    let queued = cluster.forge_stop_sign(&list, from);
+                    faults.forged_stop_signs += u64::try_from(queued).unwrap_or(0);
+                    tracing::debug!(at = ?now, from, queued, "forged StopSigns sent");
+                }
+                _ if now + election * 10 < fault_end => {
+                    forgery = Some((now + election * 10, pick + 1));
+                }
+                _ => {}
+            }
         }
         if now >= next_change
             && let Some((_, kind)) = changes.pop()

@@ -147,6 +147,25 @@ pub(crate) fn draw(
     changes
 }
 
+/// When a peer forges a StopSign, if it does in this run (one seed in two),
+/// and which member sends it (an index into the live members). Drawn from a
+/// generator of its own, like the changes.
+pub(crate) fn draw_forgery(
+    seed: u64,
+    fault_end: Duration,
+    election: Duration,
+) -> Option<(Duration, usize)> {
+    let mut rng = fastrand::Rng::with_seed(seed ^ 0x666f_7267_6572_7931);
+    if !rng.bool() {
+        return None;
+    }
+    let latest = fault_end.saturating_sub(election * 20);
+    Some((
+        election * 5 + latest.mul_f64(rng.f64() * 0.8),
+        rng.usize(0..16),
+    ))
+}
+
 /// The member record of a node the simulation adds.
 pub(crate) fn record_of(id: NodeId) -> MemberRecord {
     MemberRecord {

@@ -74,6 +74,18 @@ fn without_the_carried_state_a_new_configuration_hands_out_blocks_again() {
     );
 }
 
+/// Without the StopSign admission, a `ForwardStopSign` forged on a peer
+/// link (naming no agreed change) reaches the leader's OmniPaxos, which
+/// ends the configuration with it: every node leaves, and nothing is
+/// served after the heal. With the admission the same seeds pass (the
+/// forged messages are dropped).
+#[test]
+fn without_the_stop_sign_admission_a_forged_stop_sign_ends_the_cluster() {
+    let (seed, report) = first_failure(Guard::StopSignAdmission);
+    assert!(report.contains("forged StopSign"), "seed {seed}: {report}");
+    assert!(report.contains("liveness: FAILED"), "seed {seed}: {report}");
+}
+
 /// Removing the identity check lets a member that lost its data directory
 /// vote again, which can fail liveness too; the test looks for the first
 /// seed that breaks a safety rule.
