@@ -46,6 +46,16 @@ pub(crate) struct Asked {
     last: Option<Instant>,
     /// The peers of the newest configuration this node knows.
     peers: Vec<AdminTarget>,
+    /// The ask in flight (owned here: aborted when the node stops).
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Asked {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
 }
 
 impl NodeNext {
@@ -124,7 +134,11 @@ impl NextConfiguration<PaxosEntry> for NodeNext {
 
     fn newer(&self, configuration: u32) -> Option<Membership> {
         let mut asked = self.asked.lock().unwrap_or_else(PoisonError::into_inner);
-        if asked.last.is_none_or(|last| last.elapsed() >= ASK_DEADLINE) {
+        let idle = asked
+            .task
+            .as_ref()
+            .is_none_or(tokio::task::JoinHandle::is_finished);
+        if idle && asked.last.is_none_or(|last| last.elapsed() >= ASK_DEADLINE) {
             asked.last = Some(Instant::now());
             let mut targets = asked.peers.clone();
             targets.extend(self.seeds.iter().cloned());
@@ -134,7 +148,7 @@ impl NextConfiguration<PaxosEntry> for NodeNext {
             let found = Arc::clone(&self.asked);
             // Asked off the follow task: `newer` is called again in a few
             // seconds and then reads what this found.
-            tokio::spawn(async move {
+            asked.task = Some(tokio::spawn(async move {
                 for target in targets {
                     let Ok(reply) = members_of(&target, &cluster, tls.as_ref(), ASK_DEADLINE).await
                     else {
@@ -153,7 +167,7 @@ impl NextConfiguration<PaxosEntry> for NodeNext {
                         asked.newest = Some(list);
                     }
                 }
-            });
+            }));
         }
         asked
             .newest

@@ -11,7 +11,15 @@ use crate::node::Node;
 /// shuts it down in order ([`Node::shutdown`]): client service, driver,
 /// peer service, consensus thread (last sync).
 pub async fn serve(config: NodeConfig) -> Result<(), Error> {
-    let mut node = Node::start(config).await?;
+    // A joining node may wait minutes for its `member add`: a signal
+    // meanwhile ends the start (nothing was written before admission).
+    let mut node = tokio::select! {
+        node = Node::start(config) => node?,
+        signal = shutdown_signal() => {
+            tracing::info!(signal, "stopped before the node started");
+            return Ok(());
+        }
+    };
     let outcome = tokio::select! {
         signal = shutdown_signal() => {
             tracing::info!(signal, "shutting down");

@@ -292,3 +292,39 @@ fn a_follower_then_the_leader_are_replaced_under_load() {
         "after the restarts: {text}"
     );
 }
+
+/// A node started in join mode that no change admitted waits, writes
+/// nothing to its data directory, and stops cleanly on SIGTERM.
+#[test]
+fn a_joiner_not_admitted_waits_writes_nothing_and_stops_on_sigterm() {
+    let mut layout = Layout::new();
+    let mut nodes: BTreeMap<u64, ServeChild> = founding_three(&cli(), &layout);
+    let mut joiner = join(&mut layout, 4);
+    // Long enough for a few asks (one a second) and the first report.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let log = layout.log("node-4");
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("waiting for a membership change that adds this node")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no waiting report: {}",
+            joiner.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let data = layout.data_dir(4);
+    assert!(
+        !data.exists() || std::fs::read_dir(&data).unwrap().next().is_none(),
+        "a joiner wrote to its data directory before a change admitted it"
+    );
+    joiner.terminate();
+    // The cluster is untouched: still configuration 1.
+    let out = cli().run(&admin_args(&layout, "list", &[1]), Duration::from_secs(20));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("configuration 1"), "{text}");
+    for node in nodes.values_mut() {
+        node.terminate();
+    }
+}
