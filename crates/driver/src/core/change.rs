@@ -191,6 +191,34 @@ pub fn after_missing(me: NodeId, newer: &Membership) -> AfterStop {
     }
 }
 
+/// Whether node `me` takes the lead of the `next` configuration as soon as
+/// it started its instance, instead of waiting out an election timeout
+/// there: the hand-over of a change. The node that led the `ended`
+/// configuration (`led_by`, as this node last saw it) does when it stays;
+/// when it leaves (or no leader was seen), the lowest id of `next` that was
+/// a member of `ended` (it holds the final state) does. Views may differ
+/// (a stale leader): two nodes may then both try, and Paxos picks one; no
+/// one trying only costs the election timeout.
+#[must_use]
+pub fn takes_over(
+    me: NodeId,
+    led_by: Option<NodeId>,
+    ended: &Membership,
+    next: &Membership,
+) -> bool {
+    if let Some(leader) = led_by
+        && next.member(leader).is_some()
+    {
+        return me == leader;
+    }
+    next.members()
+        .iter()
+        .map(|member| member.id)
+        .filter(|&id| ended.member(id).is_some() && Some(id) != led_by)
+        .min()
+        == Some(me)
+}
+
 fn ids(list: &Membership) -> Vec<NodeId> {
     list.members().iter().map(|member| member.id).collect()
 }
@@ -253,6 +281,33 @@ mod tests {
                 pending: pending.clone()
             })
         );
+    }
+
+    #[test]
+    fn the_old_leader_takes_over_when_it_stays_else_the_lowest_old_member() {
+        let ended = list(1, &[1, 2, 3]);
+        // Node 2 led and stays: only it takes over.
+        let added = list(2, &[1, 2, 3, 4]);
+        assert_eq!(
+            [1, 2, 3, 4].map(|me| takes_over(me, Some(2), &ended, &added)),
+            [false, true, false, false]
+        );
+        // Node 1 led and is removed: node 2, the lowest that stays.
+        let removed = list(2, &[2, 3]);
+        assert_eq!(
+            [1, 2, 3].map(|me| takes_over(me, Some(1), &ended, &removed)),
+            [false, true, false]
+        );
+        // No leader seen: the lowest old member (node 4 joins: it holds no
+        // final state).
+        let replaced = list(2, &[2, 3, 4]);
+        assert_eq!(
+            [2, 3, 4].map(|me| takes_over(me, None, &ended, &replaced)),
+            [true, false, false]
+        );
+        // A leader seen that is not even in the ended list (stale): the
+        // same rule.
+        assert!(takes_over(2, Some(9), &ended, &replaced));
     }
 
     #[test]
