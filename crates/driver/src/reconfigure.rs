@@ -108,6 +108,18 @@ impl<E: PaxosEnvelope> StopSignAdmission<E> for ChangeAdmission {
         }
         change::admits(&agreed, stop_sign)
     }
+
+    /// A membership change is proposed only by the leader's own admin path
+    /// (`PaxosDriver::change_membership` refuses on a follower): a
+    /// forwarded `PrepareChange` is dropped, so a peer link alone can
+    /// never start one.
+    fn admit_forward(&self, entry: &E) -> bool {
+        #[cfg(feature = "mutations")]
+        if !crate::mutation::is_on(crate::mutation::Guard::StopSignAdmission) {
+            return true;
+        }
+        agreed_in(std::slice::from_ref(entry)).next().is_none()
+    }
 }
 
 /// Every change agreed by a `PrepareChange` among `entries`.
@@ -183,13 +195,21 @@ pub(crate) async fn follow<E>(
     E::Snapshot: Send,
 {
     let me = settings.node_id;
-    // A node that joined waits for its configuration's genesis first.
+    // A node that joined waits for its configuration's genesis first (or
+    // catches up with its peers, should they have moved on meanwhile).
     if core.awaiting_genesis().is_some() {
-        if !genesis_applied(&core).await {
-            return;
-        }
-        if let Some(list) = core.membership() {
-            next.started(&list);
+        match await_genesis(&core, next.as_ref()).await {
+            Genesis::Applied => {
+                if let Some(list) = core.membership() {
+                    next.started(&list);
+                }
+            }
+            Genesis::Stopped => return,
+            Genesis::Newer(newer) => {
+                if !catch_up(&core, &settings, next.as_ref(), me, &newer).await {
+                    return;
+                }
+            }
         }
     }
     loop {
@@ -342,31 +362,50 @@ fn only_the_change(final_state: &ApplyState, settings: &InstanceSettings) -> App
     state
 }
 
-/// Waits until the current instance's genesis is applied (`true`) or its
-/// runner stopped (`false`).
-async fn genesis_applied<E>(core: &RunnerHost<E>) -> bool
+/// How a wait for this node's genesis ended.
+enum Genesis {
+    /// Applied: the configuration began here.
+    Applied,
+    /// The runner stopped.
+    Stopped,
+    /// Peers run a configuration newer than the one awaited (its genesis
+    /// may never reach this node: the change after it went on without it).
+    Newer(Membership),
+}
+
+/// Waits until the current instance applied its genesis, asking the peers
+/// every [`ASK_PEERS_EVERY`] whether they run a newer configuration.
+async fn await_genesis<E>(core: &RunnerHost<E>, next: &dyn NextConfiguration<E>) -> Genesis
 where
     E: PaxosEnvelope + Send + 'static,
     E::Snapshot: Send,
 {
     let mut status = core.runner().status();
+    let mut asked_peers = tokio::time::Instant::now();
     loop {
-        if core.awaiting_genesis().is_none() {
-            return true;
-        }
+        let Some(awaited) = core.awaiting_genesis() else {
+            return Genesis::Applied;
+        };
         if status.borrow_and_update().stopped {
-            return false;
+            return Genesis::Stopped;
+        }
+        if asked_peers.elapsed() >= ASK_PEERS_EVERY {
+            asked_peers = tokio::time::Instant::now();
+            if let Some(newer) = next.newer(awaited).filter(|n| n.configuration() > awaited) {
+                return Genesis::Newer(newer);
+            }
         }
         if let Ok(Err(_)) = tokio::time::timeout(RECHECK, status.changed()).await {
-            return false;
+            return Genesis::Stopped;
         }
     }
 }
 
-/// A node that missed the end of its configuration: joins `newer` (its
-/// log begins with a genesis the members that hold the final state
-/// propose) when it is a member, or leaves. `false`: it left, or could not
-/// start.
+/// A node that missed the end of its configuration (or the genesis of the
+/// one it waited for): joins `newer` (its log begins with a genesis the
+/// members that hold the final state propose) when it is a member, or
+/// leaves; again while its peers keep moving on. `false`: it left, or
+/// could not start.
 async fn catch_up<E>(
     core: &RunnerHost<E>,
     settings: &InstanceSettings,
@@ -378,32 +417,38 @@ where
     E: PaxosEnvelope + Send + 'static,
     E::Snapshot: Send,
 {
-    match change::after_missing(me, newer) {
-        AfterStop::Continue(list) => {
-            tracing::warn!(
-                next = %list,
-                "this node missed the end of its configuration; its peers run a newer one, \
-                 which it joins"
-            );
-            if let Err(reason) = start_next(core, settings, next, &list) {
-                tracing::error!(%reason, "cannot start this node's instance of the newer configuration");
+    let mut newer = newer.clone();
+    loop {
+        match change::after_missing(me, &newer) {
+            AfterStop::Continue(list) => {
+                tracing::warn!(
+                    next = %list,
+                    "this node missed the end of its configuration; its peers run a newer one, \
+                     which it joins"
+                );
+                if let Err(reason) = start_next(core, settings, next, &list) {
+                    tracing::error!(%reason, "cannot start this node's instance of the newer configuration");
+                    core.leave();
+                    return false;
+                }
+                match await_genesis(core, next).await {
+                    Genesis::Applied => {
+                        next.started(&list);
+                        return true;
+                    }
+                    Genesis::Stopped => return false,
+                    Genesis::Newer(moved_on) => newer = moved_on,
+                }
+            }
+            AfterStop::Removed(_) | AfterStop::Unexplained => {
+                tracing::warn!(
+                    next = %newer,
+                    "this node missed the end of its configuration and is not a member of the one \
+                     its peers run: it left the cluster"
+                );
                 core.leave();
                 return false;
             }
-            if !genesis_applied(core).await {
-                return false;
-            }
-            next.started(&list);
-            true
-        }
-        AfterStop::Removed(_) | AfterStop::Unexplained => {
-            tracing::warn!(
-                next = %newer,
-                "this node missed the end of its configuration and is not a member of the one its \
-                 peers run: it left the cluster"
-            );
-            core.leave();
-            false
         }
     }
 }

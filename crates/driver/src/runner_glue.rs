@@ -61,8 +61,13 @@ impl Bridge {
         self.status.subscribe()
     }
 
-    pub(crate) fn follow_changes(&self) {
+    /// From now on a decided StopSign that leads into a next configuration
+    /// is not an end; `status` (the runner's now) is published again at
+    /// once, so a StopSign shown before this call (a restart whose log
+    /// ends with one) is taken back.
+    pub(crate) fn follow_changes(&self, status: &RunnerStatus, started: bool) {
         self.follows.store(true, Ordering::SeqCst);
+        self.publish(status, started);
     }
 
     /// This node is not in the next configuration: publish the ended

@@ -276,7 +276,9 @@ where
     /// configuration shows as no leader, not as an ended configuration
     /// (the next one is about to start), until [`leave`](Self::leave).
     pub(crate) fn follow_changes(&self) {
-        self.bridge.follow_changes();
+        let status = self.runner().status().borrow().clone();
+        self.bridge
+            .follow_changes(&status, self.awaiting_genesis().is_none());
     }
 
     /// This node is not in the next configuration: report the

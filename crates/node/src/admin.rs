@@ -194,7 +194,7 @@ fn status_of(failure: &ChangeFailure) -> Status {
             Status::failed_precondition(text)
         }
         ChangeFailure::Refused(_) => Status::invalid_argument(text),
-        ChangeFailure::NotAgreed(_) => Status::unavailable(text),
+        ChangeFailure::NotAgreed(_) | ChangeFailure::NotLeader { .. } => Status::unavailable(text),
         ChangeFailure::Unfinished { .. } => Status::deadline_exceeded(text),
         _ => Status::unknown(text),
     }

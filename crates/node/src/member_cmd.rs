@@ -76,8 +76,9 @@ pub(crate) enum MemberCommand {
         #[command(flatten)]
         member: NewMember,
     },
-    /// Remove a member (the leader hands over to another first). The
-    /// removed node stops by itself, exit code 0.
+    /// Remove a member (the leader too: a member that stays takes the lead
+    /// of the next configuration at once). The removed node stops by
+    /// itself, exit code 0.
     Remove {
         #[command(flatten)]
         admin: AdminArgs,
@@ -131,12 +132,25 @@ impl MemberCommand {
                     )));
                 }
                 let admin = Admin::new(admin)?;
-                let added = admin.change(Change::Add(member.wire())).await?;
+                // A repeated replace (the first one's answer was lost, or it
+                // stopped waiting) finds the new node added already.
+                let configuration = match admin.change(Change::Add(member.wire())).await {
+                    Ok(added) => added.configuration,
+                    Err(err) if err.to_string().contains("is already a member") => {
+                        let (_, now) = admin.ask_members().await?;
+                        eprintln!(
+                            "node {} is already a member (configuration {}); going on",
+                            member.id, now.configuration
+                        );
+                        now.configuration
+                    }
+                    Err(err) => return Err(err),
+                };
                 eprintln!(
-                    "added node {} (configuration {}); waiting until it caught up",
-                    member.id, added.configuration
+                    "added node {} (configuration {configuration}); waiting until it caught up",
+                    member.id
                 );
-                admin.await_caught_up(&member, added.configuration).await?;
+                admin.await_caught_up(&member, configuration).await?;
                 eprintln!("node {} caught up; removing node {old}", member.id);
                 let reply = admin.change(Change::Remove(old)).await?;
                 Ok(format!(
@@ -203,12 +217,58 @@ impl Admin {
         )))
     }
 
-    /// Asks the nodes in turn for `change` until one carries it out; a
-    /// node that cannot be reached or has no quorum is passed over, a
+    /// The targets to ask for a change: the leader first (only it proposes
+    /// one; the answering node names it), then the `--node`s in order.
+    async fn leader_first(&self) -> Vec<AdminTarget> {
+        let mut order = Vec::new();
+        if let Ok((_, reply)) = self.ask_members().await
+            && let Some(leader) = reply.members.iter().find(|m| m.id == reply.leader)
+        {
+            order.push(AdminTarget {
+                node: leader.id,
+                address: leader.peer.clone(),
+            });
+        }
+        let leader = order.first().map(|l| l.node);
+        order.extend(
+            self.targets
+                .iter()
+                .filter(|t| Some(t.node) != leader)
+                .cloned(),
+        );
+        order
+    }
+
+    /// Asks for `change`, the leader first, until a node carries it out; a
+    /// node that cannot be reached, has no quorum or does not lead is
+    /// passed over (three rounds, the leader asked again each time), a
     /// refusal ends the command.
     async fn change(&self, change: Change) -> Result<MembersReply, Error> {
         let mut failures = Vec::new();
-        for target in &self.targets {
+        for round in 0..3 {
+            if round > 0 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            match self.change_once(&change, &mut failures).await {
+                Ok(Some(reply)) => return Ok(reply),
+                Ok(None) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Err(Error::Client(format!(
+            "no node could carry out the change: {}",
+            failures.join("; ")
+        )))
+    }
+
+    /// One round of [`change`](Self::change): `None` when every node was
+    /// passed over (the reasons pushed to `failures`).
+    async fn change_once(
+        &self,
+        change: &Change,
+        failures: &mut Vec<String>,
+    ) -> Result<Option<MembersReply>, Error> {
+        for target in &self.leader_first().await {
             let mut client = match connect(target, self.tls.as_ref()).await {
                 Ok(client) => client,
                 Err(err) => {
@@ -227,7 +287,7 @@ impl Admin {
                 .change_membership(request(&self.cluster_id, wire, deadline)?)
                 .await
             {
-                Ok(reply) => return Ok(reply.into_inner()),
+                Ok(reply) => return Ok(Some(reply.into_inner())),
                 Err(status) => match status.code() {
                     Code::Unavailable | Code::Unknown | Code::Cancelled => {
                         failures.push(format!("node {}: {}", target.node, status.message()));
@@ -250,10 +310,7 @@ impl Admin {
                 },
             }
         }
-        Err(Error::Client(format!(
-            "no node could carry out the change: {}",
-            failures.join("; ")
-        )))
+        Ok(None)
     }
 
     /// Waits until `member` applied the start of `configuration` (or a

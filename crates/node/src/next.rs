@@ -22,6 +22,10 @@ use crate::record::{ConfigRecord, db_dir};
 /// How long one ask of a peer for a newer configuration may take.
 const ASK_DEADLINE: Duration = Duration::from_secs(2);
 
+/// How often peers are asked (the driver asks every 2 s; every ask opens
+/// a connection to each peer, so the answer is reused for this long).
+const ASK_EVERY: Duration = Duration::from_secs(10);
+
 /// A node's [`NextConfiguration`]: see the module docs.
 pub(crate) struct NodeNext {
     pub(crate) data_dir: PathBuf,
@@ -33,6 +37,8 @@ pub(crate) struct NodeNext {
     pub(crate) tls: Option<TlsMaterial>,
     pub(crate) router: PeerRouter<PaxosEntry>,
     pub(crate) inbound: Arc<TransportStats>,
+    /// The first sink's counters, shared by every later one.
+    pub(crate) outbound: Arc<TransportStats>,
     /// The newest list a peer reported, and when the last ask began.
     pub(crate) asked: Arc<Mutex<Asked>>,
     /// Peers to ask when the current list names none reachable.
@@ -48,6 +54,19 @@ pub(crate) struct Asked {
     peers: Vec<AdminTarget>,
     /// The ask in flight (owned here: aborted when the node stops).
     task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Asked {
+    /// Nothing asked yet; `peers` (the members of the configuration the
+    /// node boots) are asked first, then the `--peer` seeds.
+    pub(crate) fn knowing(peers: Vec<AdminTarget>) -> Self {
+        Self {
+            newest: None,
+            last: None,
+            peers,
+            task: None,
+        }
+    }
 }
 
 impl Drop for Asked {
@@ -106,8 +125,13 @@ impl NextConfiguration<PaxosEntry> for NodeNext {
             .map(|m| (m.id, m.peer_address.clone()))
             .collect();
         let sink = Arc::new(
-            TonicSink::spawn(&transport, peers, self.tls.as_ref())
-                .map_err(|err| err.to_string())?,
+            TonicSink::spawn_counting(
+                &transport,
+                peers,
+                self.tls.as_ref(),
+                Arc::clone(&self.outbound),
+            )
+            .map_err(|err| err.to_string())?,
         );
         let ids: Vec<u64> = membership.members().iter().map(|m| m.id).collect();
         tracing::info!(
@@ -138,7 +162,7 @@ impl NextConfiguration<PaxosEntry> for NodeNext {
             .task
             .as_ref()
             .is_none_or(tokio::task::JoinHandle::is_finished);
-        if idle && asked.last.is_none_or(|last| last.elapsed() >= ASK_DEADLINE) {
+        if idle && asked.last.is_none_or(|last| last.elapsed() >= ASK_EVERY) {
             asked.last = Some(Instant::now());
             let mut targets = asked.peers.clone();
             targets.extend(self.seeds.iter().cloned());

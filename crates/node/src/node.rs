@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
@@ -32,7 +32,7 @@ use tsoracle_paxos_toolkit::{Error as ToolkitError, RunnerStatus};
 use crate::admin::{AdminService, AdminTarget, membership_of};
 use crate::config::{InitialClusterState, NodeConfig};
 use crate::error::Error;
-use crate::next::NodeNext;
+use crate::next::{Asked, NodeNext};
 use crate::record::{ConfigRecord, db_dir};
 
 /// How long [`Node::shutdown`] lets the client service drain.
@@ -88,6 +88,7 @@ pub struct Node {
     client_addr: SocketAddr,
     peer_addr: SocketAddr,
     incarnation: u64,
+    node_id: u64,
     /// The data directory and the free space below which the node stops.
     data_dir: PathBuf,
     min_free_disk: u64,
@@ -126,7 +127,10 @@ impl Node {
     /// In order, with nothing written before the data directory is locked
     /// and proven this node's: the checks of the configuration, the TLS
     /// files, the metrics endpoint (`metrics_listen`; process-wide), the
-    /// free space on the data directory's file system, the storage (RocksDB under `data_dir/db`), the incarnation file, the
+    /// free space on the data directory's file system, the storage (RocksDB
+    /// under `data_dir/db`, or `db-<id>` for a configuration `id` a
+    /// membership change started), the incarnation file, the configuration
+    /// record (once the host accepted the storage), the
     /// peer transport, the consensus thread, the peer service, the driver,
     /// and a `tsoracle-server` whose routes sit behind the reply gate, on
     /// the client listener with `TCP_NODELAY`.
@@ -190,6 +194,7 @@ impl Node {
             }
         };
         let consensus = consensus_failure(
+            self.node_id,
             &self.host,
             &self.watch,
             &self.data_dir,
@@ -311,7 +316,7 @@ async fn launch(
     // and log by the applier once the consensus thread has done it.
     let opening = Instant::now();
     let identity = StorageIdentity::new(config.cluster_id.clone(), config.node_id);
-    let (record, storage) = open_storage(&config, &identity, tls.as_ref()).await?;
+    let (record, storage, unrecorded) = open_storage(&config, &identity, tls.as_ref()).await?;
     tracing::info!(
         elapsed = ?opening.elapsed(),
         configuration = record.membership.configuration(),
@@ -384,6 +389,16 @@ async fn launch(
                 other => Error::runtime("consensus", other),
             })?,
     );
+    if unrecorded {
+        // Only now that the host accepted the storage and the member list:
+        // a refused start leaves no record behind.
+        record
+            .store(&config.data_dir)
+            .map_err(|err| Error::DataDir {
+                dir: config.data_dir.clone(),
+                reason: format!("cannot write the configuration record: {err}"),
+            })?;
+    }
     let service = PeerService::new(host.inbox(), &transport)
         .map_err(|err| Error::runtime("peer service", err))?;
     let inbound = Arc::clone(service.stats());
@@ -396,7 +411,8 @@ async fn launch(
         tls: tls.clone(),
         router: router.clone(),
         inbound: Arc::clone(&inbound),
-        asked: Arc::default(),
+        outbound: Arc::clone(&outbound),
+        asked: Arc::new(Mutex::new(Asked::knowing(admin_targets_of(membership)))),
         seeds: admin_targets(&config.members),
     }));
     let driver = Arc::new(
@@ -472,6 +488,7 @@ async fn launch(
         client_addr,
         peer_addr,
         incarnation,
+        node_id: config.node_id,
         data_dir: config.data_dir.clone(),
         min_free_disk: config.min_free_disk,
         outbound,
@@ -498,6 +515,7 @@ fn client_ended(ended: Option<Result<Result<(), tonic::transport::Error>, JoinEr
 /// configuration, the server's leadership-watch task ended, or the data
 /// directory's free space fell below `min_free_disk`.
 async fn consensus_failure(
+    node_id: u64,
     host: &StandaloneHost,
     watch: &tsoracle_server::WatchGuard,
     data_dir: &Path,
@@ -516,14 +534,31 @@ async fn consensus_failure(
                 return Error::runtime("consensus", "the consensus thread stopped");
             }
             // The host follows changes: a StopSign shows here only once
-            // the next configuration does not list this node.
+            // this node left its configuration for no next one.
             if let Some(stop_sign) = now.stop_sign.clone() {
                 drop(now);
+                let next = &stop_sign.next_config;
+                if next.nodes.contains(&node_id) {
+                    // Listed in the next configuration, yet it left: it could
+                    // not start its instance there (its storage), or the
+                    // StopSign names no agreed change. A failure, not a
+                    // removal: a supervisor restarts it (it boots the ended
+                    // configuration and tries again).
+                    return Error::runtime(
+                        "membership change",
+                        format!(
+                            "configuration {} ended and this node is a member of the next one, \
+                             but it could not start there (see the log above); restart it to \
+                             try again",
+                            next.configuration_id.saturating_sub(1)
+                        ),
+                    );
+                }
                 // Lingers, its retired instance still answering, so members
                 // that missed the StopSign can learn it from this node too.
                 tokio::time::sleep(LEAVE_GRACE).await;
                 return Error::Removed {
-                    configuration: stop_sign.next_config.configuration_id,
+                    configuration: next.configuration_id,
                 };
             }
         }
@@ -555,7 +590,8 @@ async fn consensus_failure(
     }
 }
 
-/// Opens the storage of the configuration this node boots, and its record:
+/// Opens the storage of the configuration this node boots, and its record
+/// (`true`: not on disk yet; the caller writes it once the host started):
 /// the recorded one; else, on a founding or pre-change directory,
 /// configuration 1 under `db/`; else, joining, the configuration a peer
 /// runs that lists this node (invariant 11: an empty directory becomes a
@@ -564,7 +600,7 @@ async fn open_storage(
     config: &NodeConfig,
     identity: &StorageIdentity,
     tls: Option<&TlsMaterial>,
-) -> Result<(ConfigRecord, RocksdbStorage<PaxosEntry>), Error> {
+) -> Result<(ConfigRecord, RocksdbStorage<PaxosEntry>, bool), Error> {
     let data_dir = &config.data_dir;
     let refused = |reason: String| Error::DataDir {
         dir: data_dir.clone(),
@@ -608,10 +644,11 @@ async fn open_storage(
                     ..record
                 },
                 storage,
+                false,
             ));
         }
         log_flag_drift(config, &record.membership);
-        return Ok((record, storage));
+        return Ok((record, storage, false));
     }
     let (membership, storage, joining) = match config.initial_cluster_state {
         InitialClusterState::Join => {
@@ -629,10 +666,7 @@ async fn open_storage(
         joining,
         instance: storage.instance(),
     };
-    record
-        .store(data_dir)
-        .map_err(|err| refused(format!("cannot write the configuration record: {err}")))?;
-    Ok((record, storage))
+    Ok((record, storage, true))
 }
 
 /// How often a joining node asks whether a change admitted it.
@@ -655,17 +689,22 @@ async fn await_admission(
     let mut last_report = None::<Instant>;
     loop {
         let mut heard = Vec::new();
+        // Every peer is asked, and the newest list wins: a peer still in an
+        // ended configuration may list a reused id.
+        let mut admitted: Option<Membership> = None;
         for target in &targets {
             match crate::admin::members_of(target, &config.cluster_id, tls, JOIN_POLL).await {
                 Ok(reply) => match membership_of(&reply) {
-                    Ok(Some(list)) if list.member(config.node_id).is_some() => {
-                        tracing::info!(
-                            node = config.node_id,
-                            configuration = list.configuration(),
-                            members = %list,
-                            "a membership change admitted this node; joining"
-                        );
-                        return Ok(list);
+                    // A joiner never joins the founding configuration.
+                    Ok(Some(list))
+                        if list.member(config.node_id).is_some() && list.configuration() > 1 =>
+                    {
+                        if admitted
+                            .as_ref()
+                            .is_none_or(|a| a.configuration() < list.configuration())
+                        {
+                            admitted = Some(list);
+                        }
                     }
                     Ok(Some(list)) => heard.push(format!(
                         "node {} runs configuration {} without node {}",
@@ -678,6 +717,15 @@ async fn await_admission(
                 },
                 Err(err) => heard.push(err.to_string()),
             }
+        }
+        if let Some(list) = admitted {
+            tracing::info!(
+                node = config.node_id,
+                configuration = list.configuration(),
+                members = %list,
+                "a membership change admitted this node; joining"
+            );
+            return Ok(list);
         }
         if started.elapsed() >= JOIN_WAIT {
             return Err(Error::Config(format!(
@@ -723,6 +771,18 @@ fn record_of(member: &Member) -> MemberRecord {
         peer_address: member.peer_address.clone(),
         client_endpoint: member.client_endpoint.as_str().to_owned(),
     }
+}
+
+/// The members of `membership`, as admin targets.
+fn admin_targets_of(membership: &Membership) -> Vec<AdminTarget> {
+    membership
+        .members()
+        .iter()
+        .map(|m| AdminTarget {
+            node: m.id,
+            address: m.peer_address.clone(),
+        })
+        .collect()
 }
 
 fn admin_targets(members: &[Member]) -> Vec<AdminTarget> {

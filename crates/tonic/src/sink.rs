@@ -117,6 +117,18 @@ where
         peers: impl IntoIterator<Item = (NodeId, String)>,
         tls: Option<&TlsMaterial>,
     ) -> Result<Self, Error> {
+        Self::spawn_counting(config, peers, tls, Arc::default())
+    }
+
+    /// [`spawn`](Self::spawn) counting into `stats`: the sinks of one
+    /// node's successive configurations share their counters (and a peer's
+    /// identity refusal, which the node watches).
+    pub fn spawn_counting(
+        config: &TransportConfig,
+        peers: impl IntoIterator<Item = (NodeId, String)>,
+        tls: Option<&TlsMaterial>,
+        stats: Arc<TransportStats>,
+    ) -> Result<Self, Error> {
         config.validate()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let mut endpoints = BTreeMap::new();
@@ -135,7 +147,6 @@ where
                 return Err(Error::InvalidConfig(format!("peer {node} is listed twice")));
             }
         }
-        let stats = Arc::new(TransportStats::default());
         let reconnected = Arc::new(Mutex::new(BTreeSet::new()));
         let (stop, _) = watch::channel(false);
         let mut queues = BTreeMap::new();

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use omnipaxos::ballot_leader_election::Ballot;
 use omnipaxos::messages::Message;
+use omnipaxos::messages::sequence_paxos::{PaxosMessage, PaxosMsg};
 use omnipaxos::storage::{Entry, StopSign, Storage};
 use omnipaxos::util::{LogEntry, NodeId};
 use omnipaxos::{ClusterConfig, OmniPaxos, ProposeErr};
@@ -635,6 +636,32 @@ where
                 refused += 1;
                 continue;
             }
+            let message = match message {
+                Message::SequencePaxos(PaxosMessage {
+                    from,
+                    to,
+                    msg: PaxosMsg::ProposalForward(entries),
+                }) => {
+                    let forwarded = entries.len();
+                    let kept: Vec<T> = entries
+                        .into_iter()
+                        .filter(|entry| self.gate.admits_forward(entry))
+                        .collect();
+                    if kept.len() < forwarded {
+                        self.gate.refused(from);
+                        refused += 1;
+                    }
+                    if kept.is_empty() {
+                        continue;
+                    }
+                    Message::SequencePaxos(PaxosMessage {
+                        from,
+                        to,
+                        msg: PaxosMsg::ProposalForward(kept),
+                    })
+                }
+                other => other,
+            };
             self.omnipaxos.handle_incoming(message);
         }
         if refused > 0 {
@@ -645,8 +672,10 @@ where
             tracing::warn!(
                 node = self.omnipaxos.get_pid(),
                 dropped = refused,
-                "dropped StopSign-carrying messages that name no agreed membership change; if \
-                 the peer port is reachable without mutual TLS, anyone can claim to be a member"
+                "dropped StopSign-carrying messages that name no agreed membership change, or \
+                 membership changes forwarded by a peer (only the leader's admin path proposes \
+                 one); if the peer port is reachable without mutual TLS, anyone can claim to be \
+                 a member"
             );
         }
         let mut replies = Vec::with_capacity(round.proposals.len());

@@ -156,6 +156,18 @@ pub trait StopSignAdmission<T: Entry>: Send + Sync + 'static {
     /// is the log sync it travels with (a `Promise` or an `AcceptSync`);
     /// `own` are this node's entries past its applied index.
     fn admit(&self, stop_sign: &StopSign, sync: Option<&LogSync<T>>, own: &[T]) -> bool;
+
+    /// `true` to let `entry`, forwarded by a peer for the leader to propose
+    /// (in a `ProposalForward`), reach OmniPaxos; the runner drops the
+    /// entries refused and passes the others. A host whose membership
+    /// changes only its own admin path may propose (on the leader) refuses
+    /// forwarded ones: otherwise any member (or anything that can speak as
+    /// one) could agree a change that the leader then ends the
+    /// configuration for. The default admits every entry.
+    fn admit_forward(&self, entry: &T) -> bool {
+        let _ = entry;
+        true
+    }
 }
 
 /// The inbound side of a runner, cloned into each transport task.
@@ -342,6 +354,14 @@ impl<T: Entry + 'static> StopSignGate<T> {
         self.admission
             .get()
             .is_some_and(|admission| admission.admit(stop_sign, sync, own))
+    }
+
+    /// Whether a forwarded `entry` is admitted (nothing is counted); with
+    /// no admission set, it is.
+    pub(crate) fn admits_forward(&self, entry: &T) -> bool {
+        self.admission
+            .get()
+            .is_none_or(|admission| admission.admit_forward(entry))
     }
 
     /// Counts a refused carrier from `sender`.

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use omnipaxos::util::NodeId;
 use tokio::time::Instant;
 use tsoracle_consensus::ConsensusError;
 use tsoracle_core::Epoch;
@@ -25,6 +26,17 @@ pub enum ChangeFailure {
     /// changed unless a later attempt finds the change agreed.
     #[error("the change could not be agreed: {0}")]
     NotAgreed(#[source] ConsensusError),
+    /// A change not agreed yet is proposed only by the leader (a forwarded
+    /// one is dropped, so that a peer link cannot start a change): ask the
+    /// leader's admin path.
+    #[error(
+        "this node does not lead{}: ask the leader to change the members",
+        leader.map_or_else(|| " (no leader is known right now)".to_owned(), |id| format!(" (node {id} does)"))
+    )]
+    NotLeader {
+        /// The leader this node sees, if any.
+        leader: Option<NodeId>,
+    },
     /// The change is agreed but this node did not reach the next
     /// configuration in time; it goes on without the caller (repeat the
     /// request to wait again).
@@ -77,6 +89,14 @@ impl<H: PaxosHighWaterHost> PaxosDriver<H> {
         });
         let next = change::plan(current.as_ref(), pending.as_ref(), request)?;
         if pending.is_none() {
+            // Only the leader proposes a change: its peers drop a forwarded
+            // one (`ChangeAdmission::admit_forward`).
+            let leader = host.leadership().borrow().leader;
+            if leader != Some((host.node_id(), true)) {
+                return Err(ChangeFailure::NotLeader {
+                    leader: leader.map(|(id, _)| id),
+                });
+            }
             let (at, submitted) = self
                 .shell
                 .submit(None, |proposal| Command::PrepareChange {

@@ -13,11 +13,13 @@ use omnipaxos::util::NodeId;
 use tsoracle_consensus::ConsensusDriver;
 use tsoracle_core::{Epoch, PeerEndpoint, SeqKey};
 use tsoracle_driver_paxos::{
-    ChangeRequest, DriverConfig, Member, NextConfiguration, PaxosApplier, PaxosDriver,
-    PaxosHighWaterHost, Role, StandaloneHost, StartMode,
+    ChangeFailure, ChangeRequest, DriverConfig, Member, NextConfiguration, PaxosApplier,
+    PaxosDriver, PaxosHighWaterHost, Role, StandaloneHost, StartMode,
 };
 use tsoracle_paxos_harness::memnet::{MemNetConfig, MemNetwork, MemSink};
-use tsoracle_paxos_state::{MemberRecord, Membership, PaxosEntry, SnapshotPolicy};
+use tsoracle_paxos_state::{
+    Command, MemberRecord, Membership, PaxosEntry, ProposalId, SnapshotPolicy,
+};
 use tsoracle_paxos_toolkit::storage::MemoryStorage;
 use tsoracle_paxos_toolkit::{Inbox, InstanceId, Runner, RunnerConfig, SyncedWrites};
 
@@ -282,11 +284,53 @@ async fn a_member_is_added_and_another_removed_with_the_state_carried_over() {
         .collect();
     let load = load(drivers, Arc::clone(&stop));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    // Asked of a follower: the agreement is forwarded to the leader.
+    // Asked of a follower: refused, naming the leader (only the leader's
+    // admin path proposes a change).
     let (leader, _) = cluster.leader(&[1, 2, 3]).await;
     let follower = [1, 2, 3].into_iter().find(|&id| id != leader).unwrap();
-    let agreed = cluster
+    let refused = cluster
         .driver(follower)
+        .change_membership(&ChangeRequest::Add(record(4)), WAIT)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, ChangeFailure::NotLeader { leader: Some(l) } if l == leader),
+        "{refused}"
+    );
+    // A change a follower's host forwards anyway (as a peer link could)
+    // is dropped by the leader: nothing is agreed.
+    let forwarded = cluster.nodes[&follower]
+        .host
+        .submit(Command::PrepareChange {
+            next: four.clone(),
+            epoch: Epoch(0),
+            // Above any id the follower used, so only the refusal keeps
+            // it from being agreed.
+            proposal: ProposalId {
+                node: follower,
+                incarnation: u64::MAX,
+                seq: 0,
+            },
+        })
+        .unwrap();
+    drop(forwarded);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Neither agreed nor carried out (without the refusal the leader
+    // agrees it and finishes the change within this wait).
+    let mut seen = (None, None);
+    cluster.nodes[&leader].host.read_state(&mut |state| {
+        seen = (
+            state.pending_change().cloned(),
+            state.membership().map(Membership::configuration),
+        );
+    });
+    assert_eq!(seen, (None, Some(1)), "a forwarded change was agreed");
+    assert!(
+        cluster.nodes[&leader].host.inbox().stats().stop_sign() > 0,
+        "the forwarded change was not refused"
+    );
+    let agreed = cluster
+        .driver(leader)
         .change_membership(&ChangeRequest::Add(record(4)), WAIT)
         .await
         .unwrap();
@@ -297,8 +341,22 @@ async fn a_member_is_added_and_another_removed_with_the_state_carried_over() {
     let (high_water, block) = write(&cluster, &[1, 2, 3, 4], 2_000).await;
     assert_eq!(high_water, 2_000);
     assert!(block >= 5, "the dense counter did not carry over: {block}");
-    // The new member applied the carried state too.
-    let on_four = cluster.driver(4).load_high_water().await.unwrap();
+    // The new member applied the carried state too (once it caught up: a
+    // read before its genesis is a transient refusal, retried).
+    let deadline = Instant::now() + WAIT;
+    let on_four = loop {
+        match cluster.driver(4).load_high_water().await {
+            Ok(on_four) => break on_four,
+            Err(err) => {
+                assert!(Instant::now() < deadline, "node 4 never read: {err}");
+                assert!(
+                    matches!(err, tsoracle_consensus::ConsensusError::TransientDriver(_)),
+                    "{err}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
     assert!(on_four >= 2_000, "node 4 reads {on_four}");
 
     let three = Membership::new(3, [1, 3, 4].map(record).to_vec()).unwrap();
