@@ -58,7 +58,9 @@ const POLL: Duration = Duration::from_millis(20);
 
 impl<H: PaxosHighWaterHost> PaxosDriver<H> {
     /// Changes the cluster's members: agrees on the next list in the log
-    /// (from any node; a follower forwards the proposal to the leader),
+    /// (on the leader only: its peers drop a forwarded change, so a follower
+    /// answers [`ChangeFailure::NotLeader`]; repeating a change already
+    /// agreed works on any node),
     /// and returns it once this node runs the next configuration, or once
     /// it left the cluster when the change removed it. The leader then
     /// ends the configuration with the StopSign that names the list, and
