@@ -36,9 +36,10 @@ impl Pki {
         }
     }
 
-    /// Writes `<name>.pem`, `<name>.key` (a certificate naming `name`) and
-    /// `ca.pem` under `dir`; the three TLS flags.
-    fn files(&self, dir: &Path, name: &str) -> Vec<String> {
+    /// Writes `<stem>.pem`, `<stem>.key` (a certificate naming `name`) and
+    /// `ca.pem` under `dir`; the three TLS flags. Every file is written
+    /// before any node starts: a node reading one mid-write fails to start.
+    fn files(&self, dir: &Path, stem: &str, name: &str) -> Vec<String> {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
         params.extended_key_usages = vec![
@@ -48,13 +49,13 @@ impl Pki {
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         let path = |file: &str| -> PathBuf { dir.join(file) };
         std::fs::write(path("ca.pem"), &self.ca_pem).unwrap();
-        std::fs::write(path(&format!("{name}.pem")), cert.pem()).unwrap();
-        std::fs::write(path(&format!("{name}.key")), key.serialize_pem()).unwrap();
+        std::fs::write(path(&format!("{stem}.pem")), cert.pem()).unwrap();
+        std::fs::write(path(&format!("{stem}.key")), key.serialize_pem()).unwrap();
         let flag = |flag: &str, file: String| [flag.to_owned(), path(&file).display().to_string()];
         [
             flag("--tls-ca", "ca.pem".to_owned()),
-            flag("--tls-cert", format!("{name}.pem")),
-            flag("--tls-key", format!("{name}.key")),
+            flag("--tls-cert", format!("{stem}.pem")),
+            flag("--tls-key", format!("{stem}.key")),
         ]
         .concat()
     }
@@ -82,15 +83,21 @@ fn only_the_admin_certificate_changes_members() {
     let pki = Pki::new();
     let certs = layout.root().join("certs");
     std::fs::create_dir_all(&certs).unwrap();
+    // A client holding a node's certificate (another key pair naming
+    // node-2), and the operator's.
+    let node_cert = pki.files(&certs, "client-node-2", "node-2");
+    let admin_cert = pki.files(&certs, "admin", "tsoracle-admin");
+    let flags: Vec<Vec<String>> = (1..=3)
+        .map(|id| pki.files(&certs, &format!("node-{id}"), &format!("node-{id}")))
+        .collect();
     let _nodes: Vec<ServeChild> = (1..=3)
-        .map(|id| {
+        .zip(flags)
+        .map(|(id, tls)| {
             let mut args = layout.args(id);
-            args.extend(pki.files(&certs, &format!("node-{id}")));
+            args.extend(tls);
             cli().spawn(&args, &layout.log(&format!("node-{id}")))
         })
         .collect();
-    let node_cert = pki.files(&certs, "node-2");
-    let admin_cert = pki.files(&certs, "tsoracle-admin");
     let fourth = [
         "--id".to_owned(),
         "4".to_owned(),
