@@ -247,6 +247,29 @@ pub(crate) struct AdminTarget {
     pub(crate) address: String,
 }
 
+impl AdminTarget {
+    /// The members of `membership`.
+    pub(crate) fn all_of(membership: &Membership) -> Vec<Self> {
+        Self::all(
+            membership
+                .members()
+                .iter()
+                .map(|m| (m.id, m.peer_address.as_str())),
+        )
+    }
+
+    /// One target per `(node, peer address)`.
+    pub(crate) fn all<'a>(members: impl IntoIterator<Item = (u64, &'a str)>) -> Vec<Self> {
+        members
+            .into_iter()
+            .map(|(node, address)| Self {
+                node,
+                address: address.to_owned(),
+            })
+            .collect()
+    }
+}
+
 /// Connects to `target`'s admin service of cluster `cluster_id`.
 pub(crate) async fn connect(
     target: &AdminTarget,

@@ -84,17 +84,6 @@ impl NodeNext {
         transport.peers = membership.members().iter().map(|m| m.id).collect();
         transport
     }
-
-    fn targets(membership: &Membership) -> Vec<AdminTarget> {
-        membership
-            .members()
-            .iter()
-            .map(|m| AdminTarget {
-                node: m.id,
-                address: m.peer_address.clone(),
-            })
-            .collect()
-    }
 }
 
 impl NextConfiguration<PaxosEntry> for NodeNext {
@@ -187,7 +176,7 @@ impl NextConfiguration<PaxosEntry> for NodeNext {
                         .as_ref()
                         .is_none_or(|newest| newest.configuration() < list.configuration())
                     {
-                        asked.peers = NodeNext::targets(&list);
+                        asked.peers = AdminTarget::all_of(&list);
                         asked.newest = Some(list);
                     }
                 }
@@ -220,6 +209,6 @@ impl NextConfiguration<PaxosEntry> for NodeNext {
             ),
         }
         let mut asked = self.asked.lock().unwrap_or_else(PoisonError::into_inner);
-        asked.peers = Self::targets(membership);
+        asked.peers = AdminTarget::all_of(membership);
     }
 }

@@ -412,8 +412,8 @@ async fn launch(
         router: router.clone(),
         inbound: Arc::clone(&inbound),
         outbound: Arc::clone(&outbound),
-        asked: Arc::new(Mutex::new(Asked::knowing(admin_targets_of(membership)))),
-        seeds: admin_targets(&config.members),
+        asked: Arc::new(Mutex::new(Asked::knowing(AdminTarget::all_of(membership)))),
+        seeds: seeds(&config),
     }));
     let driver = Arc::new(
         PaxosDriver::start(Arc::clone(&host), DriverConfig::new(config.timing))
@@ -681,7 +681,7 @@ async fn await_admission(
     config: &NodeConfig,
     tls: Option<&TlsMaterial>,
 ) -> Result<Membership, Error> {
-    let targets: Vec<AdminTarget> = admin_targets(&config.members)
+    let targets: Vec<AdminTarget> = seeds(config)
         .into_iter()
         .filter(|target| target.node != config.node_id)
         .collect();
@@ -773,26 +773,15 @@ fn record_of(member: &Member) -> MemberRecord {
     }
 }
 
-/// The members of `membership`, as admin targets.
-fn admin_targets_of(membership: &Membership) -> Vec<AdminTarget> {
-    membership
-        .members()
-        .iter()
-        .map(|m| AdminTarget {
-            node: m.id,
-            address: m.peer_address.clone(),
-        })
-        .collect()
-}
-
-fn admin_targets(members: &[Member]) -> Vec<AdminTarget> {
-    members
-        .iter()
-        .map(|m| AdminTarget {
-            node: m.id,
-            address: m.peer_address.clone(),
-        })
-        .collect()
+/// The members of the `--peer` list: whom a joiner, or a node that missed
+/// a change, asks.
+fn seeds(config: &NodeConfig) -> Vec<AdminTarget> {
+    AdminTarget::all(
+        config
+            .members
+            .iter()
+            .map(|m| (m.id, m.peer_address.as_str())),
+    )
 }
 
 /// The flags' peer list is only the founding list (or whom a joiner asks);
