@@ -764,16 +764,7 @@ fn replacements(bins: &Binaries, dirs: &Dirs, progress: &Progress) -> Result<Vec
         .map(|(target, began, ended)| dip(target, &result, began, ended))
         .collect();
     for r in &replacements {
-        progress.done(&format!(
-            "paxos    replace {:<8}: {:.1} s, gap {:.0} ms, dip {:.0} % ({:.0} -> {:.0} ops/s), {:.2} s below 80 %",
-            r.target,
-            r.took_s,
-            r.gap_ms,
-            r.dip_pct,
-            r.baseline_ops_per_s,
-            r.worst_ops_per_s,
-            r.below_80pct_s
-        ));
+        progress.done(&format!("paxos    replace {:<8}: {r}", r.target));
     }
     Ok(replacements)
 }

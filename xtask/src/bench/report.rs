@@ -94,6 +94,23 @@ pub(crate) struct Replacement {
     pub(crate) below_80pct_s: f64,
 }
 
+impl std::fmt::Display for Replacement {
+    /// The figures of one replacement, as the progress and the summary
+    /// print them after its target.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.1} s, gap {:.0} ms, dip {:.0} % ({:.0} -> {:.0} ops/s), {:.2} s below 80 %",
+            self.took_s,
+            self.gap_ms,
+            self.dip_pct,
+            self.baseline_ops_per_s,
+            self.worst_ops_per_s,
+            self.below_80pct_s
+        )
+    }
+}
+
 /// `persist_high_water` commit latency next to the machine's limit.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct Persist {
@@ -324,17 +341,7 @@ fn verdict(met: Option<bool>) -> &'static str {
 pub(crate) fn summary(report: &Report) -> String {
     let mut out = String::new();
     for r in &report.replacements {
-        let _ = writeln!(
-            out,
-            "replacing the {} under load: {:.1} s, gap {:.0} ms, dip {:.0} % ({:.0} -> {:.0} ops/s), {:.2} s below 80 %",
-            r.target,
-            r.took_s,
-            r.gap_ms,
-            r.dip_pct,
-            r.baseline_ops_per_s,
-            r.worst_ops_per_s,
-            r.below_80pct_s
-        );
+        let _ = writeln!(out, "replacing the {} under load: {r}", r.target);
     }
     out.push_str("targets (ratios measured side by side in this run)\n");
     for t in &report.targets {
