@@ -23,7 +23,7 @@ pub(crate) struct SimArgs {
     /// Replay one seed and print its full report.
     #[arg(long, conflicts_with_all = ["seeds", "first"])]
     seed: Option<u64>,
-    /// Remove a guard (new-leader-wait, epoch-fence, read-barrier,
+    /// Remove a guard (grant-hold, epoch-fence, read-barrier,
     /// reply-gate, identity-check) to watch the checks catch it.
     #[arg(long)]
     mutation: Option<String>,

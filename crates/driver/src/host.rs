@@ -12,6 +12,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use omnipaxos::ballot_leader_election::Ballot;
@@ -19,7 +20,7 @@ use omnipaxos::util::NodeId;
 use tokio::sync::watch;
 use tsoracle_core::PeerEndpoint;
 use tsoracle_paxos_state::{ApplyState, Command, Membership, Outcome};
-use tsoracle_paxos_toolkit::InstanceId;
+use tsoracle_paxos_toolkit::{Clock, InstanceId, MonotonicClock};
 
 use crate::core::lease::LeaderView;
 
@@ -76,6 +77,9 @@ impl ProposerSlot {
 /// The wait for one submitted command: resolves once this node applied it.
 pub type PendingApply = Pin<Box<dyn Future<Output = Result<Applied, HostError>> + Send>>;
 
+/// The wait for [`PaxosHighWaterHost::hand_over`].
+pub type PendingHandOver = Pin<Box<dyn Future<Output = Result<(), HostError>> + Send>>;
+
 /// The one trait a host implements to give the driver its OmniPaxos log.
 ///
 /// Object-safe: the driver holds it as `H` or as `Arc<dyn PaxosHighWaterHost>`.
@@ -106,8 +110,27 @@ pub trait PaxosHighWaterHost: Send + Sync + 'static {
     fn client_endpoint(&self, node: NodeId) -> Option<PeerEndpoint>;
 
     /// A watch of this node's leadership view; the current value is
-    /// available at once and a new one is published when it changes.
+    /// available at once and a new one is published when it changes. Its
+    /// [`LeaderView::lease_until`] is read on [`clock`](Self::clock).
     fn leadership(&self) -> watch::Receiver<LeaderView>;
+
+    /// Releases the lease of the ballot this node leads under and asks `to`
+    /// to take leadership (a toolkit runner's `Runner::hand_over`). The
+    /// driver calls it only after it stopped serving under that ballot.
+    /// The default refuses: a host without it has no planned hand-over.
+    fn hand_over(&self, to: NodeId) -> PendingHandOver {
+        let _ = to;
+        Box::pin(std::future::ready(Err(HostError::Failed(
+            "this host cannot hand leadership over".to_owned(),
+        ))))
+    }
+
+    /// The clock the host's lease is timed on; the driver reads the lease
+    /// against it. The default is the process's monotonic clock (every
+    /// [`MonotonicClock`] of a process agrees).
+    fn clock(&self) -> Arc<dyn Clock> {
+        Arc::new(MonotonicClock::new())
+    }
 
     /// Queues `command` for `OmniPaxos::append` without waiting and returns
     /// the wait for *this node* to apply it. Resolve only with the outcome of

@@ -89,8 +89,10 @@
 //!
 //! # The lease, driven by hand
 //!
-//! A node is elected, waits, serves while its renewals are decided, and stops
-//! when they stop.
+//! The runner keeps the lease (rounds granted by a majority, no log write);
+//! the tracker decides what the node may claim from what the runner
+//! reports. A node is elected, serves once a round was granted, and stops
+//! when the granted rounds stop.
 //!
 //! ```
 //! use std::time::Duration;
@@ -102,38 +104,31 @@
 //!     tick: ms(10),
 //!     election_ticks: 10, // election timeout 100 ms
 //!     lease: ms(80),
-//!     drift: 0.01,        // lease trusted 79.2 ms, new-leader wait 80.8 ms
+//!     drift: 0.01,        // a round is trusted 79.2 ms, grantors hold 80.8 ms
 //!     renew_every: ms(30),
 //! };
 //! let mut tracker = LeaseTracker::new(1, &timing)?;
 //!
-//! // Node 1 is elected under ballot b at t = 0.
+//! // Node 1 is elected under ballot b; no round granted yet.
 //! let b = Ballot::with(1, 1, 0, 1);
-//! let elected = Observation { promise: b, leader: Some((1, true)) };
-//! tracker.observe(ms(0), elected)?;
-//! assert_eq!(tracker.role(ms(0)), Role::Unknown); // waiting, no lease yet
+//! let elected = Observation { promise: b, leader: Some((1, true)), lease_until: None };
+//! tracker.observe(elected)?;
+//! assert_eq!(tracker.role(ms(0)), Role::Unknown);
 //!
-//! // It renews every 30 ms: each barrier, proposed at `at`, is decided.
-//! for at in [0, 30, 60] {
-//!     assert!(tracker.wants_renewal(ms(at)));
-//!     tracker.proposed(ms(at), b);
-//!     tracker.observe(ms(at), elected)?;
-//!     assert!(tracker.decided(ms(at), b));
-//! }
-//! assert_eq!(tracker.role(ms(80)), Role::Unknown); // still waiting
-//! assert_eq!(tracker.next_wakeup(ms(80)), Some(Duration::from_micros(80_800)));
-//!
-//! let Role::Leader(term) = tracker.role(ms(81)) else { panic!("should lead") };
+//! // A round sent at 60 ms is granted by a majority: valid until 139.2 ms.
+//! let until = ms(60) + timing.leader_lease_validity();
+//! tracker.observe(Observation { lease_until: Some(until), ..elected })?;
+//! let Role::Leader(term) = tracker.role(ms(61)) else { panic!("should lead") };
 //! assert_eq!(term.ballot(), b);
+//! assert_eq!(tracker.next_wakeup(ms(61)), Some(until));
 //!
-//! // No renewal after 60 ms: the lease ends at 60 + 79.2 ms.
+//! // No round granted after that one: the lease ends at 139.2 ms.
 //! assert!(tracker.role(Duration::from_micros(139_199)).is_leader());
 //! assert_eq!(tracker.role(Duration::from_micros(139_200)), Role::Unknown);
 //! # Ok::<(), tsoracle_driver_paxos::ConfigError>(())
 //! ```
 
 mod applier;
-mod clock;
 pub mod core;
 mod driver;
 mod error;
@@ -149,7 +144,7 @@ mod runner_host;
 mod standalone;
 
 pub use applier::{ApplierHandle, PaxosApplier, Waiter};
-pub use clock::{Clock, MonotonicClock};
+pub use tsoracle_paxos_toolkit::clock::{Clock, MonotonicClock};
 // The pure modules keep their old paths (`tsoracle_driver_paxos::timing`, ...).
 pub use crate::core::change::{ChangeError, ChangeRequest};
 pub use crate::core::events::LeaderEvents;
@@ -159,10 +154,13 @@ pub use crate::core::role::{Role, Term};
 pub use crate::core::timing::{MAX_DRIFT, Timing};
 pub use crate::core::{fence, gate, timing};
 pub use driver::{
-    ChangeFailure, DEFAULT_DENSE_KEY_CAP, DEFAULT_REQUEST_TIMEOUT, DriverConfig, PaxosDriver,
+    ChangeFailure, DEFAULT_DENSE_KEY_CAP, DEFAULT_REQUEST_TIMEOUT, DriverConfig, HandOverError,
+    PaxosDriver,
 };
 pub use error::{ConfigError, MembershipMismatch, RuntimeError};
-pub use host::{Applied, HostError, PaxosHighWaterHost, PendingApply, ProposerSlot};
+pub use host::{
+    Applied, HostError, PaxosHighWaterHost, PendingApply, PendingHandOver, ProposerSlot,
+};
 pub use identity::RegistryAdmission;
 pub use incarnation::next_incarnation;
 pub use reconfigure::{ChangeAdmission, NextConfiguration};

@@ -12,9 +12,15 @@ use std::cell::Cell;
 /// A guard a simulation may remove.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Guard {
-    /// A newly elected leader waits `lease × (1 + drift)` before it serves
-    /// ([`LeaseTracker::role`](crate::LeaseTracker::role)).
-    NewLeaderWait,
+    /// A node that granted a lease round grants no other ballot until that
+    /// grant ran out, and grants nothing for one hold after it starts
+    /// (`tsoracle_paxos_toolkit::lease::Grants::grant`; the switch lives in
+    /// the toolkit and is set from here).
+    GrantHold,
+    /// A hand-over stops serving before the runner releases the lease
+    /// (`PaxosDriver::hand_over`); without it the old leader serves until
+    /// it sees the successor lead.
+    StopBeforeRelease,
     /// A write whose epoch is not this node's leader epoch is refused with
     /// `Fenced` ([`fence::check_write`](crate::fence::check_write)).
     EpochFence,
@@ -44,8 +50,9 @@ pub enum Guard {
 
 impl Guard {
     /// Every guard.
-    pub const ALL: [Guard; 7] = [
-        Guard::NewLeaderWait,
+    pub const ALL: [Guard; 8] = [
+        Guard::GrantHold,
+        Guard::StopBeforeRelease,
         Guard::EpochFence,
         Guard::ReadBarrier,
         Guard::ReplyGate,
@@ -54,13 +61,14 @@ impl Guard {
         Guard::StopSignAdmission,
     ];
 
-    /// A short name (`new-leader-wait`, `epoch-fence`, `read-barrier`,
+    /// A short name (`grant-hold`, `stop-before-release`, `epoch-fence`, `read-barrier`,
     /// `reply-gate`, `identity-check`, `carry-state`,
     /// `stop-sign-admission`).
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
-            Guard::NewLeaderWait => "new-leader-wait",
+            Guard::GrantHold => "grant-hold",
+            Guard::StopBeforeRelease => "stop-before-release",
             Guard::EpochFence => "epoch-fence",
             Guard::ReadBarrier => "read-barrier",
             Guard::ReplyGate => "reply-gate",
@@ -86,6 +94,10 @@ thread_local! {
 /// and resets the [`bypassed`] count.
 pub fn remove_on_this_thread(guard: Option<Guard>) {
     REMOVED.with(|removed| removed.set(guard));
+    tsoracle_paxos_toolkit::mutation::remove_on_this_thread(
+        (guard == Some(Guard::GrantHold))
+            .then_some(tsoracle_paxos_toolkit::mutation::Guard::GrantHold),
+    );
     BYPASSED.with(|count| count.set(0));
 }
 

@@ -143,6 +143,7 @@ fn view_of(status: &RunnerStatus, continues: bool) -> LeaderView {
     let ended = status.stop_sign.is_some();
     LeaderView {
         promise: status.promise,
+        lease_until: status.lease_until,
         leader: if status.stopped || ended {
             None
         } else {

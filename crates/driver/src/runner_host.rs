@@ -22,11 +22,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tsoracle_core::PeerEndpoint;
 use tsoracle_paxos_state::{ApplyState, Command, Membership, PaxosEnvelope};
-use tsoracle_paxos_toolkit::{Error as ToolkitError, InstanceId, Runner, RunnerStatus};
+use tsoracle_paxos_toolkit::{
+    Clock, Error as ToolkitError, InstanceId, MonotonicClock, Runner, RunnerStatus,
+};
 
 use crate::applier::ApplierHandle;
 use crate::core::lease::LeaderView;
-use crate::host::{HostError, PaxosHighWaterHost, PendingApply, ProposerSlot};
+use crate::host::{HostError, PaxosHighWaterHost, PendingApply, PendingHandOver, ProposerSlot};
 use crate::runner_glue::{Bridge, bridge_runner, submit_to_runner};
 
 /// The instance a [`RunnerHost`] serves through: one configuration's
@@ -347,6 +349,33 @@ where
         self.bridge.leadership()
     }
 
+    /// [`PaxosHighWaterHost::hand_over`] on the current configuration's
+    /// runner.
+    #[must_use]
+    pub fn hand_over(&self, to: NodeId) -> PendingHandOver {
+        let runner = Arc::clone(&self.current().runner);
+        Box::pin(async move {
+            runner
+                .hand_over(to)
+                .await
+                .map(|_| ())
+                .map_err(|err| match err {
+                    ToolkitError::NotLeader { .. } => HostError::Unavailable(err.to_string()),
+                    other => HostError::Failed(other.to_string()),
+                })
+        })
+    }
+
+    /// [`PaxosHighWaterHost::clock`]: the runner's lease clock (every
+    /// configuration's runner of a node gets the same one).
+    #[must_use]
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.current()
+            .runner
+            .lease_clock()
+            .unwrap_or_else(|| Arc::new(MonotonicClock::new()))
+    }
+
     /// [`PaxosHighWaterHost::submit`], through [`submit_to_runner`]. A
     /// configuration that is starting takes nothing before its genesis.
     ///
@@ -430,6 +459,14 @@ impl<H: RunnerBackedHost> PaxosHighWaterHost for H {
 
     fn leadership(&self) -> watch::Receiver<LeaderView> {
         self.runner_host().leadership()
+    }
+
+    fn clock(&self) -> Arc<dyn Clock> {
+        self.runner_host().clock()
+    }
+
+    fn hand_over(&self, to: NodeId) -> PendingHandOver {
+        self.runner_host().hand_over(to)
     }
 
     fn submit(&self, command: Command) -> Result<PendingApply, HostError> {

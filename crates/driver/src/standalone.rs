@@ -15,8 +15,8 @@ use tokio::task::JoinHandle;
 use tsoracle_core::PeerEndpoint;
 use tsoracle_paxos_state::{MemberRecord, Membership, PaxosEntry, PaxosEnvelope, SnapshotPolicy};
 use tsoracle_paxos_toolkit::{
-    ConfigBuilder, Durability, Error as ToolkitError, Inbox, InstanceId, MessageSink, Runner,
-    RunnerConfig, RunnerStatus,
+    Clock, ConfigBuilder, Durability, Error as ToolkitError, Inbox, InstanceId, MessageSink,
+    MonotonicClock, Runner, RunnerConfig, RunnerLease, RunnerStatus,
 };
 
 use crate::applier::PaxosApplier;
@@ -75,6 +75,17 @@ pub struct StandaloneHostBuilder {
     start_mode: StartMode,
     instance: Option<InstanceId>,
     joining: bool,
+    clock: LeaseClock,
+}
+
+/// The node's lease clock, shared by its runners and its driver.
+#[derive(Clone)]
+struct LeaseClock(Arc<dyn Clock>);
+
+impl std::fmt::Debug for LeaseClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LeaseClock")
+    }
 }
 
 impl Default for StandaloneHostBuilder {
@@ -92,6 +103,7 @@ impl Default for StandaloneHostBuilder {
             start_mode: StartMode::Rejoin,
             instance: None,
             joining: false,
+            clock: LeaseClock(Arc::new(MonotonicClock::new())),
         }
     }
 }
@@ -179,8 +191,18 @@ impl StandaloneHostBuilder {
         self
     }
 
-    /// Queue sizes and round budgets of the consensus thread (its `tick` is
-    /// taken from the timing).
+    /// The clock the lease is timed on (default: the process's monotonic
+    /// clock). The driver reads the same one, through
+    /// [`PaxosHighWaterHost::clock`](crate::PaxosHighWaterHost::clock); a
+    /// simulation gives each node a drifting one.
+    #[must_use]
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = LeaseClock(clock);
+        self
+    }
+
+    /// Queue sizes and round budgets of the consensus thread (its `tick` and
+    /// its lease are taken from the timing and the clock).
     #[must_use]
     pub fn runner_config(mut self, config: RunnerConfig) -> Self {
         self.runner = config;
@@ -249,6 +271,10 @@ impl StandaloneHostBuilder {
         }
         let runner_config = RunnerConfig {
             tick: timing.tick,
+            lease: Some(RunnerLease {
+                timing: timing.lease_timing(),
+                clock: self.clock.0,
+            }),
             ..self.runner
         };
         let runner = Runner::spawn(

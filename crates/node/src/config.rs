@@ -66,7 +66,8 @@ pub(crate) struct ServeArgs {
     /// Relative clock-rate error bound (default 0.01).
     #[arg(long)]
     pub(crate) drift: Option<f64>,
-    /// Idle leader renewal period in milliseconds (default 40).
+    /// How often the leader asks its peers for a lease round, in
+    /// milliseconds (default 40; no disk write: rounds are messages only).
     #[arg(long)]
     pub(crate) renew_every_ms: Option<u64>,
     /// Compact the log every this many decided entries (default 4096; 0

@@ -419,7 +419,10 @@ impl Cluster {
             })
             .collect::<Result<Vec<_>, SimError>>()?;
         let sink = self.net.add_node_in(configuration, id, slot.instance);
+        let rate = setup.rates.get(&id).copied().unwrap_or(1.0);
+        let clock = DriftingClock::new(rate);
         let mut builder = StandaloneHost::builder()
+            .clock(Arc::new(clock.clone()))
             .node_id(id)
             .cluster_id("sim")
             .configuration_id(configuration)
@@ -459,11 +462,8 @@ impl Cluster {
             net: Arc::clone(&self.net),
             runs: Arc::clone(&self.runs),
         }));
-        let rate = setup.rates.get(&id).copied().unwrap_or(1.0);
-        let clock = DriftingClock::new(rate);
-        let driver =
-            PaxosDriver::start_with_clock(Arc::new(host), setup.driver, Arc::new(clock.clone()))
-                .map_err(|e| SimError::Setup(format!("node {id}: {e}")))?;
+        let driver = PaxosDriver::start(Arc::new(host), setup.driver)
+            .map_err(|e| SimError::Setup(format!("node {id}: {e}")))?;
         let driver = Arc::new(driver);
         let params = ServerParams {
             wall_offset_ms: setup.wall_offsets.get(&id).copied().unwrap_or(0),

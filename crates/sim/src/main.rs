@@ -41,7 +41,7 @@ struct Args {
     /// Length of the faulty phase, in election timeouts.
     #[arg(long, default_value_t = 150)]
     fault_phase: u32,
-    /// Remove one guard (new-leader-wait, epoch-fence, read-barrier,
+    /// Remove one guard (grant-hold, epoch-fence, read-barrier,
     /// reply-gate, identity-check) to see the checks catch it: seeds that
     /// break a rule are then printed as failures.
     #[arg(long, value_parser = parse_guard)]

@@ -13,7 +13,13 @@ use crate::error::Error;
 
 /// The version of the link protocol (metadata keys and frame format) this
 /// build speaks. A receiver refuses links that announce another version.
-pub const PROTOCOL_VERSION: u32 = 1;
+///
+/// Version 2 carries the leader lease's messages (`Message::Lease`) and
+/// nodes keep the lease by grants, not by decided entries. A version-1 node
+/// beside a version-2 one could serve while the other still holds a lease,
+/// so the two refuse each other: upgrade a cluster from version 1 by
+/// stopping every node, then starting them on the new build.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Default largest frame payload: 4 MiB (tonic's own default). A message
 /// above it (a catch-up snapshot) goes as a transfer in frame-sized chunks,

@@ -248,7 +248,7 @@ where
         }
         let (election, paxos): (Vec<_>, Vec<_>) = batch
             .into_iter()
-            .partition(|message| matches!(message, Message::BLE(_)));
+            .partition(|message| matches!(message, Message::BLE(_) | Message::Lease(_)));
         for (queue, batch) in [(&queues.election, election), (&queues.paxos, paxos)] {
             if batch.is_empty() {
                 continue;

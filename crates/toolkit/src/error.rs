@@ -180,6 +180,18 @@ pub enum Error {
         nodes: Vec<u64>,
     },
 
+    /// [`Runner::hand_over`](crate::Runner::hand_over) was asked on a node
+    /// that is not the accept-phase leader, or for a successor that is not
+    /// another member.
+    #[error(
+        "cannot hand leadership to node {to}: this node is not the leader, or node {to} is not \
+         another member"
+    )]
+    NotLeader {
+        /// The successor asked for.
+        to: u64,
+    },
+
     /// [`Runner::try_propose`](crate::Runner::try_propose) found the proposal
     /// queue full: the node is overloaded; retry later.
     #[error("the proposal queue is full ({capacity} proposals waiting)")]

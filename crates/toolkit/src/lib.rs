@@ -11,6 +11,10 @@
 //!   [`DecidedHook`], syncs the round's writes once through a [`Durability`]
 //!   (group commit) and only then sends the round's messages. A panic
 //!   becomes [`RunnerStatus::failed`] and [`Error::RunnerFailed`].
+//! - [`lease`]: the leader lease the runner keeps without writing the log
+//!   (the classic Paxos master lease: rounds granted by a majority, grants
+//!   that hold), reported in [`RunnerStatus::lease_until`] on the node's
+//!   [`Clock`], and handed over with [`Runner::hand_over`].
 //! - [`MessageSink`] and [`Inbox`] ([`sink`]): the transport boundary.
 //!   Sending never waits on the network; receiving refuses messages from
 //!   unknown senders or for another node before OmniPaxos sees them.
@@ -129,26 +133,32 @@
 // the default-feature doc build (CI) still denies broken links.
 #![cfg_attr(not(feature = "rocksdb"), allow(rustdoc::broken_intra_doc_links))]
 
+pub mod clock;
 pub mod config;
 pub mod durability;
 mod error;
 pub mod instance;
+pub mod lease;
+#[cfg(feature = "mutations")]
+pub mod mutation;
 pub mod runner;
 pub mod sink;
 pub mod storage;
 
 /// The OmniPaxos every crate of this workspace runs: 0.2.4 with four fixes
 /// (delta-snapshot sync, a stale `PrepareReq`, and two on the StopSign's
-/// path; package `tsoracle-paxos-omnipaxos`, see `vendor/README.md`). A host
+/// path) and the lease messages as one more `Message` variant; package
+/// `tsoracle-paxos-omnipaxos`, see `vendor/README.md`). A host
 /// that builds its own `OmniPaxos` takes it from here, so it cannot end up
 /// on the published crate and its bugs.
 pub use omnipaxos;
 
+pub use clock::{Clock, MonotonicClock};
 pub use config::ConfigBuilder;
 pub use durability::{Durability, SyncedWrites};
 pub use error::Error;
 pub use instance::{Impostor, InstanceId, PeerAdmission};
-pub use runner::{DecidedHook, Placement, Runner, RunnerConfig, RunnerStatus};
+pub use runner::{DecidedHook, Placement, Runner, RunnerConfig, RunnerLease, RunnerStatus};
 pub use sink::{
     Inbox, InboxStats, MessageSink, Refusal, StopSignAdmission, carries_stop_sign, stop_sign_of,
 };

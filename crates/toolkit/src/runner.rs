@@ -14,20 +14,23 @@
 
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use omnipaxos::ballot_leader_election::Ballot;
 use omnipaxos::messages::Message;
+use omnipaxos::messages::lease::{LeaseMessage, LeaseMsg};
 use omnipaxos::messages::sequence_paxos::{PaxosMessage, PaxosMsg};
 use omnipaxos::storage::{Entry, StopSign, Storage};
 use omnipaxos::util::{LogEntry, NodeId};
 use omnipaxos::{ClusterConfig, OmniPaxos, ProposeErr};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::clock::Clock;
 use crate::durability::Durability;
 use crate::error::Error;
+use crate::lease::{Grants, LeaseTiming, Requests};
 use crate::sink::{Inbox, MessageSink, StopSignGate, stop_sign_of};
 
 /// Tuning of a [`Runner`]. Every field is explicit; see [`RunnerConfig::default`].
@@ -50,6 +53,28 @@ pub struct RunnerConfig {
     /// Where the consensus loop runs. Keep [`Placement::Thread`] for real
     /// nodes.
     pub placement: Placement,
+    /// The leader lease ([`crate::lease`]): request rounds, grants and
+    /// their holds, on this clock. `None`: no lease messages, no grants, and
+    /// [`RunnerStatus::lease_until`] stays `None`.
+    pub lease: Option<RunnerLease>,
+}
+
+/// The leader lease a [`Runner`] keeps: its timing and the node's clock (the
+/// one its lease is read against, e.g. by the driver).
+#[derive(Clone)]
+pub struct RunnerLease {
+    /// The lease's durations.
+    pub timing: LeaseTiming,
+    /// This node's monotonic clock.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for RunnerLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunnerLease")
+            .field("timing", &self.timing)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where a [`Runner`]'s consensus loop runs.
@@ -78,6 +103,7 @@ impl Default for RunnerConfig {
             max_round_inputs: 1024,
             max_apply_per_round: 4096,
             placement: Placement::Thread,
+            lease: None,
         }
     }
 }
@@ -95,8 +121,11 @@ impl RunnerConfig {
         } else {
             None
         };
-        match problem {
-            Some(reason) => Err(Error::InvalidConfig(reason.to_owned())),
+        if let Some(reason) = problem {
+            return Err(Error::InvalidConfig(reason.to_owned()));
+        }
+        match &self.lease {
+            Some(lease) => lease.timing.validate().map_err(Error::InvalidConfig),
             None => Ok(()),
         }
     }
@@ -164,6 +193,11 @@ pub struct RunnerStatus {
     /// never asked for: it was decided before this filter existed, or it
     /// came from a data directory written by something else.
     pub stop_sign: Option<StopSign>,
+    /// When this node's leader lease of its promised ballot ends, on the
+    /// lease clock ([`RunnerConfig::lease`]); it may lie in the past. `None`
+    /// when no lease round of that ballot was granted by a majority (or
+    /// the runner keeps no lease).
+    pub lease_until: Option<std::time::Duration>,
 }
 
 /// How long a proposer whose reply was dropped waits for the runner's final
@@ -187,6 +221,12 @@ enum Admin {
     },
     /// `OmniPaxos::try_become_leader`.
     TakeLeadership,
+    /// Give up the lease of the ballot this node leads under and ask `to`
+    /// to take over (see [`Runner::hand_over`]).
+    HandOver {
+        to: NodeId,
+        reply: oneshot::Sender<Result<Ballot, Error>>,
+    },
 }
 
 /// Handle to a running consensus thread. Dropping it stops the thread
@@ -201,6 +241,7 @@ pub struct Runner<T: Entry> {
     stop: Mutex<Option<oneshot::Sender<()>>>,
     worker: Mutex<Option<Worker>>,
     frozen: watch::Sender<bool>,
+    lease_clock: Option<Arc<dyn Clock>>,
 }
 
 /// What runs the consensus loop (see [`Placement`]).
@@ -237,11 +278,24 @@ where
         let (proposal_tx, proposal_rx) = mpsc::channel(config.proposal_capacity);
         let (admin_tx, admin_rx) = mpsc::channel(ADMIN_CAPACITY);
         let (stop_tx, stop_rx) = oneshot::channel();
+        let lease_clock = config.lease.as_ref().map(|lease| Arc::clone(&lease.clock));
         let (frozen_tx, frozen_rx) = watch::channel(false);
-        let initial = observe(&omnipaxos, 0, hook.next_idx());
+        let initial = observe(&omnipaxos, 0, hook.next_idx(), None);
         let (status_tx, status_rx) = watch::channel(initial);
         let inbox = Inbox::new(node_id, peers.into(), inbound_tx);
+        let lease = config.lease.as_ref().map(|lease| {
+            let now = lease.clock.now();
+            let others: Vec<NodeId> = peers.iter().copied().filter(|p| *p != node_id).collect();
+            LeaseKeeper {
+                clock: Arc::clone(&lease.clock),
+                grants: Grants::new(now, &lease.timing),
+                requests: Requests::new(node_id, others.len() + 1, lease.timing),
+                peers: others,
+                outgoing: Vec::new(),
+            }
+        });
         let mut core = Core {
+            lease,
             gate: inbox.stop_sign_gate(),
             omnipaxos,
             sink,
@@ -307,6 +361,7 @@ where
             stop: Mutex::new(Some(stop_tx)),
             worker: Mutex::new(Some(worker)),
             frozen: frozen_tx,
+            lease_clock,
         })
     }
 
@@ -318,6 +373,12 @@ where
     /// For simulations of a paused process; a real node never calls it.
     pub fn set_frozen(&self, frozen: bool) {
         self.frozen.send_replace(frozen);
+    }
+
+    /// The clock [`RunnerStatus::lease_until`] is read on, when the runner
+    /// keeps a lease ([`RunnerConfig::lease`]).
+    pub fn lease_clock(&self) -> Option<Arc<dyn Clock>> {
+        self.lease_clock.clone()
     }
 
     /// The inbound side, to hand to a transport.
@@ -429,6 +490,37 @@ where
         Ok(())
     }
 
+    /// Hands leadership to `to`: this node gives up the lease of the ballot
+    /// it leads under for good (it asks no round of it again and reports no
+    /// lease), tells every grantor to drop its hold of that ballot, and asks
+    /// `to` to take leadership (`OmniPaxos::try_become_leader` there). The
+    /// grantors' holds would otherwise keep `to` from a lease for up to one
+    /// hold.
+    ///
+    /// **Call it only once nothing is served under the ballot any more**
+    /// (the driver stops serving first): a grantor that drops its hold may
+    /// grant `to` at once. Returns the ballot released.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotLeader`] when this node is not the accept-phase leader
+    /// (nothing is released), and the runner's stop or failure.
+    pub async fn hand_over(&self, to: NodeId) -> Result<Ballot, Error> {
+        let (reply, replied) = oneshot::channel();
+        if self
+            .admin
+            .send(Admin::HandOver { to, reply })
+            .await
+            .is_err()
+        {
+            return Err(stopped_error(self.status.clone()).await);
+        }
+        match replied.await {
+            Ok(result) => result,
+            Err(_) => Err(stopped_error(self.status.clone()).await),
+        }
+    }
+
     /// Stops the consensus thread after its current round and waits for it
     /// (its last sync included). Later proposals get [`Error::RunnerStopped`].
     /// Calling it again returns the same verdict without waiting.
@@ -488,7 +580,19 @@ fn take<V>(slot: &Mutex<Option<V>>) -> Option<V> {
     slot.lock().unwrap_or_else(PoisonError::into_inner).take()
 }
 
+/// The runner's side of the leader lease ([`crate::lease`]).
+struct LeaseKeeper<T: Entry> {
+    clock: Arc<dyn Clock>,
+    grants: Grants,
+    requests: Requests,
+    /// Every other member.
+    peers: Vec<NodeId>,
+    /// Lease messages of this round, sent with OmniPaxos' own.
+    outgoing: Vec<Message<T>>,
+}
+
 struct Core<T: Entry, B: Storage<T>, S, D, H> {
+    lease: Option<LeaseKeeper<T>>,
     omnipaxos: OmniPaxos<T, B>,
     /// The inbox's StopSign admission, asked before a carrier reaches
     /// OmniPaxos and before this node proposes a StopSign.
@@ -627,8 +731,18 @@ where
     fn round(&mut self, round: Round<T>) -> Result<(), Error> {
         self.rounds += 1;
         self.durability.begin_round();
+        // Sampled after the round's inputs arrived: a grant's hold then runs
+        // from no earlier than the request's arrival, a request round from
+        // no later than its sending (both conservative).
+        let now = self.lease.as_ref().map(|lease| lease.clock.now());
         let mut refused = 0u64;
         for message in round.inbound {
+            if let Message::Lease(lease) = message {
+                if let Some(now) = now {
+                    self.lease_message(now, lease);
+                }
+                continue;
+            }
             if let Some((stop_sign, sync)) = stop_sign_of(&message)
                 && !self.gate.admits(stop_sign, sync, &self.own_unapplied())
             {
@@ -704,6 +818,9 @@ where
                     replies.push((reply, result));
                 }
                 Admin::TakeLeadership => self.omnipaxos.try_become_leader(),
+                Admin::HandOver { to, reply } => {
+                    let _ = reply.send(self.hand_over(to));
+                }
             }
         }
         self.reconnected.clear();
@@ -714,6 +831,9 @@ where
         if round.tick {
             self.omnipaxos.tick();
         }
+        if let Some(now) = now {
+            self.request_lease(now);
+        }
         self.apply_decided()?;
         // One sync for every write of the round, before anything leaves.
         self.durability.commit_round()?;
@@ -721,7 +841,18 @@ where
             let _ = reply.send(result);
         }
         self.send_outgoing();
-        let observed = observe(&self.omnipaxos, self.rounds, self.hook.next_idx());
+        let lease_until = self.lease.as_ref().and_then(|lease| {
+            lease
+                .requests
+                .lease(self.omnipaxos.get_promise())
+                .map(|(_, until)| until)
+        });
+        let observed = observe(
+            &self.omnipaxos,
+            self.rounds,
+            self.hook.next_idx(),
+            lease_until,
+        );
         self.status.send_if_modified(|status| {
             // `rounds` alone changing is not worth waking every watcher.
             let changed = RunnerStatus {
@@ -776,8 +907,13 @@ where
             return Ok(());
         };
         self.unreadable = None;
-        self.hook
-            .before_decided(&observe(&self.omnipaxos, self.rounds, self.hook.next_idx()));
+        let lease_until = self.status.borrow().lease_until;
+        self.hook.before_decided(&observe(
+            &self.omnipaxos,
+            self.rounds,
+            self.hook.next_idx(),
+            lease_until,
+        ));
         let snapshot_below = self
             .hook
             .on_decided(entries)
@@ -790,8 +926,107 @@ where
         Ok(())
     }
 
+    /// A lease request is granted or not; a grant counts towards a round.
+    fn lease_message(&mut self, now: std::time::Duration, message: LeaseMessage) {
+        let promise = self.omnipaxos.get_promise();
+        // A node that accepted a StopSign grants no more: a configuration
+        // that follows may start serving once the StopSign is decided, and
+        // must not overlap a lease granted after that.
+        let ended = self.omnipaxos.has_accepted_stopsign();
+        let me = self.omnipaxos.get_pid();
+        let Some(lease) = self.lease.as_mut() else {
+            return;
+        };
+        match message.msg {
+            LeaseMsg::Request { n, round } => {
+                if !ended && lease.grants.grant(now, promise, n) {
+                    lease.outgoing.push(Message::Lease(LeaseMessage {
+                        from: me,
+                        to: message.from,
+                        msg: LeaseMsg::Grant { n, round },
+                    }));
+                }
+            }
+            LeaseMsg::Grant { n, round } => lease.requests.granted(message.from, n, round),
+            LeaseMsg::Release { n } => {
+                lease.grants.release(message.from, n);
+            }
+            LeaseMsg::TakeOver { n } => {
+                // Only from the leader this node follows, under the ballot
+                // it promised: a stale or stray request changes nothing.
+                if n.pid == message.from && promise == n && !ended {
+                    self.omnipaxos.try_become_leader();
+                }
+            }
+        }
+    }
+
+    /// [`Runner::hand_over`], on the consensus thread.
+    fn hand_over(&mut self, to: NodeId) -> Result<Ballot, Error> {
+        let promise = self.omnipaxos.get_promise();
+        let me = self.omnipaxos.get_pid();
+        let leading = self.omnipaxos.get_current_leader() == Some((me, true)) && promise.pid == me;
+        let Some(lease) = self.lease.as_mut() else {
+            return Err(Error::InvalidConfig(
+                "this runner keeps no lease".to_owned(),
+            ));
+        };
+        if !leading || to == me || !lease.peers.contains(&to) {
+            return Err(Error::NotLeader { to });
+        }
+        lease.requests.release(promise);
+        lease.grants.release(me, promise);
+        for &peer in &lease.peers {
+            lease.outgoing.push(Message::Lease(LeaseMessage {
+                from: me,
+                to: peer,
+                msg: LeaseMsg::Release { n: promise },
+            }));
+        }
+        lease.outgoing.push(Message::Lease(LeaseMessage {
+            from: me,
+            to,
+            msg: LeaseMsg::TakeOver { n: promise },
+        }));
+        Ok(promise)
+    }
+
+    /// The accept-phase leader asks for a lease round when one is due, and
+    /// grants itself first.
+    fn request_lease(&mut self, now: std::time::Duration) {
+        let promise = self.omnipaxos.get_promise();
+        let me = self.omnipaxos.get_pid();
+        let leading = (self.omnipaxos.get_current_leader() == Some((me, true))
+            && promise.pid == me
+            && self.omnipaxos.is_reconfigured().is_none())
+        .then_some(promise);
+        let ended = self.omnipaxos.has_accepted_stopsign();
+        let Some(lease) = self.lease.as_mut() else {
+            return;
+        };
+        let Some(due) = lease.requests.due(now, leading) else {
+            return;
+        };
+        if !ended && lease.grants.grant(now, promise, due.n) {
+            lease.requests.granted(me, due.n, due.round);
+        }
+        for &peer in &lease.peers {
+            lease.outgoing.push(Message::Lease(LeaseMessage {
+                from: me,
+                to: peer,
+                msg: LeaseMsg::Request {
+                    n: due.n,
+                    round: due.round,
+                },
+            }));
+        }
+    }
+
     fn send_outgoing(&mut self) {
         self.omnipaxos.take_outgoing_messages(&mut self.outgoing);
+        if let Some(lease) = self.lease.as_mut() {
+            self.outgoing.append(&mut lease.outgoing);
+        }
         if self.outgoing.is_empty() {
             return;
         }
@@ -814,6 +1049,7 @@ fn observe<T: Entry, B: Storage<T>>(
     omnipaxos: &OmniPaxos<T, B>,
     rounds: u64,
     applied_to: usize,
+    lease_until: Option<std::time::Duration>,
 ) -> RunnerStatus {
     let decided_idx = omnipaxos.get_decided_idx();
     RunnerStatus {
@@ -829,6 +1065,7 @@ fn observe<T: Entry, B: Storage<T>>(
         stop_sign: (applied_to >= decided_idx)
             .then(|| omnipaxos.is_reconfigured())
             .flatten(),
+        lease_until,
     }
 }
 

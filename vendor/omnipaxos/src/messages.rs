@@ -1,5 +1,7 @@
 use crate::{
-    messages::{ballot_leader_election::BLEMessage, sequence_paxos::PaxosMessage},
+    messages::{
+        ballot_leader_election::BLEMessage, lease::LeaseMessage, sequence_paxos::PaxosMessage,
+    },
     storage::Entry,
     util::NodeId,
 };
@@ -248,6 +250,58 @@ pub mod ballot_leader_election {
     }
 }
 
+/// tsoracle-paxos extension: the messages of a leader lease (the classic
+/// Paxos master lease) that the embedding runner exchanges beside the
+/// protocol. OmniPaxos itself never sends one and ignores any it is handed.
+pub mod lease {
+    use crate::{ballot_leader_election::Ballot, util::NodeId};
+    #[cfg(feature = "serde")]
+    use serde::{Deserialize, Serialize};
+
+    /// A lease message between two nodes.
+    #[derive(Clone, Debug)]
+    #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+    pub struct LeaseMessage {
+        /// Sender.
+        pub from: NodeId,
+        /// Receiver.
+        pub to: NodeId,
+        /// The request or the grant.
+        pub msg: LeaseMsg,
+    }
+
+    /// The two lease messages.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+    pub enum LeaseMsg {
+        /// The leader of ballot `n` asks for round `round` of its lease.
+        Request {
+            /// The leader's ballot.
+            n: Ballot,
+            /// The leader's request round.
+            round: u64,
+        },
+        /// The receiver grants round `round` of ballot `n`.
+        Grant {
+            /// The granted ballot.
+            n: Ballot,
+            /// The request round answered.
+            round: u64,
+        },
+        /// The leader of ballot `n` stopped serving under it: its grantors
+        /// may drop their hold of `n`.
+        Release {
+            /// The released ballot.
+            n: Ballot,
+        },
+        /// The leader of ballot `n` hands leadership to the receiver.
+        TakeOver {
+            /// The ballot handed over.
+            n: Ballot,
+        },
+    }
+}
+
 #[allow(missing_docs)]
 /// Message in OmniPaxos. Can be either a `SequencePaxos` message (for log replication),
 /// a `BLE` message (for leader election), or (when the `async_runtime` feature is enabled)
@@ -260,6 +314,9 @@ where
 {
     SequencePaxos(PaxosMessage<T>),
     BLE(BLEMessage),
+    // tsoracle-paxos extension: leader-lease messages, carried beside the
+    // protocol and handled by the embedding runner, never by OmniPaxos.
+    Lease(LeaseMessage),
     #[cfg(feature = "async_runtime")]
     AsyncRuntime(AsyncRuntimeMessage<T>),
 }
@@ -273,6 +330,7 @@ where
         match self {
             Message::SequencePaxos(p) => p.from,
             Message::BLE(b) => b.from,
+            Message::Lease(l) => l.from,
             #[cfg(feature = "async_runtime")]
             Message::AsyncRuntime(a) => a.from,
         }
@@ -283,6 +341,7 @@ where
         match self {
             Message::SequencePaxos(p) => p.to,
             Message::BLE(b) => b.to,
+            Message::Lease(l) => l.to,
             #[cfg(feature = "async_runtime")]
             Message::AsyncRuntime(a) => a.to,
         }

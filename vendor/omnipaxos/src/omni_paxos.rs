@@ -354,12 +354,20 @@ where
         match m {
             Message::SequencePaxos(p) => self.seq_paxos.handle(p),
             Message::BLE(b) => self.ble.handle(b),
+            // tsoracle-paxos extension: the embedding runner handles leases.
+            Message::Lease(_) => {}
             #[cfg(feature = "async_runtime")]
             Message::AsyncRuntime(_) => {
                 // Runtime-layer messages are consumed by the actor before reaching here.
                 // If one leaks through (e.g. user hand-delivered), silently ignore.
             }
         }
+    }
+
+    /// tsoracle-paxos extension: whether this node accepted a StopSign,
+    /// decided or not (a lease grantor stops granting from then on).
+    pub fn has_accepted_stopsign(&self) -> bool {
+        self.seq_paxos.internal_storage.get_stopsign().is_some()
     }
 
     /// Returns whether this Sequence Paxos has been reconfigured

@@ -94,17 +94,16 @@ mod tests {
         }
     }
 
-    /// A tracker for node 1 leading under `ballot`, its wait over and its
-    /// lease renewed at `renewed_at` (so valid until `renewed_at + 79.2 ms`).
-    fn leading(ballot: Ballot, renewed_at: Duration) -> LeaseTracker {
+    /// A tracker for node 1 leading under `ballot`, the runner's lease of
+    /// it granted until `until` (`None`: no round granted yet).
+    fn leading(ballot: Ballot, until: Option<Duration>) -> LeaseTracker {
         let mut lease = LeaseTracker::new(1, &timing()).unwrap();
         let view = Observation {
             promise: ballot,
             leader: Some((1, true)),
+            lease_until: until,
         };
-        lease.observe(ms(0), view).unwrap();
-        lease.proposed(renewed_at, ballot);
-        assert!(lease.decided(renewed_at, ballot));
+        lease.observe(view).unwrap();
         lease
     }
 
@@ -112,8 +111,7 @@ mod tests {
     fn a_reply_leaves_only_while_the_lease_holds_under_its_epoch() {
         let b = Ballot::with(1, 2, 0, 1);
         let epoch = Term::new(b).unwrap().epoch();
-        let lease = leading(b, ms(100));
-        // The new-leader wait (80.8 ms) is over; the lease ends at 179.2 ms.
+        let lease = leading(b, Some(Duration::from_micros(179_200)));
         assert!(reply_admitted(&lease, ms(150), epoch));
         assert!(reply_admitted(
             &lease,
@@ -136,29 +134,27 @@ mod tests {
         // epoch's window may be below what another leader served between the
         // two terms.
         let old = Term::new(Ballot::with(1, 2, 0, 1)).unwrap().epoch();
-        let lease = leading(Ballot::with(1, 5, 0, 1), ms(100));
+        let lease = leading(Ballot::with(1, 5, 0, 1), Some(ms(180)));
         assert!(!reply_admitted(&lease, ms(150), old));
         assert!(!reply_admitted(&lease, ms(150), Epoch::ZERO));
     }
 
     #[test]
-    fn no_reply_leaves_during_the_new_leader_wait_or_as_a_follower() {
+    fn no_reply_leaves_before_a_lease_was_granted_or_as_a_follower() {
         let b = Ballot::with(1, 2, 0, 1);
         let epoch = Term::new(b).unwrap().epoch();
-        let lease = leading(b, ms(0));
-        // Leased, but still waiting (until 80.8 ms).
+        let lease = leading(b, None);
+        // Elected, but no round granted yet.
         assert!(!reply_admitted(&lease, ms(50), epoch));
 
         let mut follower = LeaseTracker::new(1, &timing()).unwrap();
         let other = Ballot::with(1, 3, 0, 2);
         follower
-            .observe(
-                ms(0),
-                Observation {
-                    promise: other,
-                    leader: Some((2, false)),
-                },
-            )
+            .observe(Observation {
+                promise: other,
+                leader: Some((2, false)),
+                lease_until: Some(ms(500)),
+            })
             .unwrap();
         let theirs = Term::new(other).unwrap().epoch();
         assert!(!reply_admitted(&follower, ms(50), theirs));

@@ -44,6 +44,3 @@ pub mod step;
 pub mod timing;
 
 pub use step::{Action, Engine, Event};
-
-#[cfg(test)]
-mod proptests;

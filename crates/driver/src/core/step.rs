@@ -2,8 +2,7 @@
 //!
 //! [`Engine`] holds every leadership decision the driver takes from its own
 //! state: the lease ([`LeaseTracker`]), the published leadership stream
-//! ([`LeaderEvents`]), the single in-flight renewal, and whether the node
-//! was shut down, lost its host's leadership watch, or saw its
+//! ([`LeaderEvents`]), and whether the node was shut down, lost its host's leadership watch, or saw its
 //! configuration end. It is plain data: the async driver keeps it behind
 //! one lock, reads its clock, and hands both to the engine.
 //!
@@ -11,11 +10,11 @@
 //! engine decides, the shell carries out):
 //!
 //! - [`Engine::step`]`(now, event)` for what changes state: the leadership
-//!   task woke and read the host's view ([`Event::Observed`]), a proposal was
-//!   handed over or applied, the renewal finished, the host or the driver
-//!   stopped. It returns the [`Action`]s the shell must carry out, in order:
-//!   publish a leadership state, log a lapsed lease, propose a renewal
-//!   barrier, wake the leadership task, sleep until the next lease event.
+//!   task woke and read the host's view ([`Event::Observed`]), a caller was
+//!   refused, the host or the driver stopped. It returns the [`Action`]s the
+//!   shell must carry out, in order: publish a leadership state, log a
+//!   lapsed lease, wake the leadership task, sleep until the next lease
+//!   event.
 //! - Queries (`&self`, with `now`) for what a caller is answered: the role
 //!   ([`Engine::role`]), whether a write may be proposed
 //!   ([`Engine::admit_write`]), whether an applied write is acknowledged
@@ -45,33 +44,13 @@ use crate::error::{ConfigError, RuntimeError};
 /// Something that happened, as the engine learns it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
-    /// The leadership task woke (the host's view changed, a decision renewed
-    /// the lease, a renewal finished, or its timer ran out) and read the
-    /// host's current view. Step it with `now` read *after* the view, never
-    /// before: the new-leader wait runs from the first observation.
+    /// The leadership task woke (the host's view changed, a caller was
+    /// refused, or its timer ran out) and read the host's current view (the
+    /// runner's lease included).
     Observed(LeaderView),
     /// The host's leadership watch closed: the node claims no role from now
-    /// on and renews nothing.
+    /// on.
     HostGone,
-    /// The renewal barrier of the last [`Action::ProposeRenewal`] finished
-    /// (decided, refused or timed out): another one may be proposed.
-    RenewalDone,
-    /// This node handed an entry to the host at `now`, leading under
-    /// `ballot`. Times the next renewal; the lease waits for the decision.
-    Proposed {
-        /// The ballot this node led under when it proposed.
-        ballot: Ballot,
-    },
-    /// An entry this node proposed at `proposed_at` under `ballot` was
-    /// applied by this node while its promise was `promise`.
-    Applied {
-        /// The ballot this node led under when it proposed.
-        ballot: Ballot,
-        /// When it was proposed, sampled before it was handed over.
-        proposed_at: Duration,
-        /// This node's promise when it applied the entry.
-        promise: Ballot,
-    },
     /// The driver answered a caller `NotLeader` or `Fenced`. A server steps
     /// down on that answer and fences again only on its next leadership
     /// event; if this node still (or again) leads under the published epoch
@@ -81,6 +60,10 @@ pub enum Event {
     AnsweredNotLeader,
     /// The driver is shutting down: the node claims no role from now on.
     Shutdown,
+    /// This node hands its leadership over: it stops serving under its
+    /// ballot for good, *before* the runner tells the grantors to drop their
+    /// holds (so the successor may serve at once). Publishes `Unknown`.
+    HandOver,
 }
 
 /// What the shell must do, in the order given.
@@ -96,17 +79,14 @@ pub enum Action {
     /// Publish this state on the leadership stream (and log it).
     Publish(LeaderState),
     /// The lease under `epoch` ran out while this node still led: log it at
-    /// `WARN` (clients see errors until a renewal is decided or a new leader
-    /// serves).
+    /// `WARN` (clients see errors until a majority grants a new round or a
+    /// new leader serves).
     WarnLeaseLapsed {
         /// The epoch this node stopped serving under.
         epoch: Epoch,
     },
-    /// Propose a no-op barrier as leader under the term, and step
-    /// [`Event::RenewalDone`] once it finished. At most one is in flight.
-    ProposeRenewal(Term),
-    /// Wake the leadership task now: a decision renewed the lease, so the
-    /// role and the next wake time may have changed.
+    /// Wake the leadership task now: a caller was refused while this node
+    /// published itself leader, so the role must be looked at again.
     WakeLeadershipTask,
     /// Sleep until the host's view changes, the task is woken, or this long
     /// has passed, then step [`Event::Observed`] again.
@@ -122,7 +102,6 @@ pub struct Engine {
     endpoints: BTreeMap<NodeId, PeerEndpoint>,
     stop_margin: Duration,
     tick: Duration,
-    renewal_in_flight: bool,
     host_gone: bool,
     shut_down: bool,
     /// A StopSign ended the configuration: every call then fails with
@@ -157,7 +136,6 @@ impl Engine {
             endpoints,
             stop_margin,
             tick: timing.tick,
-            renewal_in_flight: false,
             host_gone: false,
             shut_down: false,
             ended: false,
@@ -184,27 +162,6 @@ impl Engine {
                 self.host_gone = true;
                 Vec::new()
             }
-            Event::RenewalDone => {
-                self.renewal_in_flight = false;
-                Vec::new()
-            }
-            Event::Proposed { ballot } => {
-                self.lease.proposed(now, ballot);
-                Vec::new()
-            }
-            Event::Applied {
-                ballot,
-                proposed_at,
-                promise,
-            } => {
-                // Ballots only grow: a promise still equal to the proposal's
-                // ballot means this node decided the entry under it.
-                if promise == ballot && self.lease.decided(proposed_at, ballot) {
-                    vec![Action::WakeLeadershipTask]
-                } else {
-                    Vec::new()
-                }
-            }
             Event::AnsweredNotLeader => match self.events.current() {
                 LeaderState::Leader { epoch } => {
                     self.republish = Some(*epoch);
@@ -218,6 +175,14 @@ impl Engine {
                 self.shut_down = true;
                 Vec::new()
             }
+            Event::HandOver => {
+                self.lease.release();
+                self.events
+                    .next(&Role::Unknown)
+                    .map(Action::Publish)
+                    .into_iter()
+                    .collect()
+            }
         }
     }
 
@@ -230,7 +195,7 @@ impl Engine {
             self.ended = true;
             actions.push(Action::ReportConfigurationEnded);
         }
-        if let Err(err) = self.lease.observe(now, view.into()) {
+        if let Err(err) = self.lease.observe(view.into()) {
             actions.push(Action::WarnObservationRefused(err));
         }
         let quiet = self.host_gone || self.ended;
@@ -239,10 +204,6 @@ impl Engine {
         } else {
             serving_role(&self.lease, now, self.stop_margin)
         };
-        // At most one renewal in flight: an isolated leader (which OmniPaxos
-        // keeps calling leader) then appends one barrier per failed attempt
-        // (each bounded by the request deadline), not one per `renew_every`.
-        let renew = !quiet && !self.renewal_in_flight && self.lease.wants_renewal(now);
         let margin_end = self
             .lease
             .lease_expiry()
@@ -267,12 +228,6 @@ impl Engine {
             // Still leading under the epoch a caller was refused under: the
             // same state again, so that the server fences anew.
             actions.push(Action::Publish(previous.clone()));
-        }
-        // A renewal is wanted only while this node leads, in the accept
-        // phase, under the promise just observed: the term always exists.
-        if renew && let Ok(term) = Term::new(view.promise) {
-            self.renewal_in_flight = true;
-            actions.push(Action::ProposeRenewal(term));
         }
         // Wake at the next lease event, and at least every tick: a role must
         // flip on time even if no new view arrives.
@@ -302,12 +257,6 @@ impl Engine {
     #[must_use]
     pub fn published(&self) -> &LeaderState {
         self.events.current()
-    }
-
-    /// Whether a renewal barrier is in flight.
-    #[must_use]
-    pub fn renewal_in_flight(&self) -> bool {
-        self.renewal_in_flight
     }
 
     /// Whether a StopSign ended the configuration.
@@ -363,15 +312,13 @@ impl Engine {
         }
     }
 
-    /// The ballot (when this node leads, so that the barrier's decision can
-    /// renew the lease) and the epoch a read's barrier is proposed with at
-    /// `now`.
+    /// The epoch a read's barrier is proposed with at `now`: the leader
+    /// epoch this node knows of.
     #[must_use]
-    pub fn barrier_as(&self, now: Duration) -> (Option<Ballot>, Epoch) {
+    pub fn barrier_epoch(&self, now: Duration) -> Epoch {
         match self.role(now) {
-            Role::Leader(term) => (Some(term.ballot()), term.epoch()),
-            Role::Follower(term) => (None, term.epoch()),
-            Role::Unknown => (None, Epoch::ZERO),
+            Role::Leader(term) | Role::Follower(term) => term.epoch(),
+            Role::Unknown => Epoch::ZERO,
         }
     }
 
@@ -480,8 +427,8 @@ mod tests {
     use super::*;
     use crate::core::timing::tests::sample;
 
-    // sample(): tick 10 ms, new-leader wait 80.8 ms, lease validity 79.2 ms,
-    // renewal every 30 ms; every engine here has a 10 ms stop margin.
+    // sample(): tick 10 ms; every engine here has a 10 ms stop margin. The
+    // runner's lease is given as `lease_until` in each view.
 
     const ME: NodeId = 1;
 
@@ -511,9 +458,15 @@ mod tests {
     }
 
     fn leading(promise: Ballot) -> LeaderView {
+        leased(promise, None)
+    }
+
+    /// Accept-phase leader under `promise`, the runner's lease until `until`.
+    fn leased(promise: Ballot, until: Option<Duration>) -> LeaderView {
         LeaderView {
             promise,
             leader: Some((promise.pid, true)),
+            lease_until: until,
             configuration_ended: false,
         }
     }
@@ -522,99 +475,54 @@ mod tests {
         LeaderView {
             promise,
             leader: Some((promise.pid, false)),
+            lease_until: None,
             configuration_ended: false,
         }
     }
 
-    /// The renewal the shell carries out: handed over and decided at `at`
-    /// under `ballot`, then finished.
-    fn renewed(e: &mut Engine, at: Duration, ballot: Ballot) {
-        assert_eq!(e.step(at, Event::Proposed { ballot }), []);
-        let applied = Event::Applied {
-            ballot,
-            proposed_at: at,
-            promise: ballot,
-        };
-        assert_eq!(e.step(at, applied), [Action::WakeLeadershipTask]);
-        assert_eq!(e.step(at, Event::RenewalDone), []);
-    }
-
-    /// Node 1 elected under `ballot` at 0, renewing at 0, 30 and 60 ms and
-    /// serving from 80.8 ms (lease until 139.2 ms, serving until 129.2 ms).
+    /// Node 1 leading under `ballot`, its lease granted until 139.2 ms,
+    /// published at 80 ms (serving until 129.2 ms).
     fn serving(ballot: Ballot) -> Engine {
         let mut e = engine();
-        for at in [0, 30, 60] {
-            let actions = e.step(ms(at), Event::Observed(leading(ballot)));
-            assert_eq!(actions[0], Action::ProposeRenewal(term(ballot)), "{at}");
-            renewed(&mut e, ms(at), ballot);
-        }
+        assert_eq!(
+            e.step(ms(0), Event::Observed(leading(ballot))),
+            [Action::SleepFor(ms(10))]
+        );
         let epoch = term(ballot).epoch();
         assert_eq!(
-            e.step(us(80_800), Event::Observed(leading(ballot))),
+            e.step(ms(80), Event::Observed(leased(ballot, Some(us(139_200))))),
             [
                 Action::Publish(LeaderState::Leader { epoch }),
-                Action::SleepFor(us(9_200)),
+                Action::SleepFor(ms(10)),
             ]
         );
         e
     }
 
     #[test]
-    fn a_new_leader_proposes_one_renewal_at_once_and_publishes_nothing_yet() {
+    fn a_new_leader_publishes_nothing_before_a_majority_granted_its_lease() {
         let mut e = engine();
         let b1 = b(2, ME);
         assert_eq!(
             e.step(ms(0), Event::Observed(leading(b1))),
-            [Action::ProposeRenewal(term(b1)), Action::SleepFor(ms(10))]
-        );
-        assert!(e.renewal_in_flight());
-        // Woken again before the renewal finished: nothing new to do.
-        assert_eq!(
-            e.step(ms(1), Event::Observed(leading(b1))),
             [Action::SleepFor(ms(10))]
         );
         assert_eq!(e.published(), &LeaderState::Unknown);
         assert_eq!(e.role(ms(1)), Role::Unknown);
-    }
-
-    #[test]
-    fn a_renewal_is_proposed_again_only_after_the_last_one_finished() {
-        let mut e = engine();
-        let b1 = b(2, ME);
-        e.step(ms(0), Event::Observed(leading(b1)));
-        assert_eq!(e.step(ms(0), Event::Proposed { ballot: b1 }), []);
-        // Due again at 30 ms, but the first one has not finished.
+        // Granted at once: no wait after the election.
+        let epoch = term(b1).epoch();
         assert_eq!(
-            e.step(ms(30), Event::Observed(leading(b1))),
-            [Action::SleepFor(ms(10))]
+            e.step(ms(2), Event::Observed(leased(b1, Some(ms(81))))),
+            [
+                Action::Publish(LeaderState::Leader { epoch }),
+                Action::SleepFor(ms(10)),
+            ]
         );
-        assert_eq!(e.step(ms(31), Event::RenewalDone), []);
-        assert!(!e.renewal_in_flight());
+        // Nothing changed: nothing published again; the last sleep lands
+        // on the end of serving.
         assert_eq!(
-            e.step(ms(31), Event::Observed(leading(b1))),
-            [Action::ProposeRenewal(term(b1)), Action::SleepFor(ms(10))]
-        );
-    }
-
-    #[test]
-    fn the_leader_is_published_when_the_wait_ends_and_the_task_wakes_for_it() {
-        let b1 = b(2, ME);
-        let mut e = engine();
-        for at in [0, 30, 60] {
-            e.step(ms(at), Event::Observed(leading(b1)));
-            renewed(&mut e, ms(at), b1);
-        }
-        // 0.8 ms before the wait ends: sleep exactly until then.
-        assert_eq!(
-            e.step(ms(80), Event::Observed(leading(b1))),
-            [Action::SleepFor(us(800))]
-        );
-        let mut e = serving(b1);
-        assert_eq!(e.role(us(80_800)), Role::Leader(term(b1)));
-        // Nothing changed: nothing published again.
-        assert_eq!(
-            e.step(ms(85), Event::Observed(leading(b1))),
-            [Action::SleepFor(ms(5))]
+            e.step(ms(65), Event::Observed(leased(b1, Some(ms(81))))),
+            [Action::SleepFor(ms(6))]
         );
     }
 
@@ -623,14 +531,9 @@ mod tests {
         let b1 = b(2, ME);
         let mut e = serving(b1);
         let epoch = term(b1).epoch();
-        // The renewal proposed at 90 ms is never decided (a cut-off leader).
-        assert_eq!(
-            e.step(ms(90), Event::Observed(leading(b1))),
-            [Action::ProposeRenewal(term(b1)), Action::SleepFor(ms(10))]
-        );
-        assert_eq!(e.step(ms(90), Event::Proposed { ballot: b1 }), []);
-        // The next wake lands exactly on the end of serving (lease end minus
-        // the stop margin).
+        // No round granted after the one that runs until 139.2 ms (a
+        // cut-off leader): the wake lands exactly on the end of serving
+        // (lease end minus the stop margin).
         assert_eq!(
             e.step(ms(120), Event::Observed(leading(b1))),
             [Action::SleepFor(us(9_200))]
@@ -648,7 +551,7 @@ mod tests {
     }
 
     /// Seed 349936: a paused leader resumes after its lease ran out, a
-    /// write is refused (the server steps down on it), and a renewal decided
+    /// write is refused (the server steps down on it), and a round granted
     /// at the same instant restores the lease before the leadership task
     /// looks. The stream would show nothing new, and the server, waiting for
     /// a leadership event to fence again, would never serve: the epoch is
@@ -669,16 +572,16 @@ mod tests {
             e.step(ms(300), Event::AnsweredNotLeader),
             [Action::WakeLeadershipTask]
         );
-        // A renewal proposed at 300 ms is decided at once.
-        renewed(&mut e, ms(300), b1);
-        assert!(e.leads_under(ms(300), term(b1)));
+        // A round sent at 300 ms is granted at once.
+        let renewed = leased(b1, Some(us(379_200)));
         assert_eq!(
-            e.step(ms(300), Event::Observed(leading(b1))),
+            e.step(ms(300), Event::Observed(renewed)),
             [Action::Publish(leader.clone()), Action::SleepFor(ms(10))]
         );
+        assert!(e.leads_under(ms(300), term(b1)));
         // Once: the next look publishes nothing.
         assert_eq!(
-            e.step(ms(305), Event::Observed(leading(b1))),
+            e.step(ms(305), Event::Observed(renewed)),
             [Action::SleepFor(ms(10))]
         );
         // A refusal while the published state is not a leader is a change
@@ -696,10 +599,32 @@ mod tests {
             [
                 Action::Publish(LeaderState::Unknown),
                 Action::WarnLeaseLapsed { epoch },
-                Action::ProposeRenewal(term(b1)),
                 Action::SleepFor(ms(10)),
             ]
         );
+    }
+
+    #[test]
+    fn a_hand_over_stops_serving_at_once_and_for_good() {
+        let b1 = b(2, ME);
+        let epoch = term(b1).epoch();
+        let mut e = serving(b1);
+        assert_eq!(
+            e.step(ms(85), Event::HandOver),
+            [Action::Publish(LeaderState::Unknown)]
+        );
+        assert_eq!(e.role(ms(85)), Role::Unknown);
+        assert!(e.check_reply(ms(85), epoch).is_err());
+        assert!(e.admit_write(ms(85), epoch, None).is_err());
+        // The runner may still report the lease for a moment: no warning,
+        // nothing published, no leader.
+        assert_eq!(
+            e.step(ms(86), Event::Observed(leased(b1, Some(us(139_200))))),
+            [Action::SleepFor(ms(10))]
+        );
+        assert_eq!(e.role(ms(86)), Role::Unknown);
+        // Not leading: nothing to publish.
+        assert_eq!(engine().step(ms(0), Event::HandOver), []);
     }
 
     #[test]
@@ -725,9 +650,9 @@ mod tests {
         let mut e = serving(b1);
         let ended = LeaderView {
             configuration_ended: true,
-            ..leading(b1)
+            ..leased(b1, Some(us(139_200)))
         };
-        // No lapse warning and no renewal, though one is due.
+        // No lapse warning, though the lease still runs.
         assert_eq!(
             e.step(ms(95), Event::Observed(ended)),
             [
@@ -758,20 +683,20 @@ mod tests {
     }
 
     #[test]
-    fn a_closed_host_watch_publishes_unknown_without_a_warning_and_renews_nothing() {
+    fn a_closed_host_watch_publishes_unknown_without_a_warning() {
         let b1 = b(2, ME);
         let mut e = serving(b1);
         assert_eq!(e.step(ms(95), Event::HostGone), []);
         assert_eq!(e.role(ms(95)), Role::Unknown);
         assert_eq!(
-            e.step(ms(95), Event::Observed(leading(b1))),
+            e.step(ms(95), Event::Observed(leased(b1, Some(us(139_200))))),
             [
                 Action::Publish(LeaderState::Unknown),
                 Action::SleepFor(ms(10))
             ]
         );
         assert_eq!(
-            e.step(ms(200), Event::Observed(leading(b1))),
+            e.step(ms(200), Event::Observed(leased(b1, Some(ms(300))))),
             [Action::SleepFor(ms(10))]
         );
         assert!(!e.leads_under(ms(95), term(b1)));
@@ -791,30 +716,6 @@ mod tests {
             ]
         );
         assert_eq!(e.role(ms(0)), Role::Unknown);
-    }
-
-    #[test]
-    fn only_a_decision_under_the_proposal_ballot_wakes_the_task() {
-        let b1 = b(2, ME);
-        let mut e = engine();
-        e.step(ms(0), Event::Observed(leading(b1)));
-        e.step(ms(0), Event::Proposed { ballot: b1 });
-        // Applied while this node had promised a newer ballot: decided by
-        // someone else.
-        let late = Event::Applied {
-            ballot: b1,
-            proposed_at: ms(0),
-            promise: b(3, 2),
-        };
-        assert_eq!(e.step(ms(5), late), []);
-        assert_eq!(e.lease().lease_expiry(), None);
-        let own = Event::Applied {
-            ballot: b1,
-            proposed_at: ms(0),
-            promise: b1,
-        };
-        assert_eq!(e.step(ms(5), own), [Action::WakeLeadershipTask]);
-        assert_eq!(e.lease().lease_expiry(), Some(us(79_200)));
     }
 
     #[test]
@@ -946,15 +847,15 @@ mod tests {
     }
 
     #[test]
-    fn a_barrier_renews_only_when_proposed_by_the_serving_leader() {
+    fn a_barrier_carries_the_leader_epoch_this_node_knows() {
         let mut e = engine();
-        assert_eq!(e.barrier_as(ms(0)), (None, Epoch::ZERO));
+        assert_eq!(e.barrier_epoch(ms(0)), Epoch::ZERO);
         let b1 = b(2, ME);
         e = serving(b1);
-        assert_eq!(e.barrier_as(ms(85)), (Some(b1), term(b1).epoch()));
+        assert_eq!(e.barrier_epoch(ms(85)), term(b1).epoch());
         let theirs = b(3, 2);
         e.step(ms(90), Event::Observed(following(theirs)));
-        assert_eq!(e.barrier_as(ms(90)), (None, term(theirs).epoch()));
+        assert_eq!(e.barrier_epoch(ms(90)), term(theirs).epoch());
     }
 
     #[test]
@@ -968,61 +869,34 @@ mod tests {
         };
         let b = Ballot::with(1, 2, 0, 1);
         let mut lease = LeaseTracker::new(1, &t).unwrap();
-        lease.observe(Duration::ZERO, leading(b).into()).unwrap();
-        lease.proposed(Duration::ZERO, b);
-        assert!(lease.decided(Duration::ZERO, b));
-        let wait = t.new_leader_wait();
         let margin = ms(10);
-        // Lease until 39.6 ms, wait until 40.4 ms: no serving window at all.
-        assert_eq!(serving_role(&lease, wait, margin), Role::Unknown);
-        lease.proposed(ms(30), b);
-        assert!(lease.decided(ms(30), b));
-        // Lease until 69.6 ms: serving on [40.4, 59.6).
-        assert!(serving_role(&lease, wait, margin).is_leader());
+        // A lease shorter than the margin: no serving window at all.
+        lease.observe(leased(b, Some(ms(9))).into()).unwrap();
+        assert_eq!(serving_role(&lease, ms(0), margin), Role::Unknown);
+        assert!(lease.role(ms(0)).is_leader());
+        // Lease until 69.6 ms: serving until 59.6 ms.
+        lease.observe(leased(b, Some(us(69_600))).into()).unwrap();
+        assert!(serving_role(&lease, ms(40), margin).is_leader());
         assert!(serving_role(&lease, us(59_599), margin).is_leader());
         assert_eq!(serving_role(&lease, us(59_600), margin), Role::Unknown);
         assert!(lease.role(us(59_600)).is_leader());
     }
 
-    /// One input of the property test below.
-    #[derive(Debug, Clone, Copy)]
-    enum Op {
-        /// Time passes (ms), then the task wakes and observes a view.
-        Observe(u64, u8),
-        /// The renewal in flight, if any, is handed over.
-        Propose,
-        /// The last renewal handed over is applied, under its own ballot or
-        /// not.
-        Apply(bool),
-        /// The renewal in flight finishes.
-        Done,
-        /// The host's watch closes.
-        HostGone,
-    }
-
-    fn op() -> impl Strategy<Value = Op> {
-        prop_oneof![
-            40 => (0u64..40, 0u8..40).prop_map(|(ms, view)| Op::Observe(ms, view)),
-            20 => Just(Op::Propose),
-            20 => any::<bool>().prop_map(Op::Apply),
-            20 => Just(Op::Done),
-            1 => Just(Op::HostGone),
-        ]
-    }
-
-    fn view(choice: u8) -> LeaderView {
+    fn view(choice: u8, now: Duration) -> LeaderView {
         match choice {
-            0..=29 => leading(b(2, ME)),
-            30..=33 => leading(b(5, ME)),
+            0..=14 => leased(b(2, ME), Some(now + ms(u64::from(choice) * 5))),
+            15..=29 => leading(b(2, ME)),
+            30..=33 => leased(b(5, ME), Some(now + ms(40))),
             34..=36 => following(b(3, 2)),
             37 | 38 => LeaderView {
                 promise: Ballot::default(),
                 leader: None,
+                lease_until: None,
                 configuration_ended: false,
             },
             _ => LeaderView {
                 configuration_ended: true,
-                ..leading(b(5, ME))
+                ..leased(b(5, ME), Some(now + ms(40)))
             },
         }
     }
@@ -1036,106 +910,64 @@ mod tests {
     }
 
     proptest! {
-        /// Over any sequence of wake-ups, renewals and decisions: at most one
-        /// renewal is in flight; every wake-up ends in one sleep of at most a
-        /// tick; published epochs never decrease and a published `Leader`
-        /// is the role at that instant; a lapse warning follows only the
-        /// `Unknown` that ended a `Leader`; nothing is proposed or claimed
-        /// after the host's watch closed or the configuration ended.
+        /// Over any sequence of wake-ups, views and leases: every wake-up
+        /// ends in one sleep of at most a tick; published epochs never
+        /// decrease and a published `Leader` is the role at that instant; a
+        /// lapse warning follows only the `Unknown` that ended a `Leader`;
+        /// nothing is claimed after the host's watch closed or the
+        /// configuration ended.
         #[test]
-        fn the_engine_keeps_its_promises(ops in proptest::collection::vec(op(), 0..80)) {
+        fn the_engine_keeps_its_promises(
+            ops in proptest::collection::vec((0u64..40, 0u8..40, 0u8..60), 0..80),
+        ) {
             let mut e = engine();
             let mut now = Duration::ZERO;
-            let mut in_flight: Option<Term> = None;
-            let mut handed_over: Option<(Ballot, Duration)> = None;
             let mut highest: Option<Epoch> = None;
             let mut quiet = false;
-            for op in ops {
-                let actions = match op {
-                    Op::Observe(elapsed, choice) => {
-                        now += ms(elapsed);
-                        let view = view(choice);
-                        quiet |= view.configuration_ended;
-                        let before = e.published().clone();
-                        let actions = e.step(now, Event::Observed(view));
-                        let (last, rest) = actions.split_last().unwrap();
-                        prop_assert!(
-                            matches!(last, Action::SleepFor(d) if !d.is_zero() && *d <= ms(10)),
-                            "{:?}", actions
-                        );
-                        let mut previous = before;
-                        for action in rest {
-                            match action {
-                                Action::Publish(state) => {
-                                    prop_assert_ne!(state, &previous);
-                                    if let Some(epoch) = epoch_of(state) {
-                                        prop_assert!(Some(epoch) >= highest);
-                                        highest = Some(epoch);
-                                    }
-                                    if let LeaderState::Leader { epoch } = state {
-                                        prop_assert!(!quiet);
-                                        prop_assert_eq!(e.role(now).leader_epoch(), Some(*epoch));
-                                    }
-                                    previous = state.clone();
-                                }
-                                Action::WarnLeaseLapsed { .. } => {
-                                    prop_assert_eq!(&previous, &LeaderState::Unknown);
-                                    prop_assert!(!quiet);
-                                }
-                                Action::ProposeRenewal(term) => {
-                                    prop_assert!(in_flight.is_none(), "two renewals in flight");
-                                    prop_assert!(!quiet);
-                                    in_flight = Some(*term);
-                                }
-                                Action::ReportConfigurationEnded
-                                | Action::WarnObservationRefused(_) => {}
-                                Action::WakeLeadershipTask | Action::SleepFor(_) => {
-                                    prop_assert!(false, "{:?}", actions);
-                                }
+            for (elapsed, choice, gone) in ops {
+                now += ms(elapsed);
+                if gone == 0 {
+                    quiet = true;
+                    prop_assert_eq!(e.step(now, Event::HostGone), Vec::new());
+                }
+                let view = view(choice, now);
+                quiet |= view.configuration_ended;
+                let before = e.published().clone();
+                let actions = e.step(now, Event::Observed(view));
+                let (last, rest) = actions.split_last().unwrap();
+                prop_assert!(
+                    matches!(last, Action::SleepFor(d) if !d.is_zero() && *d <= ms(10)),
+                    "{:?}", actions
+                );
+                let mut previous = before;
+                for action in rest {
+                    match action {
+                        Action::Publish(state) => {
+                            prop_assert_ne!(state, &previous);
+                            if let Some(epoch) = epoch_of(state) {
+                                prop_assert!(Some(epoch) >= highest);
+                                highest = Some(epoch);
                             }
-                        }
-                        prop_assert_eq!(e.published(), &previous);
-                        actions
-                    }
-                    Op::Propose => match in_flight {
-                        Some(term) if handed_over.is_none() => {
-                            handed_over = Some((term.ballot(), now));
-                            e.step(now, Event::Proposed { ballot: term.ballot() })
-                        }
-                        _ => Vec::new(),
-                    },
-                    Op::Apply(own) => match handed_over {
-                        Some((ballot, proposed_at)) => {
-                            let promise = if own { ballot } else { b(9, 3) };
-                            let actions = e.step(now, Event::Applied { ballot, proposed_at, promise });
-                            if !own {
-                                prop_assert_eq!(&actions, &Vec::new());
+                            if let LeaderState::Leader { epoch } = state {
+                                prop_assert!(!quiet);
+                                prop_assert_eq!(e.role(now).leader_epoch(), Some(*epoch));
                             }
-                            actions
+                            previous = state.clone();
                         }
-                        None => Vec::new(),
-                    },
-                    Op::Done => {
-                        if in_flight.take().is_some() {
-                            handed_over = None;
-                            e.step(now, Event::RenewalDone)
-                        } else {
-                            Vec::new()
+                        Action::WarnLeaseLapsed { .. } => {
+                            prop_assert_eq!(&previous, &LeaderState::Unknown);
+                            prop_assert!(!quiet);
+                        }
+                        Action::ReportConfigurationEnded
+                        | Action::WarnObservationRefused(_) => {}
+                        Action::WakeLeadershipTask | Action::SleepFor(_) => {
+                            prop_assert!(false, "{:?}", actions);
                         }
                     }
-                    Op::HostGone => {
-                        quiet = true;
-                        e.step(now, Event::HostGone)
-                    }
-                };
-                prop_assert_eq!(e.renewal_in_flight(), in_flight.is_some());
+                }
+                prop_assert_eq!(e.published(), &previous);
                 if quiet {
                     prop_assert_eq!(e.role(now), Role::Unknown);
-                }
-                for action in &actions {
-                    if matches!(op, Op::Propose | Op::Apply(_) | Op::Done | Op::HostGone) {
-                        prop_assert_eq!(action, &Action::WakeLeadershipTask);
-                    }
                 }
             }
         }

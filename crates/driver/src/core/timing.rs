@@ -8,25 +8,42 @@
 //!
 //! # The rule
 //!
-//! - An entry this node proposed at local time `t` under ballot `b`, once
-//!   decided while this node still leads under `b`, renews the lease until
-//!   `t + L × (1 − drift)` ([`Timing::leader_lease_validity`]).
-//! - A node that first observes itself accept-phase leader under ballot `b` at
-//!   local time `s` does not serve before `s + L × (1 + drift)`
-//!   ([`Timing::new_leader_wait`]).
+//! The lease is the classic Paxos master lease, kept by the toolkit runner
+//! without writing the log (`tsoracle_paxos_toolkit::lease`):
+//!
+//! - every `renew_every`, the accept-phase leader of ballot `b` sends a lease
+//!   request round to every peer, noting its send time `s`;
+//! - a node grants a round of `b` only while its promise is `b` and no grant
+//!   of another ballot still holds; granting at its local time `g`, it holds
+//!   `b` until `g + L × (1 + drift)` ([`Timing::grant_hold`]) and grants
+//!   no other ballot before;
+//! - once a majority (the leader included) granted a round, the leader holds
+//!   the lease until `s + L × (1 − drift)` ([`Timing::leader_lease_validity`]);
+//! - a node that (re)starts grants nothing for one hold: it forgot what it
+//!   granted; one that accepted a StopSign grants nothing more.
 //!
 //! # Why that is safe
 //!
-//! For an entry proposed under `b1` at real time `T1` to be decided under
-//! `b1`, a majority accepted it under `b1`. A leader of a higher ballot `b2`
-//! needs promises from a majority; the two majorities share a node, which
-//! accepted the entry before it promised `b2` (after the promise it refuses
-//! `b1`). So the new leader observes itself leader at a real time `T2 > T1`.
-//! The old leader trusts the lease for at most `L × (1 − drift)` of its own
-//! clock, which is at most `L` real time; the new leader waits
-//! `L × (1 + drift)` of its own clock, which is at least `L` real time. The old
-//! leader stops before `T1 + L < T2 + L`, the earliest moment the new one
-//! serves. Nothing in this argument depends on network delays.
+//! The old leader's lease of a round sent at real time `S` ends before
+//! `S + L` (its clock runs at least `1 − drift` fast). Each grantor of that
+//! round granted after `S` and holds for at least `L` real time, so until
+//! after `S + L`. A lease of another ballot needs grants from a majority,
+//! which shares a node with the old round's majority; that node grants the
+//! other ballot only after its hold ended, so after the old lease ended.
+//! Nothing in this argument depends on network delays: a grant that arrives
+//! late only shortens the lease it makes (it runs from `S`). A change of
+//! configuration is covered by the rule for starts: every node of the new
+//! configuration grants nothing for one hold after it started, which is
+//! after the StopSign was decided; a node that accepted the StopSign grants
+//! nothing more in the old one, so the old lease ends within one hold of the
+//! decision.
+//!
+//! The hold is on grants, not on promises: OmniPaxos elects and runs its
+//! prepare phase as before while an old lease runs out (deciding entries
+//! before its lease is safe; only serving needs it), and the followers that
+//! stopped hearing from the old leader let their holds run out during the
+//! election. A new leader therefore serves one round trip after its
+//! election, not after a wait that follows it.
 //!
 //! # Assumptions
 //!
@@ -43,16 +60,16 @@
 //!   Process pauses (scheduling, `SIGSTOP`) do not stop the clock and are
 //!   covered: the lease is re-checked against the clock, not against elapsed
 //!   work.
-//! - **The lease is measured from the proposal.** The driver samples `now`
-//!   *before* it hands the renewing entry to OmniPaxos, never at the decision
-//!   (a decision can arrive late, long after a new leader was elected).
-//! - **The wait is measured from the first observation.** The driver samples
-//!   `now` when it reads OmniPaxos' status, after the election happened.
+//! - **The lease is measured from the request's send time**, sampled in the
+//!   round before the request leaves; a grant's hold from the round that
+//!   handles the request, after it arrived.
+//! - **One clock per node.** The runner and the driver read the same
+//!   [`Clock`](crate::Clock) ([`PaxosHighWaterHost::clock`](crate::PaxosHighWaterHost::clock)).
 //! - **A heartbeat round trip fits in one election timeout**
 //!   (`tick × election_ticks`). OmniPaxos' ballot leader election sends one
 //!   round of heartbeats per election timeout and counts the replies of the
 //!   previous round; slower links cause spurious elections (and so pauses of
-//!   `L × (1 + drift)` each), not unsafety.
+//!   a hold each), not unsafety.
 //! - **Reaction time is outside this bound.** [`LeaseTracker::role`] answers
 //!   for the instant it is asked. Whoever acts on the answer (the async
 //!   driver emitting a leadership event, the server serving from its window)
@@ -67,16 +84,18 @@
 //! # Liveness
 //!
 //! - `lease < election timeout`: peers elect a new leader only after missing
-//!   at least one heartbeat round of the old one, by which time the old
-//!   leader's lease (renewed before it went silent) has run out. The new
-//!   leader's wait is then the safety net for drift and late decisions, and a
-//!   failover pauses serving for roughly the election (2.5 to 3 election
-//!   timeouts with OmniPaxos 0.2.4) plus `L × (1 + drift)`.
-//! - `renew_every < L × (1 − drift)`: an idle leader proposes a no-op barrier
-//!   every `renew_every` and keeps its lease. Choose `renew_every` at most half
-//!   of the effective lease so that one lost barrier does not cost the lease.
+//!   at least one heartbeat round of the old one, by which time their holds
+//!   (renewed before it went silent) have run out: a failover pauses serving
+//!   for roughly the election (2.5 to 3 election timeouts with OmniPaxos
+//!   0.2.4) and one round trip, not the election plus a wait.
+//! - `renew_every < L × (1 − drift)`: a leader asks for a round every
+//!   `renew_every` and keeps its lease. Choose `renew_every` at most half of
+//!   the effective lease so that one lost round does not cost the lease. The
+//!   rounds write nothing: an idle cluster writes nothing to disk.
 
 use std::time::Duration;
+
+use tsoracle_paxos_toolkit::lease::LeaseTiming;
 
 use crate::error::ConfigError;
 
@@ -105,16 +124,16 @@ pub struct Timing {
     /// Maximum relative clock-rate error of any node's monotonic clock
     /// against real time, e.g. `0.01` for 1%. In `[0, 0.2]`.
     pub drift: f64,
-    /// How often an idle leader proposes a no-op barrier to renew its lease.
+    /// How often the leader asks its peers for a lease round.
     pub renew_every: Duration,
 }
 
 impl Timing {
     /// A starting point for nodes on one LAN: 10 ms ticks, a 200 ms
     /// election timeout, a 150 ms lease with 1% drift, renewed every 40 ms.
-    /// It tolerates a synced write or a scheduling stall of about 100 ms
-    /// without losing the lease; a leader `kill -9` costs about 0.7–1 s of
-    /// unavailability (see `docs/benchmarks.md`). On machines with longer
+    /// It tolerates a scheduling stall of about 100 ms without losing the
+    /// lease; a leader `kill -9` costs about one election of unavailability
+    /// (see `docs/benchmarks.md`). On machines with longer
     /// stalls (an overloaded VM, a disk whose sync can take 100 ms), double
     /// every duration: failovers take twice as long, spurious elections
     /// become rarer.
@@ -192,7 +211,7 @@ impl Timing {
     }
 
     /// `lease × (1 − drift)`, rounded down: how long, on its own clock, a
-    /// leader may trust a renewal after proposing the renewing entry.
+    /// leader may trust a lease round after sending its request.
     ///
     /// Meaningful for a [validated](Self::validate) timing; an invalid drift
     /// is treated as 100% (the lease is never trusted).
@@ -201,14 +220,25 @@ impl Timing {
         scale(self.lease, PPM - self.drift_ppm(), Rounding::Down)
     }
 
-    /// `lease × (1 + drift)`, rounded up: how long, on its own clock, a newly
-    /// elected leader waits before it serves.
+    /// `lease × (1 + drift)`, rounded up: how long, on its own clock, a node
+    /// that granted a lease round grants no other ballot (and a node that
+    /// starts grants nothing).
     ///
     /// Meaningful for a [validated](Self::validate) timing; an invalid drift
-    /// is treated as 100% (the wait is doubled).
+    /// is treated as 100% (the hold is doubled).
     #[must_use]
-    pub fn new_leader_wait(&self) -> Duration {
+    pub fn grant_hold(&self) -> Duration {
         scale(self.lease, PPM + self.drift_ppm(), Rounding::Up)
+    }
+
+    /// The durations the runner keeps the lease with.
+    #[must_use]
+    pub fn lease_timing(&self) -> LeaseTiming {
+        LeaseTiming {
+            validity: self.leader_lease_validity(),
+            hold: self.grant_hold(),
+            renew_every: self.renew_every,
+        }
     }
 
     /// The drift in parts per million, rounded up (a larger drift is the
@@ -259,7 +289,7 @@ pub(crate) mod tests {
     }
 
     /// A valid timing used across the crate's tests: 10 ms ticks, a 100 ms
-    /// election timeout, an 80 ms lease, 1% drift, renewal every 30 ms.
+    /// election timeout, an 80 ms lease, 1% drift, a round every 30 ms.
     pub(crate) fn sample() -> Timing {
         Timing {
             tick: Duration::from_millis(10),
@@ -276,7 +306,7 @@ pub(crate) mod tests {
         assert_eq!(t.validate(), Ok(()));
         assert_eq!(t.election_timeout(), Ok(Duration::from_millis(100)));
         assert_eq!(t.leader_lease_validity(), Duration::from_micros(79_200));
-        assert_eq!(t.new_leader_wait(), Duration::from_micros(80_800));
+        assert_eq!(t.grant_hold(), Duration::from_micros(80_800));
     }
 
     #[test]
@@ -400,7 +430,7 @@ pub(crate) mod tests {
             ..sample()
         };
         assert_eq!(t.leader_lease_validity(), Duration::ZERO);
-        assert_eq!(t.new_leader_wait(), Duration::from_nanos(2));
+        assert_eq!(t.grant_hold(), Duration::from_nanos(2));
         // A drift that is not a whole number of ppm rounds up.
         let t = Timing {
             lease: Duration::from_secs(1),
@@ -408,7 +438,7 @@ pub(crate) mod tests {
             ..sample()
         };
         assert_eq!(t.leader_lease_validity(), Duration::from_micros(999_999));
-        assert_eq!(t.new_leader_wait(), Duration::from_micros(1_000_001));
+        assert_eq!(t.grant_hold(), Duration::from_micros(1_000_001));
     }
 
     #[test]
@@ -418,7 +448,7 @@ pub(crate) mod tests {
             ..sample()
         };
         assert_eq!(t.leader_lease_validity(), Duration::ZERO);
-        assert_eq!(t.new_leader_wait(), Duration::from_millis(160));
+        assert_eq!(t.grant_hold(), Duration::from_millis(160));
     }
 
     #[test]
@@ -427,7 +457,7 @@ pub(crate) mod tests {
             lease: Duration::MAX,
             ..sample()
         };
-        assert_eq!(t.new_leader_wait(), Duration::MAX);
+        assert_eq!(t.grant_hold(), Duration::MAX);
         assert!(t.leader_lease_validity() < Duration::MAX);
     }
 }

@@ -101,7 +101,7 @@ impl<H: PaxosHighWaterHost> PaxosDriver<H> {
             }
             let (at, submitted) = self
                 .shell
-                .submit(None, |proposal| Command::PrepareChange {
+                .submit(|proposal| Command::PrepareChange {
                     next: next.clone(),
                     epoch: Epoch(0),
                     proposal,
@@ -109,7 +109,7 @@ impl<H: PaxosHighWaterHost> PaxosDriver<H> {
                 .map_err(ChangeFailure::NotAgreed)?;
             let applied = self
                 .shell
-                .finish(None, at, submitted)
+                .finish(at, submitted)
                 .await
                 .map_err(ChangeFailure::NotAgreed)?;
             match applied.outcome {

@@ -1,13 +1,13 @@
 //! The leadership task: feeds the engine what it observes and carries out
 //! what the engine decides.
 //!
-//! Each time it wakes (the host's view changed, a decision renewed the
-//! lease, a renewal finished, or the engine's [`Action::SleepFor`] ran out)
-//! it steps [`Event::Observed`] with the host's current view, publishes and
-//! logs what the engine says, starts the renewal barrier the engine asks
-//! for, and sleeps as long as it says. The single-flight rule, the wake
+//! Each time it wakes (the host's view changed, a caller was refused, or
+//! the engine's [`Action::SleepFor`] ran out) it steps [`Event::Observed`]
+//! with the host's current view (the runner's lease included), publishes
+//! and logs what the engine says, and sleeps as long as it says. The wake
 //! times, the role published and the lapse warning are the engine's; the
-//! task owns only the channel, the timer and the renewal task.
+//! task owns only the channel and the timer. It proposes nothing to keep
+//! the lease: the runner's lease rounds do, without writing the log.
 //!
 //! [`Action::SleepFor`]: crate::core::step::Action::SleepFor
 
@@ -21,15 +21,12 @@ use tsoracle_paxos_toolkit::InstanceId;
 use super::Shell;
 use crate::core::identity::{Registration, registration};
 use crate::core::membership::{self, Recording};
-use crate::core::role::Term;
 use crate::core::step::Event;
 use crate::host::PaxosHighWaterHost;
 
 /// Runs until aborted (by `PaxosDriver::shutdown` or its drop).
 pub(super) async fn run<H: PaxosHighWaterHost>(shell: Arc<Shell<H>>) {
     let mut views = shell.host.leadership();
-    // The renewal in flight (the engine allows one): aborted with the task.
-    let mut renewals = JoinSet::new();
     // This node's registration or member list in flight (one at a time),
     // until both are on record: aborted with the task.
     let mut recording = JoinSet::new();
@@ -48,9 +45,6 @@ pub(super) async fn run<H: PaxosHighWaterHost>(shell: Arc<Shell<H>>) {
             shell.engine().learn_endpoints(&endpoints);
             members = now_members;
         }
-        while renewals.try_join_next().is_some() {
-            shell.step_now(Event::RenewalDone);
-        }
         while recording.try_join_next().is_some() {}
         if !recorded && recording.is_empty() {
             match next_record(&shell) {
@@ -62,13 +56,7 @@ pub(super) async fn run<H: PaxosHighWaterHost>(shell: Arc<Shell<H>>) {
             }
         }
         let view = *views.borrow_and_update();
-        // The engine reads the clock after the view, never before: the
-        // new-leader wait runs from the first observation.
         let followup = shell.step_now(Event::Observed(view));
-        if let Some(term) = followup.renew {
-            let shell = Arc::clone(&shell);
-            renewals.spawn(async move { renew_lease(&shell, term).await });
-        }
         let sleep = followup.sleep.unwrap_or(tick);
         // Biased: a fixed branch order keeps a seeded simulation replayable.
         tokio::select! {
@@ -123,7 +111,7 @@ async fn put_on_record<H: PaxosHighWaterHost>(shell: &Shell<H>, record: Record) 
         Record::Instance(instance) => format!("data directory instance {instance}"),
         Record::Membership(membership) => format!("member list ({membership})"),
     };
-    let submitted = shell.submit(None, |proposal| match record {
+    let submitted = shell.submit(|proposal| match record {
         Record::Instance(instance) => Command::Register {
             node,
             instance: instance.0,
@@ -137,7 +125,7 @@ async fn put_on_record<H: PaxosHighWaterHost>(shell: &Shell<H>, record: Record) 
         },
     });
     let result = match submitted {
-        Ok((at, pending)) => shell.finish(None, at, pending).await.map(|_| ()),
+        Ok((at, pending)) => shell.finish(at, pending).await.map(|_| ()),
         Err(err) => Err(err),
     };
     match result {
@@ -151,25 +139,6 @@ async fn put_on_record<H: PaxosHighWaterHost>(shell: &Shell<H>, record: Record) 
                 .unwrap_or(shell.config.timing.tick);
             tokio::time::sleep(pause).await;
         }
-    }
-    shell.wake.notify_one();
-}
-
-/// An idle (or newly elected) leader's no-op barrier under `term`; wakes
-/// the task when it finished, so that it steps [`Event::RenewalDone`].
-async fn renew_lease<H: PaxosHighWaterHost>(shell: &Shell<H>, term: Term) {
-    let ballot = term.ballot();
-    let epoch = term.epoch();
-    let submitted = shell.submit(Some(ballot), |proposal| Command::Barrier {
-        epoch,
-        proposal,
-    });
-    let result = match submitted {
-        Ok((at, pending)) => shell.finish(Some(ballot), at, pending).await.map(|_| ()),
-        Err(err) => Err(err),
-    };
-    if let Err(err) = result {
-        tracing::debug!(%err, "lease renewal failed");
     }
     shell.wake.notify_one();
 }

@@ -12,21 +12,22 @@
 //! and carries the actions out with tokio:
 //!
 //! - `config` — [`DriverConfig`];
-//! - `propose` — proposal ids, submission to the host, the bounded wait,
-//!   and the lease bookkeeping of each proposal;
+//! - `propose` — proposal ids, submission to the host, the bounded wait;
 //! - `write` — the write path (admission, the wait that ends early once
 //!   the term is lost, the acknowledgement);
 //! - `read` — the read path (a barrier, then the applied state);
 //! - `leadership` — the one background task (owned by the driver, stopped
 //!   by [`PaxosDriver::shutdown`] or on drop) that follows the host's
-//!   leadership view, publishes leadership changes, and runs the renewal
-//!   barriers;
+//!   leadership view (the runner's lease included) and publishes
+//!   leadership changes;
 //! - `consensus` — the `ConsensusDriver` impl and the leadership stream;
-//! - `change` — the admin path of a membership change.
+//! - `change` — the admin path of a membership change;
+//! - `hand_over` — a planned hand-over of leadership.
 
 mod change;
 mod config;
 mod consensus;
+mod hand_over;
 mod leadership;
 mod propose;
 mod read;
@@ -48,9 +49,10 @@ use tsoracle_core::{Epoch, PeerEndpoint};
 
 pub use self::change::ChangeFailure;
 pub use self::config::{DEFAULT_DENSE_KEY_CAP, DEFAULT_REQUEST_TIMEOUT, DriverConfig};
-use crate::clock::{Clock, MonotonicClock};
+pub use self::hand_over::HandOverError;
+use crate::Clock;
 use crate::core::gate::{NotServing, ReplyGate};
-use crate::core::role::{Role, Term};
+use crate::core::role::Role;
 use crate::core::step::{Action, Engine, Event};
 use crate::error::{ConfigError, RuntimeError};
 use crate::host::PaxosHighWaterHost;
@@ -79,14 +81,15 @@ struct Shell<H> {
     events: watch::Sender<LeaderState>,
     subscribed: Arc<AtomicBool>,
     /// Wakes the leadership task ([`Action::WakeLeadershipTask`], and when a
-    /// renewal finished).
+    /// record was put on the log).
     wake: Notify,
 }
 
 impl<H: PaxosHighWaterHost> PaxosDriver<H> {
     /// Starts the driver over `host`: validates `config` and spawns the
-    /// leadership task on the current tokio runtime. The lease runs on the
-    /// process's monotonic clock.
+    /// leadership task on the current tokio runtime. The lease is read on
+    /// the host's clock ([`PaxosHighWaterHost::clock`]), the one its runner
+    /// grants and times the lease on.
     ///
     /// # Errors
     ///
@@ -95,21 +98,8 @@ impl<H: PaxosHighWaterHost> PaxosDriver<H> {
     /// a runtime, [`ConfigError::ProposerClaimed`] when the host already has
     /// a driver.
     pub fn start(host: Arc<H>, config: DriverConfig) -> Result<Self, ConfigError> {
-        Self::start_with_clock(host, config, Arc::new(MonotonicClock::new()))
-    }
-
-    /// [`start`](Self::start) with the lease measured on `clock` (a
-    /// simulation's per-node clock, say).
-    ///
-    /// # Errors
-    ///
-    /// As [`start`](Self::start).
-    pub fn start_with_clock(
-        host: Arc<H>,
-        config: DriverConfig,
-        clock: Arc<dyn Clock>,
-    ) -> Result<Self, ConfigError> {
         config.validate()?;
+        let clock = host.clock();
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
         let endpoints: BTreeMap<NodeId, PeerEndpoint> = host
             .members()
@@ -206,8 +196,6 @@ impl<H: PaxosHighWaterHost> Drop for PaxosDriver<H> {
 /// actions that need its own state.
 #[derive(Debug, Default)]
 struct Followup {
-    /// [`Action::ProposeRenewal`].
-    renew: Option<Term>,
     /// [`Action::SleepFor`].
     sleep: Option<Duration>,
 }
@@ -228,13 +216,6 @@ impl<H: PaxosHighWaterHost> Shell<H> {
         let engine = self.engine();
         let now = self.now();
         ask(&engine, now)
-    }
-
-    /// Steps the engine at `now` (sampled by the caller) and carries out
-    /// what it returns.
-    fn step_at(&self, now: Duration, event: Event) -> Followup {
-        let actions = self.engine().step(now, event);
-        self.carry_out(actions)
     }
 
     /// Steps the engine at the current time, read under its lock, and
@@ -284,11 +265,11 @@ impl<H: PaxosHighWaterHost> Shell<H> {
                 Action::WarnLeaseLapsed { epoch } => {
                     tracing::warn!(
                         ?epoch,
-                        "stopped serving as leader: the lease ran out before a renewal was \
-                         decided (this node stalled for about a lease, or cannot reach a quorum)"
+                        "stopped serving as leader: the lease ran out before a majority granted \
+                         a new round (this node stalled for about a lease, or cannot reach a \
+                         quorum)"
                     );
                 }
-                Action::ProposeRenewal(term) => followup.renew = Some(term),
                 Action::WakeLeadershipTask => self.wake.notify_one(),
                 Action::SleepFor(sleep) => followup.sleep = Some(sleep),
             }

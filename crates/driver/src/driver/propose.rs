@@ -1,47 +1,37 @@
-//! Proposals: ids, submission to the host, the bounded wait, and the lease
-//! bookkeeping of each (the engine's [`Event::Proposed`] and
-//! [`Event::Applied`]). Shared by the write path, the read path and the
-//! renewal barriers.
+//! Proposals: ids, submission to the host and the bounded wait. Shared by
+//! the write path, the read path and the records a node puts on the log.
+//! (The lease is not renewed by proposals: the runner's lease rounds keep
+//! it, without writing the log.)
 
 use std::sync::PoisonError;
 use std::time::Duration;
 
-use omnipaxos::ballot_leader_election::Ballot;
 use tsoracle_consensus::ConsensusError;
 use tsoracle_paxos_state::{Command, ProposalId};
 
 use super::Shell;
-use crate::core::step::Event;
 use crate::error::RuntimeError;
 use crate::host::{Applied, HostError, PaxosHighWaterHost, PendingApply};
 
 impl<H: PaxosHighWaterHost> Shell<H> {
     /// Mints the next proposal id and submits the command built with it,
-    /// under one lock so ids reach the log in order. Records the proposal
-    /// time for the lease when this node leads under `ballot`.
+    /// under one lock so ids reach the log in order. Returns the submission
+    /// time (for the proposal latency) and the wait.
     pub(super) fn submit(
         &self,
-        ballot: Option<Ballot>,
         make: impl FnOnce(ProposalId) -> Command,
     ) -> Result<(Duration, PendingApply), ConsensusError> {
         let mut seq = self.seq.lock().unwrap_or_else(PoisonError::into_inner);
         *seq = seq.saturating_add(1);
         let id = ProposalId::new(self.host.node_id(), self.incarnation, *seq);
-        // Sampled before the entry is handed over: the lease runs from here.
         let proposed_at = self.now();
-        if let Some(ballot) = ballot {
-            self.step_at(proposed_at, Event::Proposed { ballot });
-        }
         let pending = self.host.submit(make(id)).map_err(host_error)?;
         Ok((proposed_at, pending))
     }
 
-    /// Waits for a submitted command within the request deadline and, when
-    /// it was proposed under `ballot`, tells the engine it was applied (a
-    /// decision under that same ballot renews the lease).
+    /// Waits for a submitted command within the request deadline.
     pub(super) async fn finish(
         &self,
-        ballot: Option<Ballot>,
         proposed_at: Duration,
         pending: PendingApply,
     ) -> Result<Applied, ConsensusError> {
@@ -55,14 +45,6 @@ impl<H: PaxosHighWaterHost> Shell<H> {
         let now = self.now();
         metrics::histogram!("tsoracle_paxos_proposal_seconds")
             .record(now.saturating_sub(proposed_at).as_secs_f64());
-        if let Some(ballot) = ballot {
-            let event = Event::Applied {
-                ballot,
-                proposed_at,
-                promise: applied.promise,
-            };
-            self.step_at(now, event);
-        }
         Ok(applied)
     }
 }

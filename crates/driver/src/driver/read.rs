@@ -22,9 +22,9 @@ impl<H: PaxosHighWaterHost> Shell<H> {
             crate::mutation::count_bypass();
             return Ok(self.read_applied(read));
         }
-        let (ballot, epoch) = self.decide(|engine, now| engine.barrier_as(now));
-        let (at, pending) = self.submit(ballot, |proposal| Command::Barrier { epoch, proposal })?;
-        let applied = self.finish(ballot, at, pending).await?;
+        let epoch = self.decide(|engine, now| engine.barrier_epoch(now));
+        let (at, pending) = self.submit(|proposal| Command::Barrier { epoch, proposal })?;
+        let applied = self.finish(at, pending).await?;
         let high_water = fence::barrier_outcome(applied.outcome)?;
         let mut read = Some(read);
         let mut value = None;

@@ -1,10 +1,10 @@
-//! The shell against a host whose leadership and decisions the test sets:
-//! renewals, the lease lapsing, late decisions, waiting writes, the reply
-//! gate, an ended configuration. The decisions themselves are tested as
+//! The shell against a host whose leadership, lease and decisions the test
+//! sets: granted rounds, the lease lapsing, late decisions, waiting writes,
+//! the reply gate, an ended configuration. The decisions themselves are tested as
 //! plain functions in `crate::core::step`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use omnipaxos::ballot_leader_election::Ballot;
@@ -21,28 +21,55 @@ use crate::core::role::{Role, Term};
 use crate::core::timing::Timing;
 use crate::error::ConfigError;
 use crate::host::{Applied, HostError, PaxosHighWaterHost, PendingApply, ProposerSlot};
+use crate::{Clock, MonotonicClock};
 
-/// A host whose leadership is set by the test and whose commands are
+/// A host whose leadership is set by the test, whose runner "grants" a
+/// lease round every 5 ms while it is not stalled, and whose commands are
 /// "applied" at once, with a chosen promise.
 struct FakeHost {
     view: watch::Sender<LeaderView>,
     promise_at_apply: Mutex<Ballot>,
     proposer: ProposerSlot,
     submitted: AtomicU64,
-    /// Every command submitted from now on is never decided (a cut-off
-    /// leader: OmniPaxos takes the entry, no quorum accepts it).
+    /// From now on no command is decided and no lease round granted (a
+    /// cut-off leader: OmniPaxos takes the entry, no quorum accepts it).
     stalled: AtomicBool,
 }
 
 impl FakeHost {
+    /// Its lease rounds run until the host is dropped.
     fn new(view: LeaderView, promise_at_apply: Ballot) -> Arc<Self> {
-        Arc::new(Self {
+        let host = Arc::new(Self {
             view: watch::channel(view).0,
             promise_at_apply: Mutex::new(promise_at_apply),
             proposer: ProposerSlot::new(1),
             submitted: AtomicU64::new(0),
             stalled: AtomicBool::new(false),
-        })
+        });
+        tokio::spawn(grant_rounds(Arc::downgrade(&host)));
+        host
+    }
+}
+
+/// A round sent now and granted at once, every 5 ms, while the host leads
+/// and is not stalled: the lease the runner would report.
+async fn grant_rounds(host: Weak<FakeHost>) {
+    let clock = MonotonicClock::new();
+    let validity = timing().leader_lease_validity();
+    loop {
+        let Some(host) = host.upgrade() else {
+            return;
+        };
+        if !host.stalled.load(Ordering::SeqCst) {
+            let until = clock.now() + validity;
+            host.view.send_modify(|view| {
+                if view.leader == Some((1, true)) && view.promise.pid == 1 {
+                    view.lease_until = Some(until);
+                }
+            });
+        }
+        drop(host);
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -95,6 +122,7 @@ fn leading(ballot: Ballot) -> LeaderView {
     LeaderView {
         promise: ballot,
         leader: Some((1, true)),
+        lease_until: None,
         configuration_ended: false,
     }
 }
@@ -123,30 +151,32 @@ async fn leads_within(driver: &PaxosDriver<FakeHost>, within: Duration) -> bool 
     false
 }
 
+/// The lease is the runner's: an idle leader keeps it for many lease
+/// lengths without proposing anything (an idle cluster writes nothing).
 #[tokio::test]
-async fn renewals_decided_under_the_same_ballot_make_a_leader() {
+async fn granted_rounds_keep_an_idle_leader_without_a_proposal() {
     let (host, driver, _) = leading_driver(DriverConfig::new(timing())).await;
-    // It renews while idle: still leading many lease lengths later.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(driver.role().is_leader());
-    assert!(host.submitted.load(Ordering::SeqCst) >= 5);
+    assert_eq!(host.submitted.load(Ordering::SeqCst), 0);
     driver.shutdown().await;
     assert_eq!(driver.role(), Role::Unknown);
 }
 
-/// Entries applied while this node's promise is another ballot were
-/// decided by someone else: they must never renew the lease.
+/// Elected, but no round granted (a leader whose grantors still hold
+/// another ballot): no leader, however long, and no write admitted.
 #[tokio::test]
-async fn decisions_under_another_ballot_never_renew_the_lease() {
+async fn an_elected_node_without_a_granted_round_never_leads() {
     let b = Ballot::with(1, 2, 0, 1);
-    let newer = Ballot::with(1, 3, 0, 2);
-    let host = FakeHost::new(leading(b), newer);
+    let host = FakeHost::new(leading(b), b);
+    host.stalled.store(true, Ordering::SeqCst);
     let driver = PaxosDriver::start(Arc::clone(&host), DriverConfig::new(timing())).unwrap();
     assert!(!leads_within(&driver, Duration::from_millis(300)).await);
-    assert!(
-        host.submitted.load(Ordering::SeqCst) >= 1,
-        "no renewal was tried"
-    );
+    let epoch = Term::new(b).unwrap().epoch();
+    assert!(matches!(
+        driver.persist_high_water(7, epoch).await,
+        Err(ConsensusError::NotLeader { .. })
+    ));
     driver.shutdown().await;
 }
 
@@ -161,8 +191,8 @@ async fn the_lease_lapses_a_stop_margin_early_and_the_stream_follows() {
         .wait_for(|s| matches!(s, LeaderState::Leader { .. }))
         .await
         .unwrap();
-    // Decisions stop counting: the lease runs out.
-    *host.promise_at_apply.lock().unwrap() = Ballot::with(1, 9, 0, 2);
+    // No round is granted any more: the lease runs out.
+    host.stalled.store(true, Ordering::SeqCst);
     let lost_at = Instant::now();
     tokio::time::timeout(
         Duration::from_secs(2),
@@ -171,8 +201,8 @@ async fn the_lease_lapses_a_stop_margin_early_and_the_stream_follows() {
     .await
     .unwrap()
     .unwrap();
-    // At most lease × (1 − drift) − stop_margin after the last renewal
-    // (plus scheduling slack).
+    // At most lease × (1 − drift) − stop_margin after the last granted
+    // round (plus scheduling slack).
     assert!(lost_at.elapsed() < Duration::from_millis(200));
     assert!(!driver.role().is_leader());
     driver.shutdown().await;
@@ -208,7 +238,7 @@ async fn a_write_waiting_when_the_lease_lapses_is_answered_at_once() {
     let mut config = DriverConfig::new(timing());
     config.request_timeout = Duration::from_secs(600);
     let (host, driver, epoch) = leading_driver(config).await;
-    // Cut off: neither the write nor any renewal is decided from now on.
+    // Cut off: neither the write is decided nor a round granted from now on.
     host.stalled.store(true, Ordering::SeqCst);
     let answered =
         tokio::time::timeout(Duration::from_secs(60), driver.persist_high_water(9, epoch))

@@ -32,14 +32,13 @@ impl<H: PaxosHighWaterHost> Shell<H> {
         caller_epoch: Epoch,
         make: impl FnOnce(ProposalId) -> Command,
     ) -> Result<Applied, ConsensusError> {
-        let ballot = Some(term.ballot());
-        let (at, pending) = self.submit(ballot, make)?;
+        let (at, pending) = self.submit(make)?;
         // Once the term is lost no answer can be an acknowledgement any
         // more: answer now instead of holding the caller to the request
         // deadline.
         let applied = tokio::select! {
             biased;
-            applied = self.finish(ballot, at, pending) => applied?,
+            applied = self.finish(at, pending) => applied?,
             () = self.lost(term) => {
                 return Err(self.decide(|engine, now| engine.not_leader(now)));
             }

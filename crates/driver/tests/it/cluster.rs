@@ -90,7 +90,28 @@ impl Cluster {
         for (id, listener) in listeners {
             cluster.start_node(id, Some(listener)).await;
         }
+        cluster.settle().await;
         cluster
+    }
+
+    /// Waits until one leader has kept its epoch through two election
+    /// timeouts. Right after a start the ballot leader election can still
+    /// move: the nodes started one after the other, and a node that starts
+    /// while none of its peers is happy with a leader takes over. A test
+    /// that takes the first leader it sees would then race that move.
+    async fn settle(&self) {
+        let election = timing().election_timeout().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut seen = self.wait_leader(Duration::from_secs(30)).await;
+        loop {
+            tokio::time::sleep(election * 2).await;
+            let now = self.wait_leader(Duration::from_secs(30)).await;
+            if now == seen {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the leadership never settled");
+            seen = now;
+        }
     }
 
     pub(crate) fn control(&self) -> NetControl {

@@ -295,13 +295,13 @@ async fn concurrent_writes_all_commit_and_dense_blocks_tile_the_counter() {
     cluster.shutdown().await;
 }
 
-/// An idle leader keeps its lease with no-op barriers.
+/// An idle leader keeps its lease with lease rounds, writing nothing.
 ///
-/// Nothing but renewals is written, and a lease lasts `lease × (1 − drift)`
-/// from the proposal that earned it: a node that reports `Leader` two lease
-/// lengths after the previous check holds a lease earned by a renewal
-/// proposed since. Four such checks in a row show that renewals go on while
-/// the cluster is idle. Each check waits for a leader (bounded) instead of
+/// A lease lasts `lease × (1 − drift)` from the round that earned it: a node
+/// that reports `Leader` two lease lengths after the previous check holds a
+/// lease of a round sent since. Four such checks in a row show that rounds
+/// go on while the cluster is idle, and the decided index does not move:
+/// no log entry kept the lease. Each check waits for a leader (bounded) instead of
 /// timing the fraction of samples spent leading, so a loaded machine that
 /// stalls a renewal past the lease (the lease then lapses until the next
 /// one is decided) delays a check but cannot fail it; a driver that stops
@@ -311,6 +311,12 @@ async fn an_idle_leader_keeps_its_lease() {
     let cluster = Cluster::start(false).await;
     let (first, epoch) = cluster.wait_leader(ELECTION).await;
     let lease = crate::cluster::timing().lease;
+    let decided = |cluster: &Cluster| -> Vec<usize> {
+        (1..=3)
+            .map(|id| cluster.nodes[&id].host.status().borrow().decided_idx)
+            .collect()
+    };
+    let before = decided(&cluster);
     let mut kept = 0;
     for _ in 0..4 {
         tokio::time::sleep(lease * 2).await;
@@ -325,6 +331,9 @@ async fn an_idle_leader_keeps_its_lease() {
         kept >= 1,
         "the first leader never kept its lease while idle"
     );
+    if kept == 4 {
+        assert_eq!(decided(&cluster), before, "log entries kept the lease");
+    }
     cluster.shutdown().await;
 }
 

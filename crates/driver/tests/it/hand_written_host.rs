@@ -50,6 +50,7 @@ fn a_hand_written_host_is_still_a_host() {
         view: watch::channel(LeaderView {
             promise: Ballot::default(),
             leader: None,
+            lease_until: None,
             configuration_ended: false,
         })
         .0,

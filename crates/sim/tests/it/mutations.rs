@@ -46,8 +46,8 @@ fn without_the_epoch_fence_a_server_serves_a_stale_epoch() {
 }
 
 #[test]
-fn without_the_new_leader_wait_two_leaders_overlap() {
-    let (seed, report) = first_failure(Guard::NewLeaderWait);
+fn without_the_grant_hold_two_leaders_overlap() {
+    let (seed, report) = first_failure(Guard::GrantHold);
     assert!(
         report.contains("both reported Leader"),
         "seed {seed}: {report}"

@@ -1,0 +1,141 @@
+//! A planned hand-over of leadership (before a restart, or asked by an
+//! operator): stop serving, release the lease so the successor need not
+//! wait the grantors' holds out, let the successor take over, and wait
+//! (bounded) until it leads.
+
+use std::time::Duration;
+
+use omnipaxos::util::NodeId;
+use tokio::time::Instant;
+
+use super::PaxosDriver;
+use crate::core::role::Role;
+use crate::core::step::Event;
+use crate::host::{HostError, PaxosHighWaterHost};
+
+/// Why a hand-over did not finish.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandOverError {
+    /// Only the serving leader hands over; nothing changed.
+    #[error("this node is not the serving leader{}", leader.map_or_else(String::new, |id| format!(" (node {id} leads)")))]
+    NotLeader {
+        /// The leader this node follows, if any.
+        leader: Option<NodeId>,
+    },
+    /// The successor asked for is not another member; nothing changed.
+    #[error("node {0} is not another member of this configuration")]
+    NotAMember(NodeId),
+    /// This node stopped serving but the host could not release the lease
+    /// (it leads no more, or its consensus thread stopped). The grantors'
+    /// holds then run out on their own: the cluster elects as after a
+    /// failure.
+    #[error("stopped serving, but the lease was not released: {0}")]
+    Host(#[source] HostError),
+    /// The lease was released and the successor asked to take over, but no
+    /// other node was seen leading within the wait (the successor may be
+    /// slow or cut off; the cluster elects on its own).
+    #[error("released; no successor was seen leading within {0:?}")]
+    Unfinished(Duration),
+}
+
+/// How often the wait for the successor looks at the host's view.
+const POLL: Duration = Duration::from_millis(2);
+
+impl<H: PaxosHighWaterHost> PaxosDriver<H> {
+    /// Hands leadership to `to` (or, with `None`, to the lowest other
+    /// member id), waiting at most `wait` for it to lead.
+    ///
+    /// In order: this node stops serving under its ballot for good (the
+    /// leadership stream says `Unknown`, so the server steps down, and the
+    /// reply gate refuses that epoch from now on); only then does the
+    /// runner release the lease (its grantors drop their holds of the
+    /// ballot) and ask `to` to take leadership. The successor therefore
+    /// serves one round trip after its election instead of after the holds,
+    /// and the two never serve at once. Writes waiting under the released
+    /// ballot are answered `NotLeader`.
+    ///
+    /// # Errors
+    ///
+    /// [`HandOverError`]: not the leader or no such member (nothing
+    /// changed), the host could not release, or no successor led in time.
+    pub async fn hand_over(
+        &self,
+        to: Option<NodeId>,
+        wait: Duration,
+    ) -> Result<NodeId, HandOverError> {
+        let started = Instant::now();
+        let shell = &self.shell;
+        let me = shell.host.node_id();
+        let members = shell.host.members();
+        let to = match to {
+            Some(to) if to == me || !members.contains(&to) => {
+                return Err(HandOverError::NotAMember(to));
+            }
+            Some(to) => to,
+            None => members
+                .iter()
+                .copied()
+                .filter(|&node| node != me)
+                .min()
+                .ok_or(HandOverError::NotAMember(me))?,
+        };
+        match shell.decide(|engine, now| engine.role(now)) {
+            Role::Leader(_) => {}
+            Role::Follower(term) => {
+                return Err(HandOverError::NotLeader {
+                    leader: Some(term.leader()),
+                });
+            }
+            Role::Unknown => return Err(HandOverError::NotLeader { leader: None }),
+        }
+        #[cfg(feature = "mutations")]
+        if !crate::mutation::is_on(crate::mutation::Guard::StopBeforeRelease) {
+            // The bug the guard prevents: release first, stop serving only
+            // once the successor is seen leading.
+            crate::mutation::count_bypass();
+            shell
+                .host
+                .hand_over(to)
+                .await
+                .map_err(HandOverError::Host)?;
+            let result = self.await_successor(me, started, wait).await;
+            shell.step_now(Event::HandOver);
+            return result;
+        }
+        // Stop serving first: a grantor that drops its hold may grant the
+        // successor at once.
+        shell.step_now(Event::HandOver);
+        let released = tokio::time::timeout(wait, shell.host.hand_over(to)).await;
+        match released {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => return Err(HandOverError::Host(err)),
+            Err(_) => return Err(HandOverError::Unfinished(wait)),
+        }
+        tracing::info!(to, "leadership handed over; waiting for the successor");
+        self.await_successor(me, started, wait).await
+    }
+
+    /// Waits until another node leads (accept phase) in the host's view.
+    async fn await_successor(
+        &self,
+        me: NodeId,
+        started: Instant,
+        wait: Duration,
+    ) -> Result<NodeId, HandOverError> {
+        let deadline = started + wait;
+        loop {
+            let view = *self.shell.host.leadership().borrow();
+            if let Some((leader, _)) = view.leader
+                && leader != me
+                && view.promise.pid == leader
+            {
+                return Ok(leader);
+            }
+            if Instant::now() >= deadline {
+                return Err(HandOverError::Unfinished(wait));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
