@@ -77,8 +77,9 @@ impl ProposerSlot {
 /// The wait for one submitted command: resolves once this node applied it.
 pub type PendingApply = Pin<Box<dyn Future<Output = Result<Applied, HostError>> + Send>>;
 
-/// The wait for [`PaxosHighWaterHost::hand_over`].
-pub type PendingHandOver = Pin<Box<dyn Future<Output = Result<(), HostError>> + Send>>;
+/// The wait for [`PaxosHighWaterHost::hand_over`]: the successor asked to
+/// take over.
+pub type PendingHandOver = Pin<Box<dyn Future<Output = Result<NodeId, HostError>> + Send>>;
 
 /// The one trait a host implements to give the driver its OmniPaxos log.
 ///
@@ -115,10 +116,11 @@ pub trait PaxosHighWaterHost: Send + Sync + 'static {
     fn leadership(&self) -> watch::Receiver<LeaderView>;
 
     /// Releases the lease of the ballot this node leads under and asks `to`
-    /// to take leadership (a toolkit runner's `Runner::hand_over`). The
-    /// driver calls it only after it stopped serving under that ballot.
-    /// The default refuses: a host without it has no planned hand-over.
-    fn hand_over(&self, to: NodeId) -> PendingHandOver {
+    /// (`None`: a peer the host picks, one that follows this leader) to take
+    /// leadership (a toolkit runner's `Runner::hand_over`). The driver
+    /// calls it only after it stopped serving under that ballot. The
+    /// default refuses: a host without it has no planned hand-over.
+    fn hand_over(&self, to: Option<NodeId>) -> PendingHandOver {
         let _ = to;
         Box::pin(std::future::ready(Err(HostError::Failed(
             "this host cannot hand leadership over".to_owned(),

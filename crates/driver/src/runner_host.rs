@@ -352,13 +352,13 @@ where
     /// [`PaxosHighWaterHost::hand_over`] on the current configuration's
     /// runner.
     #[must_use]
-    pub fn hand_over(&self, to: NodeId) -> PendingHandOver {
+    pub fn hand_over(&self, to: Option<NodeId>) -> PendingHandOver {
         let runner = Arc::clone(&self.current().runner);
         Box::pin(async move {
             runner
                 .hand_over(to)
                 .await
-                .map(|_| ())
+                .map(|(_, successor)| successor)
                 .map_err(|err| match err {
                     ToolkitError::NotLeader { .. } => HostError::Unavailable(err.to_string()),
                     other => HostError::Failed(other.to_string()),
@@ -465,7 +465,7 @@ impl<H: RunnerBackedHost> PaxosHighWaterHost for H {
         self.runner_host().clock()
     }
 
-    fn hand_over(&self, to: NodeId) -> PendingHandOver {
+    fn hand_over(&self, to: Option<NodeId>) -> PendingHandOver {
         self.runner_host().hand_over(to)
     }
 

@@ -1,10 +1,11 @@
-//! The admin service on the peer port: the member list, and membership
-//! changes (`proto/admin.proto`), with the client side the `member`
-//! commands and the nodes themselves use.
+//! The admin service on the peer port: the member list, membership changes
+//! and leader moves (`proto/admin.proto`), with the client side the
+//! `member` commands and the nodes themselves use.
 //!
 //! Only an authenticated request may end a configuration: with mutual TLS
 //! (the TLS layer already checked the client's chain against the cluster
-//! CA), `ChangeMembership` also needs a client certificate that names
+//! CA), `ChangeMembership` and `MoveLeader` also need a client certificate
+//! that names
 //! [`ADMIN_DNS_NAME`]; a node's own certificate is not enough, so a
 //! compromised member's key cannot reconfigure the cluster. Without TLS the
 //! peer port is loopback (or the operator accepted plaintext with
@@ -18,7 +19,8 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 use tsoracle_driver_paxos::{
-    ChangeError, ChangeFailure, ChangeRequest, PaxosDriver, PaxosHighWaterHost, StandaloneHost,
+    ChangeError, ChangeFailure, ChangeRequest, HandOverError, PaxosDriver, PaxosHighWaterHost,
+    StandaloneHost,
 };
 use tsoracle_paxos_state::{MemberRecord, Membership};
 use tsoracle_paxos_tonic::TlsMaterial;
@@ -35,10 +37,16 @@ pub mod proto {
 
 use proto::paxos_admin_client::PaxosAdminClient;
 use proto::paxos_admin_server::{PaxosAdmin, PaxosAdminServer};
-use proto::{ChangeRequest as WireChange, Member as WireMember, MembersReply, MembersRequest};
+use proto::{
+    ChangeRequest as WireChange, Member as WireMember, MembersReply, MembersRequest,
+    MoveLeaderReply, MoveLeaderRequest,
+};
 
 /// How long a change waits for the next configuration unless told.
 pub(crate) const DEFAULT_CHANGE_WAIT: Duration = Duration::from_secs(60);
+
+/// How long a leader move waits for the successor unless told.
+pub(crate) const DEFAULT_MOVE_WAIT: Duration = Duration::from_secs(5);
 
 /// How long an admin call may take to connect.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -105,8 +113,8 @@ impl AdminService {
         };
         if !certificate_names(leaf, ADMIN_DNS_NAME) {
             return Err(Status::permission_denied(format!(
-                "membership changes need a client certificate that names {ADMIN_DNS_NAME:?} \
-                 (signed by the cluster CA); a node certificate is not enough"
+                "membership changes and leader moves need a client certificate that names \
+                 {ADMIN_DNS_NAME:?} (signed by the cluster CA); a node certificate is not enough"
             )));
         }
         Ok(())
@@ -182,6 +190,39 @@ impl PaxosAdmin for AdminService {
             }
             Err(failure) => Err(status_of(&failure)),
         }
+    }
+
+    async fn move_leader(
+        &self,
+        request: Request<MoveLeaderRequest>,
+    ) -> Result<Response<MoveLeaderReply>, Status> {
+        self.check_cluster(&request)?;
+        self.check_admin(&request)?;
+        let asked = request.into_inner();
+        let wait = match asked.wait_ms {
+            0 => DEFAULT_MOVE_WAIT,
+            ms => Duration::from_millis(ms),
+        };
+        let to = (asked.to != 0).then_some(asked.to);
+        tracing::info!(node = self.node_id, ?to, "leader move asked");
+        match self.driver.hand_over(to, wait).await {
+            Ok(leader) => {
+                tracing::info!(node = self.node_id, leader, "leadership moved");
+                Ok(Response::new(MoveLeaderReply { leader }))
+            }
+            Err(failure) => Err(move_status(&failure)),
+        }
+    }
+}
+
+/// The gRPC status of a failed leader move.
+fn move_status(failure: &HandOverError) -> Status {
+    let text = failure.to_string();
+    match failure {
+        HandOverError::NotAMember(_) => Status::invalid_argument(text),
+        HandOverError::NotLeader { .. } => Status::failed_precondition(text),
+        HandOverError::Unfinished(_) => Status::deadline_exceeded(text),
+        _ => Status::unavailable(text),
     }
 }
 

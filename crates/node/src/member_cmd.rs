@@ -1,6 +1,6 @@
-//! `tsoracle-paxos member list|add|remove|replace`: the operator's side of
-//! membership changes, over a node's admin service (on its peer port,
-//! behind its mutual TLS).
+//! `tsoracle-paxos member list|add|remove|replace|move-leader`: the
+//! operator's side of membership changes and leader moves, over a node's
+//! admin service (on its peer port, behind its mutual TLS).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -11,7 +11,7 @@ use tonic::Code;
 use tsoracle_paxos_tonic::{TlsFiles, TlsMaterial};
 
 use crate::admin::proto::change_request::Change;
-use crate::admin::proto::{ChangeRequest, Member, MembersReply};
+use crate::admin::proto::{ChangeRequest, Member, MembersReply, MoveLeaderRequest};
 use crate::admin::{AdminTarget, DEFAULT_CHANGE_WAIT, connect, members_of, request};
 use crate::error::Error;
 
@@ -97,6 +97,17 @@ pub(crate) enum MemberCommand {
         #[command(flatten)]
         member: NewMember,
     },
+    /// Move leadership to another member (before maintenance of the
+    /// leader's machine): the leader stops serving, releases its lease and
+    /// lets the successor take over at once, without waiting out an
+    /// election or the lease. `serve` does the same by itself on SIGTERM.
+    MoveLeader {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The successor's id (default: the lowest other member id).
+        #[arg(long)]
+        to: Option<u64>,
+    },
 }
 
 impl MemberCommand {
@@ -116,6 +127,11 @@ impl MemberCommand {
                     member.id,
                     describe(reply.node, &reply)
                 ))
+            }
+            Self::MoveLeader { admin, to } => {
+                let admin = Admin::new(admin)?;
+                let leader = admin.move_leader(to).await?;
+                Ok(format!("node {leader} leads"))
             }
             Self::Remove { admin, id } => {
                 let admin = Admin::new(admin)?;
@@ -237,6 +253,36 @@ impl Admin {
                 .cloned(),
         );
         order
+    }
+
+    /// Asks the leader (as the first answering node sees it) to hand its
+    /// leadership to `to`; returns the node then leading.
+    async fn move_leader(&self, to: Option<u64>) -> Result<u64, Error> {
+        let (_, reply) = self.ask_members().await?;
+        let Some(leader) = reply.members.iter().find(|m| m.id == reply.leader) else {
+            return Err(Error::Client(
+                "no leader is known right now: nothing to move (check `member list`)".to_owned(),
+            ));
+        };
+        if to == Some(leader.id) {
+            return Ok(leader.id);
+        }
+        let target = AdminTarget {
+            node: leader.id,
+            address: leader.peer.clone(),
+        };
+        let mut client = connect(&target, self.tls.as_ref()).await?;
+        let wait = self.wait.min(Duration::from_secs(60));
+        let wire = MoveLeaderRequest {
+            to: to.unwrap_or(0),
+            wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+        };
+        let deadline = wait + Duration::from_secs(5);
+        client
+            .move_leader(request(&self.cluster_id, wire, deadline)?)
+            .await
+            .map(|reply| reply.into_inner().leader)
+            .map_err(|status| Error::Client(format!("node {}: {}", leader.id, status.message())))
     }
 
     /// Asks for `change`, the leader first, until a node carries it out; a

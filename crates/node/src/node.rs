@@ -35,6 +35,11 @@ use crate::error::Error;
 use crate::next::{Asked, NodeNext};
 use crate::record::{ConfigRecord, db_dir};
 
+/// How long [`Node::shutdown`] waits for a successor to lead after it handed
+/// leadership over (a successor that is down costs this, then the cluster
+/// elects as after a failure).
+const HAND_OVER_WAIT: Duration = Duration::from_secs(2);
+
 /// How long [`Node::shutdown`] lets the client service drain.
 const CLIENT_DRAIN: Duration = Duration::from_secs(10);
 
@@ -213,7 +218,9 @@ impl Node {
         reason
     }
 
-    /// Stops the node in order: the client service first (no reply is
+    /// Stops the node in order: a leader hands its leadership over (to the
+    /// lowest other member id, waiting at most 2 s), then the client
+    /// service (no reply is
     /// served from here on; it drains for at most 10 s), the metrics
     /// sampler, the driver, the peer service, and the consensus thread
     /// after its last sync. An error of the consensus thread is returned,
@@ -231,6 +238,16 @@ impl Node {
             failed,
             ..
         } = self;
+        // A planned stop of the leader hands its leadership over first: the
+        // successor serves within a round trip instead of after an
+        // election and the lease (a rolling restart costs next to nothing).
+        // The driver stops serving before it releases the lease.
+        if !failed && driver.role().is_leader() {
+            match driver.hand_over(None, HAND_OVER_WAIT).await {
+                Ok(leader) => tracing::info!(leader, "leadership handed over before stopping"),
+                Err(err) => tracing::warn!(%err, "leadership not handed over; the cluster elects"),
+            }
+        }
         // Close the gate first: no reply is served from here on.
         let _ = client_stop.send(());
         drop(watch);

@@ -51,6 +51,10 @@ pub struct FaultCounts {
     pub forged_stop_signs: u64,
     /// Of those, the ones carried out before the run ended.
     pub changes_done: u64,
+    /// Planned hand-overs of the leader (`PaxosDriver::hand_over`, as
+    /// `serve` does on SIGTERM), most followed by a restart of the old
+    /// leader.
+    pub hand_overs: u64,
 }
 
 impl FaultCounts {
@@ -70,6 +74,7 @@ impl FaultCounts {
         self.wipes += other.wipes;
         self.changes += other.changes;
         self.changes_done += other.changes_done;
+        self.hand_overs += other.hand_overs;
     }
 }
 
@@ -79,7 +84,8 @@ impl fmt::Display for FaultCounts {
             f,
             "{} crashes, {} pauses, {} leader isolations, {} flaps, {} leader mutes, {} gray \
              failures, {} cuts, {} one-way cuts, {} slowed nodes, {} network changes, {} wiped \
-             data directories, {} membership changes ({} done), {} forged StopSigns",
+             data directories, {} membership changes ({} done), {} forged StopSigns, {} \
+             leader hand-overs",
             self.crashes,
             self.pauses,
             self.leader_isolations,
@@ -93,7 +99,8 @@ impl fmt::Display for FaultCounts {
             self.wipes,
             self.changes,
             self.changes_done,
-            self.forged_stop_signs
+            self.forged_stop_signs,
+            self.hand_overs
         )
     }
 }
@@ -102,6 +109,11 @@ impl fmt::Display for FaultCounts {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Fault {
     Crash(NodeId),
+    /// The leader hands its leadership over (as on SIGTERM), then, with
+    /// `restart`, stops and starts again later (a rolling restart).
+    HandOver {
+        restart: bool,
+    },
     /// Pause a node's process (`None`: the leader's) for `length`, while
     /// clients pinned to it keep sending; its lease clock keeps running.
     Pause {
@@ -228,7 +240,7 @@ pub(crate) fn draw(
         }
         (a, b)
     };
-    match rng.u8(0..18) {
+    match rng.u8(0..19) {
         0..=2 => Fault::Crash(node(rng)),
         3..=4 => Fault::IsolateLeader,
         5..=6 => Fault::Flap,
@@ -267,6 +279,9 @@ pub(crate) fn draw(
             Fault::CutOneWay(a, b)
         }
         12..=14 => Fault::Network(network(rng, election)),
+        18 => Fault::HandOver {
+            restart: rng.u8(0..4) != 0,
+        },
         17 => {
             let (victim, lagging) = pair(rng);
             Fault::Amnesia {
@@ -353,6 +368,7 @@ mod tests {
                     assert!((1..=3).contains(&n));
                 }
                 Fault::IsolateLeader
+                | Fault::HandOver { .. }
                 | Fault::Flap
                 | Fault::MuteLeader
                 | Fault::GrayLeader { .. }

@@ -609,6 +609,21 @@ async fn simulate(seed: u64, config: &SimConfig) -> Result<RunReport, SimError> 
                     }
                 }
             }
+            Fault::HandOver { restart } => {
+                if let Some(leader) = cluster.leader()
+                    && let Some(driver) = cluster.driver(leader)
+                {
+                    faults.hand_overs += 1;
+                    // As `serve` on SIGTERM: hand over, then stop.
+                    let handed = driver.hand_over(None, election * 4).await;
+                    tracing::debug!(at = recorder.now_us(), leader, ?handed, "hand-over");
+                    if restart && cluster.is_up(leader) && cluster.down_count() < minority(&cluster)
+                    {
+                        cluster.crash(leader).await;
+                        agenda.push(now + hold, Undo::Restart(leader));
+                    }
+                }
+            }
             Fault::IsolateLeader => {
                 if let Some(leader) = cluster.leader() {
                     control.isolate(leader);

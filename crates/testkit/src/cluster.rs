@@ -623,6 +623,26 @@ impl<L: Launcher> Cluster<L> {
         }
     }
 
+    /// SIGTERM node `id` (a planned stop: a leader hands its leadership
+    /// over first) and reap it; SIGKILL if it is still running after the
+    /// stop grace. Returns its exit status; `None` if it was down.
+    pub fn terminate(&mut self, id: u64) -> Option<ExitStatus> {
+        self.continue_if_paused(id);
+        let mut child = index(id)
+            .and_then(|i| self.nodes.get_mut(i))
+            .and_then(Option::take)?;
+        let _ = send_signal(&child, "TERM");
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = child.kill();
+        child.wait().ok()
+    }
+
     /// SIGKILL every node, and reap them.
     pub fn kill_all(&mut self) {
         for id in self.ids() {

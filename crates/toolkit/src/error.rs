@@ -184,12 +184,13 @@ pub enum Error {
     /// that is not the accept-phase leader, or for a successor that is not
     /// another member.
     #[error(
-        "cannot hand leadership to node {to}: this node is not the leader, or node {to} is not \
-         another member"
+        "cannot hand leadership over{}: this node is not the leader, the successor is not \
+         another member, or no peer granted a lease round to choose one from",
+        to.map_or_else(String::new, |to| format!(" to node {to}"))
     )]
     NotLeader {
-        /// The successor asked for.
-        to: u64,
+        /// The successor asked for or chosen, if any.
+        to: Option<u64>,
     },
 
     /// [`Runner::try_propose`](crate::Runner::try_propose) found the proposal

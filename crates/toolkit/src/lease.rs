@@ -197,6 +197,8 @@ pub struct Requests {
     lease: Option<(Ballot, Duration)>,
     /// A ballot this node released: it asks no round of it again.
     released: Option<Ballot>,
+    /// When each peer last granted a round of the current ballot.
+    last_grant: BTreeMap<NodeId, Duration>,
 }
 
 /// A round to send: the request, to every peer.
@@ -221,7 +223,20 @@ impl Requests {
             rounds: BTreeMap::new(),
             lease: None,
             released: None,
+            last_grant: BTreeMap::new(),
         }
+    }
+
+    /// The peer that granted a round of the current ballot most recently
+    /// (the lowest id among equals): reachable, and following this leader,
+    /// so the best successor for a hand-over. `None` when no peer granted.
+    #[must_use]
+    pub fn freshest_grantor(&self) -> Option<NodeId> {
+        self.last_grant
+            .iter()
+            .filter(|(node, _)| **node != self.me)
+            .max_by(|(a_node, a_at), (b_node, b_at)| a_at.cmp(b_at).then(b_node.cmp(a_node)))
+            .map(|(node, _)| *node)
     }
 
     /// Gives up the lease of `n` for good: no round of `n` is asked again
@@ -281,8 +296,11 @@ impl Requests {
             return;
         }
         r.granted.insert(from);
-        if r.granted.len() >= self.majority {
-            let until = r.sent_at.saturating_add(self.timing.validity);
+        let (sent_at, granted) = (r.sent_at, r.granted.len());
+        let at = self.last_grant.entry(from).or_default();
+        *at = (*at).max(sent_at);
+        if granted >= self.majority {
+            let until = sent_at.saturating_add(self.timing.validity);
             self.lease = match self.lease {
                 Some((ballot, held)) if ballot == n => Some((n, held.max(until))),
                 _ => Some((n, until)),
@@ -315,6 +333,7 @@ impl Requests {
         self.last_sent = None;
         self.rounds.clear();
         self.lease = None;
+        self.last_grant.clear();
     }
 }
 
@@ -408,6 +427,11 @@ mod tests {
         // A late grant of the older round never shortens the lease.
         r.granted(2, due.n, due.round);
         assert_eq!(r.lease(b(1, 1)), Some((b(1, 1), ms(239))));
+        // Nodes 2 and 3 both granted the round sent at 140 ms: the lower id.
+        assert_eq!(r.freshest_grantor(), Some(2));
+        let last = r.due(ms(180), Some(b(1, 1))).unwrap();
+        r.granted(3, last.n, last.round);
+        assert_eq!(r.freshest_grantor(), Some(3));
     }
 
     #[test]

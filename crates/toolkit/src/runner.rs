@@ -224,8 +224,8 @@ enum Admin {
     /// Give up the lease of the ballot this node leads under and ask `to`
     /// to take over (see [`Runner::hand_over`]).
     HandOver {
-        to: NodeId,
-        reply: oneshot::Sender<Result<Ballot, Error>>,
+        to: Option<NodeId>,
+        reply: oneshot::Sender<Result<(Ballot, NodeId), Error>>,
     },
 }
 
@@ -291,6 +291,8 @@ where
                 grants: Grants::new(now, &lease.timing),
                 requests: Requests::new(node_id, others.len() + 1, lease.timing),
                 peers: others,
+                retake: None,
+                retake_after: lease.timing.hold.saturating_mul(2),
                 outgoing: Vec::new(),
             }
         });
@@ -490,7 +492,9 @@ where
         Ok(())
     }
 
-    /// Hands leadership to `to`: this node gives up the lease of the ballot
+    /// Hands leadership to `to` (`None`: the peer that granted a lease round
+    /// most recently, so one that is reachable and follows this leader):
+    /// this node gives up the lease of the ballot
     /// it leads under for good (it asks no round of it again and reports no
     /// lease), tells every grantor to drop its hold of that ballot, and asks
     /// `to` to take leadership (`OmniPaxos::try_become_leader` there). The
@@ -499,13 +503,18 @@ where
     ///
     /// **Call it only once nothing is served under the ballot any more**
     /// (the driver stops serving first): a grantor that drops its hold may
-    /// grant `to` at once. Returns the ballot released.
+    /// grant `to` at once. Returns the ballot released and the successor.
+    ///
+    /// Should the successor not take over (it went down meanwhile), this
+    /// node takes leadership again under a new ballot once twice the hold
+    /// passed, so a cluster never stays with a leader that serves nothing.
     ///
     /// # Errors
     ///
-    /// [`Error::NotLeader`] when this node is not the accept-phase leader
-    /// (nothing is released), and the runner's stop or failure.
-    pub async fn hand_over(&self, to: NodeId) -> Result<Ballot, Error> {
+    /// [`Error::NotLeader`] when this node is not the accept-phase leader,
+    /// `to` is not another member, or no peer granted a round to choose
+    /// from (nothing is released); the runner's stop or failure.
+    pub async fn hand_over(&self, to: Option<NodeId>) -> Result<(Ballot, NodeId), Error> {
         let (reply, replied) = oneshot::channel();
         if self
             .admin
@@ -587,6 +596,11 @@ struct LeaseKeeper<T: Entry> {
     requests: Requests,
     /// Every other member.
     peers: Vec<NodeId>,
+    /// After a hand-over: the released ballot, and when to take leadership
+    /// again if this node still leads under it.
+    retake: Option<(Ballot, std::time::Duration)>,
+    /// Twice the hold.
+    retake_after: std::time::Duration,
     /// Lease messages of this round, sent with OmniPaxos' own.
     outgoing: Vec<Message<T>>,
 }
@@ -832,6 +846,7 @@ where
             self.omnipaxos.tick();
         }
         if let Some(now) = now {
+            self.retake_if_stuck(now);
             self.request_lease(now);
         }
         self.apply_decided()?;
@@ -962,7 +977,7 @@ where
     }
 
     /// [`Runner::hand_over`], on the consensus thread.
-    fn hand_over(&mut self, to: NodeId) -> Result<Ballot, Error> {
+    fn hand_over(&mut self, to: Option<NodeId>) -> Result<(Ballot, NodeId), Error> {
         let promise = self.omnipaxos.get_promise();
         let me = self.omnipaxos.get_pid();
         let leading = self.omnipaxos.get_current_leader() == Some((me, true)) && promise.pid == me;
@@ -971,9 +986,14 @@ where
                 "this runner keeps no lease".to_owned(),
             ));
         };
+        let Some(to) = to.or_else(|| lease.requests.freshest_grantor()) else {
+            return Err(Error::NotLeader { to: None });
+        };
         if !leading || to == me || !lease.peers.contains(&to) {
-            return Err(Error::NotLeader { to });
+            return Err(Error::NotLeader { to: Some(to) });
         }
+        let now = lease.clock.now();
+        lease.retake = Some((promise, now.saturating_add(lease.retake_after)));
         lease.requests.release(promise);
         lease.grants.release(me, promise);
         for &peer in &lease.peers {
@@ -988,7 +1008,30 @@ where
             to,
             msg: LeaseMsg::TakeOver { n: promise },
         }));
-        Ok(promise)
+        Ok((promise, to))
+    }
+
+    /// A leader that handed over and still leads under the released ballot
+    /// once `retake_after` passed (the successor never took over) takes
+    /// leadership again under a new ballot.
+    fn retake_if_stuck(&mut self, now: std::time::Duration) {
+        let promise = self.omnipaxos.get_promise();
+        let Some(lease) = self.lease.as_mut() else {
+            return;
+        };
+        let Some((released, at)) = lease.retake else {
+            return;
+        };
+        if promise != released {
+            lease.retake = None;
+        } else if now >= at {
+            lease.retake = None;
+            tracing::warn!(
+                node = self.omnipaxos.get_pid(),
+                "the successor did not take over; leading again under a new ballot"
+            );
+            self.omnipaxos.try_become_leader();
+        }
     }
 
     /// The accept-phase leader asks for a lease round when one is due, and

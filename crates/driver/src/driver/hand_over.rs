@@ -43,8 +43,10 @@ pub enum HandOverError {
 const POLL: Duration = Duration::from_millis(2);
 
 impl<H: PaxosHighWaterHost> PaxosDriver<H> {
-    /// Hands leadership to `to` (or, with `None`, to the lowest other
-    /// member id), waiting at most `wait` for it to lead.
+    /// Hands leadership to `to` (or, with `None`, to a follower the host
+    /// picks: the runner takes the peer that granted a lease round last,
+    /// so one that is up and follows this leader), waiting at most `wait`
+    /// for another node to lead. Returns the node seen leading.
     ///
     /// In order: this node stops serving under its ballot for good (the
     /// leadership stream says `Unknown`, so the server steps down, and the
@@ -53,7 +55,8 @@ impl<H: PaxosHighWaterHost> PaxosDriver<H> {
     /// ballot) and ask `to` to take leadership. The successor therefore
     /// serves one round trip after its election instead of after the holds,
     /// and the two never serve at once. Writes waiting under the released
-    /// ballot are answered `NotLeader`.
+    /// ballot are answered `NotLeader`. Should no successor take over, the
+    /// runner leads again under a new ballot after twice the hold.
     ///
     /// # Errors
     ///
@@ -67,19 +70,11 @@ impl<H: PaxosHighWaterHost> PaxosDriver<H> {
         let started = Instant::now();
         let shell = &self.shell;
         let me = shell.host.node_id();
-        let members = shell.host.members();
-        let to = match to {
-            Some(to) if to == me || !members.contains(&to) => {
-                return Err(HandOverError::NotAMember(to));
-            }
-            Some(to) => to,
-            None => members
-                .iter()
-                .copied()
-                .filter(|&node| node != me)
-                .min()
-                .ok_or(HandOverError::NotAMember(me))?,
-        };
+        if let Some(to) = to
+            && (to == me || !shell.host.members().contains(&to))
+        {
+            return Err(HandOverError::NotAMember(to));
+        }
         match shell.decide(|engine, now| engine.role(now)) {
             Role::Leader(_) => {}
             Role::Follower(term) => {
@@ -107,12 +102,15 @@ impl<H: PaxosHighWaterHost> PaxosDriver<H> {
         // successor at once.
         shell.step_now(Event::HandOver);
         let released = tokio::time::timeout(wait, shell.host.hand_over(to)).await;
-        match released {
-            Ok(Ok(())) => {}
+        let successor = match released {
+            Ok(Ok(successor)) => successor,
             Ok(Err(err)) => return Err(HandOverError::Host(err)),
             Err(_) => return Err(HandOverError::Unfinished(wait)),
-        }
-        tracing::info!(to, "leadership handed over; waiting for the successor");
+        };
+        tracing::info!(
+            successor,
+            "leadership handed over; waiting for the successor"
+        );
         self.await_successor(me, started, wait).await
     }
 

@@ -9,6 +9,7 @@ mod admin_tls;
 mod amnesia;
 mod bad_config;
 mod common;
+mod hand_over;
 mod library;
 mod membership;
 mod replace;

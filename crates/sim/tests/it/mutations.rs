@@ -54,6 +54,17 @@ fn without_the_grant_hold_two_leaders_overlap() {
     );
 }
 
+/// A hand-over that releases the lease before the old leader stopped
+/// serving lets the successor serve beside it.
+#[test]
+fn without_stopping_before_the_release_two_leaders_overlap() {
+    let (seed, report) = first_failure(Guard::StopBeforeRelease);
+    assert!(
+        report.contains("both reported Leader"),
+        "seed {seed}: {report}"
+    );
+}
+
 #[test]
 fn without_the_reply_gate_a_resumed_node_answers_from_its_old_window() {
     let (seed, report) = first_failure(Guard::ReplyGate);

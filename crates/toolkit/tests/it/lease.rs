@@ -195,8 +195,9 @@ async fn a_hand_over_lets_the_successor_lease_before_the_holds_run_out() {
     let (old, _) = wait_for_lease(&runners, &clock).await;
     let to = NODES.into_iter().find(|&n| n != old).unwrap();
     // Not the leader: refused, nothing released.
-    assert!(runners[to as usize - 1].hand_over(old).await.is_err());
-    let released = runners[old as usize - 1].hand_over(to).await.unwrap();
+    assert!(runners[to as usize - 1].hand_over(Some(old)).await.is_err());
+    let (released, chosen) = runners[old as usize - 1].hand_over(Some(to)).await.unwrap();
+    assert_eq!(chosen, to);
     let handed_at = clock.now();
     let old_status = runners[old as usize - 1].status().borrow().clone();
     assert_eq!(old_status.lease_until, None);
@@ -219,6 +220,39 @@ async fn a_hand_over_lets_the_successor_lease_before_the_holds_run_out() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let s = runners[old as usize - 1].status().borrow().clone();
     assert!(s.promise > released);
+    for runner in &runners {
+        runner.shutdown().await.unwrap();
+    }
+    net.shutdown().await;
+}
+
+/// A hand-over to a successor that cannot take over (cut off): the old
+/// leader leads again under a new ballot after twice the hold, so the
+/// cluster does not stay with a leader that serves nothing; and without a
+/// successor named, the runner picks one that granted its last rounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_over_nobody_takes_is_taken_back() {
+    let clock = MonotonicClock::new();
+    let (net, runners) = cluster(Duration::from_millis(100));
+    let (old, _) = wait_for_lease(&runners, &clock).await;
+    let to = NODES.into_iter().find(|&n| n != old).unwrap();
+    net.control().isolate(to);
+    let (released, chosen) = runners[old as usize - 1].hand_over(Some(to)).await.unwrap();
+    assert_eq!(chosen, to);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let s = runners[old as usize - 1].status().borrow().clone();
+        if s.promise > released && s.lease_until.is_some_and(|until| until > clock.now()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the old leader never led again");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    net.control().rejoin(to);
+    // No successor named: the runner picks the peer that granted last.
+    let (leader, _) = wait_for_lease(&runners, &clock).await;
+    let (_, picked) = runners[leader as usize - 1].hand_over(None).await.unwrap();
+    assert_ne!(picked, leader);
     for runner in &runners {
         runner.shutdown().await.unwrap();
     }
