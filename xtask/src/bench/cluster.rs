@@ -297,6 +297,12 @@ impl Cluster {
         self.inner.kill(id);
     }
 
+    /// SIGTERM to node `id` (a planned stop), reaped; SIGKILL after the
+    /// stop grace.
+    pub(crate) fn terminate(&mut self, id: u64) {
+        let _ = self.inner.terminate(id);
+    }
+
     /// SIGKILL to every node.
     pub(crate) fn kill_all(&mut self) {
         self.inner.kill_all();

@@ -31,8 +31,8 @@ use super::cluster::{
     unix_micros,
 };
 use super::report::{
-    Failover, LoadPoint, Meta, PersistPoint, Replacement, Report, RestartPoint, Soak, SoakSample,
-    percentile,
+    Failover, Idle, LoadPoint, Meta, PersistPoint, Replacement, Report, RestartPoint, Soak,
+    SoakSample, percentile,
 };
 use super::{BenchArgs, workspace_root};
 use crate::cmd::{Step, build_release};
@@ -98,7 +98,7 @@ impl Plan {
     /// The number of progress steps.
     fn steps(&self) -> u64 {
         let throughput = 3 * 2 * self.clients.len() as u64;
-        let failover = 3;
+        let failover = 3 + 2 + 2;
         let replace = 3;
         let persist = 3 + 1;
         let restart = 2 * 2 * self.restart_lengths.len() as u64 + 1;
@@ -272,6 +272,22 @@ pub(crate) fn run(build_env: &BuildEnv, args: &BenchArgs) -> Result<()> {
         options,
     )?;
     report.failover.push(f);
+    for kind in Kind::REPLICATED {
+        let f = failover_by(
+            &plan,
+            &bins,
+            &dirs,
+            &progress,
+            kind,
+            kind.name(),
+            Options::default(),
+            Stop::Term,
+        )?;
+        report.planned.push(f);
+    }
+    for kind in Kind::REPLICATED {
+        report.idle.push(idle(&bins, &dirs, &progress, kind)?);
+    }
     report.replacements = replacements(&bins, &dirs, &progress)?;
     for kind in Kind::ALL {
         report
@@ -612,9 +628,16 @@ fn caught_up(cluster: &Cluster, slack: u64, limit: Duration) -> Result<()> {
 /// (a response already on the wire may land just after). Without such a gap
 /// the outage was shorter than the load's gap threshold.
 fn outage(gaps: &[Gap], dead_unix_us: u64) -> f64 {
-    let window_end = dead_unix_us + 100_000;
+    outage_between(gaps, dead_unix_us, dead_unix_us)
+}
+
+/// [`outage`] for a stop that took from `from` (the signal) to `to` (the
+/// process reaped), Unix µs: the longest gap that overlaps that stretch or
+/// starts within 100 ms after it.
+fn outage_between(gaps: &[Gap], from: u64, to: u64) -> f64 {
+    let window_end = to + 100_000;
     gaps.iter()
-        .filter(|g| g.to_unix_us >= dead_unix_us && g.from_unix_us <= window_end)
+        .filter(|g| g.to_unix_us >= from && g.from_unix_us <= window_end)
         .map(|g| (g.to_unix_us - g.from_unix_us) as f64 / 1000.0)
         .fold(GAP_MS as f64, f64::max)
 }
@@ -635,6 +658,15 @@ const SLOW_TIMING: &[&str] = &[
 ];
 const SLOW_LABEL: &str = "paxos, 400 ms election";
 
+/// How a sample stops the leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// `kill -9`, restarted 2.5 s later: a failure.
+    Kill,
+    /// SIGTERM, restarted at once: a planned (rolling) restart.
+    Term,
+}
+
 fn failover(
     plan: &Plan,
     bins: &Binaries,
@@ -644,12 +676,35 @@ fn failover(
     label: &str,
     options: Options,
 ) -> Result<Failover> {
-    progress.step(&format!("{label}: failover, {} leader kills", plan.kills));
+    failover_by(plan, bins, dirs, progress, kind, label, options, Stop::Kill)
+}
+
+/// Leader stops under a `get_ts` load of 8 clients: `plan.kills` of them
+/// for [`Stop::Kill`], at least 20 for [`Stop::Term`].
+#[allow(clippy::too_many_arguments)]
+fn failover_by(
+    plan: &Plan,
+    bins: &Binaries,
+    dirs: &Dirs,
+    progress: &Progress,
+    kind: Kind,
+    label: &str,
+    options: Options,
+    stop: Stop,
+) -> Result<Failover> {
+    let (what, count) = match stop {
+        Stop::Kill => ("failover", plan.kills),
+        Stop::Term => ("planned restart", plan.kills.max(20)),
+    };
+    progress.step(&format!("{label}: {what}, {count} leader stops"));
     let mut cluster = start(bins, dirs, kind, options, "failover")?;
     // About 6 s per kill: a second of steady load, the outage, the restart
     // and catch-up; the load runs long enough for all of them.
-    let per_kill = 6;
-    let seconds = u64::from(plan.kills) * per_kill + 10;
+    let per_kill = match stop {
+        Stop::Kill => 6,
+        Stop::Term => 4,
+    };
+    let seconds = u64::from(count) * per_kill + 10;
     let mut command = load_command(bins, &cluster, "ts", 8, seconds);
     command.args(["--gap-ms", &GAP_MS.to_string()]);
     let load = spawn_captured(
@@ -659,9 +714,10 @@ fn failover(
         &dirs.logs.join("load.log"),
     )?;
     let load_started = Instant::now();
-    let mut kills: Vec<u64> = Vec::new();
+    // (the stop began, the old leader was gone), Unix µs.
+    let mut kills: Vec<(u64, u64)> = Vec::new();
     interrupt::sleep(Duration::from_secs(2))?;
-    while kills.len() < plan.kills as usize
+    while kills.len() < count as usize
         && load_started.elapsed() + Duration::from_secs(per_kill) < Duration::from_secs(seconds)
     {
         settle(&mut cluster, Duration::from_secs(20))?;
@@ -670,19 +726,32 @@ fn failover(
         let Some(leader) = cluster.leader() else {
             continue;
         };
-        cluster.kill(leader);
-        // Taken once the process is reaped: any completion after this was
-        // served by a survivor. (Timed before the kill, responses the old
-        // leader sent in its last milliseconds would split the outage.)
-        kills.push(unix_micros());
+        match stop {
+            Stop::Kill => {
+                cluster.kill(leader);
+                // Taken once the process is reaped: any completion after
+                // this was served by a survivor. (Timed before the kill,
+                // responses the old leader sent in its last milliseconds
+                // would split the outage.)
+                let dead = unix_micros();
+                kills.push((dead, dead));
+            }
+            Stop::Term => {
+                // The hand-over happens between the signal and the exit.
+                let sent = unix_micros();
+                cluster.terminate(leader);
+                kills.push((sent, unix_micros()));
+            }
+        }
         progress.step(&format!(
-            "{label}: failover, killed the leader (node {leader}), {}/{}",
+            "{label}: {what}, stopped the leader (node {leader}), {}/{count}",
             kills.len(),
-            plan.kills
         ));
-        // Time for the outage itself before the node comes back, so the
-        // measured gap is the survivors' election, not a quick restart.
-        interrupt::sleep(Duration::from_millis(2500))?;
+        if stop == Stop::Kill {
+            // Time for the outage itself before the node comes back, so the
+            // measured gap is the survivors' election, not a quick restart.
+            interrupt::sleep(Duration::from_millis(2500))?;
+        }
         cluster.restart(leader)?;
     }
     let text = load.finish(Duration::from_secs(seconds + 90))?;
@@ -690,7 +759,7 @@ fn failover(
     cluster.stop();
     let mut samples: Vec<f64> = kills
         .iter()
-        .map(|&dead| outage(&result.gaps, dead))
+        .map(|&(from, to)| outage_between(&result.gaps, from, to))
         .collect();
     let reported = samples.clone();
     let f = Failover {
@@ -701,7 +770,7 @@ fn failover(
         samples_ms: reported,
     };
     progress.done(&format!(
-        "{label:<8} failover over {} kills: p50 {:.0} ms  p99 {:.0} ms  max {:.0} ms ({} requests ok)",
+        "{label:<8} {what} over {} stops: p50 {:.0} ms  p99 {:.0} ms  max {:.0} ms ({} requests ok)",
         f.samples_ms.len(),
         f.p50_ms,
         f.p99_ms,
@@ -709,6 +778,99 @@ fn failover(
         result.ok
     ));
     Ok(f)
+}
+
+/// How long the idle cluster is watched.
+const IDLE_SECONDS: u64 = 10;
+
+/// A fresh cluster of `kind`, settled and then left without any client:
+/// what each node writes to storage per second over [`IDLE_SECONDS`].
+fn idle(bins: &Binaries, dirs: &Dirs, progress: &Progress, kind: Kind) -> Result<Idle> {
+    progress.step(&format!(
+        "{}: an idle cluster, {IDLE_SECONDS} s",
+        kind.name()
+    ));
+    let mut cluster = start(bins, dirs, kind, Options::default(), "idle")?;
+    settle(&mut cluster, Duration::from_secs(20))?;
+    // Past start-up writes (registrations, the first high-water).
+    interrupt::sleep(Duration::from_secs(3))?;
+    let pids = cluster.pids();
+    let tracers: Vec<Option<std::process::Child>> = pids
+        .iter()
+        .map(|&pid| {
+            Command::new("strace")
+                .args(["-c", "-f", "-q", "-e", "trace=fsync,fdatasync", "-p"])
+                .arg(pid.to_string())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .ok()
+        })
+        .collect();
+    // Let strace attach before the window opens.
+    interrupt::sleep(Duration::from_millis(500))?;
+    let before: Vec<u64> = pids.iter().map(|&pid| write_bytes(pid)).collect();
+    let started = Instant::now();
+    interrupt::sleep(Duration::from_secs(IDLE_SECONDS))?;
+    let after: Vec<u64> = pids.iter().map(|&pid| write_bytes(pid)).collect();
+    let seconds = started.elapsed().as_secs_f64();
+    let syncs_per_s = tracers
+        .into_iter()
+        .map(|tracer| {
+            let tracer = tracer?;
+            let _ = Command::new("kill")
+                .args(["-INT", &tracer.id().to_string()])
+                .status();
+            let output = tracer.wait_with_output().ok()?;
+            strace_calls(&String::from_utf8_lossy(&output.stderr)).map(|n| n as f64 / seconds)
+        })
+        .collect();
+    cluster.stop();
+    let bytes_per_s = before
+        .iter()
+        .zip(&after)
+        .map(|(b, a)| a.saturating_sub(*b) as f64 / seconds)
+        .collect();
+    let idle = Idle {
+        driver: kind.name().to_owned(),
+        seconds,
+        syncs_per_s,
+        bytes_per_s,
+    };
+    progress.done(&format!(
+        "{:<8} idle: busiest node {} syncs/s, {:.0} B/s",
+        idle.driver,
+        idle.max_syncs_per_s()
+            .map_or_else(|| "n/a".to_owned(), |s| format!("{s:.1}")),
+        idle.max_bytes_per_s()
+    ));
+    Ok(idle)
+}
+
+/// `write_bytes` of `/proc/PID/io`: bytes the process sent to storage.
+fn write_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|io| {
+            io.lines()
+                .find_map(|line| line.strip_prefix("write_bytes: "))
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The `total` calls of a `strace -c` summary (0 when no call was seen,
+/// `None` when there is no summary: strace could not attach).
+fn strace_calls(summary: &str) -> Option<u64> {
+    if !summary.contains("% time") {
+        return None;
+    }
+    let total = summary
+        .lines()
+        .find(|line| line.trim_end().ends_with("total"))
+        .and_then(|line| line.split_whitespace().nth(3))
+        .and_then(|calls| calls.parse().ok());
+    Some(total.unwrap_or(0))
 }
 
 /// The load's buckets for the replacement scenario.
@@ -1134,6 +1296,36 @@ mod tests {
         assert!(levelled_off(&[10.0, 50.0, 60.0, 62.0, 61.0, 63.0]));
         assert!(!levelled_off(&[10.0, 20.0, 30.0, 40.0, 80.0, 160.0]));
         assert!(levelled_off(&[1.0]));
+    }
+
+    #[test]
+    fn strace_summaries_give_the_total_calls() {
+        let summary = "% time     seconds  usecs/call     calls    errors syscall\n\
+------ ----------- ----------- --------- --------- ----------------\n\
+100.00    0.000123           4        30           fdatasync\n\
+------ ----------- ----------- --------- --------- ----------------\n\
+100.00    0.000123           4        30           total\n";
+        assert_eq!(strace_calls(summary), Some(30));
+        assert_eq!(
+            strace_calls("strace: attach: ptrace(PTRACE_SEIZE, 1): Operation not permitted"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_planned_stop_costs_the_gap_that_overlaps_it() {
+        let gaps = [
+            Gap {
+                from_unix_us: 1_000,
+                to_unix_us: 2_000,
+            },
+            Gap {
+                from_unix_us: 10_000,
+                to_unix_us: 60_000,
+            },
+        ];
+        // The signal at 5 ms, the process gone at 20 ms: the 50 ms gap.
+        assert_eq!(outage_between(&gaps, 5_000, 20_000), 50.0);
     }
 
     #[test]
