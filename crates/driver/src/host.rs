@@ -115,14 +115,18 @@ pub trait PaxosHighWaterHost: Send + Sync + 'static {
     /// [`LeaderView::lease_until`] is read on [`clock`](Self::clock).
     fn leadership(&self) -> watch::Receiver<LeaderView>;
 
-    /// Releases the lease of the ballot this node leads under and asks `to`
-    /// (`None`: a peer the host picks, one that follows this leader) to take
-    /// leadership (a toolkit runner's `Runner::hand_over`). The driver
-    /// calls it only after it stopped serving under that ballot. The
-    /// default refuses: a host without it has no planned hand-over.
-    fn hand_over(&self, to: Option<NodeId>) -> PendingHandOver {
-        let _ = to;
-        Box::pin(std::future::ready(Err(HostError::Failed(
+    /// Releases the lease of `ballot`, the ballot this node leads under,
+    /// and asks `to` (`None`: a peer the host picks, one that follows this
+    /// leader) to take leadership (a toolkit runner's `Runner::hand_over`).
+    /// The driver calls it only after it stopped serving under `ballot`.
+    ///
+    /// [`HostError::Unavailable`] means refused with nothing released (this
+    /// node no longer leads under `ballot`, no such successor): the driver
+    /// then serves again. The default refuses so: a host without it has no
+    /// planned hand-over.
+    fn hand_over(&self, ballot: Ballot, to: Option<NodeId>) -> PendingHandOver {
+        let _ = (ballot, to);
+        Box::pin(std::future::ready(Err(HostError::Unavailable(
             "this host cannot hand leadership over".to_owned(),
         ))))
     }

@@ -22,10 +22,10 @@
 //!
 //! - [`Timing`] — ticks, election timeout, lease and clock drift, with the
 //!   assumptions the lease rests on ([`timing`]).
-//! - [`LeaseTracker`] — OmniPaxos observations and decisions in, a [`Role`]
-//!   out: this node reports [`Role::Leader`] only after a new-leader wait and
-//!   while it holds a lease renewed by its own decided proposals (invariant
-//!   5; the numbered invariants are defined in `docs/architecture.md`).
+//! - [`LeaseTracker`] — what the runner reports in, a [`Role`] out: this
+//!   node reports [`Role::Leader`] only while the lease the runner's grant
+//!   rounds keep for its promised ballot is valid (invariant 5; the
+//!   numbered invariants are defined in `docs/architecture.md`).
 //! - [`LeaderEvents`] — roles in, `LeaderState` changes out, with epochs that
 //!   never decrease (invariant 6).
 //! - [`fence`] — the checks before a proposal (range, `NotLeader`, `Fenced`)

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
+use omnipaxos::ballot_leader_election::Ballot;
 use omnipaxos::util::NodeId;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -352,17 +353,16 @@ where
     /// [`PaxosHighWaterHost::hand_over`] on the current configuration's
     /// runner.
     #[must_use]
-    pub fn hand_over(&self, to: Option<NodeId>) -> PendingHandOver {
+    pub fn hand_over(&self, ballot: Ballot, to: Option<NodeId>) -> PendingHandOver {
         let runner = Arc::clone(&self.current().runner);
         Box::pin(async move {
-            runner
-                .hand_over(to)
-                .await
-                .map(|(_, successor)| successor)
-                .map_err(|err| match err {
-                    ToolkitError::NotLeader { .. } => HostError::Unavailable(err.to_string()),
-                    other => HostError::Failed(other.to_string()),
-                })
+            runner.hand_over(ballot, to).await.map_err(|err| match err {
+                // Refused before anything was released.
+                ToolkitError::NotLeader { .. } | ToolkitError::InvalidConfig(_) => {
+                    HostError::Unavailable(err.to_string())
+                }
+                other => HostError::Failed(other.to_string()),
+            })
         })
     }
 
@@ -465,8 +465,8 @@ impl<H: RunnerBackedHost> PaxosHighWaterHost for H {
         self.runner_host().clock()
     }
 
-    fn hand_over(&self, to: Option<NodeId>) -> PendingHandOver {
-        self.runner_host().hand_over(to)
+    fn hand_over(&self, ballot: Ballot, to: Option<NodeId>) -> PendingHandOver {
+        self.runner_host().hand_over(ballot, to)
     }
 
     fn submit(&self, command: Command) -> Result<PendingApply, HostError> {

@@ -104,7 +104,8 @@ pub(crate) enum MemberCommand {
     MoveLeader {
         #[command(flatten)]
         admin: AdminArgs,
-        /// The successor's id (default: the lowest other member id).
+        /// The successor's id (default: the leader picks the follower that
+        /// granted its last lease round, so one that is up and follows it).
         #[arg(long)]
         to: Option<u64>,
     },

@@ -97,6 +97,10 @@ struct Hold {
 pub struct Grants {
     hold_for: Duration,
     hold: Option<Hold>,
+    /// The last ballot its leader released: no round of it is granted
+    /// again (a request that overtook the release on a reconnection would
+    /// hold the successor off for another hold).
+    released: Option<Ballot>,
     /// No grant before this instant: one hold after the start.
     silent_until: Duration,
 }
@@ -113,6 +117,7 @@ impl Grants {
         Self {
             hold_for: timing.hold,
             hold: None,
+            released: None,
             silent_until: now.saturating_add(timing.hold),
         }
     }
@@ -125,7 +130,7 @@ impl Grants {
     /// grant of another ballot still holds (a node that promised a higher
     /// ballot grants it only once the old hold ran out).
     pub fn grant(&mut self, now: Duration, promise: Ballot, n: Ballot) -> bool {
-        if promise != n {
+        if promise != n || self.released == Some(n) {
             return false;
         }
         if self.holds_other(now, n) {
@@ -147,6 +152,7 @@ impl Grants {
         if n.pid != from {
             return false;
         }
+        self.released = Some(n);
         match self.hold {
             Some(hold) if hold.ballot == n => {
                 self.hold = None;
@@ -462,6 +468,8 @@ mod tests {
         assert!(!g.grant(ms(510), b(2, 2), b(2, 2)));
         assert!(g.release(1, b(1, 1)));
         assert!(g.grant(ms(511), b(2, 2), b(2, 2)));
+        // A request of the released ballot that arrives late is refused.
+        assert!(!g.grant(ms(512), b(1, 1), b(1, 1)));
         // The silence after a start is not released.
         let mut fresh = Grants::new(ms(1_000), &timing());
         assert!(!fresh.release(1, b(1, 1)));
@@ -591,7 +599,7 @@ mod model {
         let mut delays = s.delays.iter().cycle();
         let mut send = |queue: &mut BTreeMap<_, _>, now: u64, from: NodeId, to: NodeId, m: Msg| {
             seq += 1;
-            let cut = from == 1 && now >= s.cut_ms || to == 1 && now >= s.cut_ms;
+            let cut = (from == 1 || to == 1) && now >= s.cut_ms;
             if let Some(Some(delay)) = delays.next()
                 && !cut
             {
@@ -628,16 +636,14 @@ mod model {
                     }
                 }
             }
-            for i in 0..3 {
-                let me = i as NodeId + 1;
-                let node = &mut nodes[i];
+            for (me, node) in (1..).zip(nodes.iter_mut()) {
                 let local = node.local(now);
-                if let Some(n) = node.prepared.take() {
-                    if n > node.promise {
-                        node.promise = n;
-                        node.promised.clear();
-                        send(&mut queue, now, me, n.pid, Msg::Promise { n });
-                    }
+                if let Some(n) = node.prepared.take()
+                    && n > node.promise
+                {
+                    node.promise = n;
+                    node.promised.clear();
+                    send(&mut queue, now, me, n.pid, Msg::Promise { n });
                 }
                 let leading = node.leading(me);
                 if let Some(due) = node.requests.due(local, leading) {

@@ -224,8 +224,9 @@ enum Admin {
     /// Give up the lease of the ballot this node leads under and ask `to`
     /// to take over (see [`Runner::hand_over`]).
     HandOver {
+        ballot: Ballot,
         to: Option<NodeId>,
-        reply: oneshot::Sender<Result<(Ballot, NodeId), Error>>,
+        reply: oneshot::Sender<Result<NodeId, Error>>,
     },
 }
 
@@ -503,7 +504,10 @@ where
     ///
     /// **Call it only once nothing is served under the ballot any more**
     /// (the driver stops serving first): a grantor that drops its hold may
-    /// grant `to` at once. Returns the ballot released and the successor.
+    /// grant `to` at once. `ballot` is the ballot the caller stopped
+    /// serving under: the request is refused, with nothing changed, when
+    /// this node no longer leads under exactly that ballot (it may have
+    /// been re-elected under another meanwhile). Returns the successor.
     ///
     /// Should the successor not take over (it went down meanwhile), this
     /// node takes leadership again under a new ballot once twice the hold
@@ -511,17 +515,15 @@ where
     ///
     /// # Errors
     ///
-    /// [`Error::NotLeader`] when this node is not the accept-phase leader,
-    /// `to` is not another member, or no peer granted a round to choose
-    /// from (nothing is released); the runner's stop or failure.
-    pub async fn hand_over(&self, to: Option<NodeId>) -> Result<(Ballot, NodeId), Error> {
+    /// [`Error::NotLeader`] when this node is not the accept-phase leader
+    /// under `ballot`, `to` is not another member, or no peer granted a
+    /// round to choose from; [`Error::InvalidConfig`] when the runner keeps
+    /// no lease (in all of these nothing is released); the runner's stop or
+    /// failure.
+    pub async fn hand_over(&self, ballot: Ballot, to: Option<NodeId>) -> Result<NodeId, Error> {
         let (reply, replied) = oneshot::channel();
-        if self
-            .admin
-            .send(Admin::HandOver { to, reply })
-            .await
-            .is_err()
-        {
+        let request = Admin::HandOver { ballot, to, reply };
+        if self.admin.send(request).await.is_err() {
             return Err(stopped_error(self.status.clone()).await);
         }
         match replied.await {
@@ -678,6 +680,7 @@ where
                 tick: false,
             };
             let backlog = self.apply_backlog();
+            let lease_due = self.lease_due_in();
             tokio::select! {
                 biased;
                 _ = &mut stop => break None,
@@ -688,6 +691,9 @@ where
                 // Decided entries still waiting for the hook: run the next
                 // round at once instead of waiting for input.
                 () = std::future::ready(()), if backlog => {}
+                // The next lease round, on time even when the tick is
+                // coarser than `renew_every`.
+                () = tokio::time::sleep(lease_due.unwrap_or_default()), if lease_due.is_some() => {}
             }
             while let Ok(request) = admin.try_recv() {
                 round.admin.push(request);
@@ -832,8 +838,8 @@ where
                     replies.push((reply, result));
                 }
                 Admin::TakeLeadership => self.omnipaxos.try_become_leader(),
-                Admin::HandOver { to, reply } => {
-                    let _ = reply.send(self.hand_over(to));
+                Admin::HandOver { ballot, to, reply } => {
+                    let _ = reply.send(self.hand_over(ballot, to));
                 }
             }
         }
@@ -896,6 +902,14 @@ where
                 _ => None,
             })
             .collect()
+    }
+
+    /// How long until the next lease round is due, while this node asks for
+    /// rounds.
+    fn lease_due_in(&self) -> Option<std::time::Duration> {
+        let lease = self.lease.as_ref()?;
+        let due = lease.requests.next_due()?;
+        Some(due.saturating_sub(lease.clock.now()))
     }
 
     /// Whether decided entries are waiting for the hook.
@@ -977,10 +991,12 @@ where
     }
 
     /// [`Runner::hand_over`], on the consensus thread.
-    fn hand_over(&mut self, to: Option<NodeId>) -> Result<(Ballot, NodeId), Error> {
+    fn hand_over(&mut self, ballot: Ballot, to: Option<NodeId>) -> Result<NodeId, Error> {
         let promise = self.omnipaxos.get_promise();
         let me = self.omnipaxos.get_pid();
-        let leading = self.omnipaxos.get_current_leader() == Some((me, true)) && promise.pid == me;
+        let leading = self.omnipaxos.get_current_leader() == Some((me, true))
+            && promise.pid == me
+            && promise == ballot;
         let Some(lease) = self.lease.as_mut() else {
             return Err(Error::InvalidConfig(
                 "this runner keeps no lease".to_owned(),
@@ -1008,7 +1024,7 @@ where
             to,
             msg: LeaseMsg::TakeOver { n: promise },
         }));
-        Ok((promise, to))
+        Ok(to)
     }
 
     /// A leader that handed over and still leads under the released ballot

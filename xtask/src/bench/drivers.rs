@@ -623,17 +623,12 @@ fn caught_up(cluster: &Cluster, slack: u64, limit: Duration) -> Result<()> {
     }
 }
 
-/// The unavailability around a kill: the longest gap between completions
-/// that spans the moment the leader was dead, or starts within 100 ms of it
-/// (a response already on the wire may land just after). Without such a gap
-/// the outage was shorter than the load's gap threshold.
-fn outage(gaps: &[Gap], dead_unix_us: u64) -> f64 {
-    outage_between(gaps, dead_unix_us, dead_unix_us)
-}
-
-/// [`outage`] for a stop that took from `from` (the signal) to `to` (the
-/// process reaped), Unix µs: the longest gap that overlaps that stretch or
-/// starts within 100 ms after it.
+/// The unavailability around a leader stop that took from `from` (the
+/// signal) to `to` (the process reaped), Unix µs: the longest gap between
+/// completions that overlaps that stretch or starts within 100 ms after it
+/// (a response already on the wire may land just after). Without such a
+/// gap the outage was shorter than the load's gap threshold. A kill has
+/// `from == to`.
 fn outage_between(gaps: &[Gap], from: u64, to: u64) -> f64 {
     let window_end = to + 100_000;
     gaps.iter()
@@ -1336,10 +1331,10 @@ mod tests {
         };
         // A short gap just before the death, the outage right after it.
         let gaps = [gap(990_000, 1_002_500), gap(1_003_000, 1_900_000)];
-        assert_eq!(outage(&gaps, 1_001_000), 897.0);
+        assert_eq!(outage_between(&gaps, 1_001_000, 1_001_000), 897.0);
         // A gap far after the kill is another event.
         let late = [gap(1_500_000, 2_000_000)];
-        assert_eq!(outage(&late, 1_000_000), GAP_MS as f64);
+        assert_eq!(outage_between(&late, 1_000_000, 1_000_000), GAP_MS as f64);
     }
 
     #[test]

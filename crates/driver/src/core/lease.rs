@@ -198,6 +198,21 @@ impl LeaseTracker {
         Some(ballot)
     }
 
+    /// The ballot given up by [`release`](Self::release), if any.
+    #[must_use]
+    pub fn released(&self) -> Option<Ballot> {
+        self.released
+    }
+
+    /// Takes a release of `ballot` back, when the host refused the
+    /// hand-over with nothing released: this node may lead under it again
+    /// (from the next observation on).
+    pub fn unrelease(&mut self, ballot: Ballot) {
+        if self.released == Some(ballot) {
+            self.released = None;
+        }
+    }
+
     /// What this node may claim at `now`.
     ///
     /// [`Role::Leader`] only when this node is accept-phase leader under its
@@ -420,7 +435,14 @@ mod tests {
         assert_eq!(t.role(ms(0)), Role::Unknown);
         t.observe(leading(b1, Some(900))).unwrap();
         assert_eq!(t.role(ms(0)), Role::Unknown);
+        // Taken back (the host released nothing): leads again.
+        t.unrelease(b(7, ME));
+        assert_eq!(t.released(), Some(b1));
+        t.unrelease(b1);
+        t.observe(leading(b1, Some(900))).unwrap();
+        assert!(t.role(ms(0)).is_leader());
         // Elected again later, under a higher ballot: leads again.
+        t.release();
         t.observe(leading(b(2, ME), Some(900))).unwrap();
         assert!(t.role(ms(0)).is_leader());
     }

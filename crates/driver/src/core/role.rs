@@ -54,8 +54,8 @@ impl Term {
 /// [`LeaseTracker::role`](crate::LeaseTracker::role).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// This node leads under the term, has waited out the new-leader wait and
-    /// holds a valid lease: it may serve.
+    /// This node leads under the term and holds a valid lease (a majority
+    /// granted it a round): it may serve.
     Leader(Term),
     /// Another node (`term.leader()`) leads under the term, as far as this
     /// node knows.

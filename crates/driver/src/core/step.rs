@@ -64,6 +64,12 @@ pub enum Event {
     /// ballot for good, *before* the runner tells the grantors to drop their
     /// holds (so the successor may serve at once). Publishes `Unknown`.
     HandOver,
+    /// The host refused the hand-over of `ballot` with nothing released:
+    /// this node may serve under it again.
+    HandOverRefused {
+        /// The ballot [`Event::HandOver`] gave up.
+        ballot: Ballot,
+    },
 }
 
 /// What the shell must do, in the order given.
@@ -174,6 +180,10 @@ impl Engine {
             Event::Shutdown => {
                 self.shut_down = true;
                 Vec::new()
+            }
+            Event::HandOverRefused { ballot } => {
+                self.lease.unrelease(ballot);
+                vec![Action::WakeLeadershipTask]
             }
             Event::HandOver => {
                 self.lease.release();

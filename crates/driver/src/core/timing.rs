@@ -2,9 +2,9 @@
 //!
 //! OmniPaxos has no lease: an isolated old leader keeps reporting itself
 //! leader for ever. The driver therefore serves as leader only while it holds
-//! a *lease* (invariant 5 in `docs/architecture.md`), and a newly elected
-//! leader waits before it serves, so that the two can never overlap in real
-//! time.
+//! a *lease* (invariant 5 in `docs/architecture.md`), granted by a majority
+//! whose members hold their grants, so that two leaders can never serve at
+//! the same real instant.
 //!
 //! # The rule
 //!
@@ -32,11 +32,14 @@
 //! other ballot only after its hold ended, so after the old lease ended.
 //! Nothing in this argument depends on network delays: a grant that arrives
 //! late only shortens the lease it makes (it runs from `S`). A change of
-//! configuration is covered by the rule for starts: every node of the new
-//! configuration grants nothing for one hold after it started, which is
-//! after the StopSign was decided; a node that accepted the StopSign grants
-//! nothing more in the old one, so the old lease ends within one hold of the
-//! decision.
+//! configuration is covered by the rule for starts: a node that accepted
+//! the StopSign grants nothing more in the old one, so the old lease ends
+//! within one hold of the decision; every old member that stays starts its
+//! instance of the new configuration after the decision and grants nothing
+//! for one hold. A *new* member's instance may start earlier (it waits in
+//! join mode), so the argument needs every majority of the new
+//! configuration to hold an old member: true because a change adds or
+//! removes one member at a time (`core::change::next_list`).
 //!
 //! The hold is on grants, not on promises: OmniPaxos elects and runs its
 //! prepare phase as before while an old lease runs out (deciding entries

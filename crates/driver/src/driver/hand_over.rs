@@ -26,11 +26,10 @@ pub enum HandOverError {
     /// The successor asked for is not another member; nothing changed.
     #[error("node {0} is not another member of this configuration")]
     NotAMember(NodeId),
-    /// This node stopped serving but the host could not release the lease
-    /// (it leads no more, or its consensus thread stopped). The grantors'
-    /// holds then run out on their own: the cluster elects as after a
-    /// failure.
-    #[error("stopped serving, but the lease was not released: {0}")]
+    /// The host did not release the lease: it refused with nothing
+    /// released (this node serves again; `HostError::Unavailable`), or its
+    /// consensus thread stopped.
+    #[error("the lease was not released: {0}")]
     Host(#[source] HostError),
     /// The lease was released and the successor asked to take over, but no
     /// other node was seen leading within the wait (the successor may be
@@ -89,9 +88,14 @@ impl<H: PaxosHighWaterHost> PaxosDriver<H> {
             // The bug the guard prevents: release first, stop serving only
             // once the successor is seen leading.
             crate::mutation::count_bypass();
+            let ballot = shell.decide(|engine, now| match engine.role(now) {
+                Role::Leader(term) => Some(term.ballot()),
+                _ => None,
+            });
+            let ballot = ballot.ok_or(HandOverError::NotLeader { leader: None })?;
             shell
                 .host
-                .hand_over(to)
+                .hand_over(ballot, to)
                 .await
                 .map_err(HandOverError::Host)?;
             let result = self.await_successor(me, started, wait).await;
@@ -99,11 +103,24 @@ impl<H: PaxosHighWaterHost> PaxosDriver<H> {
             return result;
         }
         // Stop serving first: a grantor that drops its hold may grant the
-        // successor at once.
+        // successor at once. The runner releases exactly the ballot given
+        // up here, or refuses (re-elected meanwhile under another).
         shell.step_now(Event::HandOver);
-        let released = tokio::time::timeout(wait, shell.host.hand_over(to)).await;
+        let Some(ballot) = shell.engine().lease().released() else {
+            return Err(HandOverError::NotLeader { leader: None });
+        };
+        let released = tokio::time::timeout(wait, shell.host.hand_over(ballot, to)).await;
         let successor = match released {
             Ok(Ok(successor)) => successor,
+            Ok(Err(err @ HostError::Unavailable(_))) => {
+                // Nothing was released: serve again rather than leave the
+                // cluster with a leader that serves nothing.
+                shell.step_now(Event::HandOverRefused { ballot });
+                return Err(HandOverError::Host(err));
+            }
+            // The runner may have released (a stopped runner, or the wait
+            // ran out after the request was queued): it leads again under
+            // a new ballot by itself if nobody takes over.
             Ok(Err(err)) => return Err(HandOverError::Host(err)),
             Err(_) => return Err(HandOverError::Unfinished(wait)),
         };

@@ -340,3 +340,24 @@ async fn a_second_driver_on_one_host_start_is_refused() {
     assert!(matches!(second, Err(ConfigError::ProposerClaimed)));
     first.shutdown().await;
 }
+
+/// A host that refuses the hand-over (this fake keeps the trait's default:
+/// nothing released) leaves the node serving: a refused hand-over must not
+/// leave the cluster with a leader that serves nothing.
+#[tokio::test]
+async fn a_refused_hand_over_serves_again() {
+    let (_host, driver, epoch) = leading_driver(DriverConfig::new(timing())).await;
+    match driver.hand_over(None, Duration::from_secs(1)).await {
+        Err(super::HandOverError::Host(HostError::Unavailable(_))) => {}
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(leads_within(&driver, Duration::from_secs(2)).await);
+    assert_eq!(driver.persist_high_water(3, epoch).await.unwrap(), 3);
+    // A successor that is not a member is refused before anything changes.
+    assert!(matches!(
+        driver.hand_over(Some(9), Duration::from_secs(1)).await,
+        Err(super::HandOverError::NotAMember(9))
+    ));
+    assert!(driver.role().is_leader());
+    driver.shutdown().await;
+}

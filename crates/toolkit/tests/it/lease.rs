@@ -195,9 +195,35 @@ async fn a_hand_over_lets_the_successor_lease_before_the_holds_run_out() {
     let (old, _) = wait_for_lease(&runners, &clock).await;
     let to = NODES.into_iter().find(|&n| n != old).unwrap();
     // Not the leader: refused, nothing released.
-    assert!(runners[to as usize - 1].hand_over(Some(old)).await.is_err());
-    let (released, chosen) = runners[old as usize - 1].hand_over(Some(to)).await.unwrap();
+    let ballot = runners[old as usize - 1].status().borrow().promise;
+    assert!(
+        runners[to as usize - 1]
+            .hand_over(ballot, Some(old))
+            .await
+            .is_err()
+    );
+    // Another ballot than the one it leads under: refused, nothing released.
+    let mut other = ballot;
+    other.n += 1;
+    assert!(
+        runners[old as usize - 1]
+            .hand_over(other, Some(to))
+            .await
+            .is_err()
+    );
+    assert!(
+        runners[old as usize - 1]
+            .status()
+            .borrow()
+            .lease_until
+            .is_some()
+    );
+    let chosen = runners[old as usize - 1]
+        .hand_over(ballot, Some(to))
+        .await
+        .unwrap();
     assert_eq!(chosen, to);
+    let released = ballot;
     let handed_at = clock.now();
     let old_status = runners[old as usize - 1].status().borrow().clone();
     assert_eq!(old_status.lease_until, None);
@@ -237,7 +263,11 @@ async fn a_hand_over_nobody_takes_is_taken_back() {
     let (old, _) = wait_for_lease(&runners, &clock).await;
     let to = NODES.into_iter().find(|&n| n != old).unwrap();
     net.control().isolate(to);
-    let (released, chosen) = runners[old as usize - 1].hand_over(Some(to)).await.unwrap();
+    let released = runners[old as usize - 1].status().borrow().promise;
+    let chosen = runners[old as usize - 1]
+        .hand_over(released, Some(to))
+        .await
+        .unwrap();
     assert_eq!(chosen, to);
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
@@ -251,7 +281,11 @@ async fn a_hand_over_nobody_takes_is_taken_back() {
     net.control().rejoin(to);
     // No successor named: the runner picks the peer that granted last.
     let (leader, _) = wait_for_lease(&runners, &clock).await;
-    let (_, picked) = runners[leader as usize - 1].hand_over(None).await.unwrap();
+    let ballot = runners[leader as usize - 1].status().borrow().promise;
+    let picked = runners[leader as usize - 1]
+        .hand_over(ballot, None)
+        .await
+        .unwrap();
     assert_ne!(picked, leader);
     for runner in &runners {
         runner.shutdown().await.unwrap();
