@@ -110,9 +110,13 @@ impl fmt::Display for FaultCounts {
 pub(crate) enum Fault {
     Crash(NodeId),
     /// The leader hands its leadership over (as on SIGTERM), then, with
-    /// `restart`, stops and starts again later (a rolling restart).
+    /// `restart`, stops and starts again later (a rolling restart). With
+    /// `slow_inbound`, the links into the leader are slowed by that much
+    /// first (an asymmetric path): it then hears of its successor late, and
+    /// only the order "stop serving, then release" keeps the two apart.
     HandOver {
         restart: bool,
+        slow_inbound: Option<Duration>,
     },
     /// Pause a node's process (`None`: the leader's) for `length`, while
     /// clients pinned to it keep sending; its lease clock keeps running.
@@ -281,6 +285,7 @@ pub(crate) fn draw(
         12..=14 => Fault::Network(network(rng, election)),
         18 => Fault::HandOver {
             restart: rng.u8(0..4) != 0,
+            slow_inbound: rng.bool().then(|| lease.mul_f64(0.3 + rng.f64() * 0.9)),
         },
         17 => {
             let (victim, lagging) = pair(rng);

@@ -609,11 +609,22 @@ async fn simulate(seed: u64, config: &SimConfig) -> Result<RunReport, SimError> 
                     }
                 }
             }
-            Fault::HandOver { restart } => {
+            Fault::HandOver {
+                restart,
+                slow_inbound,
+            } => {
                 if let Some(leader) = cluster.leader()
                     && let Some(driver) = cluster.driver(leader)
                 {
                     faults.hand_overs += 1;
+                    if let Some(slow) = slow_inbound {
+                        for peer in cluster.ids() {
+                            if peer != leader {
+                                control.set_link_delay(peer, leader, slow);
+                            }
+                        }
+                        agenda.push(now + hold, Undo::Unslow(leader));
+                    }
                     // As `serve` on SIGTERM: hand over, then stop.
                     let handed = driver.hand_over(None, election * 4).await;
                     tracing::debug!(at = recorder.now_us(), leader, ?handed, "hand-over");
