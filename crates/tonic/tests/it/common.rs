@@ -467,7 +467,10 @@ pub(crate) fn heartbeat(from: NodeId, to: NodeId) -> Message<TestEntry> {
 pub(crate) fn link_metadata(from: NodeId, to: NodeId) -> Vec<(&'static str, String)> {
     use tsoracle_paxos_tonic::config::metadata;
     vec![
-        (metadata::PROTOCOL, "1".into()),
+        (
+            metadata::PROTOCOL,
+            tsoracle_paxos_tonic::PROTOCOL_VERSION.to_string(),
+        ),
         (metadata::CLUSTER_ID, CLUSTER.into()),
         (metadata::CONFIGURATION_ID, "1".into()),
         (metadata::SENDER, from.to_string()),

@@ -93,7 +93,7 @@ async fn bad_links_and_frames_are_refused_counted_and_never_delivered() {
         ),
         (
             "bad protocol version",
-            with(metadata::PROTOCOL, "2"),
+            with(metadata::PROTOCOL, "1"),
             vec![good_frame.clone()],
             Code::FailedPrecondition,
             RefusalReason::UnsupportedProtocol,
