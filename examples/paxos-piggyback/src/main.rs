@@ -44,7 +44,8 @@ use tsoracle_paxos_toolkit::omnipaxos::storage::{Entry, Snapshot};
 use tsoracle_paxos_toolkit::omnipaxos::util::{LogEntry, NodeId};
 use tsoracle_paxos_toolkit::storage::MemoryStorage;
 use tsoracle_paxos_toolkit::{
-    ConfigBuilder, DecidedHook, Runner, RunnerConfig, RunnerStatus, SyncedWrites,
+    ConfigBuilder, DecidedHook, MonotonicClock, Runner, RunnerConfig, RunnerLease, RunnerStatus,
+    SyncedWrites,
 };
 
 /// The application's log entry: its own command, or the oracle's.
@@ -190,6 +191,13 @@ impl KvHost {
             hook,
             RunnerConfig {
                 tick: timing().tick,
+                // The leader lease the driver reads: grant rounds on the
+                // runner, timed on the process's clock (the host reports
+                // it, `RunnerHost::clock`).
+                lease: Some(RunnerLease {
+                    timing: timing().lease_timing(),
+                    clock: Arc::new(MonotonicClock::new()),
+                }),
                 ..RunnerConfig::default()
             },
         )?);
