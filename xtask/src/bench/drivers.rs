@@ -854,10 +854,11 @@ fn write_bytes(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// The `total` calls of a `strace -c` summary (0 when no call was seen,
-/// `None` when there is no summary: strace could not attach).
+/// The `total` calls of a `strace -c` summary. strace prints no table at
+/// all when none of the traced calls happened (0); `None` when it could not
+/// attach (its own `strace:` error lines).
 fn strace_calls(summary: &str) -> Option<u64> {
-    if !summary.contains("% time") {
+    if summary.lines().any(|line| line.starts_with("strace:")) {
         return None;
     }
     let total = summary

@@ -228,8 +228,16 @@ async fn a_hand_over_lets_the_successor_lease_before_the_holds_run_out() {
     // The runner publishes its status after the round that answered: wait
     // for it (bounded) rather than race it.
     let published = Instant::now() + Duration::from_secs(5);
-    while runners[old as usize - 1].status().borrow().lease_until.is_some() {
-        assert!(Instant::now() < published, "the old leader still reports a lease");
+    while runners[old as usize - 1]
+        .status()
+        .borrow()
+        .lease_until
+        .is_some()
+    {
+        assert!(
+            Instant::now() < published,
+            "the old leader still reports a lease"
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let deadline = Instant::now() + Duration::from_secs(15);
