@@ -253,7 +253,16 @@ pub(crate) fn run(build_env: &BuildEnv, args: &BenchArgs) -> Result<()> {
     }
     for kind in Kind::REPLICATED {
         let options = Options::default();
-        let f = failover(&plan, &bins, &dirs, &progress, kind, kind.name(), options)?;
+        let f = failover(
+            &plan,
+            &bins,
+            &dirs,
+            &progress,
+            kind,
+            kind.name(),
+            options,
+            Stop::Kill,
+        )?;
         report.failover.push(f);
     }
     // Not judged: how much of this driver's failover is its timing. The same
@@ -270,10 +279,11 @@ pub(crate) fn run(build_env: &BuildEnv, args: &BenchArgs) -> Result<()> {
         Kind::Paxos,
         SLOW_LABEL,
         options,
+        Stop::Kill,
     )?;
     report.failover.push(f);
     for kind in Kind::REPLICATED {
-        let f = failover_by(
+        let f = failover(
             &plan,
             &bins,
             &dirs,
@@ -662,22 +672,10 @@ enum Stop {
     Term,
 }
 
-fn failover(
-    plan: &Plan,
-    bins: &Binaries,
-    dirs: &Dirs,
-    progress: &Progress,
-    kind: Kind,
-    label: &str,
-    options: Options,
-) -> Result<Failover> {
-    failover_by(plan, bins, dirs, progress, kind, label, options, Stop::Kill)
-}
-
 /// Leader stops under a `get_ts` load of 8 clients: `plan.kills` of them
 /// for [`Stop::Kill`], at least 20 for [`Stop::Term`].
 #[allow(clippy::too_many_arguments)]
-fn failover_by(
+fn failover(
     plan: &Plan,
     bins: &Binaries,
     dirs: &Dirs,

@@ -360,6 +360,21 @@ impl Report {
     }
 }
 
+/// One table row per driver of leader stops (kills or planned restarts).
+fn stop_rows(md: &mut String, rows: &[Failover]) {
+    for f in rows {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.0} | {:.0} | {:.0} |",
+            f.driver,
+            f.samples_ms.len(),
+            f.p50_ms,
+            f.p99_ms,
+            f.max_ms
+        );
+    }
+}
+
 fn missing(goal: &str) -> Target {
     Target {
         goal: goal.to_owned(),
@@ -503,17 +518,7 @@ pub(crate) fn markdown(report: &Report, analysis: Option<&str>, catchup: Option<
          --renew-every-ms 60`, twice the default periods, to show how much of the failover \
          time is the timing.\n\n| driver | kills | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|"
     );
-    for f in &report.failover {
-        let _ = writeln!(
-            md,
-            "| {} | {} | {:.0} | {:.0} | {:.0} |",
-            f.driver,
-            f.samples_ms.len(),
-            f.p50_ms,
-            f.p99_ms,
-            f.max_ms
-        );
-    }
+    stop_rows(&mut md, &report.failover);
     let _ = writeln!(md, "\n![failover](benchmarks/failover.png)");
 
     if !report.planned.is_empty() {
@@ -526,17 +531,7 @@ pub(crate) fn markdown(report: &Report, analysis: Option<&str>, catchup: Option<
              and lets a caught-up follower take over); the openraft peer does not.\n\n| driver \
              | restarts | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|"
         );
-        for f in &report.planned {
-            let _ = writeln!(
-                md,
-                "| {} | {} | {:.0} | {:.0} | {:.0} |",
-                f.driver,
-                f.samples_ms.len(),
-                f.p50_ms,
-                f.p99_ms,
-                f.max_ms
-            );
-        }
+        stop_rows(&mut md, &report.planned);
     }
 
     if !report.idle.is_empty() {
