@@ -23,8 +23,10 @@ pub(crate) struct SimArgs {
     /// Replay one seed and print its full report.
     #[arg(long, conflicts_with_all = ["seeds", "first"])]
     seed: Option<u64>,
-    /// Remove a guard (grant-hold, epoch-fence, read-barrier,
-    /// reply-gate, identity-check) to watch the checks catch it.
+    /// Remove a guard (grant-hold, sync-before-acknowledge,
+    /// stop-before-release, epoch-fence, read-barrier, reply-gate,
+    /// identity-check, carry-state, stop-sign-admission) to watch the checks
+    /// catch it.
     #[arg(long)]
     mutation: Option<String>,
     /// Nodes per cluster.

@@ -17,6 +17,11 @@ pub enum Guard {
     /// (`tsoracle_paxos_toolkit::lease::Grants::grant`; the switch lives in
     /// the toolkit and is set from here).
     GrantHold,
+    /// A `Promise` or `Accepted` leaves only after the sync of the round
+    /// that wrote what it reports; only a leader's replication goes before
+    /// it (the toolkit runner's send order; the switch lives in the
+    /// toolkit and is set from here).
+    SyncBeforeAcknowledge,
     /// A hand-over stops serving before the runner releases the lease
     /// (`PaxosDriver::hand_over`); without it the old leader serves until
     /// it sees the successor lead.
@@ -50,8 +55,9 @@ pub enum Guard {
 
 impl Guard {
     /// Every guard.
-    pub const ALL: [Guard; 8] = [
+    pub const ALL: [Guard; 9] = [
         Guard::GrantHold,
+        Guard::SyncBeforeAcknowledge,
         Guard::StopBeforeRelease,
         Guard::EpochFence,
         Guard::ReadBarrier,
@@ -61,13 +67,14 @@ impl Guard {
         Guard::StopSignAdmission,
     ];
 
-    /// A short name (`grant-hold`, `stop-before-release`, `epoch-fence`, `read-barrier`,
+    /// A short name (`grant-hold`, `sync-before-acknowledge`, `stop-before-release`, `epoch-fence`, `read-barrier`,
     /// `reply-gate`, `identity-check`, `carry-state`,
     /// `stop-sign-admission`).
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
             Guard::GrantHold => "grant-hold",
+            Guard::SyncBeforeAcknowledge => "sync-before-acknowledge",
             Guard::StopBeforeRelease => "stop-before-release",
             Guard::EpochFence => "epoch-fence",
             Guard::ReadBarrier => "read-barrier",
@@ -94,10 +101,12 @@ thread_local! {
 /// and resets the [`bypassed`] count.
 pub fn remove_on_this_thread(guard: Option<Guard>) {
     REMOVED.with(|removed| removed.set(guard));
-    tsoracle_paxos_toolkit::mutation::remove_on_this_thread(
-        (guard == Some(Guard::GrantHold))
-            .then_some(tsoracle_paxos_toolkit::mutation::Guard::GrantHold),
-    );
+    use tsoracle_paxos_toolkit::mutation::Guard as RunnerGuard;
+    tsoracle_paxos_toolkit::mutation::remove_on_this_thread(match guard {
+        Some(Guard::GrantHold) => Some(RunnerGuard::GrantHold),
+        Some(Guard::SyncBeforeAcknowledge) => Some(RunnerGuard::SyncBeforeAcknowledge),
+        _ => None,
+    });
     BYPASSED.with(|count| count.set(0));
 }
 

@@ -547,6 +547,28 @@ impl Cluster {
             })
     }
 
+    /// The disk node `id` runs its current configuration on, while it runs.
+    fn current_disk(&self, id: NodeId) -> Option<Disk> {
+        let slot = self.slots.get(&id)?;
+        slot.live.as_ref()?;
+        let configuration = lock(&slot.record).membership.configuration();
+        lock(&slot.disks).get(&configuration).cloned()
+    }
+
+    /// Makes the next sync of node `id` that changes its log fail (see
+    /// [`Disk::arm_torn_sync`]); `false` if the node does not run.
+    pub(crate) fn arm_torn_sync(&self, id: NodeId, on: bool) -> bool {
+        self.current_disk(id)
+            .map(|disk| disk.arm_torn_sync(on))
+            .is_some()
+    }
+
+    /// Whether the armed sync of node `id` failed (its runner stopped).
+    pub(crate) fn torn_sync_fired(&self, id: NodeId) -> bool {
+        self.current_disk(id)
+            .is_some_and(|disk| disk.torn_sync_fired())
+    }
+
     /// Crashes node `id`: its server answers nothing more, its tasks stop,
     /// and its disk keeps only what was synced.
     pub(crate) async fn crash(&mut self, id: NodeId) {

@@ -23,6 +23,21 @@ struct Platters {
     volatile: Log,
     durable: Log,
     dirty: bool,
+    /// The log itself changed since the last sync (not only an index).
+    appended: bool,
+    torn: Torn,
+}
+
+/// A sync that fails, as an fsync returning EIO does.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Torn {
+    #[default]
+    Off,
+    /// The next sync of a round that changed the log fails.
+    Armed,
+    /// It failed: nothing of that round became durable, and no later sync
+    /// succeeds (the runner stopped at the first).
+    Fired,
 }
 
 /// A handle on one incarnation's disk.
@@ -39,6 +54,8 @@ impl Disk {
                 volatile: durable.clone(),
                 durable,
                 dirty: false,
+                appended: false,
+                torn: Torn::Off,
             })),
         }
     }
@@ -61,6 +78,20 @@ impl Disk {
     pub(crate) fn durability(&self) -> SimDurability {
         SimDurability { disk: self.clone() }
     }
+
+    /// Makes the next sync of a round that changed the log fail (`on`), or
+    /// calls that off if it has not failed yet.
+    pub(crate) fn arm_torn_sync(&self, on: bool) {
+        let mut platters = self.lock();
+        if platters.torn != Torn::Fired {
+            platters.torn = if on { Torn::Armed } else { Torn::Off };
+        }
+    }
+
+    /// Whether an armed sync failed.
+    pub(crate) fn torn_sync_fired(&self) -> bool {
+        self.lock().torn == Torn::Fired
+    }
 }
 
 /// The OmniPaxos storage of a simulated node.
@@ -80,9 +111,17 @@ impl Durability for SimDurability {
 
     fn commit_round(&self) -> Result<(), ToolkitError> {
         let mut platters = self.disk.lock();
+        if platters.torn == Torn::Fired || (platters.torn == Torn::Armed && platters.appended) {
+            platters.torn = Torn::Fired;
+            return Err(ToolkitError::Io {
+                path: "sim-disk".into(),
+                source: std::io::Error::other("simulated failed sync (EIO)"),
+            });
+        }
         if platters.dirty {
             platters.durable = platters.volatile.clone();
             platters.dirty = false;
+            platters.appended = false;
         }
         Ok(())
     }
@@ -98,23 +137,29 @@ impl SimStorage {
         platters.dirty = true;
         f(&mut platters.volatile)
     }
+
+    /// A write that changes the log's entries.
+    fn append<R>(&mut self, f: impl FnOnce(&mut Log) -> R) -> R {
+        self.disk.lock().appended = true;
+        self.write(f)
+    }
 }
 
 impl Storage<PaxosEntry> for SimStorage {
     fn write_atomically(&mut self, ops: Vec<StorageOp<PaxosEntry>>) -> StorageResult<()> {
-        self.write(|log| log.write_atomically(ops))
+        self.append(|log| log.write_atomically(ops))
     }
 
     fn append_entry(&mut self, entry: PaxosEntry) -> StorageResult<()> {
-        self.write(|log| log.append_entry(entry))
+        self.append(|log| log.append_entry(entry))
     }
 
     fn append_entries(&mut self, entries: Vec<PaxosEntry>) -> StorageResult<()> {
-        self.write(|log| log.append_entries(entries))
+        self.append(|log| log.append_entries(entries))
     }
 
     fn append_on_prefix(&mut self, from_idx: usize, entries: Vec<PaxosEntry>) -> StorageResult<()> {
-        self.write(|log| log.append_on_prefix(from_idx, entries))
+        self.append(|log| log.append_on_prefix(from_idx, entries))
     }
 
     fn set_promise(&mut self, n_prom: Ballot) -> StorageResult<()> {
@@ -185,6 +230,27 @@ impl Storage<PaxosEntry> for SimStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_armed_sync_fails_only_for_a_round_that_changed_the_log_and_keeps_nothing_of_it() {
+        let disk = Disk::default();
+        let mut storage = disk.storage();
+        disk.arm_torn_sync(true);
+        storage.set_decided_idx(0).unwrap();
+        disk.durability().commit_round().unwrap();
+        assert!(!disk.torn_sync_fired());
+        let entry = PaxosEntry(tsoracle_paxos_state::Command::Barrier {
+            epoch: tsoracle_core::Epoch(1),
+            proposal: tsoracle_paxos_state::ProposalId::new(1, 1, 0),
+        });
+        storage.append_entry(entry).unwrap();
+        assert!(disk.durability().commit_round().is_err());
+        assert!(disk.torn_sync_fired());
+        assert_eq!(disk.durable().get_log_len().unwrap(), 0);
+        // Disarming after it fired changes nothing; no later sync succeeds.
+        disk.arm_torn_sync(false);
+        assert!(disk.durability().commit_round().is_err());
+    }
 
     #[test]
     fn only_committed_writes_survive_a_crash() {

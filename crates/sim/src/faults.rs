@@ -55,6 +55,12 @@ pub struct FaultCounts {
     /// `serve` does on SIGTERM), most followed by a restart of the old
     /// leader.
     pub hand_overs: u64,
+    /// Failed syncs on a follower that alone completed the leader's
+    /// majority (the `TornSync` fault): armed, and of those, fired.
+    pub torn_syncs: u64,
+    /// Of the armed ones, those whose sync failed (the follower then
+    /// restarted and the old leader was cut off).
+    pub torn_syncs_fired: u64,
 }
 
 impl FaultCounts {
@@ -75,6 +81,8 @@ impl FaultCounts {
         self.changes += other.changes;
         self.changes_done += other.changes_done;
         self.hand_overs += other.hand_overs;
+        self.torn_syncs += other.torn_syncs;
+        self.torn_syncs_fired += other.torn_syncs_fired;
     }
 }
 
@@ -85,7 +93,7 @@ impl fmt::Display for FaultCounts {
             "{} crashes, {} pauses, {} leader isolations, {} flaps, {} leader mutes, {} gray \
              failures, {} cuts, {} one-way cuts, {} slowed nodes, {} network changes, {} wiped \
              data directories, {} membership changes ({} done), {} forged StopSigns, {} \
-             leader hand-overs",
+             leader hand-overs, {} failed syncs ({} fired)",
             self.crashes,
             self.pauses,
             self.leader_isolations,
@@ -100,7 +108,9 @@ impl fmt::Display for FaultCounts {
             self.changes,
             self.changes_done,
             self.forged_stop_signs,
-            self.hand_overs
+            self.hand_overs,
+            self.torn_syncs,
+            self.torn_syncs_fired
         )
     }
 }
@@ -161,6 +171,16 @@ pub(crate) enum Fault {
         lag: Duration,
         refused_at_start: bool,
     },
+    /// A follower's sync fails (EIO) while it alone completes the leader's
+    /// majority: the leader is cut from the other follower, the victim
+    /// (the first or second follower) gets entries, and the sync of the
+    /// round that wrote them fails. Its process stops and restarts, and the
+    /// old leader is cut off: the victim and the other follower must go on
+    /// from what was synced. An `Accepted` sent before that sync would have
+    /// let the leader decide entries no majority kept.
+    TornSync {
+        first_follower: bool,
+    },
 }
 
 /// What undoes a fault, due at some time.
@@ -183,6 +203,14 @@ pub(crate) enum Undo {
     Mute(NodeId),
     Heal(NodeId, NodeId),
     HealOneWay(NodeId, NodeId),
+    /// The second step of [`Fault::TornSync`], tried again until `until`:
+    /// once the victim's sync failed, restart it and isolate the leader.
+    TornSync {
+        victim: NodeId,
+        leader: NodeId,
+        other: NodeId,
+        until: Duration,
+    },
     /// The second step of [`Fault::Amnesia`].
     Wipe {
         victim: NodeId,
@@ -244,7 +272,7 @@ pub(crate) fn draw(
         }
         (a, b)
     };
-    match rng.u8(0..19) {
+    match rng.u8(0..20) {
         0..=2 => Fault::Crash(node(rng)),
         3..=4 => Fault::IsolateLeader,
         5..=6 => Fault::Flap,
@@ -283,6 +311,9 @@ pub(crate) fn draw(
             Fault::CutOneWay(a, b)
         }
         12..=14 => Fault::Network(network(rng, election)),
+        19 => Fault::TornSync {
+            first_follower: rng.bool(),
+        },
         18 => Fault::HandOver {
             restart: rng.u8(0..4) != 0,
             slow_inbound: rng.bool().then(|| lease.mul_f64(0.3 + rng.f64() * 0.9)),
@@ -374,6 +405,7 @@ mod tests {
                 }
                 Fault::IsolateLeader
                 | Fault::HandOver { .. }
+                | Fault::TornSync { .. }
                 | Fault::Flap
                 | Fault::MuteLeader
                 | Fault::GrayLeader { .. }

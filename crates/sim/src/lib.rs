@@ -12,7 +12,8 @@
 //!
 //! The seed also draws the timing (ticks, election timeout, a lease up to 95%
 //! of it, drift up to 5%), the snapshot policy, and the faults: crashes and
-//! restarts, the leader isolated from its peers while clients still reach it,
+//! restarts, a follower's sync that fails (EIO) after the leader's entries
+//! reached it, the leader isolated from its peers while clients still reach it,
 //! symmetric and one-way cuts. Clients record a history that
 //! [`tsoracle_paxos_checker`] checks for duplicate timestamps, real-time
 //! order, high-water regressions, stale reads, dense overlaps and losses and
@@ -487,6 +488,33 @@ async fn simulate(seed: u64, config: &SimConfig) -> Result<RunReport, SimError> 
             }
         }
         for undo in agenda.take_due(now) {
+            if let Undo::TornSync {
+                victim,
+                leader,
+                other,
+                until,
+            } = undo
+            {
+                if cluster.torn_sync_fired(victim) {
+                    // The runner stopped at the failed sync; the process
+                    // exits and a supervisor starts it again. The old
+                    // leader is cut off: the victim and the other follower
+                    // go on from what they synced.
+                    cluster.crash(victim).await;
+                    control.heal(leader, other);
+                    control.isolate(leader);
+                    cluster.boot(victim)?;
+                    faults.torn_syncs_fired += 1;
+                    let hold = election.mul_f64(5.0 + rng.f64() * 15.0);
+                    agenda.push(now + hold, Undo::Rejoin(leader));
+                } else if now < until {
+                    agenda.push(now + election / 4, undo);
+                } else {
+                    cluster.arm_torn_sync(victim, false);
+                    control.heal(leader, other);
+                }
+                continue;
+            }
             if let Undo::Wipe {
                 victim,
                 lagging,
@@ -549,6 +577,33 @@ async fn simulate(seed: u64, config: &SimConfig) -> Result<RunReport, SimError> 
                             refused_at_start,
                         },
                     );
+                }
+            }
+            Fault::TornSync { first_follower } => {
+                let ids = cluster.ids();
+                if let Some(leader) = cluster.leader()
+                    && ids.len() == 3
+                    && cluster.down_count() == 0
+                    && changing.is_empty()
+                {
+                    let followers: Vec<NodeId> =
+                        ids.into_iter().filter(|&id| id != leader).collect();
+                    if let &[a, b] = followers.as_slice() {
+                        let (victim, other) = if first_follower { (a, b) } else { (b, a) };
+                        if cluster.arm_torn_sync(victim, true) {
+                            control.cut(leader, other);
+                            faults.torn_syncs += 1;
+                            agenda.push(
+                                now + election / 4,
+                                Undo::TornSync {
+                                    victim,
+                                    leader,
+                                    other,
+                                    until: now + election * 4,
+                                },
+                            );
+                        }
+                    }
                 }
             }
             Fault::Crash(node) => {
@@ -712,6 +767,13 @@ async fn simulate(seed: u64, config: &SimConfig) -> Result<RunReport, SimError> 
         match undo {
             Undo::FlapOn(node) => cluster.control().rejoin(node),
             Undo::Mute(_) | Undo::Wipe { .. } => {}
+            Undo::TornSync { victim, .. } => {
+                if cluster.torn_sync_fired(victim) {
+                    cluster.crash(victim).await;
+                } else {
+                    cluster.arm_torn_sync(victim, false);
+                }
+            }
             other => {
                 apply_undo(&mut cluster, other)?;
             }
@@ -971,7 +1033,7 @@ fn apply_undo(cluster: &mut Cluster, undo: Undo) -> Result<Option<Undo>, SimErro
         Undo::Heal(a, b) => control.heal(a, b),
         Undo::HealOneWay(a, b) => control.heal_one_way(a, b),
         // Carried out by the fault loop, which can wait for the crash.
-        Undo::Wipe { .. } => {}
+        Undo::Wipe { .. } | Undo::TornSync { .. } => {}
     }
     Ok(None)
 }

@@ -41,8 +41,10 @@ struct Args {
     /// Length of the faulty phase, in election timeouts.
     #[arg(long, default_value_t = 150)]
     fault_phase: u32,
-    /// Remove one guard (grant-hold, epoch-fence, read-barrier,
-    /// reply-gate, identity-check) to see the checks catch it: seeds that
+    /// Remove one guard (grant-hold, sync-before-acknowledge,
+    /// stop-before-release, epoch-fence, read-barrier, reply-gate,
+    /// identity-check, carry-state, stop-sign-admission) to see the checks
+    /// catch it: seeds that
     /// break a rule are then printed as failures.
     #[arg(long, value_parser = parse_guard)]
     mutation: Option<Guard>,

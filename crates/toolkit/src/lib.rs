@@ -142,6 +142,7 @@ pub mod lease;
 #[cfg(feature = "mutations")]
 pub mod mutation;
 pub mod runner;
+mod send_order;
 pub mod sink;
 pub mod storage;
 

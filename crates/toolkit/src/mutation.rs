@@ -16,6 +16,10 @@ pub enum Guard {
     /// nor anything for one hold after it starts
     /// ([`Grants::grant`](crate::lease::Grants::grant)).
     GrantHold,
+    /// A `Promise` or `Accepted` leaves only after the sync of the round
+    /// that wrote what it reports; only a leader's replication messages go
+    /// before it (`send_order::take_early`).
+    SyncBeforeAcknowledge,
 }
 
 thread_local! {

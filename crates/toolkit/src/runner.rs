@@ -8,9 +8,12 @@
 //! One *round* of the loop takes every ready input (inbound messages,
 //! proposals, a due tick), feeds them to OmniPaxos, hands the newly decided
 //! entries to the [`DecidedHook`], makes every write of the round durable with
-//! one sync (group commit), and only then sends the round's outgoing messages:
-//! OmniPaxos' durability contract is that nothing leaves the node before the
-//! state it depends on is synced.
+//! one sync (group commit), and only then sends the round's acknowledgements:
+//! OmniPaxos' durability contract is that no `Promise` or `Accepted` leaves
+//! the node before the state it reports is synced. A leader's replication
+//! messages leave before that sync, so its followers sync beside it; its own
+//! acceptance counts only from the next round on, after the sync
+//! (`send_order`).
 
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -31,6 +34,7 @@ use crate::clock::Clock;
 use crate::durability::Durability;
 use crate::error::Error;
 use crate::lease::{Grants, LeaseTiming, Requests};
+use crate::send_order;
 use crate::sink::{Inbox, MessageSink, StopSignGate, stop_sign_of};
 
 /// Tuning of a [`Runner`]. Every field is explicit; see [`RunnerConfig::default`].
@@ -751,6 +755,7 @@ where
     fn round(&mut self, round: Round<T>) -> Result<(), Error> {
         self.rounds += 1;
         self.durability.begin_round();
+        let promise_at_start = self.omnipaxos.get_promise();
         // Sampled after the round's inputs arrived: a grant's hold then runs
         // from no earlier than the request's arrival, a request round from
         // no later than its sending (both conservative).
@@ -856,7 +861,14 @@ where
             self.request_lease(now);
         }
         self.apply_decided()?;
-        // One sync for every write of the round, before anything leaves.
+        // A leader's replication leaves before its own sync, so the
+        // followers' syncs run beside it (invariant 7, `send_order`).
+        self.omnipaxos.take_outgoing_messages(&mut self.outgoing);
+        let promise_changed = self.omnipaxos.get_promise() != promise_at_start;
+        let early = send_order::take_early(promise_changed, &mut self.outgoing);
+        self.send(early);
+        // One sync for every write of the round, before any acknowledgement
+        // leaves.
         self.durability.commit_round()?;
         for (reply, result) in replies {
             let _ = reply.send(result);
@@ -1081,16 +1093,23 @@ where
         }
     }
 
+    /// Sends the round's remaining messages, OmniPaxos' and the lease's.
     fn send_outgoing(&mut self) {
         self.omnipaxos.take_outgoing_messages(&mut self.outgoing);
         if let Some(lease) = self.lease.as_mut() {
             self.outgoing.append(&mut lease.outgoing);
         }
-        if self.outgoing.is_empty() {
+        let outgoing = std::mem::take(&mut self.outgoing);
+        self.send(outgoing);
+    }
+
+    /// Hands `messages` to the sink, one batch per peer, in order.
+    fn send(&mut self, messages: Vec<Message<T>>) {
+        if messages.is_empty() {
             return;
         }
         let mut by_peer: BTreeMap<NodeId, Vec<Message<T>>> = BTreeMap::new();
-        for message in self.outgoing.drain(..) {
+        for message in messages {
             by_peer
                 .entry(message.get_receiver())
                 .or_default()
@@ -1214,10 +1233,11 @@ mod tests {
         }
     }
 
-    /// OmniPaxos' durability contract: promise, accepted round and entries
-    /// are synced before any message that depends on them leaves the node.
+    /// A candidate's new ballot is synced before its `Prepare` (or any
+    /// other message) leaves: the round changed its promise
+    /// (`send_order`). Its peers are absent, so it never replicates.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn messages_leave_only_after_the_round_is_synced() {
+    async fn a_candidate_sends_nothing_before_its_new_ballot_is_synced() {
         let config = ConfigBuilder::new([1, 2, 3])
             .election_ticks(2)
             .resend_ticks(4)

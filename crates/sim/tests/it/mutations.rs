@@ -54,6 +54,28 @@ fn without_the_grant_hold_two_leaders_overlap() {
     );
 }
 
+/// A follower that acknowledges entries before its sync, and whose sync
+/// then fails, lets the leader decide entries that no majority kept: after
+/// the follower restarts and the old leader is cut off, a dense block is
+/// handed out twice (the `TornSync` fault).
+#[test]
+fn without_the_sync_before_acknowledging_an_acknowledged_block_is_lost() {
+    let (seed, report) = first_failure(Guard::SyncBeforeAcknowledge);
+    assert!(
+        [
+            "overlap",
+            "below its end",
+            "above the final counter",
+            "smaller high-water",
+            "smaller timestamp",
+            "returned twice",
+        ]
+        .iter()
+        .any(|lost| report.contains(lost)),
+        "seed {seed}: {report}"
+    );
+}
+
 /// A hand-over that releases the lease before the old leader stopped
 /// serving lets the successor serve beside it.
 #[test]

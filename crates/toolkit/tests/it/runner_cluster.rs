@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,7 @@ use omnipaxos::{
     util::{LogEntry, NodeId},
 };
 use serde::{Deserialize, Serialize};
-use tsoracle_paxos_harness::memnet::{Faults, MemNetConfig, MemNetwork, NetControl};
+use tsoracle_paxos_harness::memnet::{Faults, MemNetConfig, MemNetwork, MemSink, NetControl};
 use tsoracle_paxos_toolkit::{
     ConfigBuilder, DecidedHook, Durability, Error, MessageSink, Refusal, Runner, RunnerConfig,
     RunnerStatus, SyncedWrites, storage::MemoryStorage,
@@ -204,6 +204,22 @@ impl<E: Valued> Cluster<E> {
         B: Storage<E> + Send + 'static,
         D: Durability,
     {
+        self.start_with_sink(pid, storage, durability, snapshot_every, |sink| sink);
+    }
+
+    /// [`start`](Self::start), with the node's sink wrapped by `wrap`.
+    fn start_with_sink<B, D, S>(
+        &mut self,
+        pid: NodeId,
+        storage: B,
+        durability: D,
+        snapshot_every: Option<usize>,
+        wrap: impl FnOnce(MemSink<E>) -> S,
+    ) where
+        B: Storage<E> + Send + 'static,
+        D: Durability,
+        S: MessageSink<E>,
+    {
         let omnipaxos = omnipaxos_config(pid).build(storage).unwrap();
         let applied = Arc::new(Mutex::new(Applied::default()));
         let hook = RecordingHook {
@@ -211,7 +227,7 @@ impl<E: Valued> Cluster<E> {
             snapshot_every,
             _entry: PhantomData,
         };
-        let sink = self.net.add_node(pid);
+        let sink = wrap(self.net.add_node(pid));
         let runner =
             Runner::spawn(omnipaxos, &NODES, sink, durability, hook, runner_config()).unwrap();
         self.net.attach(runner.inbox());
@@ -1133,4 +1149,106 @@ async fn a_lagging_node_that_leads_after_the_stop_sign_applies_it_at_the_same_in
         }
         c.shutdown().await;
     }
+}
+
+/// Whether every write of the node's current round is synced.
+#[derive(Clone, Default)]
+struct RoundSynced(Arc<AtomicBool>);
+
+impl Durability for RoundSynced {
+    fn begin_round(&self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+
+    fn commit_round(&self) -> Result<(), Error> {
+        self.0.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// Records the kind of every message a node sends before its round's sync.
+struct SendsBeforeSync<S> {
+    inner: S,
+    synced: RoundSynced,
+    early: Arc<Mutex<BTreeMap<&'static str, usize>>>,
+}
+
+impl<E: Entry, S: MessageSink<E>> MessageSink<E> for SendsBeforeSync<S> {
+    fn send(&self, to: NodeId, batch: Vec<Message<E>>) {
+        if !self.synced.0.load(Ordering::SeqCst) {
+            let mut early = self.early.lock().unwrap();
+            for message in &batch {
+                *early.entry(kind(message)).or_default() += 1;
+            }
+        }
+        self.inner.send(to, batch);
+    }
+
+    fn take_reconnected(&self, out: &mut Vec<NodeId>) {
+        self.inner.take_reconnected(out);
+    }
+}
+
+fn kind<E: Entry>(message: &Message<E>) -> &'static str {
+    match message {
+        Message::SequencePaxos(PaxosMessage { msg, .. }) => match msg {
+            PaxosMsg::PrepareReq(_) => "PrepareReq",
+            PaxosMsg::Prepare(_) => "Prepare",
+            PaxosMsg::Promise(_) => "Promise",
+            PaxosMsg::AcceptSync(_) => "AcceptSync",
+            PaxosMsg::AcceptDecide(_) => "AcceptDecide",
+            PaxosMsg::Accepted(_) => "Accepted",
+            PaxosMsg::NotAccepted(_) => "NotAccepted",
+            PaxosMsg::Decide(_) => "Decide",
+            PaxosMsg::ProposalForward(_) => "ProposalForward",
+            PaxosMsg::Compaction(_) => "Compaction",
+            PaxosMsg::AcceptStopSign(_) => "AcceptStopSign",
+            PaxosMsg::ForwardStopSign(_) => "ForwardStopSign",
+        },
+        Message::BLE(_) => "BLE",
+        Message::Lease(_) => "Lease",
+    }
+}
+
+/// Invariant 7: a leader's replication (`AcceptDecide`, `Decide`,
+/// `AcceptSync`) leaves before its own sync, so its followers sync beside
+/// it; a `Promise`, an `Accepted` or a `Prepare` of a new ballot never leaves
+/// before the sync of the round that wrote what it reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_leaders_replication_leaves_before_its_sync() {
+    let mut c = Cluster::<Val>::new(11);
+    let early = Arc::new(Mutex::new(BTreeMap::new()));
+    for pid in NODES {
+        let synced = RoundSynced::default();
+        let early = Arc::clone(&early);
+        c.start_with_sink(
+            pid,
+            MemoryStorage::<Val>::new(),
+            synced.clone(),
+            None,
+            move |inner| SendsBeforeSync {
+                inner,
+                synced,
+                early,
+            },
+        );
+    }
+    let leader = c.leader(&NODES).await;
+    c.propose(leader, 0..200).await;
+    eventually("every node applied 200 values", WAIT, || {
+        NODES.iter().all(|&pid| c.values(pid).len() >= 200)
+    })
+    .await;
+    let early = early.lock().unwrap().clone();
+    assert!(
+        early.get("AcceptDecide").copied().unwrap_or(0) > 0,
+        "no AcceptDecide left before its sync: {early:?}"
+    );
+    for kind in early.keys() {
+        assert!(
+            ["AcceptDecide", "Decide", "AcceptSync", "AcceptStopSign"].contains(kind),
+            "a {kind} left before the sync of its round: {early:?}"
+        );
+    }
+    c.shutdown().await;
 }
