@@ -1,7 +1,7 @@
 //! `cargo xtask chaos`: builds the node and the test kit in release mode and
 //! runs `tsoracle-paxos-testkit chaos` on `tsoracle-paxos serve` nodes (real
 //! node processes, a TCP fault proxy on every peer link, seeded kills, link
-//! cuts and SIGSTOP/SIGCONT pauses, the history checker), writing the JSON
+//! cuts, SIGSTOP/SIGCONT pauses and SIGTERM restarts, the history checker), writing the JSON
 //! report under `target/chaos/`.
 
 use std::path::PathBuf;

@@ -87,7 +87,8 @@ pub(crate) struct ChaosArgs {
     #[arg(long)]
     seed: Option<u64>,
     /// Only these kinds of fault, comma-separated (by default: kill,
-    /// link-cut, one-way-cut, isolation, pause). `replace` (only when
+    /// link-cut, one-way-cut, isolation, pause, restart: SIGTERM, a planned
+    /// restart in which a leader hands over first). `replace` (only when
     /// named) replaces the leader or a drawn node by a new member under
     /// load, once, after the other faults.
     #[arg(long, value_enum, value_delimiter = ',', value_name = "KINDS")]
@@ -564,6 +565,7 @@ impl Run<'_> {
             Fault::OneWayCut { .. } => FaultKind::OneWayCut,
             Fault::LeaderIsolation { .. } => FaultKind::Isolation,
             Fault::Pause { .. } => FaultKind::Pause,
+            Fault::Terminate(_) => FaultKind::Restart,
             Fault::Replace(_) => FaultKind::Replace,
         };
         self.started.push((kind, self.shared.micros()));
@@ -580,6 +582,36 @@ impl Run<'_> {
                     "kill -9 node {node}{}; restart in {hold:.1?}",
                     role(leads)
                 ));
+                (Undo::Restart(node), end)
+            }
+            Fault::Terminate(who) => {
+                let (node, leads) = self.resolve(who);
+                let from = self.cluster.log_len(node);
+                // Waits for the exit: the hand-over takes up to 2 s.
+                let status = tokio::task::block_in_place(|| self.cluster.terminate(node));
+                let handed = self
+                    .cluster
+                    .log_since(node, from)
+                    .contains("leadership handed over before stopping");
+                self.faults.terminations += 1;
+                self.faults.leader_terminations += u64::from(leads);
+                self.faults.hand_overs += u64::from(handed);
+                let exit =
+                    status.map_or_else(|| "it was not running".to_owned(), |s| s.to_string());
+                self.event(format!(
+                    "SIGTERM node {node}{}: {exit}{}; restart in {hold:.1?}",
+                    role(leads),
+                    if handed {
+                        ", after handing its leadership over"
+                    } else {
+                        ""
+                    }
+                ));
+                if status.is_some_and(|status| !status.success()) {
+                    let what = format!("node {node} did not exit 0 on SIGTERM ({exit})");
+                    self.event(what.clone());
+                    self.crashed.push(what);
+                }
                 (Undo::Restart(node), end)
             }
             Fault::LinkCut(a, b) => {

@@ -572,12 +572,13 @@ impl<L: Launcher> Cluster<L> {
             .join(format!("{}node-{id}.log", self.setup.log_prefix))
     }
 
-    fn log_len(&self, id: u64) -> u64 {
+    /// The length of node `id`'s log so far (0 if unreadable).
+    pub fn log_len(&self, id: u64) -> u64 {
         std::fs::metadata(self.log_path(id)).map_or(0, |m| m.len())
     }
 
     /// What node `id` logged from byte `from` on (empty if unreadable).
-    fn log_since(&self, id: u64, from: u64) -> String {
+    pub fn log_since(&self, id: u64, from: u64) -> String {
         let mut text = String::new();
         if let Ok(mut file) = std::fs::File::open(self.log_path(id))
             && file.seek(SeekFrom::Start(from)).is_ok()

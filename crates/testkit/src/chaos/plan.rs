@@ -6,7 +6,7 @@
 //! Faults come one at a time, each healed (or its node restarted) before
 //! the next, so at most one node is ever down or cut off and a majority
 //! always stays connected: the run must keep making progress. Kinds are
-//! drawn in shuffled rounds of all five, so a run long enough for five
+//! drawn in shuffled rounds of all six, so a run long enough for six
 //! faults sees each kind at least once. A replacement (`--faults replace`)
 //! comes once, last.
 
@@ -21,6 +21,9 @@ pub(crate) enum Kind {
     #[value(name = "isolation")]
     LeaderIsolation,
     Pause,
+    /// SIGTERM a node, mostly the leader (a planned restart: it hands its
+    /// leadership over before it exits), and start it again.
+    Restart,
     /// Replace a node (the leader, or a drawn one) by a new member under
     /// load. Only when asked for (`--faults replace`); once per run, after
     /// every other fault (afterwards the nodes dial the recorded member
@@ -31,12 +34,13 @@ pub(crate) enum Kind {
 
 impl Kind {
     /// Every kind, in the order rounds list them before the shuffle.
-    pub(crate) const ALL: [Self; 5] = [
+    pub(crate) const ALL: [Self; 6] = [
         Self::Kill,
         Self::LinkCut,
         Self::OneWayCut,
         Self::LeaderIsolation,
         Self::Pause,
+        Self::Restart,
     ];
 }
 
@@ -66,6 +70,9 @@ pub(crate) enum Fault {
     /// stopped only once its timestamp window reaches past the pause (see
     /// [`ALIGN_MARGIN`]), which may take up to the step's `slack`.
     Pause { who: Who, align: bool },
+    /// SIGTERM a node (a leader hands over first; it must exit 0), start
+    /// it again when the fault ends.
+    Terminate(Who),
     /// Start a new node in join mode and `member replace` the target by
     /// it; the target then leaves (exit 0). Not undone.
     Replace(Who),
@@ -182,6 +189,9 @@ pub(crate) fn plan(seed: u64, nodes: u64, kinds: &[Kind], faults_end: Duration) 
                     align: rng.u64(0..4) != 0,
                 }
             }
+            // Mostly the leader: a rolling restart's interesting step.
+            Kind::Restart if rng.u64(0..4) != 0 => Fault::Terminate(Who::Leader { fallback: node }),
+            Kind::Restart => Fault::Terminate(Who::Node(node)),
             // Taken out of the rounds above.
             Kind::Replace => continue,
         };
@@ -199,7 +209,7 @@ pub(crate) fn plan(seed: u64, nodes: u64, kinds: &[Kind], faults_end: Duration) 
             fault,
         });
         t += gap + slack + hold;
-        after_kill = kind == Kind::Kill;
+        after_kill = matches!(kind, Kind::Kill | Kind::Restart);
     }
     if replace {
         let mut gap = Duration::from_millis(rng.u64(300..=1000));
@@ -250,6 +260,7 @@ mod tests {
                         assert!(a != b && node(a) && node(b), "seed {seed}: {step:?}");
                     }
                     Fault::Kill(Who::Node(n) | Who::Leader { fallback: n })
+                    | Fault::Terminate(Who::Node(n) | Who::Leader { fallback: n })
                     | Fault::Pause {
                         who: Who::Node(n) | Who::Leader { fallback: n },
                         ..
@@ -279,8 +290,9 @@ mod tests {
                     .iter()
                     .any(|s| matches!(s.fault, Fault::LeaderIsolation { .. })),
                 steps.iter().any(|s| matches!(s.fault, Fault::Pause { .. })),
+                steps.iter().any(|s| matches!(s.fault, Fault::Terminate(_))),
             ];
-            assert_eq!(kinds, [true; 5], "seed {seed}");
+            assert_eq!(kinds, [true; 6], "seed {seed}");
         }
     }
 

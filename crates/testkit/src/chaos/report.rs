@@ -58,6 +58,14 @@ pub(crate) struct Faults {
     pub(crate) replacements: u64,
     /// Replacements whose old member was the leader the client saw.
     pub(crate) leader_replacements: u64,
+    /// SIGTERM of a node (a planned restart), restarted when the fault
+    /// ended.
+    pub(crate) terminations: u64,
+    /// Terminations whose target was the leader the client saw.
+    pub(crate) leader_terminations: u64,
+    /// Of the leader's terminations, those whose log says it handed its
+    /// leadership over before it exited.
+    pub(crate) hand_overs: u64,
 }
 
 /// The requests of the workers pinned to a paused node (a client that
@@ -144,6 +152,7 @@ pub(crate) enum FaultKind {
     OneWayCut,
     Isolation,
     Pause,
+    Restart,
     Replace,
 }
 
@@ -156,6 +165,7 @@ pub(crate) struct WorstGaps {
     pub(crate) one_way_cut: Option<f64>,
     pub(crate) isolation: Option<f64>,
     pub(crate) pause: Option<f64>,
+    pub(crate) restart: Option<f64>,
     pub(crate) replace: Option<f64>,
 }
 
@@ -173,6 +183,7 @@ pub(crate) fn worst_gaps(completions: &[u64], started: &[(FaultKind, u64)], end:
             FaultKind::OneWayCut => &mut worst.one_way_cut,
             FaultKind::Isolation => &mut worst.isolation,
             FaultKind::Pause => &mut worst.pause,
+            FaultKind::Restart => &mut worst.restart,
             FaultKind::Replace => &mut worst.replace,
         };
         *slot = Some(slot.map_or(gap, |w| w.max(gap)));
@@ -272,7 +283,8 @@ impl ChaosReport {
             format!(
                 "  faults                {} kills ({} of the leader), {} restarts, {} link cuts, \
                  {} one-way cuts, {} leader isolations{}, {} heals, {} pauses ({} of the \
-                 leader), {} resumes, {} replacements ({} of the leader)",
+                 leader), {} resumes, {} SIGTERM restarts ({} of the leader, {} handed over), \
+                 {} replacements ({} of the leader)",
                 f.kills,
                 f.leader_kills,
                 f.restarts,
@@ -288,6 +300,9 @@ impl ChaosReport {
                 f.pauses,
                 f.leader_pauses,
                 f.resumes,
+                f.terminations,
+                f.leader_terminations,
+                f.hand_overs,
                 f.replacements,
                 f.leader_replacements
             ),
@@ -311,12 +326,13 @@ impl ChaosReport {
             ),
             format!(
                 "  worst gap after       kill {}, link cut {}, one-way cut {}, isolation {}, \
-                 pause {}, replace {}",
+                 pause {}, SIGTERM restart {}, replace {}",
                 ms(self.worst_gaps_ms.kill),
                 ms(self.worst_gaps_ms.link_cut),
                 ms(self.worst_gaps_ms.one_way_cut),
                 ms(self.worst_gaps_ms.isolation),
                 ms(self.worst_gaps_ms.pause),
+                ms(self.worst_gaps_ms.restart),
                 ms(self.worst_gaps_ms.replace)
             ),
             format!(
@@ -403,9 +419,10 @@ mod tests {
                 worst.one_way_cut,
                 worst.isolation,
                 worst.pause,
+                worst.restart,
                 worst.replace
             ),
-            (None, None, None, None)
+            (None, None, None, None, None)
         );
     }
 

@@ -37,13 +37,14 @@ fn chaos(extra: &[&str], dir: &Path) -> (bool, String, Option<serde_json::Value>
 #[test]
 fn a_seeded_chaos_run_with_every_kind_of_fault_passes() {
     let dir = tempfile::tempdir().unwrap();
-    // Seed 84 over 14 s of faults: first a 1.7 s SIGSTOP of the leader,
+    // Seed 30 over 16 s of faults: first a 1 s SIGSTOP of the leader,
     // started once its timestamp window reaches past the pause, while
     // workers pinned to it keep sending (a new leader serves meanwhile);
-    // then a one-way cut, a leader isolation, a link cut and, last, a
-    // leader kill and restart; then 4 s quiet.
+    // then a one-way cut, a leader isolation, a leader kill and restart, a
+    // link cut and, last, a SIGTERM of the leader (it hands its leadership
+    // over, exits 0) and its restart; then 4 s quiet.
     let (ok, output, report) = chaos(
-        &["--duration", "18s", "--quiet", "4s", "--seed", "84"],
+        &["--duration", "20s", "--quiet", "4s", "--seed", "30"],
         dir.path(),
     );
     let report = report.expect("no JSON report");
@@ -56,9 +57,16 @@ fn a_seeded_chaos_run_with_every_kind_of_fault_passes() {
         "heals",
         "pauses",
         "resumes",
+        "terminations",
     ] {
         assert!(faults[kind].as_u64().unwrap() >= 1, "no {kind}: {output}");
     }
+    // A leader stopped by SIGTERM handed over before it exited (a
+    // termination that found no leader is not counted as the leader's).
+    assert!(
+        faults["hand_overs"].as_u64().unwrap() >= faults["leader_terminations"].as_u64().unwrap(),
+        "{output}"
+    );
     let isolations = faults["leader_isolations"].as_u64().unwrap()
         + faults["other_isolations"].as_u64().unwrap();
     assert!(isolations >= 1, "{output}");
