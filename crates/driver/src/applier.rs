@@ -295,11 +295,17 @@ impl PaxosApplier {
             restored_to,
             ..
         } = absorbed;
-        // A snapshot replaces them all; otherwise only a Register changes them.
+        // A snapshot or a genesis replaces them all (a genesis carries the
+        // previous configuration's registrations: without this refresh a new
+        // configuration admitted any instance, a wiped member's included);
+        // otherwise only a Register changes them.
         if restored_to.is_some()
-            || applied
-                .iter()
-                .any(|a| matches!(a.outcome, Outcome::Registered { .. }))
+            || applied.iter().any(|a| {
+                matches!(
+                    a.outcome,
+                    Outcome::Registered { .. } | Outcome::Genesis(Ok(_))
+                )
+            })
         {
             self.shared.refresh_instances();
         }
@@ -512,6 +518,56 @@ mod tests {
         let mut hw = 0;
         handle.read_state(&mut |s| hw = s.high_water());
         assert_eq!(hw, 50);
+    }
+
+    /// A configuration started by a membership change knows the members'
+    /// instances from its first entry: a wiped member (another instance) is
+    /// refused there too, and notices it must stop. Simulation seed 595120:
+    /// a wiped node that the change kept led the new configuration, whose
+    /// peers admitted it, and every proposal of its new incarnation was a
+    /// duplicate of its old one's: nothing was served again.
+    #[test]
+    fn a_genesis_brings_the_registered_instances_with_it() {
+        use tsoracle_core::Epoch;
+        use tsoracle_paxos_state::{ApplyState, MemberRecord, Membership, PaxosSnapshot};
+        let member = |id: u64| MemberRecord {
+            id,
+            peer_address: format!("10.0.0.{id}:6001"),
+            client_endpoint: format!("http://10.0.0.{id}:7001"),
+        };
+        let command = |command: Command| LogEntry::Decided(PaxosEntry(command));
+        let mut prior = ApplyState::new();
+        prior.apply(&Command::RecordMembership {
+            membership: Membership::new(1, vec![member(1), member(2), member(3)]).unwrap(),
+            epoch: Epoch(0),
+            proposal: ProposalId::new(1, 1, 1),
+        });
+        prior.apply(&Command::Register {
+            node: 2,
+            instance: 0xa,
+            epoch: Epoch(0),
+            proposal: ProposalId::new(2, 1, 1),
+        });
+        let next = Membership::new(2, vec![member(1), member(2), member(3), member(4)]).unwrap();
+        prior.apply(&Command::PrepareChange {
+            next,
+            epoch: Epoch(0),
+            proposal: ProposalId::new(1, 1, 2),
+        });
+        let (mut applier, handle) = PaxosApplier::new(2, SnapshotPolicy::Disabled, 0);
+        applier = applier.with_instance(InstanceId(0xb)).expecting_genesis(2);
+        assert_eq!(handle.registered_instance(2), None);
+        let genesis = Command::Genesis {
+            prior: Box::new(PaxosSnapshot::from_state(prior)),
+            epoch: Epoch(2 << 96),
+            proposal: ProposalId::new(1, 1, u64::MAX),
+        };
+        applier.absorb(vec![command(genesis)], |_| {}).unwrap();
+        assert_eq!(handle.registered_instance(2), Some(0xa));
+        assert!(matches!(
+            applier.check_identity(),
+            Err(RuntimeError::NotTheRegisteredInstance { node: 2, .. })
+        ));
     }
 
     #[test]

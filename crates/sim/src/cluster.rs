@@ -556,11 +556,11 @@ impl Cluster {
     }
 
     /// Makes the next sync of node `id` that changes its log fail (see
-    /// [`Disk::arm_torn_sync`]); `false` if the node does not run.
+    /// [`Disk::arm_torn_sync`]); whether it is armed now (`false` if the
+    /// node does not run, or its sync failed already).
     pub(crate) fn arm_torn_sync(&self, id: NodeId, on: bool) -> bool {
         self.current_disk(id)
-            .map(|disk| disk.arm_torn_sync(on))
-            .is_some()
+            .is_some_and(|disk| disk.arm_torn_sync(on))
     }
 
     /// Whether the armed sync of node `id` failed (its runner stopped).
@@ -588,7 +588,8 @@ impl Cluster {
         live.driver.shutdown().await;
         // Every round of the runner ends with its sync, so stopping it
         // between rounds loses exactly what a crash there would: nothing
-        // synced, and the messages of no unsynced round.
+        // synced. (A crash inside a round, after the leader's early
+        // messages left and before its sync, is the `TornSync` fault.)
         let _ = live.driver.host().shutdown().await;
     }
 

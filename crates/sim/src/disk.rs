@@ -80,12 +80,14 @@ impl Disk {
     }
 
     /// Makes the next sync of a round that changed the log fail (`on`), or
-    /// calls that off if it has not failed yet.
-    pub(crate) fn arm_torn_sync(&self, on: bool) {
+    /// calls that off if it has not failed yet. Whether it is armed now
+    /// (never once it fired: that runner has stopped already).
+    pub(crate) fn arm_torn_sync(&self, on: bool) -> bool {
         let mut platters = self.lock();
         if platters.torn != Torn::Fired {
             platters.torn = if on { Torn::Armed } else { Torn::Off };
         }
+        platters.torn == Torn::Armed
     }
 
     /// Whether an armed sync failed.
@@ -235,7 +237,7 @@ mod tests {
     fn an_armed_sync_fails_only_for_a_round_that_changed_the_log_and_keeps_nothing_of_it() {
         let disk = Disk::default();
         let mut storage = disk.storage();
-        disk.arm_torn_sync(true);
+        assert!(disk.arm_torn_sync(true));
         storage.set_decided_idx(0).unwrap();
         disk.durability().commit_round().unwrap();
         assert!(!disk.torn_sync_fired());
@@ -247,8 +249,11 @@ mod tests {
         assert!(disk.durability().commit_round().is_err());
         assert!(disk.torn_sync_fired());
         assert_eq!(disk.durable().get_log_len().unwrap(), 0);
-        // Disarming after it fired changes nothing; no later sync succeeds.
-        disk.arm_torn_sync(false);
+        // Once fired it stays so; no later sync succeeds.
+        assert!(
+            !disk.arm_torn_sync(true),
+            "a fired sync cannot be armed again"
+        );
         assert!(disk.durability().commit_round().is_err());
     }
 

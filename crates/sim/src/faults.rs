@@ -171,15 +171,18 @@ pub(crate) enum Fault {
         lag: Duration,
         refused_at_start: bool,
     },
-    /// A follower's sync fails (EIO) while it alone completes the leader's
-    /// majority: the leader is cut from the other follower, the victim
-    /// (the first or second follower) gets entries, and the sync of the
-    /// round that wrote them fails. Its process stops and restarts, and the
-    /// old leader is cut off: the victim and the other follower must go on
-    /// from what was synced. An `Accepted` sent before that sync would have
-    /// let the leader decide entries no majority kept.
+    /// A sync fails (EIO) on `victim`: 0 the leader, 1 or 2 the first or
+    /// second follower. A follower victim alone completes the leader's
+    /// majority: the leader is cut from the other follower, the victim gets
+    /// entries, and the sync of the round that wrote them fails; its
+    /// process stops and restarts, and the old leader is cut off, so the
+    /// victim and the other follower must go on from what was synced (an
+    /// `Accepted` sent before that sync would have let the leader decide
+    /// entries no majority kept). A leader victim has sent its entries
+    /// before its failed sync; it stops and restarts, and nothing
+    /// acknowledged may be lost.
     TornSync {
-        first_follower: bool,
+        victim: u8,
     },
 }
 
@@ -204,11 +207,12 @@ pub(crate) enum Undo {
     Heal(NodeId, NodeId),
     HealOneWay(NodeId, NodeId),
     /// The second step of [`Fault::TornSync`], tried again until `until`:
-    /// once the victim's sync failed, restart it and isolate the leader.
+    /// once the victim's sync failed, restart it, heal `cut` and isolate
+    /// `isolate` (a follower victim: the leader).
     TornSync {
         victim: NodeId,
-        leader: NodeId,
-        other: NodeId,
+        cut: Option<(NodeId, NodeId)>,
+        isolate: Option<NodeId>,
         until: Duration,
     },
     /// The second step of [`Fault::Amnesia`].
@@ -312,7 +316,7 @@ pub(crate) fn draw(
         }
         12..=14 => Fault::Network(network(rng, election)),
         19 => Fault::TornSync {
-            first_follower: rng.bool(),
+            victim: rng.u8(0..3),
         },
         18 => Fault::HandOver {
             restart: rng.u8(0..4) != 0,

@@ -490,28 +490,34 @@ async fn simulate(seed: u64, config: &SimConfig) -> Result<RunReport, SimError> 
         for undo in agenda.take_due(now) {
             if let Undo::TornSync {
                 victim,
-                leader,
-                other,
+                cut,
+                isolate,
                 until,
             } = undo
             {
                 if cluster.torn_sync_fired(victim) {
                     // The runner stopped at the failed sync; the process
-                    // exits and a supervisor starts it again. The old
-                    // leader is cut off: the victim and the other follower
-                    // go on from what they synced.
+                    // exits and a supervisor starts it again. A follower
+                    // victim's leader is cut off: the victim and the other
+                    // follower go on from what they synced.
                     cluster.crash(victim).await;
-                    control.heal(leader, other);
-                    control.isolate(leader);
+                    if let Some((a, b)) = cut {
+                        control.heal(a, b);
+                    }
                     cluster.boot(victim)?;
                     faults.torn_syncs_fired += 1;
                     let hold = election.mul_f64(5.0 + rng.f64() * 15.0);
-                    agenda.push(now + hold, Undo::Rejoin(leader));
+                    if let Some(leader) = isolate {
+                        control.isolate(leader);
+                        agenda.push(now + hold, Undo::Rejoin(leader));
+                    }
                 } else if now < until {
                     agenda.push(now + election / 4, undo);
                 } else {
                     cluster.arm_torn_sync(victim, false);
-                    control.heal(leader, other);
+                    if let Some((a, b)) = cut {
+                        control.heal(a, b);
+                    }
                 }
                 continue;
             }
@@ -579,7 +585,7 @@ async fn simulate(seed: u64, config: &SimConfig) -> Result<RunReport, SimError> 
                     );
                 }
             }
-            Fault::TornSync { first_follower } => {
+            Fault::TornSync { victim } => {
                 let ids = cluster.ids();
                 if let Some(leader) = cluster.leader()
                     && ids.len() == 3
@@ -589,16 +595,22 @@ async fn simulate(seed: u64, config: &SimConfig) -> Result<RunReport, SimError> 
                     let followers: Vec<NodeId> =
                         ids.into_iter().filter(|&id| id != leader).collect();
                     if let &[a, b] = followers.as_slice() {
-                        let (victim, other) = if first_follower { (a, b) } else { (b, a) };
+                        let (victim, cut, isolate) = match victim {
+                            0 => (leader, None, None),
+                            1 => (a, Some((leader, b)), Some(leader)),
+                            _ => (b, Some((leader, a)), Some(leader)),
+                        };
                         if cluster.arm_torn_sync(victim, true) {
-                            control.cut(leader, other);
+                            if let Some((x, y)) = cut {
+                                control.cut(x, y);
+                            }
                             faults.torn_syncs += 1;
                             agenda.push(
                                 now + election / 4,
                                 Undo::TornSync {
                                     victim,
-                                    leader,
-                                    other,
+                                    cut,
+                                    isolate,
                                     until: now + election * 4,
                                 },
                             );

@@ -26,8 +26,10 @@ use crate::instance::{Impostor, InstanceId, PeerAdmission};
 /// must never delay messages to another one, and memory per peer must stay
 /// bounded (drop when a peer's queue is full, and count it).
 pub trait MessageSink<T: Entry>: Send + Sync + 'static {
-    /// Hands `batch`, every message of one round addressed to `to`, to the
-    /// link towards `to`, in order.
+    /// Hands `batch` to the link towards `to`, in order: the messages of one
+    /// round addressed to `to`, or one of the round's two parts (a leader's
+    /// replication goes before the round's sync, the rest after it), each
+    /// in the round's order.
     fn send(&self, to: NodeId, batch: Vec<Message<T>>);
 
     /// Appends to `out` the peers whose link came back up since the last
