@@ -104,8 +104,9 @@ pub(crate) enum MemberCommand {
     MoveLeader {
         #[command(flatten)]
         admin: AdminArgs,
-        /// The successor's id (default: the leader picks the follower that
-        /// granted its last lease round, so one that is up and follows it).
+        /// The successor's id (default: the leader picks, among the
+        /// followers that granted its lease rounds, so are up and follow
+        /// it, the one furthest in the log).
         #[arg(long)]
         to: Option<u64>,
     },

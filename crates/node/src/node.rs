@@ -219,8 +219,8 @@ impl Node {
     }
 
     /// Stops the node in order: a leader hands its leadership over (to the
-    /// follower that granted its last lease round, waiting at most 2 s for
-    /// it to lead), then the client
+    /// follower that follows it and is furthest in the log, waiting at most
+    /// 2 s for it to lead), then the client
     /// service (no reply is
     /// served from here on; it drains for at most 10 s), the metrics
     /// sampler, the driver, the peer service, and the consensus thread

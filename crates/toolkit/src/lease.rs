@@ -233,15 +233,26 @@ impl Requests {
         }
     }
 
-    /// The peer that granted a round of the current ballot most recently
-    /// (the lowest id among equals): reachable, and following this leader,
-    /// so the best successor for a hand-over. `None` when no peer granted.
+    /// The successor for a hand-over: among the peers that granted a round
+    /// of the current ballot (reachable, and following this leader), the
+    /// one furthest in the log by `accepted` (each peer's last accepted
+    /// index under this ballot, as its `Accepted` messages said), then the
+    /// one that granted most recently, then the lowest id. A successor
+    /// that lags must first be synced by its own prepare phase, which
+    /// lengthens the hand-over. `None` when no peer granted.
     #[must_use]
-    pub fn freshest_grantor(&self) -> Option<NodeId> {
+    pub fn successor(&self, accepted: &BTreeMap<NodeId, usize>) -> Option<NodeId> {
         self.last_grant
             .iter()
             .filter(|(node, _)| **node != self.me)
-            .max_by(|(a_node, a_at), (b_node, b_at)| a_at.cmp(b_at).then(b_node.cmp(a_node)))
+            .max_by(|(a_node, a_at), (b_node, b_at)| {
+                let a_idx = accepted.get(*a_node).copied().unwrap_or(0);
+                let b_idx = accepted.get(*b_node).copied().unwrap_or(0);
+                a_idx
+                    .cmp(&b_idx)
+                    .then(a_at.cmp(b_at))
+                    .then(b_node.cmp(a_node))
+            })
             .map(|(node, _)| *node)
     }
 
@@ -433,11 +444,19 @@ mod tests {
         // A late grant of the older round never shortens the lease.
         r.granted(2, due.n, due.round);
         assert_eq!(r.lease(b(1, 1)), Some((b(1, 1), ms(239))));
-        // Nodes 2 and 3 both granted the round sent at 140 ms: the lower id.
-        assert_eq!(r.freshest_grantor(), Some(2));
+        // Nodes 2 and 3 both granted the round sent at 140 ms, and neither
+        // is further in the log: the lower id.
+        let none = BTreeMap::new();
+        assert_eq!(r.successor(&none), Some(2));
         let last = r.due(ms(180), Some(b(1, 1))).unwrap();
         r.granted(3, last.n, last.round);
-        assert_eq!(r.freshest_grantor(), Some(3));
+        assert_eq!(r.successor(&none), Some(3));
+        // Node 2 is further in the log: it wins over the fresher grant.
+        let accepted = BTreeMap::from([(2, 40), (3, 12)]);
+        assert_eq!(r.successor(&accepted), Some(2));
+        // A node further still that never granted is no candidate.
+        let accepted = BTreeMap::from([(2, 40), (3, 40), (4, 90)]);
+        assert_eq!(r.successor(&accepted), Some(3));
     }
 
     #[test]

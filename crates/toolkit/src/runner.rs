@@ -299,6 +299,7 @@ where
                 retake: None,
                 retake_after: lease.timing.hold.saturating_mul(2),
                 outgoing: Vec::new(),
+                accepted: BTreeMap::new(),
             }
         });
         let mut core = Core {
@@ -609,6 +610,10 @@ struct LeaseKeeper<T: Entry> {
     retake_after: std::time::Duration,
     /// Lease messages of this round, sent with OmniPaxos' own.
     outgoing: Vec<Message<T>>,
+    /// Each peer's last accepted index and the ballot it accepted under, from
+    /// its `Accepted` messages: a hand-over prefers the peer furthest in
+    /// the log.
+    accepted: BTreeMap<NodeId, (Ballot, usize)>,
 }
 
 struct Core<T: Entry, B: Storage<T>, S, D, H> {
@@ -767,6 +772,19 @@ where
                     self.lease_message(now, lease);
                 }
                 continue;
+            }
+            if let (
+                Some(lease),
+                Message::SequencePaxos(PaxosMessage {
+                    from,
+                    msg: PaxosMsg::Accepted(accepted),
+                    ..
+                }),
+            ) = (self.lease.as_mut(), &message)
+            {
+                lease
+                    .accepted
+                    .insert(*from, (accepted.n, accepted.accepted_idx));
             }
             if let Some((stop_sign, sync)) = stop_sign_of(&message)
                 && !self.gate.admits(stop_sign, sync, &self.own_unapplied())
@@ -1014,7 +1032,13 @@ where
                 "this runner keeps no lease".to_owned(),
             ));
         };
-        let Some(to) = to.or_else(|| lease.requests.freshest_grantor()) else {
+        let caught_up: BTreeMap<NodeId, usize> = lease
+            .accepted
+            .iter()
+            .filter(|(_, (n, _))| *n == promise)
+            .map(|(&peer, &(_, idx))| (peer, idx))
+            .collect();
+        let Some(to) = to.or_else(|| lease.requests.successor(&caught_up)) else {
             return Err(Error::NotLeader { to: None });
         };
         if !leading || to == me || !lease.peers.contains(&to) {

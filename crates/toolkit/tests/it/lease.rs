@@ -268,7 +268,8 @@ async fn a_hand_over_lets_the_successor_lease_before_the_holds_run_out() {
 /// A hand-over to a successor that cannot take over (cut off): the old
 /// leader leads again under a new ballot after twice the hold, so the
 /// cluster does not stay with a leader that serves nothing; and without a
-/// successor named, the runner picks one that granted its last rounds.
+/// successor named, the runner picks one that granted its rounds (the one
+/// furthest in the log, then the freshest grant).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hand_over_nobody_takes_is_taken_back() {
     let clock = MonotonicClock::new();
@@ -292,7 +293,8 @@ async fn a_hand_over_nobody_takes_is_taken_back() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     net.control().rejoin(to);
-    // No successor named: the runner picks the peer that granted last.
+    // No successor named: the runner picks a peer that granted (the one
+    // furthest in the log, then the freshest grant).
     let (leader, _) = wait_for_lease(&runners, &clock).await;
     let ballot = runners[leader as usize - 1].status().borrow().promise;
     let picked = runners[leader as usize - 1]
