@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{Layout, ServeChild, cli};
+use crate::common::{Layout, ServeChild, cli, founding_three};
 
 fn member(layout: &Layout, command: &str, extra: &[&str]) -> std::process::Output {
     let mut args: Vec<String> = ["member", command, "--cluster-id", "it", "--wait-secs", "30"]
@@ -49,14 +49,12 @@ fn log_of(layout: &Layout, id: u64, life: u32) -> String {
 #[test]
 fn a_leader_hands_over_on_sigterm_and_on_request() {
     let layout = Layout::new();
-    let mut nodes: Vec<Option<ServeChild>> = (1..=3)
-        .map(|id| Some(cli().spawn(&layout.args(id), &layout.log(&format!("node-{id}-1")))))
-        .collect();
+    let mut nodes = founding_three(&cli(), &layout);
     let first = cli().get_ts(&layout.endpoints(), 5);
     let old = leader(&layout);
 
     // SIGTERM of the leader: it hands over, then exits 0.
-    nodes[old as usize - 1].take().unwrap().terminate();
+    nodes.remove(&old).unwrap().terminate();
     let said = log_of(&layout, old, 1);
     assert!(
         said.contains("leadership handed over before stopping"),
@@ -69,10 +67,13 @@ fn a_leader_hands_over_on_sigterm_and_on_request() {
 
     // The old leader comes back as a follower; then the operator moves the
     // lead to it.
-    nodes[old as usize - 1] = Some(cli().spawn(
-        &layout.rejoin_args(old),
-        &layout.log(&format!("node-{old}-2")),
-    ));
+    nodes.insert(
+        old,
+        cli().spawn(
+            &layout.rejoin_args(old),
+            &layout.log(&format!("node-{old}-2")),
+        ),
+    );
     let _ = cli().get_ts(&layout.endpoints(), 1);
     assert_eq!(leader(&layout), successor, "a restarted node took the lead");
     let out = member(&layout, "move-leader", &["--to", &old.to_string()]);
@@ -90,7 +91,7 @@ fn a_leader_hands_over_on_sigterm_and_on_request() {
         String::from_utf8_lossy(&out.stderr).contains("not another member"),
         "{out:?}"
     );
-    for node in nodes.iter_mut().flatten() {
+    for node in nodes.values_mut() {
         node.terminate();
     }
 }
@@ -104,32 +105,31 @@ fn signal(node: &ServeChild, name: &str) {
 }
 
 /// A planned stop of the leader while a follower is frozen (SIGSTOP): the
-/// leader still exits 0 within its grace (its hand-over cannot finish, and
-/// the one follower left cannot form a majority on its own), and once the
-/// frozen follower continues the cluster serves again above everything it
-/// handed out before: no timestamp and no dense block comes twice.
+/// leader still exits 0 within its grace (a frozen follower grants nothing,
+/// so the hand-over goes to the other one, which cannot form a majority on
+/// its own once the leader is gone), and once the frozen follower continues
+/// the cluster serves again above everything it handed out before: no
+/// timestamp and no dense block comes twice.
 #[test]
 fn a_leader_stopped_while_a_follower_is_frozen_exits_cleanly_and_nothing_repeats() {
     let layout = Layout::new();
-    let mut nodes: Vec<Option<ServeChild>> = (1..=3)
-        .map(|id| Some(cli().spawn(&layout.args(id), &layout.log(&format!("node-{id}-1")))))
-        .collect();
+    let mut nodes = founding_three(&cli(), &layout);
     let before = cli().get_ts(&layout.endpoints(), 5);
     let block = cli().seq(&layout.endpoints(), "orders", 10);
     let old = leader(&layout);
     let frozen = (1..=3).find(|&id| id != old).unwrap();
-    signal(nodes[frozen as usize - 1].as_ref().unwrap(), "STOP");
+    signal(&nodes[&frozen], "STOP");
 
     let stopping = Instant::now();
     // Asserts exit 0 (within 30 s).
-    nodes[old as usize - 1].take().unwrap().terminate();
+    nodes.remove(&old).unwrap().terminate();
     let took = stopping.elapsed();
     assert!(
         took < Duration::from_secs(10),
         "the leader took {took:?} to stop beside a frozen follower"
     );
 
-    signal(nodes[frozen as usize - 1].as_ref().unwrap(), "CONT");
+    signal(&nodes[&frozen], "CONT");
     let after = cli().get_ts(&layout.endpoints(), 5);
     assert!(
         after[0] > *before.iter().max().unwrap(),
@@ -142,13 +142,16 @@ fn a_leader_stopped_while_a_follower_is_frozen_exits_cleanly_and_nothing_repeats
     );
 
     // The old leader comes back and the three serve on.
-    nodes[old as usize - 1] = Some(cli().spawn(
-        &layout.rejoin_args(old),
-        &layout.log(&format!("node-{old}-2")),
-    ));
+    nodes.insert(
+        old,
+        cli().spawn(
+            &layout.rejoin_args(old),
+            &layout.log(&format!("node-{old}-2")),
+        ),
+    );
     let last = cli().get_ts(&layout.endpoints(), 5);
     assert!(last[0] > *after.iter().max().unwrap());
-    for node in nodes.iter_mut().flatten() {
+    for node in nodes.values_mut() {
         node.terminate();
     }
 }
