@@ -55,8 +55,8 @@ pub struct FaultCounts {
     /// `serve` does on SIGTERM), most followed by a restart of the old
     /// leader.
     pub hand_overs: u64,
-    /// Failed syncs on a follower that alone completed the leader's
-    /// majority (the `TornSync` fault): armed, and of those, fired.
+    /// Failed syncs (the `TornSync` fault): on the leader after its entries
+    /// left, or on a follower that alone completed its majority. Armed.
     pub torn_syncs: u64,
     /// Of the armed ones, those whose sync failed (the follower then
     /// restarted and the old leader was cut off).
@@ -207,12 +207,11 @@ pub(crate) enum Undo {
     Heal(NodeId, NodeId),
     HealOneWay(NodeId, NodeId),
     /// The second step of [`Fault::TornSync`], tried again until `until`:
-    /// once the victim's sync failed, restart it, heal `cut` and isolate
-    /// `isolate` (a follower victim: the leader).
+    /// once the victim's sync failed, restart it; for a follower victim,
+    /// heal `cut` (the leader, the other follower) and isolate the leader.
     TornSync {
         victim: NodeId,
         cut: Option<(NodeId, NodeId)>,
-        isolate: Option<NodeId>,
         until: Duration,
     },
     /// The second step of [`Fault::Amnesia`].

@@ -12,8 +12,8 @@
 //!
 //! The seed also draws the timing (ticks, election timeout, a lease up to 95%
 //! of it, drift up to 5%), the snapshot policy, and the faults: crashes and
-//! restarts, a follower's sync that fails (EIO) after the leader's entries
-//! reached it, the leader isolated from its peers while clients still reach it,
+//! restarts, a sync that fails (EIO) on the leader after its entries left, or
+//! on the follower they reached, the leader isolated from its peers while clients still reach it,
 //! symmetric and one-way cuts. Clients record a history that
 //! [`tsoracle_paxos_checker`] checks for duplicate timestamps, real-time
 //! order, high-water regressions, stale reads, dense overlaps and losses and
@@ -488,13 +488,7 @@ async fn simulate(seed: u64, config: &SimConfig) -> Result<RunReport, SimError> 
             }
         }
         for undo in agenda.take_due(now) {
-            if let Undo::TornSync {
-                victim,
-                cut,
-                isolate,
-                until,
-            } = undo
-            {
+            if let Undo::TornSync { victim, cut, until } = undo {
                 if cluster.torn_sync_fired(victim) {
                     // The runner stopped at the failed sync; the process
                     // exits and a supervisor starts it again. A follower
@@ -507,7 +501,7 @@ async fn simulate(seed: u64, config: &SimConfig) -> Result<RunReport, SimError> 
                     cluster.boot(victim)?;
                     faults.torn_syncs_fired += 1;
                     let hold = election.mul_f64(5.0 + rng.f64() * 15.0);
-                    if let Some(leader) = isolate {
+                    if let Some((leader, _)) = cut {
                         control.isolate(leader);
                         agenda.push(now + hold, Undo::Rejoin(leader));
                     }
@@ -595,10 +589,10 @@ async fn simulate(seed: u64, config: &SimConfig) -> Result<RunReport, SimError> 
                     let followers: Vec<NodeId> =
                         ids.into_iter().filter(|&id| id != leader).collect();
                     if let &[a, b] = followers.as_slice() {
-                        let (victim, cut, isolate) = match victim {
-                            0 => (leader, None, None),
-                            1 => (a, Some((leader, b)), Some(leader)),
-                            _ => (b, Some((leader, a)), Some(leader)),
+                        let (victim, cut) = match victim {
+                            0 => (leader, None),
+                            1 => (a, Some((leader, b))),
+                            _ => (b, Some((leader, a))),
                         };
                         if cluster.arm_torn_sync(victim, true) {
                             if let Some((x, y)) = cut {
@@ -610,7 +604,6 @@ async fn simulate(seed: u64, config: &SimConfig) -> Result<RunReport, SimError> 
                                 Undo::TornSync {
                                     victim,
                                     cut,
-                                    isolate,
                                     until: now + election * 4,
                                 },
                             );

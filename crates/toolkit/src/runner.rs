@@ -12,8 +12,8 @@
 //! OmniPaxos' durability contract is that no `Promise` or `Accepted` leaves
 //! the node before the state it reports is synced. A leader's replication
 //! messages leave before that sync, so its followers sync beside it; its own
-//! acceptance counts only from the next round on, after the sync
-//! (`send_order`).
+//! acceptance can help decide an entry only once a follower's `Accepted`
+//! arrives, in a later round, after this round's sync (`send_order`).
 
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -1128,7 +1128,7 @@ where
     }
 
     /// Hands `messages` to the sink, one batch per peer, in order.
-    fn send(&mut self, messages: Vec<Message<T>>) {
+    fn send(&self, messages: Vec<Message<T>>) {
         if messages.is_empty() {
             return;
         }
