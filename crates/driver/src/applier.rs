@@ -36,6 +36,8 @@ struct Shared {
     /// so that the peer admission, asked for every inbound message on a
     /// transport task, never waits behind the applier's write lock.
     instances: RwLock<BTreeMap<NodeId, u128>>,
+    /// The cursor's next index after the last batch (for operators' tools).
+    applied_idx: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -400,6 +402,9 @@ impl<E: PaxosEnvelope> DecidedHook<E> for PaxosApplier {
         entries: Vec<LogEntry<E>>,
     ) -> Result<Option<usize>, Box<dyn std::error::Error + Send + Sync>> {
         let compact = self.absorb(entries, |_| {})?;
+        self.shared
+            .applied_idx
+            .store(self.cursor.next_idx(), std::sync::atomic::Ordering::Release);
         self.check_identity()?;
         Ok(compact)
     }
@@ -421,6 +426,15 @@ impl ApplierHandle {
             rx,
             shared: Arc::clone(&self.shared),
         }
+    }
+
+    /// Absolute index below which the log is applied to the state, as of
+    /// the last batch the applier took.
+    #[must_use]
+    pub fn applied_idx(&self) -> usize {
+        self.shared
+            .applied_idx
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Number of proposals waiting (for metrics and tests).

@@ -461,11 +461,31 @@ where
         self.core.status()
     }
 
+    /// What the consensus thread of the current configuration last heard
+    /// from each peer, on the node's lease clock ([`Self::lease_clock`]).
+    #[must_use]
+    pub fn links(&self) -> Arc<tsoracle_paxos_toolkit::PeerLinks> {
+        self.core.runner().links()
+    }
+
+    /// The clock [`Self::links`] and [`RunnerStatus::lease_until`] are read
+    /// on.
+    #[must_use]
+    pub fn lease_clock(&self) -> Option<Arc<dyn Clock>> {
+        self.core.runner().lease_clock()
+    }
+
     /// Freezes (or thaws) the consensus thread as SIGSTOP (or SIGCONT)
     /// would; for simulations of a paused process (see
     /// `Runner::set_frozen`).
     pub fn set_frozen(&self, frozen: bool) {
         self.core.runner().set_frozen(frozen);
+    }
+
+    /// Absolute index below which this node applied its log.
+    #[must_use]
+    pub fn applied_idx(&self) -> usize {
+        self.core.applier().applied_idx()
     }
 
     /// Proposals waiting for their outcome.

@@ -57,6 +57,51 @@ pub const TRANSFERS_FAILED_IN: &str = "tsoracle_paxos_peer_transfers_failed_in_t
 /// from a transfer a broken link cut.
 pub const TRANSFER_BYTES_SKIPPED: &str = "tsoracle_paxos_peer_transfer_bytes_skipped_total";
 
+/// Histogram: a proposal's submission to its apply on this node, in
+/// seconds (what a client's write waits for).
+pub const PROPOSAL_SECONDS: &str = "tsoracle_paxos_proposal_seconds";
+/// Histogram: on the leader, from the round that appended proposals to the
+/// round that saw them decided, in seconds.
+pub const COMMIT_SECONDS: &str = "tsoracle_paxos_commit_seconds";
+/// Histogram: one synced storage write (a round's WAL sync), in seconds.
+pub const FSYNC_SECONDS: &str = "tsoracle_paxos_fsync_seconds";
+/// Counter: times this node stopped serving as leader because its lease
+/// ran out before a majority granted a new round.
+pub const LEASE_LAPSES: &str = "tsoracle_paxos_lease_lapses_total";
+/// Counter: changes of the leadership this node publishes to its server,
+/// labelled `to` (`leader`, `follower`, `unknown`).
+pub const LEADERSHIP_CHANGES: &str = "tsoracle_paxos_leadership_changes_total";
+/// Counter: replies held back because the lease under their epoch had
+/// ended when they were ready (a paused process).
+pub const REPLIES_GATED: &str = "tsoracle_paxos_replies_gated_total";
+
+/// Counter: peer messages this node's peer service refused (every reason).
+pub const PEER_REFUSED: &str = "tsoracle_paxos_peer_refused_total";
+/// Counter: outbound peer messages dropped (every reason: a full queue, a
+/// message above the size limit, a link that failed).
+pub const PEER_DROPPED: &str = "tsoracle_paxos_peer_dropped_total";
+/// Counter: outbound peer links established again after one failed.
+pub const PEER_RECONNECTS: &str = "tsoracle_paxos_peer_reconnects_total";
+/// Counter: peer messages sent.
+pub const PEER_MESSAGES_OUT: &str = "tsoracle_paxos_peer_messages_out_total";
+/// Counter: peer messages received.
+pub const PEER_MESSAGES_IN: &str = "tsoracle_paxos_peer_messages_in_total";
+/// Gauge, per `peer`: 1 while a message of that peer reached the consensus
+/// loop within an election timeout, else 0.
+pub const PEER_UP: &str = "tsoracle_paxos_peer_up";
+/// Gauge, per `peer`: seconds since a message of that peer reached the
+/// consensus loop.
+pub const PEER_LAST_HEARD: &str = "tsoracle_paxos_peer_last_heard_seconds";
+/// Gauge, per `peer`: send-to-grant time of the last lease round that peer
+/// granted this node (only a leader asks rounds).
+pub const PEER_ROUND_TRIP: &str = "tsoracle_paxos_peer_round_trip_seconds";
+/// Gauge: 1 while the node is live (`/livez`).
+pub const LIVE: &str = "tsoracle_paxos_live";
+/// Gauge: 1 while the node is ready (`/readyz`).
+pub const READY: &str = "tsoracle_paxos_ready";
+/// Gauge, always 1, labelled with the build's `version` and `commit`.
+pub const BUILD_INFO: &str = "tsoracle_paxos_build_info";
+
 /// The samples of a Prometheus text page, keyed by everything before the
 /// value: `name`, or `name{labels}` for a labelled sample. Comment lines
 /// (`# HELP`, `# TYPE`) and lines without a numeric value are skipped.

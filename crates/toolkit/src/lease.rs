@@ -325,6 +325,16 @@ impl Requests {
         }
     }
 
+    /// When round `round` of ballot `n` was sent, while it is still
+    /// tracked (a grant's round trip).
+    #[must_use]
+    pub fn sent_at(&self, n: Ballot, round: u64) -> Option<Duration> {
+        self.rounds
+            .get(&round)
+            .filter(|r| r.ballot == n)
+            .map(|r| r.sent_at)
+    }
+
     /// The lease this node holds while its promise is `promise`: the
     /// ballot and the instant it ends (it may have ended already). `None`
     /// when no round of `promise` reached a majority.

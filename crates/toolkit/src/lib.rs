@@ -139,6 +139,7 @@ pub mod durability;
 mod error;
 pub mod instance;
 pub mod lease;
+pub mod links;
 #[cfg(feature = "mutations")]
 pub mod mutation;
 pub mod runner;
@@ -159,6 +160,7 @@ pub use config::ConfigBuilder;
 pub use durability::{Durability, SyncedWrites};
 pub use error::Error;
 pub use instance::{Impostor, InstanceId, PeerAdmission};
+pub use links::{PeerLink, PeerLinks};
 pub use runner::{DecidedHook, Placement, Runner, RunnerConfig, RunnerLease, RunnerStatus};
 pub use sink::{
     Inbox, InboxStats, MessageSink, Refusal, StopSignAdmission, carries_stop_sign, stop_sign_of,

@@ -15,11 +15,11 @@
 //! acceptance can help decide an entry only once a follower's `Accepted`
 //! arrives, in a later round, after this round's sync (`send_order`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use omnipaxos::ballot_leader_election::Ballot;
 use omnipaxos::messages::Message;
@@ -34,6 +34,7 @@ use crate::clock::Clock;
 use crate::durability::Durability;
 use crate::error::Error;
 use crate::lease::{Grants, LeaseTiming, Requests};
+use crate::links::PeerLinks;
 use crate::send_order;
 use crate::sink::{Inbox, MessageSink, StopSignGate, stop_sign_of};
 
@@ -210,6 +211,10 @@ const FINAL_STATUS_WAIT: Duration = Duration::from_secs(1);
 
 type Proposal<T> = (T, oneshot::Sender<Result<(), Error>>);
 
+/// Rounds of proposals whose decision the commit latency waits for, at
+/// most (a leader that cannot decide stops tracking the oldest).
+const MAX_COMMITS_TRACKED: usize = 1024;
+
 /// Capacity of the queue of administrative requests (reconfiguration,
 /// leadership): an operator's pace, never a flood.
 const ADMIN_CAPACITY: usize = 8;
@@ -247,6 +252,7 @@ pub struct Runner<T: Entry> {
     worker: Mutex<Option<Worker>>,
     frozen: watch::Sender<bool>,
     lease_clock: Option<Arc<dyn Clock>>,
+    links: Arc<PeerLinks>,
 }
 
 /// What runs the consensus loop (see [`Placement`]).
@@ -302,7 +308,10 @@ where
                 accepted: BTreeMap::new(),
             }
         });
+        let links = Arc::new(PeerLinks::default());
         let mut core = Core {
+            links: Arc::clone(&links),
+            commits: VecDeque::new(),
             lease,
             gate: inbox.stop_sign_gate(),
             omnipaxos,
@@ -370,6 +379,7 @@ where
             worker: Mutex::new(Some(worker)),
             frozen: frozen_tx,
             lease_clock,
+            links,
         })
     }
 
@@ -381,6 +391,11 @@ where
     /// For simulations of a paused process; a real node never calls it.
     pub fn set_frozen(&self, frozen: bool) {
         self.frozen.send_replace(frozen);
+    }
+
+    /// What this node last heard from each peer (on the lease clock).
+    pub fn links(&self) -> Arc<PeerLinks> {
+        Arc::clone(&self.links)
     }
 
     /// The clock [`RunnerStatus::lease_until`] is read on, when the runner
@@ -618,6 +633,12 @@ struct LeaseKeeper<T: Entry> {
 
 struct Core<T: Entry, B: Storage<T>, S, D, H> {
     lease: Option<LeaseKeeper<T>>,
+    /// What this node last heard from each peer.
+    links: Arc<PeerLinks>,
+    /// While leading: the log length after each round that appended
+    /// proposals, and when that round started (the commit latency, bounded
+    /// by [`MAX_COMMITS_TRACKED`]).
+    commits: VecDeque<(usize, Instant)>,
     omnipaxos: OmniPaxos<T, B>,
     /// The inbox's StopSign admission, asked before a carrier reaches
     /// OmniPaxos and before this node proposes a StopSign.
@@ -765,8 +786,14 @@ where
         // from no earlier than the request's arrival, a request round from
         // no later than its sending (both conservative).
         let now = self.lease.as_ref().map(|lease| lease.clock.now());
+        let started = Instant::now();
         let mut refused = 0u64;
+        let mut heard: Vec<NodeId> = Vec::new();
         for message in round.inbound {
+            let sender = message.get_sender();
+            if !heard.contains(&sender) {
+                heard.push(sender);
+            }
             if let Message::Lease(lease) = message {
                 if let Some(now) = now {
                     self.lease_message(now, lease);
@@ -835,11 +862,17 @@ where
                  a member"
             );
         }
+        if let Some(now) = now {
+            self.links.heard(&heard, now);
+        }
         let mut replies = Vec::with_capacity(round.proposals.len());
+        let mut appended = false;
         for (entry, reply) in round.proposals {
             let result = self.omnipaxos.append(entry).map_err(propose_error);
+            appended |= result.is_ok();
             replies.push((reply, result));
         }
+        self.track_commits(appended, started);
         for request in round.admin {
             match request {
                 Admin::Reconfigure {
@@ -878,6 +911,7 @@ where
             self.retake_if_stuck(now);
             self.request_lease(now);
         }
+        self.record_commits();
         self.apply_decided()?;
         // A leader's replication leaves before its own sync, so the
         // followers' syncs run beside it (invariant 7, `send_order`).
@@ -917,6 +951,42 @@ where
             changed
         });
         Ok(())
+    }
+
+    /// While this node leads: remembers where a round that appended
+    /// proposals ended the log, for its commit latency. Otherwise forgets
+    /// every such round (another leader decides them, or nobody does).
+    fn track_commits(&mut self, appended: bool, started: Instant) {
+        let me = self.omnipaxos.get_pid();
+        if self.omnipaxos.get_current_leader() != Some((me, true)) {
+            self.commits.clear();
+            return;
+        }
+        if appended {
+            if self.commits.len() >= MAX_COMMITS_TRACKED {
+                self.commits.pop_front();
+            }
+            let end = self
+                .omnipaxos
+                .get_accepted_idx()
+                .saturating_add(self.omnipaxos.get_batched_len());
+            self.commits.push_back((end, started));
+        }
+    }
+
+    /// Records the commit latency of every tracked round now decided: from
+    /// the round that appended its proposals to the round that saw them
+    /// decided (a majority's syncs and one network round trip).
+    fn record_commits(&mut self) {
+        let decided = self.omnipaxos.get_decided_idx();
+        while let Some(&(end, at)) = self.commits.front() {
+            if end > decided {
+                break;
+            }
+            self.commits.pop_front();
+            metrics::histogram!(tsoracle_paxos_metrics::COMMIT_SECONDS)
+                .record(at.elapsed().as_secs_f64());
+        }
     }
 
     /// The entries this node holds past the hook's index (decided but not
@@ -999,6 +1069,7 @@ where
         match message.msg {
             LeaseMsg::Request { n, round } => {
                 if !ended && lease.grants.grant(now, promise, n) {
+                    self.links.granted(message.from, now);
                     lease.outgoing.push(Message::Lease(LeaseMessage {
                         from: me,
                         to: message.from,
@@ -1006,7 +1077,13 @@ where
                     }));
                 }
             }
-            LeaseMsg::Grant { n, round } => lease.requests.granted(message.from, n, round),
+            LeaseMsg::Grant { n, round } => {
+                if let Some(sent_at) = lease.requests.sent_at(n, round) {
+                    self.links
+                        .round_trip(message.from, now.saturating_sub(sent_at));
+                }
+                lease.requests.granted(message.from, n, round);
+            }
             LeaseMsg::Release { n } => {
                 lease.grants.release(message.from, n);
             }

@@ -260,9 +260,17 @@ impl<H: PaxosHighWaterHost> Shell<H> {
                 }
                 Action::Publish(state) => {
                     tracing::info!(?state, "leadership changed");
+                    let to = match &state {
+                        LeaderState::Leader { .. } => "leader",
+                        LeaderState::Follower { .. } => "follower",
+                        _ => "unknown",
+                    };
+                    metrics::counter!(tsoracle_paxos_metrics::LEADERSHIP_CHANGES, "to" => to)
+                        .increment(1);
                     self.events.send_replace(state);
                 }
                 Action::WarnLeaseLapsed { epoch } => {
+                    metrics::counter!(tsoracle_paxos_metrics::LEASE_LAPSES).increment(1);
                     tracing::warn!(
                         ?epoch,
                         "stopped serving as leader: the lease ran out before a majority granted \
@@ -282,7 +290,7 @@ impl<H: PaxosHighWaterHost> ReplyGate for Shell<H> {
     fn check(&self, epoch: Epoch) -> Result<(), NotServing> {
         let checked = self.decide(|engine, now| engine.check_reply(now, epoch));
         if checked.is_err() {
-            metrics::counter!("tsoracle_paxos_replies_gated_total").increment(1);
+            metrics::counter!(tsoracle_paxos_metrics::REPLIES_GATED).increment(1);
         }
         checked
     }

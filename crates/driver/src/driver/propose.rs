@@ -43,7 +43,7 @@ impl<H: PaxosHighWaterHost> Shell<H> {
         // Submission to this node's apply: one log round trip (and the
         // group-commit syncs on the way).
         let now = self.now();
-        metrics::histogram!("tsoracle_paxos_proposal_seconds")
+        metrics::histogram!(tsoracle_paxos_metrics::PROPOSAL_SECONDS)
             .record(now.saturating_sub(proposed_at).as_secs_f64());
         Ok(applied)
     }

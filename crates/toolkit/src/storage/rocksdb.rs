@@ -476,7 +476,8 @@ where
             return Ok(());
         }
         let batch = self.batch(&plan)?;
-        let write_options = if self.group_commit.deferred.load(Ordering::Acquire) {
+        let deferred = self.group_commit.deferred.load(Ordering::Acquire);
+        let write_options = if deferred {
             // Inside a runner round: the round's commit syncs the WAL once
             // for every write, before any message of the round leaves.
             self.group_commit.dirty.store(true, Ordering::Release);
@@ -484,9 +485,13 @@ where
         } else {
             &self.write_options
         };
+        let started = std::time::Instant::now();
         self.db
             .write_opt(batch, write_options)
             .map_err(rocks("write"))?;
+        if !deferred {
+            record_fsync(started);
+        }
         // Only now, with the batch durable, does the cache move.
         self.meta = plan.meta;
         Ok(())
@@ -589,8 +594,17 @@ impl Durability for RocksdbGroupCommit {
         let db = self.db.upgrade().ok_or_else(|| Error::InvalidOperation {
             reason: "the storage was closed before its last writes were synced".to_owned(),
         })?;
-        db.flush_wal(true).map_err(rocks("sync the WAL"))
+        let started = std::time::Instant::now();
+        db.flush_wal(true).map_err(rocks("sync the WAL"))?;
+        record_fsync(started);
+        Ok(())
     }
+}
+
+/// One synced write's latency (a synced batch, or the round's WAL sync).
+fn record_fsync(started: std::time::Instant) {
+    metrics::histogram!(tsoracle_paxos_metrics::FSYNC_SECONDS)
+        .record(started.elapsed().as_secs_f64());
 }
 
 fn log_range(m: &Meta) -> LogRange {
