@@ -118,6 +118,7 @@
 //! # }
 //! ```
 
+pub mod accept;
 pub mod config;
 mod error;
 mod frame;

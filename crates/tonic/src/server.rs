@@ -18,6 +18,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::{Code, Request, Response, Status, Streaming};
 use tsoracle_paxos_toolkit::{Inbox, InstanceId, Refusal};
 
+use crate::accept::tls_incoming;
 use crate::config::{PROTOCOL_VERSION, TransportConfig, metadata};
 use crate::error::Error;
 use crate::frame::{FrameKind, decode_frame, kind};
@@ -577,6 +578,8 @@ pub struct ServerHandle {
     local_addr: SocketAddr,
     closing: watch::Sender<bool>,
     task: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+    /// With TLS: the task that accepts connections and runs handshakes.
+    accept: Option<JoinHandle<()>>,
     grace: std::time::Duration,
 }
 
@@ -590,6 +593,9 @@ impl ServerHandle {
     /// shutdown grace for connections to end, then drops the rest.
     pub async fn shutdown(mut self) -> Result<(), Error> {
         self.closing.send_replace(true);
+        if let Some(accept) = self.accept.take() {
+            accept.abort();
+        }
         let Some(mut task) = self.task.take() else {
             return Ok(());
         };
@@ -608,6 +614,9 @@ impl ServerHandle {
 impl Drop for ServerHandle {
     fn drop(&mut self) {
         self.closing.send_replace(true);
+        if let Some(accept) = self.accept.take() {
+            accept.abort();
+        }
         if let Some(task) = self.task.take() {
             task.abort();
         }
@@ -657,15 +666,12 @@ where
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(config.keepalive))
         .http2_keepalive_timeout(Some(config.keepalive));
-    if let Some(tls) = tls {
-        if !tls.names_node(config.node_id) {
-            return Err(Error::TlsIdentity {
-                expected: crate::config::node_dns_name(config.node_id),
-            });
-        }
-        builder = builder
-            .tls_config(tls.server_config())
-            .map_err(Error::Setup)?;
+    if let Some(tls) = tls
+        && !tls.names_node(config.node_id)
+    {
+        return Err(Error::TlsIdentity {
+            expected: crate::config::node_dns_name(config.node_id),
+        });
     }
     let (closing_tx, closing_rx) = watch::channel(false);
     let router = peers.into().serving(closing_rx.clone(), tls.is_some());
@@ -677,20 +683,32 @@ where
         )));
     }
     let routes = extra.add_service(router.into_server());
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let mut stop = closing_rx;
-    let task = runtime.spawn(async move {
-        builder
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(incoming, async move {
-                let _ = stop.wait_for(|closing| *closing).await;
-            })
-            .await
-    });
+    let stopped = async move {
+        let _ = stop.wait_for(|closing| *closing).await;
+    };
+    let router = builder.add_routes(routes);
+    let _guard = runtime.enter();
+    let (task, accept) = match tls {
+        // Each handshake asks the material for its current configuration:
+        // a reloaded certificate is served without a restart.
+        Some(tls) => {
+            let tls = tls.clone();
+            let (incoming, accept) = tls_incoming(listener, Arc::new(move || tls.server_config()));
+            let task = runtime.spawn(router.serve_with_incoming_shutdown(incoming, stopped));
+            (task, Some(accept))
+        }
+        None => {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            let task = runtime.spawn(router.serve_with_incoming_shutdown(incoming, stopped));
+            (task, None)
+        }
+    };
     Ok(ServerHandle {
         local_addr,
         closing: closing_tx,
         task: Some(task),
+        accept,
         grace: config.shutdown_grace,
     })
 }

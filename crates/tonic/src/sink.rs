@@ -142,8 +142,10 @@ where
                     config.peers
                 )));
             }
-            let endpoint = endpoint(config, node, &address, tls)?;
-            if endpoints.insert(node, endpoint).is_some() {
+            // Checked now; built again for every connection, so that a
+            // reloaded certificate is presented from the next one on.
+            endpoint(config, node, &address, tls)?;
+            if endpoints.insert(node, address).is_some() {
                 return Err(Error::InvalidConfig(format!("peer {node} is listed twice")));
             }
         }
@@ -151,7 +153,7 @@ where
         let (stop, _) = watch::channel(false);
         let mut queues = BTreeMap::new();
         let mut tasks = Vec::new();
-        for (node, endpoint) in endpoints {
+        for (node, address) in endpoints {
             let (paxos, paxos_rx) = mpsc::channel(config.queue_capacity);
             let (election, election_rx) = mpsc::channel(config.queue_capacity);
             queues.insert(node, Queues { paxos, election });
@@ -161,7 +163,8 @@ where
             };
             let link = PeerLink {
                 peer: node,
-                endpoint,
+                address,
+                tls: tls.cloned(),
                 config: config.clone(),
                 stats: Arc::clone(&stats),
                 reconnected: Arc::clone(&reconnected),
@@ -309,7 +312,10 @@ fn endpoint(
 /// The task that owns the link to one peer.
 struct PeerLink {
     peer: NodeId,
-    endpoint: Endpoint,
+    /// The peer's address and this node's TLS material: the endpoint is
+    /// built for each connection (a reloaded certificate counts).
+    address: String,
+    tls: Option<TlsMaterial>,
     config: TransportConfig,
     stats: Arc<TransportStats>,
     reconnected: Arc<Mutex<BTreeSet<NodeId>>>,
@@ -383,12 +389,26 @@ impl PeerLink {
         // Pieces of a batch taken off the queue but not yet on a link.
         let mut pending: VecDeque<Outgoing<T>> = VecDeque::new();
         loop {
+            let endpoint = match endpoint(&self.config, self.peer, &self.address, self.tls.as_ref())
+            {
+                Ok(endpoint) => endpoint,
+                Err(err) => {
+                    // Checked at spawn; only a reloaded TLS material could
+                    // fail here. Wait and try again.
+                    self.stats.connect_failed();
+                    tracing::warn!(peer = self.peer, %err, "cannot set up a link to the peer");
+                    if self.pause(backoff.next()).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
             let channel = tokio::select! {
                 biased;
                 _ = self.stop.wait_for(|stop| *stop) => break,
                 connected = tokio::time::timeout(
                     self.config.connect_timeout,
-                    self.endpoint.connect(),
+                    endpoint.connect(),
                 ) => connected,
             };
             let channel = match channel {

@@ -16,11 +16,14 @@
 //!   metadata: a node cannot speak for another one.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::SystemTime;
 
 use omnipaxos::util::NodeId;
+use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 use crate::config::node_dns_name;
 use crate::error::Error;
@@ -36,13 +39,28 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
-/// A node's TLS material, loaded and checked.
+/// A node's TLS material, loaded and checked. Clones share it: after
+/// [`reload`](Self::reload), every clone's next handshake (an accepted link,
+/// a new outbound link, an admin call) uses the new files; links already
+/// up keep their session.
 #[derive(Clone)]
 pub struct TlsMaterial {
+    current: Arc<RwLock<Arc<Loaded>>>,
+    /// Where it was read from (`None`: PEM given as bytes, not reloadable).
+    files: Option<TlsFiles>,
+}
+
+/// One load of the files.
+struct Loaded {
     ca_pem: Vec<u8>,
     cert_pem: Vec<u8>,
     key_pem: Vec<u8>,
     leaf: CertificateDer<'static>,
+    /// The peer server's rustls configuration: this certificate, and
+    /// client certificates of the CA required.
+    server: Arc<rustls::ServerConfig>,
+    /// The files' modification times when read.
+    stamps: Vec<Option<SystemTime>>,
 }
 
 impl std::fmt::Debug for TlsMaterial {
@@ -66,15 +84,55 @@ impl TlsMaterial {
                 source,
             })
         };
+        let stamps = stamps(files);
         let ca = read(CA, &files.ca)?;
         let cert = read(CERT, &files.cert)?;
         let key = read(KEY, &files.key)?;
-        Self::parse(
+        let mut loaded = Self::parse(
             ca,
             cert,
             key,
             [&files.ca, &files.cert, &files.key].map(|p| p.display().to_string()),
-        )
+        )?;
+        loaded.stamps = stamps;
+        Ok(Self {
+            current: Arc::new(RwLock::new(Arc::new(loaded))),
+            files: Some(files.clone()),
+        })
+    }
+
+    /// Reads the files again and, when they hold a valid CA, certificate
+    /// and key whose certificate still names `node-<node>` (with `Some`),
+    /// uses them from the next handshake on. On an error nothing changes.
+    pub fn reload(&self, node: Option<NodeId>) -> Result<(), Error> {
+        let Some(files) = &self.files else {
+            return Err(Error::InvalidConfig(
+                "TLS material given as bytes cannot be reloaded".to_owned(),
+            ));
+        };
+        let fresh = Self::load(files)?;
+        if let Some(node) = node
+            && !fresh.names_node(node)
+        {
+            return Err(Error::TlsIdentity {
+                expected: node_dns_name(node),
+            });
+        }
+        let loaded = Arc::clone(&fresh.loaded());
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = loaded;
+        Ok(())
+    }
+
+    /// Whether one of the files changed (or appeared, or went) since the
+    /// last load.
+    pub fn changed(&self) -> bool {
+        self.files
+            .as_ref()
+            .is_some_and(|files| stamps(files) != self.loaded().stamps)
+    }
+
+    fn loaded(&self) -> Arc<Loaded> {
+        Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Checks PEM given as bytes (CA, certificate chain, private key).
@@ -83,12 +141,16 @@ impl TlsMaterial {
         cert: impl Into<Vec<u8>>,
         key: impl Into<Vec<u8>>,
     ) -> Result<Self, Error> {
-        Self::parse(
+        let loaded = Self::parse(
             ca.into(),
             cert.into(),
             key.into(),
             [CA, CERT, KEY].map(|what| format!("memory ({what})")),
-        )
+        )?;
+        Ok(Self {
+            current: Arc::new(RwLock::new(Arc::new(loaded))),
+            files: None,
+        })
     }
 
     fn parse(
@@ -96,7 +158,7 @@ impl TlsMaterial {
         cert_pem: Vec<u8>,
         key_pem: Vec<u8>,
         [ca_origin, cert_origin, key_origin]: [String; 3],
-    ) -> Result<Self, Error> {
+    ) -> Result<Loaded, Error> {
         let bad = |what, origin: &String, reason: String| Error::TlsPem {
             what,
             origin: origin.clone(),
@@ -111,10 +173,12 @@ impl TlsMaterial {
             }
             Ok(certs)
         };
-        certs(CA, &ca_origin, &ca_pem)?;
+        let roots = certs(CA, &ca_origin, &ca_pem)?;
         let chain = certs(CERT, &cert_origin, &cert_pem)?;
-        PrivateKeyDer::from_pem_slice(&key_pem)
+        let key = PrivateKeyDer::from_pem_slice(&key_pem)
             .map_err(|err| bad(KEY, &key_origin, err.to_string()))?;
+        let server = server_config(roots, chain.clone(), key)
+            .map_err(|reason| bad(CERT, &cert_origin, reason))?;
         let mut chain = chain.into_iter();
         let Some(leaf) = chain.next() else {
             return Err(bad(CERT, &cert_origin, "no PEM certificate found".into()));
@@ -126,34 +190,72 @@ impl TlsMaterial {
                 format!("not a valid X.509 certificate: {err}"),
             )
         })?;
-        Ok(Self {
+        Ok(Loaded {
             ca_pem,
             cert_pem,
             key_pem,
             leaf,
+            server,
+            stamps: Vec::new(),
         })
     }
 
     /// Whether this node's certificate names `node-<node>`.
     pub fn names_node(&self, node: NodeId) -> bool {
-        certificate_names_node(&self.leaf, node)
+        certificate_names_node(&self.loaded().leaf, node)
     }
 
-    pub(crate) fn server_config(&self) -> ServerTlsConfig {
-        ServerTlsConfig::new()
-            .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
-            .client_ca_root(Certificate::from_pem(&self.ca_pem))
+    /// The peer server's rustls configuration as of the last load: this
+    /// certificate, client certificates signed by the CA required, HTTP/2.
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        Arc::clone(&self.loaded().server)
     }
 
     /// The client side of a connection to node `peer`: this certificate
     /// presented, the server's checked against the CA and `node-<peer>`
     /// (also what a node's admin client uses).
     pub fn client_config(&self, peer: NodeId) -> ClientTlsConfig {
+        let loaded = self.loaded();
         ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&self.ca_pem))
-            .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
+            .ca_certificate(Certificate::from_pem(&loaded.ca_pem))
+            .identity(Identity::from_pem(&loaded.cert_pem, &loaded.key_pem))
             .domain_name(node_dns_name(peer))
     }
+}
+
+/// The files' modification times, in the order CA, certificate, key.
+fn stamps(files: &TlsFiles) -> Vec<Option<SystemTime>> {
+    [&files.ca, &files.cert, &files.key]
+        .iter()
+        .map(|path| std::fs::metadata(path).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+/// A rustls server configuration (ring) presenting `chain` and `key`,
+/// requiring client certificates signed by one of `roots`, speaking
+/// HTTP/2 (gRPC).
+fn server_config(
+    roots: Vec<CertificateDer<'static>>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut store = rustls::RootCertStore::empty();
+    for root in roots {
+        store.add(root).map_err(|err| format!("the CA: {err}"))?;
+    }
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(store), Arc::clone(&provider))
+            .build()
+            .map_err(|err| format!("the CA: {err}"))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|err| err.to_string())?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|err| format!("the certificate and key do not fit: {err}"))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// The DNS name an operator's client certificate carries to change a
