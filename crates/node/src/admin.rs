@@ -20,14 +20,16 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 use tsoracle_driver_paxos::{
     ChangeError, ChangeFailure, ChangeRequest, HandOverError, PaxosDriver, PaxosHighWaterHost,
-    StandaloneHost,
+    Role, StandaloneHost,
 };
 use tsoracle_paxos_state::{MemberRecord, Membership};
 use tsoracle_paxos_tonic::TlsMaterial;
 use tsoracle_paxos_tonic::config::metadata;
 use tsoracle_paxos_tonic::tls::{ADMIN_DNS_NAME, certificate_names};
+use tsoracle_paxos_toolkit::InstanceId;
 
 use crate::error::Error;
+use crate::metrics::Observer;
 
 /// The generated admin service types of `proto/admin.proto`.
 #[allow(missing_docs, unreachable_pub, clippy::all, rust_2018_idioms)]
@@ -39,7 +41,7 @@ use proto::paxos_admin_client::PaxosAdminClient;
 use proto::paxos_admin_server::{PaxosAdmin, PaxosAdminServer};
 use proto::{
     ChangeRequest as WireChange, Member as WireMember, MembersReply, MembersRequest,
-    MoveLeaderReply, MoveLeaderRequest,
+    MoveLeaderReply, MoveLeaderRequest, PeerLink as WirePeerLink, StatusReply, StatusRequest,
 };
 
 /// How long a change waits for the next configuration unless told.
@@ -60,6 +62,10 @@ pub(crate) struct AdminService {
     driver: Arc<PaxosDriver<StandaloneHost>>,
     /// Mutual TLS is on: changes need the admin certificate.
     check_certificates: bool,
+    /// What `Status` reports beyond the host: health, links, identity.
+    observer: Arc<Observer>,
+    instance: InstanceId,
+    incarnation: u64,
 }
 
 impl AdminService {
@@ -69,6 +75,8 @@ impl AdminService {
         host: Arc<StandaloneHost>,
         driver: Arc<PaxosDriver<StandaloneHost>>,
         check_certificates: bool,
+        observer: Arc<Observer>,
+        (instance, incarnation): (InstanceId, u64),
     ) -> Self {
         Self {
             cluster_id,
@@ -76,6 +84,9 @@ impl AdminService {
             host,
             driver,
             check_certificates,
+            observer,
+            instance,
+            incarnation,
         }
     }
 
@@ -148,8 +159,97 @@ impl AdminService {
     }
 }
 
+impl AdminService {
+    fn status_reply(&self) -> StatusReply {
+        let status = self.host.status().borrow().clone();
+        let (role, leader) = match self.driver.role() {
+            Role::Leader(term) => ("leader", term.leader()),
+            Role::Follower(term) => ("follower", term.leader()),
+            Role::Unknown => ("unknown", 0),
+        };
+        let mut high_water = 0;
+        self.host
+            .read_state(&mut |state| high_water = state.high_water());
+        let live = self.observer.live();
+        let ready = self.observer.ready();
+        let now = self.host.lease_clock().map(|clock| clock.now());
+        let links = self.host.links().snapshot();
+        let timeout = self.observer.election_timeout();
+        let ids: Vec<u64> = match self.host.membership() {
+            Some(list) => list.members().iter().map(|m| m.id).collect(),
+            None => self.host.member_list().iter().map(|m| m.id).collect(),
+        };
+        let peers = ids
+            .into_iter()
+            .filter(|id| *id != self.node_id)
+            .map(|id| {
+                let link = links.get(&id).copied().unwrap_or_default();
+                let heard_ago = match (now, link.last_heard) {
+                    (Some(now), Some(at)) => Some(now.saturating_sub(at)),
+                    _ => None,
+                };
+                WirePeerLink {
+                    id,
+                    up: heard_ago.is_some_and(|ago| ago < timeout),
+                    last_heard_ms: heard_ago.map(|ago| millis(ago.as_millis())),
+                    round_trip_us: link.round_trip.map(|rtt| millis(rtt.as_micros())),
+                }
+            })
+            .collect();
+        let (live, live_detail) = verdict(live);
+        let (ready, ready_detail) = verdict(ready);
+        StatusReply {
+            node: self.node_id,
+            role: role.to_owned(),
+            leader,
+            ballot: status.promise.n,
+            ballot_node: status.promise.pid,
+            configuration: self
+                .host
+                .membership()
+                .map_or(0, |list| list.configuration()),
+            decided: index(status.decided_idx),
+            applied: index(self.host.applied_idx()),
+            compacted: index(status.compacted_idx),
+            high_water,
+            pending: index(self.host.pending()),
+            instance: self.instance.to_string(),
+            incarnation: self.incarnation,
+            live,
+            live_detail,
+            ready,
+            ready_detail,
+            peers,
+            version: crate::metrics::VERSION.to_owned(),
+        }
+    }
+}
+
+fn verdict(decision: Result<String, String>) -> (bool, String) {
+    match decision {
+        Ok(what) => (true, what),
+        Err(why) => (false, why),
+    }
+}
+
+fn index(value: usize) -> u64 {
+    u64::try_from(value).unwrap_or(u64::MAX)
+}
+
+fn millis(value: u128) -> u64 {
+    u64::try_from(value).unwrap_or(u64::MAX)
+}
+
 #[tonic::async_trait]
 impl PaxosAdmin for AdminService {
+    async fn status(
+        &self,
+        request: Request<StatusRequest>,
+    ) -> Result<Response<StatusReply>, Status> {
+        self.check_cluster(&request)?;
+        Ok(Response::new(self.status_reply()))
+    }
+
     async fn members(
         &self,
         request: Request<MembersRequest>,

@@ -18,7 +18,7 @@ use crate::member_cmd::MemberCommand;
 #[derive(Parser)]
 #[command(
     name = "tsoracle-paxos",
-    version,
+    version = crate::metrics::VERSION,
     about = "A replicated tsoracle timestamp oracle node on OmniPaxos",
     long_about = "A replicated tsoracle timestamp oracle on OmniPaxos.\n\n\
         `serve` runs one node: a tsoracle-server for clients, the gRPC peer transport, \
@@ -58,14 +58,14 @@ enum Command {
         /// How many timestamps.
         #[arg(long, default_value_t = 1)]
         count: u32,
+        #[command(flatten)]
+        tls: crate::client_cmd::ClientTlsArgs,
     },
-    /// Show each node's role, ballot, decided index, high-water and lag,
-    /// read from the nodes' metrics endpoints (`serve --metrics-listen`).
-    Status {
-        /// A node's metrics address, HOST:PORT (repeat for each node).
-        #[arg(long = "metrics", required = true)]
-        endpoints: Vec<String>,
-    },
+    /// Show every member's role, leader, ballot, configuration, decided and
+    /// applied index, lag, high-water, health, identity and links, asked of
+    /// each member's admin service (on its peer port). Exits non-zero when
+    /// a member does not answer or none leads (the table still prints).
+    Status(Box<crate::status::StatusArgs>),
     /// Change or list the cluster's members through a node's admin service
     /// (on its peer port; with mutual TLS, a change needs a client
     /// certificate naming `tsoracle-admin`). See docs/operations.md.
@@ -84,6 +84,8 @@ enum Command {
         /// The block's length.
         #[arg(long, default_value_t = 1)]
         count: u32,
+        #[command(flatten)]
+        tls: crate::client_cmd::ClientTlsArgs,
     },
 }
 
@@ -118,17 +120,29 @@ where
 async fn run(command: Command) -> Result<(), Error> {
     match command {
         Command::Serve(args) => crate::serve(args.resolve()?).await,
-        Command::GetTs { endpoints, count } => {
-            let timestamps = crate::client_cmd::get_ts(&endpoints, count).await?;
+        Command::GetTs {
+            endpoints,
+            count,
+            tls,
+        } => {
+            let timestamps = crate::client_cmd::get_ts(&endpoints, &tls, count).await?;
             let mut out = std::io::stdout().lock();
             for ts in timestamps {
                 writeln!(out, "{ts}").map_err(|err| Error::runtime("stdout", err))?;
             }
             Ok(())
         }
-        Command::Status { endpoints } => {
-            let table = crate::status::run(&endpoints).await?;
-            write!(std::io::stdout(), "{table}").map_err(|err| Error::runtime("stdout", err))
+        Command::Status(args) => {
+            let (text, problems) = crate::status::run(*args).await?;
+            write!(std::io::stdout(), "{text}").map_err(|err| Error::runtime("stdout", err))?;
+            if problems.is_empty() {
+                Ok(())
+            } else {
+                Err(Error::Client(format!(
+                    "the cluster is not healthy: {}",
+                    problems.join("; ")
+                )))
+            }
         }
         Command::Member { command } => {
             let text = command.run().await?;
@@ -138,8 +152,9 @@ async fn run(command: Command) -> Result<(), Error> {
             endpoints,
             key,
             count,
+            tls,
         } => {
-            let start = crate::client_cmd::seq(&endpoints, &key, count).await?;
+            let start = crate::client_cmd::seq(&endpoints, &tls, &key, count).await?;
             writeln!(std::io::stdout(), "{start}").map_err(|err| Error::runtime("stdout", err))
         }
     }
@@ -163,4 +178,27 @@ pub fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// clap's own consistency checks of the whole command line (unique
+    /// argument ids, valid `requires` and `conflicts_with`), which it
+    /// otherwise runs only when a command is first parsed.
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// `--version` names the commit the binary was built from.
+    #[test]
+    fn the_version_names_the_commit() {
+        let version = Cli::command().render_version();
+        assert!(version.contains("(commit "), "{version}");
+        assert!(version.contains(env!("CARGO_PKG_VERSION")), "{version}");
+    }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 use tsoracle_core::PeerEndpoint;
-use tsoracle_driver_paxos::{Member, Timing};
+use tsoracle_driver_paxos::{DriverConfig, Member, Timing};
 use tsoracle_paxos_tonic::{DEFAULT_MAX_CHUNKED_MESSAGE_BYTES, DEFAULT_MAX_FRAME_BYTES, TlsFiles};
 use tsoracle_paxos_toolkit::config::MAX_NODE_ID;
 
@@ -24,70 +24,76 @@ const DEFAULT_SNAPSHOT_EVERY: u64 = 4096;
 pub(crate) struct ServeArgs {
     /// TOML configuration file (see the README for an example). Flags win
     /// over its fields.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "TSORACLE_PAXOS_CONFIG")]
     pub(crate) config: Option<PathBuf>,
     /// This node's id, one of the peer list's ids (`1..=N`).
-    #[arg(long)]
+    #[arg(long, env = "TSORACLE_PAXOS_NODE_ID")]
     pub(crate) node_id: Option<u64>,
     /// The cluster's name; every node and data directory of a cluster shares it.
-    #[arg(long)]
+    #[arg(long, env = "TSORACLE_PAXOS_CLUSTER_ID")]
     pub(crate) cluster_id: Option<String>,
     /// Where this node keeps its log and state (created on first start).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "TSORACLE_PAXOS_DATA_DIR")]
     pub(crate) data_dir: Option<PathBuf>,
     /// Address the tsoracle client service listens on, e.g. 0.0.0.0:7001.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", env = "TSORACLE_PAXOS_CLIENT_LISTEN")]
     pub(crate) client_listen: Option<SocketAddr>,
     /// Address the peer transport listens on, e.g. 10.0.0.1:6001. Any
     /// address but loopback needs mutual TLS (--tls-ca, --tls-cert,
     /// --tls-key) or --insecure-peer-plaintext.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", env = "TSORACLE_PAXOS_PEER_LISTEN")]
     pub(crate) peer_listen: Option<SocketAddr>,
     /// Serve Prometheus metrics on this address (`/metrics`), e.g. 0.0.0.0:9101.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", env = "TSORACLE_PAXOS_METRICS_LISTEN")]
     pub(crate) metrics_listen: Option<SocketAddr>,
     /// A member of the cluster, repeated once per node (this one included):
     /// `ID=PEER_HOST:PORT,CLIENT_HOST:PORT`, e.g. `2=10.0.0.2:6001,10.0.0.2:7001`.
-    /// Replaces the file's peer list. The cluster records the first list
+    /// Replaces the file's peer list. In the environment variable, members
+    /// are separated by `;`. The cluster records the first list
     /// proposed; a later start with other member ids is refused, naming
     /// each difference (other addresses are only logged).
-    #[arg(long = "peer", value_name = "ID=PEER,CLIENT")]
+    #[arg(
+        long = "peer",
+        value_name = "ID=PEER,CLIENT",
+        env = "TSORACLE_PAXOS_PEERS",
+        value_delimiter = ';'
+    )]
     pub(crate) peers: Vec<String>,
     /// Consensus tick in milliseconds (default 10).
-    #[arg(long)]
+    #[arg(long, env = "TSORACLE_PAXOS_TICK_MS")]
     pub(crate) tick_ms: Option<u64>,
     /// Ticks per election timeout (default 20).
-    #[arg(long)]
+    #[arg(long, env = "TSORACLE_PAXOS_ELECTION_TICKS")]
     pub(crate) election_ticks: Option<u64>,
     /// Leader lease in milliseconds (default 150); must be shorter than the
     /// election timeout.
-    #[arg(long)]
+    #[arg(long, env = "TSORACLE_PAXOS_LEASE_MS")]
     pub(crate) lease_ms: Option<u64>,
     /// Relative clock-rate error bound (default 0.01).
-    #[arg(long)]
+    #[arg(long, env = "TSORACLE_PAXOS_DRIFT")]
     pub(crate) drift: Option<f64>,
     /// How often the leader asks its peers for a lease round, in
     /// milliseconds (default 40; no disk write: rounds are messages only).
-    #[arg(long)]
+    #[arg(long, env = "TSORACLE_PAXOS_RENEW_EVERY_MS")]
     pub(crate) renew_every_ms: Option<u64>,
     /// Compact the log every this many decided entries (default 4096; 0
     /// disables snapshots).
-    #[arg(long)]
+    #[arg(long, env = "TSORACLE_PAXOS_SNAPSHOT_EVERY")]
     pub(crate) snapshot_every: Option<u64>,
     /// How far ahead of the clock tsoracle-server persists its timestamp
     /// window, in milliseconds (tsoracle-server's default: 3000). Smaller
     /// values persist a high-water more often; `cargo xtask bench` sets 1 to
-    /// time `persist_high_water`. Flag only, not read from the file.
-    #[arg(long, value_name = "MS")]
+    /// time `persist_high_water`.
+    #[arg(long, value_name = "MS", env = "TSORACLE_PAXOS_WINDOW_AHEAD_MS")]
     pub(crate) window_ahead_ms: Option<u64>,
     /// PEM file of the cluster CA, for mutual TLS between peers.
-    #[arg(long, value_name = "FILE", requires_all = ["tls_cert", "tls_key"])]
+    #[arg(long, value_name = "FILE", requires_all = ["tls_cert", "tls_key"], env = "TSORACLE_PAXOS_TLS_CA")]
     pub(crate) tls_ca: Option<PathBuf>,
     /// PEM certificate of this node (naming `node-<id>`).
-    #[arg(long, value_name = "FILE", requires_all = ["tls_ca", "tls_key"])]
+    #[arg(long, value_name = "FILE", requires_all = ["tls_ca", "tls_key"], env = "TSORACLE_PAXOS_TLS_CERT")]
     pub(crate) tls_cert: Option<PathBuf>,
     /// PEM private key of this node.
-    #[arg(long, value_name = "FILE", requires_all = ["tls_ca", "tls_cert"])]
+    #[arg(long, value_name = "FILE", requires_all = ["tls_ca", "tls_cert"], env = "TSORACLE_PAXOS_TLS_KEY")]
     pub(crate) tls_key: Option<PathBuf>,
     /// Serve the peer port without mutual TLS on an address other than
     /// loopback. INSECURE: anyone who can reach the port can act as a
@@ -95,14 +101,14 @@ pub(crate) struct ServeArgs {
     /// `serve` refuses such an address unless this is set (or
     /// `insecure_peer_plaintext = true` in the file); a WARN is logged at
     /// start-up when it is.
-    #[arg(long)]
+    #[arg(long, env = "TSORACLE_PAXOS_INSECURE_PEER_PLAINTEXT")]
     pub(crate) insecure_peer_plaintext: bool,
     /// Stop serving and exit (non-zero) when the data directory's
     /// filesystem has less than this many MiB free, and refuse to start
     /// below it (default 64). Checked every 100 ms: a full disk otherwise
     /// shows only when RocksDB's preallocated space runs out, tens of
     /// seconds later. 0 turns the check off.
-    #[arg(long, value_name = "MIB")]
+    #[arg(long, value_name = "MIB", env = "TSORACLE_PAXOS_MIN_FREE_DISK_MIB")]
     pub(crate) min_free_disk_mib: Option<u64>,
     /// Largest single peer message this node sends or accepts, in MiB
     /// (default 1024). A follower that lags far behind catches up with one
@@ -113,15 +119,80 @@ pub(crate) struct ServeArgs {
     /// (tsoracle_paxos_peer_dropped_total), and that follower never catches
     /// up: raise this above the data directory's state size (a million
     /// dense keys of 8 bytes make about 10 MiB). Set it alike on every node.
-    #[arg(long, value_name = "MIB")]
+    #[arg(long, value_name = "MIB", env = "TSORACLE_PAXOS_MAX_PEER_MESSAGE_MIB")]
     pub(crate) max_peer_message_mib: Option<u64>,
     /// Largest peer frame, in KiB (default 4096, 64 to 65536): a batch of
     /// messages above it is split, and a single message above it goes as a
     /// spooled transfer in chunks of this size. It is also the memory one
     /// chunk takes on either end. Set it alike on every node (a frame above
     /// the receiver's limit is refused).
-    #[arg(long, value_name = "KIB")]
+    #[arg(long, value_name = "KIB", env = "TSORACLE_PAXOS_PEER_FRAME_KIB")]
     pub(crate) peer_frame_kib: Option<u64>,
+    /// This node's StatefulSet ordinal: the node id is the ordinal plus one
+    /// (ordinals start at 0, ids at 1). Instead of --node-id.
+    #[arg(
+        long,
+        value_name = "N",
+        conflicts_with = "node_id",
+        env = "TSORACLE_PAXOS_NODE_ORDINAL"
+    )]
+    pub(crate) node_ordinal: Option<u64>,
+    /// Bound on each driver call (a write, a lease, a dense block), in
+    /// milliseconds (default 3000): a call that cannot finish in time
+    /// (quorum lost, leader changing) answers "unavailable" and the client
+    /// retries.
+    #[arg(long, value_name = "MS", env = "TSORACLE_PAXOS_REQUEST_TIMEOUT_MS")]
+    pub(crate) request_timeout_ms: Option<u64>,
+    /// Most distinct dense-sequence keys the cluster keeps (default
+    /// 1000000); a new key beyond it is refused.
+    #[arg(long, value_name = "N", env = "TSORACLE_PAXOS_DENSE_KEY_CAP")]
+    pub(crate) dense_key_cap: Option<u64>,
+    /// The leader stops serving this long before its lease runs out, in
+    /// milliseconds (default two ticks): room for the server to notice.
+    /// renew_every + stop_margin must fit in the lease.
+    #[arg(long, value_name = "MS", env = "TSORACLE_PAXOS_STOP_MARGIN_MS")]
+    pub(crate) stop_margin_ms: Option<u64>,
+    /// On SIGTERM, how long a leader waits for its successor to lead, in
+    /// milliseconds (default 2000), before it stops anyway (the cluster
+    /// then elects).
+    #[arg(long, value_name = "MS", env = "TSORACLE_PAXOS_HAND_OVER_WAIT_MS")]
+    pub(crate) hand_over_wait_ms: Option<u64>,
+    /// On SIGTERM, how long the client service may drain its calls, in
+    /// milliseconds (default 10000).
+    #[arg(long, value_name = "MS", env = "TSORACLE_PAXOS_CLIENT_DRAIN_MS")]
+    pub(crate) client_drain_ms: Option<u64>,
+    /// PEM certificate chain of the client port: with --client-tls-key,
+    /// clients connect with TLS. Reloaded on SIGHUP and when the file
+    /// changes (checked every --tls-reload-secs).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "client_tls_key",
+        env = "TSORACLE_PAXOS_CLIENT_TLS_CERT"
+    )]
+    pub(crate) client_tls_cert: Option<PathBuf>,
+    /// PEM private key of the client port's certificate.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "client_tls_cert",
+        env = "TSORACLE_PAXOS_CLIENT_TLS_KEY"
+    )]
+    pub(crate) client_tls_key: Option<PathBuf>,
+    /// PEM CA file: when set, the client port requires client certificates
+    /// signed by it (mutual TLS). Needs --client-tls-cert.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "client_tls_cert",
+        env = "TSORACLE_PAXOS_CLIENT_TLS_CA"
+    )]
+    pub(crate) client_tls_ca: Option<PathBuf>,
+    /// How often the node checks its certificate and key files (peer and
+    /// client ports) for a change and reloads them, in seconds (default
+    /// 30; 0: only on SIGHUP).
+    #[arg(long, value_name = "SECONDS", env = "TSORACLE_PAXOS_TLS_RELOAD_SECS")]
+    pub(crate) tls_reload_secs: Option<u64>,
     /// `new` on the very first start of a new cluster's founding nodes: an
     /// empty data directory is then initialized. `existing` (the default):
     /// the data directory must hold this node's state, and an empty one is
@@ -132,7 +203,12 @@ pub(crate) struct ServeArgs {
     /// cluster, this node included), then initializes its empty directory
     /// and catches up. Ignored when the directory holds state; remove `new`
     /// once the cluster has formed.
-    #[arg(long, value_enum, value_name = "STATE")]
+    #[arg(
+        long,
+        value_enum,
+        value_name = "STATE",
+        env = "TSORACLE_PAXOS_INITIAL_CLUSTER_STATE"
+    )]
     pub(crate) initial_cluster_state: Option<InitialClusterState>,
 }
 
@@ -201,6 +277,23 @@ struct FileConfig {
     max_peer_message_mib: Option<u64>,
     peer_frame_kib: Option<u64>,
     initial_cluster_state: Option<InitialClusterState>,
+    node_ordinal: Option<u64>,
+    window_ahead_ms: Option<u64>,
+    request_timeout_ms: Option<u64>,
+    dense_key_cap: Option<u64>,
+    stop_margin_ms: Option<u64>,
+    hand_over_wait_ms: Option<u64>,
+    client_drain_ms: Option<u64>,
+    client_tls: Option<FileClientTls>,
+    tls_reload_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileClientTls {
+    cert: PathBuf,
+    key: PathBuf,
+    ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -248,8 +341,9 @@ pub struct NodeConfig {
     pub client_listen: SocketAddr,
     /// Where the peer transport listens.
     pub peer_listen: SocketAddr,
-    /// Where the Prometheus endpoint listens, if anywhere. The exporter is
-    /// process-wide: one node per process may set it.
+    /// Where the HTTP port (`/metrics`, `/livez`, `/readyz`) listens, if
+    /// anywhere. The metrics recorder is process-wide: nodes of one process
+    /// share it.
     pub metrics_listen: Option<SocketAddr>,
     /// Every member of the cluster, this node included.
     pub members: Vec<Member>,
@@ -275,7 +369,51 @@ pub struct NodeConfig {
     /// Whether an empty data directory may be initialized (`New`, the
     /// founding start of a new cluster) or is refused (`Existing`).
     pub initial_cluster_state: InitialClusterState,
+    /// The driver's settings: its timing is `timing`; the rest (request
+    /// timeout, dense key cap, stop margin) defaults as
+    /// `DriverConfig::new`.
+    pub driver: DriverSettings,
+    /// On shutdown, how long a leader waits for its successor to lead.
+    pub hand_over_wait: Duration,
+    /// On shutdown, how long the client service may drain.
+    pub client_drain: Duration,
+    /// TLS on the client port (`None`: plaintext).
+    pub client_tls: Option<ClientTlsFiles>,
+    /// How often certificate files are checked for a change (`None`: only
+    /// on SIGHUP).
+    pub tls_reload_every: Option<Duration>,
 }
+
+/// The driver settings a node may override (`None`: the driver's default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DriverSettings {
+    /// Bound on each driver call.
+    pub request_timeout: Option<Duration>,
+    /// Most distinct dense keys.
+    pub dense_key_cap: Option<u64>,
+    /// How long before its lease ends the leader stops serving.
+    pub stop_margin: Option<Duration>,
+}
+
+/// The client port's TLS files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientTlsFiles {
+    /// PEM certificate chain the port presents.
+    pub cert: PathBuf,
+    /// Its PEM private key.
+    pub key: PathBuf,
+    /// PEM CA of client certificates; `Some`: clients must present one.
+    pub ca: Option<PathBuf>,
+}
+
+/// On shutdown, how long a leader waits for its successor unless told.
+pub(crate) const DEFAULT_HAND_OVER_WAIT: Duration = Duration::from_secs(2);
+
+/// On shutdown, how long the client service drains unless told.
+pub(crate) const DEFAULT_CLIENT_DRAIN: Duration = Duration::from_secs(10);
+
+/// How often certificate files are checked unless told.
+const DEFAULT_TLS_RELOAD_SECS: u64 = 30;
 
 impl ServeArgs {
     /// Reads `--config` (if any), applies the flags over it, and checks the
@@ -330,8 +468,30 @@ impl ServeArgs {
             }),
             _ => None,
         };
+        let node_id = match (self.node_id, self.node_ordinal) {
+            (Some(id), _) => Some(id),
+            (None, Some(ordinal)) => Some(ordinal.saturating_add(1)),
+            (None, None) => file
+                .node_id
+                .or(file.node_ordinal.map(|ordinal| ordinal.saturating_add(1))),
+        };
+        let client_tls = match (&self.client_tls_cert, &self.client_tls_key, file.client_tls) {
+            (Some(cert), Some(key), _) => Some(ClientTlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: self.client_tls_ca.clone(),
+            }),
+            (_, _, Some(tls)) => Some(ClientTlsFiles {
+                cert: tls.cert,
+                key: tls.key,
+                ca: self.client_tls_ca.clone().or(tls.ca),
+            }),
+            _ => None,
+        };
+        let millis =
+            |flag: Option<u64>, file: Option<u64>| flag.or(file).map(Duration::from_millis);
         let config = NodeConfig {
-            node_id: required(self.node_id.or(file.node_id), "node_id", "--node-id")?,
+            node_id: required(node_id, "node_id", "--node-id (or --node-ordinal)")?,
             cluster_id: required(
                 self.cluster_id.clone().or(file.cluster_id),
                 "cluster_id",
@@ -362,7 +522,7 @@ impl ServeArgs {
             tls,
             insecure_peer_plaintext: self.insecure_peer_plaintext
                 || file.insecure_peer_plaintext.unwrap_or(false),
-            window_ahead: self.window_ahead_ms.map(Duration::from_millis),
+            window_ahead: millis(self.window_ahead_ms, file.window_ahead_ms),
             min_free_disk: self
                 .min_free_disk_mib
                 .or(file.min_free_disk_mib)
@@ -382,6 +542,24 @@ impl ServeArgs {
                 .initial_cluster_state
                 .or(file.initial_cluster_state)
                 .unwrap_or_default(),
+            driver: DriverSettings {
+                request_timeout: millis(self.request_timeout_ms, file.request_timeout_ms),
+                dense_key_cap: self.dense_key_cap.or(file.dense_key_cap),
+                stop_margin: millis(self.stop_margin_ms, file.stop_margin_ms),
+            },
+            hand_over_wait: millis(self.hand_over_wait_ms, file.hand_over_wait_ms)
+                .unwrap_or(DEFAULT_HAND_OVER_WAIT),
+            client_drain: millis(self.client_drain_ms, file.client_drain_ms)
+                .unwrap_or(DEFAULT_CLIENT_DRAIN),
+            client_tls,
+            tls_reload_every: match self
+                .tls_reload_secs
+                .or(file.tls_reload_secs)
+                .unwrap_or(DEFAULT_TLS_RELOAD_SECS)
+            {
+                0 => None,
+                secs => Some(Duration::from_secs(secs)),
+            },
         };
         config.check()?;
         Ok(config)
@@ -419,7 +597,27 @@ impl NodeConfig {
             max_peer_message: DEFAULT_MAX_PEER_MESSAGE_MIB.saturating_mul(crate::disk::MIB),
             peer_frame: DEFAULT_PEER_FRAME_KIB.saturating_mul(KIB),
             initial_cluster_state: InitialClusterState::Existing,
+            driver: DriverSettings::default(),
+            hand_over_wait: DEFAULT_HAND_OVER_WAIT,
+            client_drain: DEFAULT_CLIENT_DRAIN,
+            client_tls: None,
+            tls_reload_every: Some(Duration::from_secs(DEFAULT_TLS_RELOAD_SECS)),
         }
+    }
+
+    /// The driver's configuration: `timing` and [`DriverSettings`].
+    pub(crate) fn driver_config(&self) -> DriverConfig {
+        let mut config = DriverConfig::new(self.timing);
+        if let Some(timeout) = self.driver.request_timeout {
+            config.request_timeout = timeout;
+        }
+        if let Some(cap) = self.driver.dense_key_cap {
+            config.dense_key_cap = cap;
+        }
+        if let Some(margin) = self.driver.stop_margin {
+            config.stop_margin = margin;
+        }
+        config
     }
 
     /// Every rule `serve` enforces before it opens anything: the timing,
@@ -428,6 +626,14 @@ impl NodeConfig {
         self.timing
             .validate()
             .map_err(|err| Error::Config(err.to_string()))?;
+        self.driver_config()
+            .validate()
+            .map_err(|err| Error::Config(err.to_string()))?;
+        if self.driver.dense_key_cap == Some(0) {
+            return Err(Error::Config(
+                "dense_key_cap (--dense-key-cap) must be at least 1".to_owned(),
+            ));
+        }
         if self.cluster_id.is_empty() {
             return Err(Error::Config("cluster_id must not be empty".to_owned()));
         }

@@ -58,18 +58,22 @@
 mod admin;
 pub mod cli;
 mod client_cmd;
+mod client_tls;
 mod config;
 mod disk;
 mod error;
+mod health;
+mod http;
 mod member_cmd;
 mod metrics;
 mod next;
 mod node;
 mod record;
+mod reload;
 mod serve;
 mod status;
 
-pub use config::{InitialClusterState, NodeConfig, member};
+pub use config::{ClientTlsFiles, DriverSettings, InitialClusterState, NodeConfig, member};
 pub use error::Error;
 pub use node::{Listeners, Node};
 pub use serve::{serve, shutdown_signal};

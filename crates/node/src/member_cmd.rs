@@ -191,15 +191,15 @@ impl NewMember {
     }
 }
 
-struct Admin {
-    cluster_id: String,
-    targets: Vec<AdminTarget>,
-    tls: Option<TlsMaterial>,
+pub(crate) struct Admin {
+    pub(crate) cluster_id: String,
+    pub(crate) targets: Vec<AdminTarget>,
+    pub(crate) tls: Option<TlsMaterial>,
     wait: Duration,
 }
 
 impl Admin {
-    fn new(args: AdminArgs) -> Result<Self, Error> {
+    pub(crate) fn new(args: AdminArgs) -> Result<Self, Error> {
         let targets = args
             .nodes
             .iter()
@@ -221,7 +221,7 @@ impl Admin {
     }
 
     /// The member list of the first node that answers.
-    async fn ask_members(&self) -> Result<(AdminTarget, MembersReply), Error> {
+    pub(crate) async fn ask_members(&self) -> Result<(AdminTarget, MembersReply), Error> {
         let mut failures = Vec::new();
         for target in &self.targets {
             match members_of(target, &self.cluster_id, self.tls.as_ref(), self.wait).await {

@@ -1,86 +1,266 @@
-//! The node's Prometheus endpoint (`--metrics-listen`) and what it shows.
+//! What the node shows of itself: the Prometheus recorder, the sampler that
+//! keeps the gauges and counters current, and the [`Observer`] that
+//! liveness, readiness, the gRPC health service and the metrics share.
 //!
-//! The driver records its proposal latency histogram and tsoracle-server its
-//! own metrics through the `metrics` facade; this module installs the
-//! exporter and samples the rest (role, epoch, indices, high-water, queue
-//! depth, transport counters) every 250 ms. The gauges' names come from
-//! `tsoracle-paxos-metrics`, so `status` and the tooling read back the
-//! same ones.
+//! The driver and the toolkit record their histograms (proposal, commit and
+//! fsync latency) and counters (lease lapses, leadership changes, gated
+//! replies) through the `metrics` facade as they happen; tsoracle-server
+//! records its own. The rest (role, epoch, indices, high-water, queue
+//! depth, the transport's counters, each peer's link) is sampled here
+//! every 250 ms. The names come from `tsoracle-paxos-metrics`, so `status`
+//! and the tooling read back the same ones; docs/operations.md lists every
+//! series.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
-use metrics::gauge;
-use metrics_exporter_prometheus::PrometheusBuilder;
+use metrics::{counter, gauge};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::task::JoinHandle;
-use tsoracle_driver_paxos::{PaxosDriver, Role, StandaloneHost};
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+use tsoracle_driver_paxos::{PaxosDriver, PaxosHighWaterHost, Role, StandaloneHost, Timing};
 use tsoracle_paxos_metrics::{
-    BALLOT, CHUNKED_OUT, COMPACTED, DECIDED, HIGH_WATER, IMPOSTOR_REFUSED, LEADER, PENDING,
-    RECORDED_MEMBERS, REGISTERED, ROLE, STOP_SIGN_REFUSED, TRANSFER_BYTES_SKIPPED,
-    TRANSFERS_FAILED_IN, TRANSFERS_IN,
+    BALLOT, BUILD_INFO, CHUNKED_OUT, COMPACTED, DECIDED, HIGH_WATER, IMPOSTOR_REFUSED, LEADER,
+    LIVE, PEER_LAST_HEARD, PEER_ROUND_TRIP, PEER_UP, PENDING, READY, RECORDED_MEMBERS, REGISTERED,
+    ROLE, STOP_SIGN_REFUSED, TRANSFER_BYTES_SKIPPED, TRANSFERS_FAILED_IN, TRANSFERS_IN,
 };
 use tsoracle_paxos_tonic::TransportStats;
 
 use crate::error::Error;
+use crate::health::{self, Leadership, Standing, Vitals};
 
-/// Serves `/metrics` on `addr`.
-pub(crate) fn install(addr: SocketAddr) -> Result<(), Error> {
-    PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .install()
-        .map_err(|err| Error::Bind {
-            what: "the metrics endpoint",
-            addr,
-            reason: err.to_string(),
-        })
+/// Bucket bounds of every `*_seconds` histogram: 50 µs to 10 s, so an
+/// fsync on NVMe, a LAN round trip and a slow disk's stall all land in a
+/// bucket of their own.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
+];
+
+/// How often the sampler runs.
+const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+
+/// The gRPC health service names the node reports: the server as a whole
+/// (`""`) and the tsoracle service.
+const HEALTH_SERVICES: [&str; 2] = ["", "tsoracle.v1.TsoService"];
+
+/// The process's Prometheus recorder: installed by the first node that
+/// serves metrics, shared by any other node of the same process.
+static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The process's Prometheus recorder, installed on first use.
+pub(crate) fn recorder() -> Result<PrometheusHandle, Error> {
+    if let Some(handle) = RECORDER.get() {
+        return Ok(handle.clone());
+    }
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)
+        .map_err(|err| Error::runtime("the metrics recorder", err))?
+        .install_recorder()
+        .map_err(|err| Error::runtime("the metrics recorder", err))?;
+    // Two nodes of one process racing here: the loser's recorder was
+    // refused above (only one can be installed), so the stored one is the
+    // installed one.
+    Ok(RECORDER.get_or_init(|| handle).clone())
 }
 
-/// Samples the node every 250 ms until aborted.
-pub(crate) fn sample(
+/// This build's version and commit, as `--version` prints them.
+pub(crate) const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("TSORACLE_PAXOS_COMMIT"),
+    ")"
+);
+
+/// What liveness, readiness and the sampler read of one node.
+pub(crate) struct Observer {
     host: Arc<StandaloneHost>,
     driver: Arc<PaxosDriver<StandaloneHost>>,
+    lease: Duration,
+    /// A peer not heard from for this long is down.
+    election_timeout: Duration,
+    /// The consensus thread's round count when it last moved, and when.
+    progress: Mutex<(u64, Instant)>,
+}
+
+impl Observer {
+    pub(crate) fn new(
+        host: Arc<StandaloneHost>,
+        driver: Arc<PaxosDriver<StandaloneHost>>,
+        timing: &Timing,
+    ) -> Self {
+        let rounds = host.status().borrow().rounds;
+        Self {
+            host,
+            driver,
+            lease: timing.lease,
+            election_timeout: timing
+                .election_timeout()
+                .unwrap_or(timing.lease.saturating_mul(2)),
+            progress: Mutex::new((rounds, Instant::now())),
+        }
+    }
+
+    /// The consensus thread's vitals now.
+    pub(crate) fn vitals(&self) -> Vitals {
+        let (rounds, failed, stopped) = {
+            let status = self.host.status();
+            let status = status.borrow();
+            (status.rounds, status.failed.clone(), status.stopped)
+        };
+        let mut progress = self.progress.lock().unwrap_or_else(PoisonError::into_inner);
+        if progress.0 != rounds {
+            *progress = (rounds, Instant::now());
+        }
+        Vitals {
+            failed,
+            stopped,
+            since_last_round: progress.1.elapsed(),
+        }
+    }
+
+    /// This node's standing now.
+    pub(crate) fn standing(&self) -> Standing {
+        let leadership = match self.driver.role() {
+            Role::Leader(_) => Leadership::Serving,
+            Role::Follower(term) => Leadership::Following {
+                leader: term.leader(),
+            },
+            Role::Unknown => Leadership::Unknown,
+        };
+        let granted_leader_ago = match leadership {
+            Leadership::Following { leader } => self.host.lease_clock().and_then(|clock| {
+                let granted = self.host.links().snapshot().get(&leader)?.last_granted?;
+                Some(clock.now().saturating_sub(granted))
+            }),
+            _ => None,
+        };
+        Standing {
+            leadership,
+            granted_leader_ago,
+            lease: self.lease,
+        }
+    }
+
+    /// A peer not heard from for this long is down.
+    pub(crate) fn election_timeout(&self) -> Duration {
+        self.election_timeout
+    }
+
+    /// [`health::liveness`] now.
+    pub(crate) fn live(&self) -> Result<String, String> {
+        health::liveness(&self.vitals())
+    }
+
+    /// [`health::readiness`] now.
+    pub(crate) fn ready(&self) -> Result<String, String> {
+        health::readiness(&self.standing())
+    }
+}
+
+/// Samples the node every 250 ms until aborted: the gauges and counters
+/// (when `metrics` is on) and the gRPC health service's status.
+pub(crate) fn sample(
+    observer: Arc<Observer>,
+    health: HealthReporter,
+    metrics: bool,
     outbound: Arc<TransportStats>,
     inbound: Arc<TransportStats>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut every = tokio::time::interval(Duration::from_millis(250));
+        if metrics {
+            gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "commit" => env!("TSORACLE_PAXOS_COMMIT"))
+                .set(1.0);
+        }
+        let mut every = tokio::time::interval(SAMPLE_EVERY);
+        let mut serving = None;
         loop {
             every.tick().await;
-            let (role, ballot, leader) = match driver.role() {
-                Role::Leader(term) => (2.0, term.ballot().n, term.leader()),
-                Role::Follower(term) => (1.0, term.ballot().n, term.leader()),
-                Role::Unknown => (0.0, 0, 0),
+            let live = observer.live().is_ok();
+            let ready = observer.ready().is_ok();
+            let status = if live && ready {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
             };
-            gauge!(ROLE).set(role);
-            gauge!(BALLOT).set(f64::from(ballot));
-            gauge!(LEADER).set(leader as f64);
-            let status = host.status().borrow().clone();
-            gauge!(DECIDED).set(status.decided_idx as f64);
-            gauge!(COMPACTED).set(status.compacted_idx as f64);
-            let (mut high_water, mut registered, mut members) = (0, 0, 0);
-            tsoracle_driver_paxos::PaxosHighWaterHost::read_state(host.as_ref(), &mut |s| {
-                high_water = s.high_water();
-                registered = s.instances().count();
-                members = s.membership().map_or(0, |list| list.members().len());
-            });
-            gauge!(HIGH_WATER).set(high_water as f64);
-            gauge!(REGISTERED).set(registered as f64);
-            gauge!(RECORDED_MEMBERS).set(members as f64);
-            gauge!(IMPOSTOR_REFUSED).set(host.inbox().stats().impostor() as f64);
-            gauge!(PENDING).set(host.pending() as f64);
-            gauge!("tsoracle_paxos_peer_refused_total").set(inbound.total_refusals() as f64);
-            gauge!("tsoracle_paxos_peer_dropped_total").set(outbound.total_drops() as f64);
-            gauge!("tsoracle_paxos_peer_reconnects_total").set(outbound.reconnects() as f64);
-            gauge!("tsoracle_paxos_peer_messages_out_total").set(outbound.messages_out() as f64);
-            gauge!("tsoracle_paxos_peer_messages_in_total").set(inbound.messages_in() as f64);
-            gauge!(CHUNKED_OUT).set(outbound.chunked_messages_out() as f64);
-            gauge!(TRANSFERS_IN).set(inbound.transfers_in() as f64);
-            gauge!(TRANSFERS_FAILED_IN).set(inbound.transfers_failed_in() as f64);
-            gauge!(TRANSFER_BYTES_SKIPPED).set(outbound.transfer_bytes_skipped() as f64);
-            // Above zero: some peer tried to end the configuration (dropped
-            // at the inbox; see `carries_stop_sign`).
-            gauge!(STOP_SIGN_REFUSED).set(host.inbox().stats().stop_sign() as f64);
+            if serving != Some(status) {
+                for service in HEALTH_SERVICES {
+                    health.set_service_status(service, status).await;
+                }
+                serving = Some(status);
+            }
+            if metrics {
+                gauge!(LIVE).set(f64::from(u8::from(live)));
+                gauge!(READY).set(f64::from(u8::from(ready)));
+                record(&observer, &outbound, &inbound);
+            }
         }
     })
+}
+
+fn record(observer: &Observer, outbound: &TransportStats, inbound: &TransportStats) {
+    let (host, driver) = (&observer.host, &observer.driver);
+    let (role, ballot, leader) = match driver.role() {
+        Role::Leader(term) => (2.0, term.ballot().n, term.leader()),
+        Role::Follower(term) => (1.0, term.ballot().n, term.leader()),
+        Role::Unknown => (0.0, 0, 0),
+    };
+    gauge!(ROLE).set(role);
+    gauge!(BALLOT).set(f64::from(ballot));
+    gauge!(LEADER).set(leader as f64);
+    let status = host.status().borrow().clone();
+    gauge!(DECIDED).set(status.decided_idx as f64);
+    gauge!(COMPACTED).set(status.compacted_idx as f64);
+    let (mut high_water, mut registered, mut members) = (0, 0, 0);
+    host.read_state(&mut |s| {
+        high_water = s.high_water();
+        registered = s.instances().count();
+        members = s.membership().map_or(0, |list| list.members().len());
+    });
+    gauge!(HIGH_WATER).set(high_water as f64);
+    gauge!(REGISTERED).set(registered as f64);
+    gauge!(RECORDED_MEMBERS).set(members as f64);
+    gauge!(PENDING).set(host.pending() as f64);
+    // Counters: the transport's and the inbox's own totals since start.
+    counter!(IMPOSTOR_REFUSED).absolute(host.inbox().stats().impostor());
+    // Above zero: some peer tried to end the configuration (dropped at
+    // the inbox; see `carries_stop_sign`).
+    counter!(STOP_SIGN_REFUSED).absolute(host.inbox().stats().stop_sign());
+    counter!(tsoracle_paxos_metrics::PEER_REFUSED).absolute(inbound.total_refusals());
+    counter!(tsoracle_paxos_metrics::PEER_DROPPED).absolute(outbound.total_drops());
+    counter!(tsoracle_paxos_metrics::PEER_RECONNECTS).absolute(outbound.reconnects());
+    counter!(tsoracle_paxos_metrics::PEER_MESSAGES_OUT).absolute(outbound.messages_out());
+    counter!(tsoracle_paxos_metrics::PEER_MESSAGES_IN).absolute(inbound.messages_in());
+    counter!(CHUNKED_OUT).absolute(outbound.chunked_messages_out());
+    counter!(TRANSFERS_IN).absolute(inbound.transfers_in());
+    counter!(TRANSFERS_FAILED_IN).absolute(inbound.transfers_failed_in());
+    counter!(TRANSFER_BYTES_SKIPPED).absolute(outbound.transfer_bytes_skipped());
+    // Each peer's link: up while heard within an election timeout.
+    let Some(clock) = host.lease_clock() else {
+        return;
+    };
+    let now = clock.now();
+    let timeout = observer.election_timeout();
+    let links = host.links().snapshot();
+    let me = host.node_id();
+    let members: Vec<u64> = match host.membership() {
+        Some(list) => list.members().iter().map(|m| m.id).collect(),
+        None => host.member_list().iter().map(|m| m.id).collect(),
+    };
+    for id in members.into_iter().filter(|id| *id != me) {
+        let peer = id.to_string();
+        let link = links.get(&id).copied();
+        let heard_ago = link
+            .and_then(|link| link.last_heard)
+            .map(|at| now.saturating_sub(at));
+        let up = heard_ago.is_some_and(|ago| ago < timeout);
+        gauge!(PEER_UP, "peer" => peer.clone()).set(f64::from(u8::from(up)));
+        if let Some(ago) = heard_ago {
+            gauge!(PEER_LAST_HEARD, "peer" => peer.clone()).set(ago.as_secs_f64());
+        }
+        if let Some(rtt) = link.and_then(|link| link.round_trip) {
+            gauge!(PEER_ROUND_TRIP, "peer" => peer).set(rtt.as_secs_f64());
+        }
+    }
 }

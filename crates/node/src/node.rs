@@ -18,10 +18,11 @@ use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 use tsoracle_consensus::ConsensusDriver;
 use tsoracle_driver_paxos::{
-    ConfigError, DriverConfig, Member, PaxosDriver, StandaloneHost, StartMode, next_incarnation,
+    ConfigError, Member, PaxosDriver, StandaloneHost, StartMode, next_incarnation,
 };
 use tsoracle_paxos_reply_gate::ReplyGateLayer;
 use tsoracle_paxos_state::{MemberRecord, Membership, PaxosEntry, SnapshotPolicy};
+use tsoracle_paxos_tonic::accept::tls_incoming;
 use tsoracle_paxos_tonic::{
     PeerRouter, PeerService, ServerHandle, TlsMaterial, TonicSink, TransportConfig, TransportStats,
     serve_with,
@@ -32,16 +33,13 @@ use tsoracle_paxos_toolkit::{Error as ToolkitError, RunnerStatus};
 use crate::admin::{AdminService, AdminTarget, membership_of};
 use crate::config::{InitialClusterState, NodeConfig};
 use crate::error::Error;
+use crate::metrics::Observer;
 use crate::next::{Asked, NodeNext};
 use crate::record::{ConfigRecord, db_dir};
+use crate::reload::Reloadable;
 
-/// How long [`Node::shutdown`] waits for a successor to lead after it handed
-/// leadership over (a successor that is down costs this, then the cluster
-/// elects as after a failure).
-const HAND_OVER_WAIT: Duration = Duration::from_secs(2);
-
-/// How long [`Node::shutdown`] lets the client service drain.
-const CLIENT_DRAIN: Duration = Duration::from_secs(10);
+/// How long [`Node::shutdown`] lets the HTTP port finish its requests.
+const HTTP_DRAIN: Duration = Duration::from_secs(2);
 
 /// How long a node that a change removed keeps answering its peers.
 const LEAVE_GRACE: Duration = Duration::from_secs(5);
@@ -89,7 +87,11 @@ pub struct Node {
     client_service: Option<ClientService>,
     client_stop: oneshot::Sender<()>,
     watch: tsoracle_server::WatchGuard,
-    sampler: Option<JoinHandle<()>>,
+    sampler: JoinHandle<()>,
+    /// The HTTP port's stop and task, when it serves.
+    http: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+    /// The client port's TLS accept loop and certificate reloader.
+    background: Vec<JoinHandle<()>>,
     client_addr: SocketAddr,
     peer_addr: SocketAddr,
     incarnation: u64,
@@ -97,6 +99,12 @@ pub struct Node {
     /// The data directory and the free space below which the node stops.
     data_dir: PathBuf,
     min_free_disk: u64,
+    /// How long [`Node::shutdown`] waits for a successor to lead after it
+    /// handed leadership over (a successor that is down costs this, then
+    /// the cluster elects as after a failure), and lets the client service
+    /// drain.
+    hand_over_wait: Duration,
+    client_drain: Duration,
     /// The peer sink's counters, which hold a peer's identity refusal.
     outbound: Arc<TransportStats>,
     /// Whether [`failure`](Self::failure) reported a reason (shutdown then
@@ -220,9 +228,9 @@ impl Node {
 
     /// Stops the node in order: a leader hands its leadership over (to the
     /// follower that follows it and is furthest in the log, waiting at most
-    /// 2 s for it to lead), then the client
-    /// service (no reply is
-    /// served from here on; it drains for at most 10 s), the metrics
+    /// `hand_over_wait`, 2 s by default, for it to lead), then the client
+    /// service (no reply is served from here on; it drains for at most
+    /// `client_drain`, 10 s by default), the metrics
     /// sampler, the driver, the peer service, and the consensus thread
     /// after its last sync. An error of the consensus thread is returned,
     /// unless [`failure`](Self::failure) already reported why the node
@@ -236,7 +244,11 @@ impl Node {
             client_stop,
             watch,
             sampler,
+            http,
+            background,
             failed,
+            hand_over_wait,
+            client_drain,
             ..
         } = self;
         // A planned stop of the leader hands its leadership over first: the
@@ -244,7 +256,7 @@ impl Node {
         // election and the lease (a rolling restart costs next to nothing).
         // The driver stops serving before it releases the lease.
         if !failed && driver.role().is_leader() {
-            match driver.hand_over(None, HAND_OVER_WAIT).await {
+            match driver.hand_over(None, hand_over_wait).await {
                 Ok(leader) => tracing::info!(leader, "leadership handed over before stopping"),
                 Err(err) => tracing::warn!(%err, "leadership not handed over; the cluster elects"),
             }
@@ -255,7 +267,7 @@ impl Node {
         if let Some(mut service) = client_service
             && !service.is_finished()
         {
-            match tokio::time::timeout(CLIENT_DRAIN, &mut service).await {
+            match tokio::time::timeout(client_drain, &mut service).await {
                 Ok(Ok(Err(err))) if !failed => {
                     tracing::warn!(%err, "client service shutdown");
                 }
@@ -263,8 +275,15 @@ impl Node {
                 Err(_) => service.abort(),
             }
         }
-        if let Some(sampler) = sampler {
-            sampler.abort();
+        sampler.abort();
+        for task in background {
+            task.abort();
+        }
+        if let Some((stop, mut task)) = http {
+            let _ = stop.send(());
+            if tokio::time::timeout(HTTP_DRAIN, &mut task).await.is_err() {
+                task.abort();
+            }
         }
         driver.shutdown().await;
         if let Err(err) = peers.shutdown().await {
@@ -317,9 +336,25 @@ async fn launch(
     } = listeners;
     let client_addr = local_addr(&client_listener, "the client service")?;
     let peer_addr = local_addr(&peer_listener, "the peer transport")?;
-    if let Some(addr) = config.metrics_listen {
-        crate::metrics::install(addr)?;
-    }
+    // The client port's certificate (and client CA), refused here like any
+    // other bad file, before anything is written.
+    let client_tls = match &config.client_tls {
+        Some(files) => {
+            let cert = crate::client_tls::ReloadingCert::load(files)?;
+            let server_config = cert.server_config()?;
+            Some((cert, server_config))
+        }
+        None => None,
+    };
+    // The HTTP port (metrics, health) is bound with the others, before
+    // anything is written.
+    let http = match config.metrics_listen {
+        Some(addr) => Some((
+            bind(addr, "the HTTP port (metrics, health)")?,
+            crate::metrics::recorder()?,
+        )),
+        None => None,
+    };
 
     // Refused like any other bad input: before anything is written.
     if let Some(reason) = crate::disk::shortage(&config.data_dir, config.min_free_disk) {
@@ -434,17 +469,24 @@ async fn launch(
         seeds: seeds(&config),
     }));
     let driver = Arc::new(
-        PaxosDriver::start(Arc::clone(&host), DriverConfig::new(config.timing))
+        PaxosDriver::start(Arc::clone(&host), config.driver_config())
             .map_err(|err| Error::runtime("driver", err))?,
     );
     // The admin service shares the peer port and its TLS: only a client
     // certificate of the cluster CA reaches it at all.
+    let observer = Arc::new(Observer::new(
+        Arc::clone(&host),
+        Arc::clone(&driver),
+        &config.timing,
+    ));
     let admin = AdminService::new(
         config.cluster_id.clone(),
         config.node_id,
         Arc::clone(&host),
         Arc::clone(&driver),
         tls.is_some(),
+        Arc::clone(&observer),
+        (instance, incarnation),
     );
     let peers = serve_with(
         peer_listener,
@@ -454,13 +496,20 @@ async fn launch(
         Routes::new(admin.into_server()),
     )
     .map_err(|err| Error::runtime("peer service", err))?;
-    let sampler = config.metrics_listen.map(|_| {
-        crate::metrics::sample(
-            Arc::clone(&host),
-            Arc::clone(&driver),
-            Arc::clone(&outbound),
-            inbound,
-        )
+    // The standard gRPC health service on the client port: SERVING while
+    // the node is live and ready (`crate::health`).
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let sampler = crate::metrics::sample(
+        Arc::clone(&observer),
+        health_reporter,
+        http.is_some(),
+        Arc::clone(&outbound),
+        inbound,
+    );
+    let http = http.map(|(listener, metrics)| {
+        let (stop, stopped) = oneshot::channel();
+        let task = crate::http::serve(listener, Arc::clone(&observer), metrics, stopped);
+        (stop, task)
     });
     let mut server = tsoracle_server::Server::builder()
         .consensus_driver(Arc::clone(&driver) as Arc<dyn ConsensusDriver>);
@@ -486,15 +535,35 @@ async fn launch(
         "serving"
     );
     let (client_stop, stop_rx) = oneshot::channel::<()>();
-    let incoming = TcpIncoming::from(client_listener).with_nodelay(Some(true));
-    let client_service = tokio::spawn(
-        tonic::transport::Server::builder()
-            .layer(ReplyGateLayer::new(driver.reply_gate()))
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(incoming, async move {
-                let _ = stop_rx.await;
-            }),
-    );
+    let stopped = async move {
+        let _ = stop_rx.await;
+    };
+    let router = tonic::transport::Server::builder()
+        .layer(ReplyGateLayer::new(driver.reply_gate()))
+        .add_routes(routes)
+        .add_service(health_service);
+    let mut background = Vec::new();
+    let reloadable = Reloadable {
+        peer: tls.clone().map(|tls| (tls, config.node_id)),
+        client: client_tls.as_ref().map(|(cert, _)| Arc::clone(cert)),
+    };
+    background.push(crate::reload::spawn(reloadable, config.tls_reload_every));
+    let client_service = match client_tls {
+        Some((_, server_config)) => {
+            // The resolver behind this configuration serves the reloaded
+            // certificate: the configuration itself never changes.
+            let (incoming, accept) = tls_incoming(
+                client_listener,
+                Arc::new(move || Arc::clone(&server_config)),
+            );
+            background.push(accept);
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
+        }
+        None => {
+            let incoming = TcpIncoming::from(client_listener).with_nodelay(Some(true));
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
+        }
+    };
     Ok(Node {
         host,
         driver,
@@ -503,12 +572,16 @@ async fn launch(
         client_stop,
         watch,
         sampler,
+        http,
+        background,
         client_addr,
         peer_addr,
         incarnation,
         node_id: config.node_id,
         data_dir: config.data_dir.clone(),
         min_free_disk: config.min_free_disk,
+        hand_over_wait: config.hand_over_wait,
+        client_drain: config.client_drain,
         outbound,
         failed: false,
     })

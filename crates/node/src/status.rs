@@ -1,73 +1,293 @@
-//! `tsoracle-paxos status`: each node's role, ballot, indices, high-water
-//! and lag, read from the nodes' metrics endpoints.
+//! `tsoracle-paxos status`: every member's role, ballot, indices, lag,
+//! identity, health and links, asked of each member's admin service (its
+//! `Status` call, on the peer port), as a table or as JSON. The command
+//! fails (non-zero exit) when a member does not answer or no member leads.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use clap::Args;
+use serde::Serialize;
+use tonic::Response;
 
-use tsoracle_paxos_metrics::{
-    BALLOT, COMPACTED, DECIDED, HIGH_WATER, LEADER, PENDING, ROLE, parse,
-};
-
+use crate::admin::proto::{StatusReply, StatusRequest};
+use crate::admin::{AdminTarget, connect, request};
 use crate::error::Error;
+use crate::member_cmd::{Admin, AdminArgs};
 
-/// Fetches `http://<addr>/metrics` (plain HTTP/1.0, bounded by a timeout).
-async fn fetch(addr: &str) -> Result<String, Error> {
-    let request = async {
-        let mut stream = TcpStream::connect(addr).await?;
-        stream
-            .write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-            .await?;
-        let mut body = String::new();
-        stream.read_to_string(&mut body).await?;
-        Ok::<_, std::io::Error>(body)
+/// How long one member may take to answer.
+const ASK_WAIT: Duration = Duration::from_secs(3);
+
+/// `status`'s arguments.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct StatusArgs {
+    #[command(flatten)]
+    admin: AdminArgs,
+    /// Print one JSON object (every member, and the problems found)
+    /// instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One member as `status` reports it.
+#[derive(Debug, Serialize)]
+struct MemberView {
+    id: u64,
+    peer_address: String,
+    /// `None` when it did not answer.
+    status: Option<NodeView>,
+    /// Why it did not answer.
+    error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct NodeView {
+    role: String,
+    leader: u64,
+    ballot: u32,
+    ballot_node: u64,
+    configuration: u32,
+    decided: u64,
+    applied: u64,
+    compacted: u64,
+    /// How far its decided index trails the furthest member's.
+    lag: u64,
+    high_water: u64,
+    pending: u64,
+    instance: String,
+    incarnation: u64,
+    live: bool,
+    live_detail: String,
+    ready: bool,
+    ready_detail: String,
+    peers: Vec<LinkView>,
+    version: String,
+}
+
+#[derive(Debug, Serialize)]
+struct LinkView {
+    id: u64,
+    up: bool,
+    last_heard_ms: Option<u64>,
+    round_trip_us: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    cluster_id: String,
+    members: Vec<MemberView>,
+    /// Empty when every member answered and one leads.
+    problems: Vec<String>,
+}
+
+/// Runs `status`: what to print, and the problems that make it fail.
+pub(crate) async fn run(args: StatusArgs) -> Result<(String, Vec<String>), Error> {
+    let json = args.json;
+    let admin = Admin::new(args.admin)?;
+    let mut targets = match admin.ask_members().await {
+        Ok((_, reply)) => reply
+            .members
+            .iter()
+            .map(|m| AdminTarget {
+                node: m.id,
+                address: m.peer.clone(),
+            })
+            .collect(),
+        Err(_) => Vec::new(),
     };
-    match tokio::time::timeout(Duration::from_secs(3), request).await {
-        Ok(Ok(body)) => Ok(body),
-        Ok(Err(err)) => Err(Error::Client(format!("{addr}: {err}"))),
-        Err(_) => Err(Error::Client(format!("{addr}: no answer within 3 s"))),
+    // The `--node`s the member list does not name (a node that left, or
+    // no member answered at all).
+    for given in &admin.targets {
+        if !targets.iter().any(|t: &AdminTarget| t.node == given.node) {
+            targets.push(given.clone());
+        }
+    }
+    targets.sort_by_key(|t| t.node);
+    let mut members = Vec::with_capacity(targets.len());
+    for target in &targets {
+        let answer = ask(&admin, target).await;
+        members.push(match answer {
+            Ok(reply) => MemberView {
+                id: target.node,
+                peer_address: target.address.clone(),
+                status: Some(view(reply)),
+                error: None,
+            },
+            Err(err) => MemberView {
+                id: target.node,
+                peer_address: target.address.clone(),
+                status: None,
+                error: Some(err.to_string()),
+            },
+        });
+    }
+    let furthest = members
+        .iter()
+        .filter_map(|m| m.status.as_ref().map(|s| s.decided))
+        .max()
+        .unwrap_or(0);
+    for member in &mut members {
+        if let Some(status) = member.status.as_mut() {
+            status.lag = furthest.saturating_sub(status.decided);
+        }
+    }
+    let report = Report {
+        cluster_id: admin.cluster_id.clone(),
+        problems: problems(&members),
+        members,
+    };
+    let text = if json {
+        let mut text =
+            serde_json::to_string_pretty(&report).map_err(|err| Error::runtime("JSON", err))?;
+        text.push('\n');
+        text
+    } else {
+        table(&report)
+    };
+    Ok((text, report.problems))
+}
+
+async fn ask(admin: &Admin, target: &AdminTarget) -> Result<StatusReply, Error> {
+    let call = async {
+        let mut client = connect(target, admin.tls.as_ref()).await?;
+        client
+            .status(request(&admin.cluster_id, StatusRequest {}, ASK_WAIT)?)
+            .await
+            .map(Response::into_inner)
+            .map_err(|status| {
+                Error::Client(format!(
+                    "node {} refused its status: {}",
+                    target.node,
+                    status.message()
+                ))
+            })
+    };
+    tokio::time::timeout(ASK_WAIT, call).await.map_err(|_| {
+        Error::Client(format!(
+            "node {} at {}: no answer within {ASK_WAIT:?}",
+            target.node, target.address
+        ))
+    })?
+}
+
+fn view(reply: StatusReply) -> NodeView {
+    NodeView {
+        role: reply.role,
+        leader: reply.leader,
+        ballot: reply.ballot,
+        ballot_node: reply.ballot_node,
+        configuration: reply.configuration,
+        decided: reply.decided,
+        applied: reply.applied,
+        compacted: reply.compacted,
+        lag: 0,
+        high_water: reply.high_water,
+        pending: reply.pending,
+        instance: reply.instance,
+        incarnation: reply.incarnation,
+        live: reply.live,
+        live_detail: reply.live_detail,
+        ready: reply.ready,
+        ready_detail: reply.ready_detail,
+        peers: reply
+            .peers
+            .into_iter()
+            .map(|p| LinkView {
+                id: p.id,
+                up: p.up,
+                last_heard_ms: p.last_heard_ms,
+                round_trip_us: p.round_trip_us,
+            })
+            .collect(),
+        version: reply.version,
     }
 }
 
-/// Renders the status table of the nodes behind `endpoints`.
-pub(crate) async fn run(endpoints: &[String]) -> Result<String, Error> {
-    let mut rows = Vec::new();
-    for addr in endpoints {
-        match fetch(addr).await {
-            Ok(page) => rows.push((addr.clone(), Some(parse(&page)))),
-            Err(err) => rows.push((format!("{addr} ({err})"), None)),
-        }
-    }
-    let max_decided = rows
+/// What makes `status` fail: a member that did not answer, no leader, or
+/// more than one node serving as leader.
+fn problems(members: &[MemberView]) -> Vec<String> {
+    let mut problems: Vec<String> = members
         .iter()
-        .filter_map(|(_, m)| m.as_ref()?.get(DECIDED).copied())
-        .fold(0.0, f64::max);
-    let mut out = format!(
-        "{:<24} {:<9} {:>7} {:>7} {:>10} {:>10} {:>20} {:>8} {:>6}\n",
-        "node", "role", "ballot", "leader", "decided", "compacted", "high-water", "pending", "lag"
+        .filter_map(|m| {
+            m.error
+                .as_ref()
+                .map(|err| format!("node {} is unreachable: {err}", m.id))
+        })
+        .collect();
+    let leaders: Vec<u64> = members
+        .iter()
+        .filter(|m| m.status.as_ref().is_some_and(|s| s.role == "leader"))
+        .map(|m| m.id)
+        .collect();
+    match leaders.as_slice() {
+        [] => problems.push("no member serves as leader".to_owned()),
+        [_] => {}
+        several => problems.push(format!("several members serve as leader: {several:?}")),
+    }
+    problems
+}
+
+fn table(report: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<4} {:<9} {:>6} {:>9} {:>6} {:>10} {:>10} {:>6} {:>20} {:<5} {:<5} {:<14} links \
+         (peer:up/rtt)",
+        "id",
+        "role",
+        "leader",
+        "ballot",
+        "config",
+        "decided",
+        "applied",
+        "lag",
+        "high-water",
+        "live",
+        "ready",
+        "instance/inc",
     );
-    for (addr, metrics) in rows {
-        let Some(m) = metrics else {
-            out.push_str(&format!("{addr:<24} unreachable\n"));
+    for member in &report.members {
+        let Some(s) = &member.status else {
+            let _ = writeln!(
+                out,
+                "{:<4} unreachable  {}",
+                member.id,
+                member.error.as_deref().unwrap_or_default()
+            );
             continue;
         };
-        let get = |k: &str| m.get(k).copied().unwrap_or(f64::NAN);
-        let role = match get(ROLE) as i64 {
-            2 => "leader",
-            1 => "follower",
-            _ => "unknown",
-        };
-        out.push_str(&format!(
-            "{addr:<24} {role:<9} {:>7} {:>7} {:>10} {:>10} {:>20} {:>8} {:>6}\n",
-            get(BALLOT),
-            get(LEADER),
-            get(DECIDED),
-            get(COMPACTED),
-            get(HIGH_WATER),
-            get(PENDING),
-            max_decided - get(DECIDED),
-        ));
+        let links: Vec<String> = s
+            .peers
+            .iter()
+            .map(|p| {
+                let state = if p.up { "up" } else { "DOWN" };
+                match p.round_trip_us {
+                    Some(us) => format!("{}:{state}/{:.1}ms", p.id, us as f64 / 1000.0),
+                    None => format!("{}:{state}", p.id),
+                }
+            })
+            .collect();
+        let instance: String = s.instance.chars().take(8).collect();
+        let _ = writeln!(
+            out,
+            "{:<4} {:<9} {:>6} {:>9} {:>6} {:>10} {:>10} {:>6} {:>20} {:<5} {:<5} {:<14} {}",
+            member.id,
+            s.role,
+            s.leader,
+            format!("{}.{}", s.ballot, s.ballot_node),
+            s.configuration,
+            s.decided,
+            s.applied,
+            s.lag,
+            s.high_water,
+            if s.live { "yes" } else { "NO" },
+            if s.ready { "yes" } else { "NO" },
+            format!("{instance}/{}", s.incarnation),
+            links.join(" ")
+        );
     }
-    Ok(out)
+    for problem in &report.problems {
+        let _ = writeln!(out, "problem: {problem}");
+    }
+    out
 }

@@ -145,3 +145,107 @@ fn only_the_admin_certificate_changes_members() {
     let text = String::from_utf8_lossy(&added.stdout);
     assert!(text.starts_with("added node 4\nconfiguration 2"), "{text}");
 }
+
+/// A new CA and new certificates for every node, put in place of the old
+/// files and announced with SIGHUP, are used without a restart: the admin
+/// service answers only clients of the new CA, and a node restarted on the
+/// new files links up with the others in both directions (their server
+/// side and their new outbound links use the reloaded material).
+#[test]
+fn rotated_peer_certificates_are_used_after_sighup_without_a_restart() {
+    let layout = Layout::new();
+    let (old, new) = (Pki::new(), Pki::new());
+    let certs = layout.root().join("certs");
+    let (old_dir, new_dir) = (layout.root().join("old"), layout.root().join("new"));
+    for dir in [&certs, &old_dir, &new_dir] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let old_admin = old.files(&old_dir, "admin", "tsoracle-admin");
+    let flags: Vec<Vec<String>> = (1..=3)
+        .map(|id| old.files(&certs, &format!("node-{id}"), &format!("node-{id}")))
+        .collect();
+    let mut nodes: Vec<ServeChild> = (1..=3)
+        .zip(flags.clone())
+        .map(|(id, tls)| {
+            let mut args = layout.args(id);
+            // Only SIGHUP reloads: the test decides when.
+            args.extend(
+                tls.into_iter()
+                    .chain(["--tls-reload-secs".to_owned(), "0".to_owned()]),
+            );
+            cli().spawn(&args, &layout.log(&format!("node-{id}")))
+        })
+        .collect();
+    let listed = |tls: &[String]| {
+        let out = admin(&layout, "list", tls, &[]);
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("leader")
+    };
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what} within 60 s");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait("the old admin certificate lists members", &|| {
+        listed(&old_admin)
+    });
+
+    // The new files replace the old ones in place.
+    for id in 1..=3 {
+        new.files(&certs, &format!("node-{id}"), &format!("node-{id}"));
+    }
+    let new_admin = new.files(&new_dir, "admin", "tsoracle-admin");
+    assert!(!listed(&new_admin), "the new CA was trusted before SIGHUP");
+    for node in &nodes {
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &node.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    wait("the new admin certificate lists members", &|| {
+        listed(&new_admin)
+    });
+    assert!(
+        !listed(&old_admin),
+        "the old CA is still trusted after SIGHUP"
+    );
+
+    // Node 2 restarts on the new files: every link to and from it is new.
+    nodes[1].terminate();
+    let mut args = layout.rejoin_args(2);
+    args.extend(flags[1].clone());
+    nodes[1] = cli().spawn(&args, &layout.log("node-2-again"));
+    let all_linked = || {
+        let mut args = vec![
+            "status".to_owned(),
+            "--json".to_owned(),
+            "--cluster-id".to_owned(),
+            "it".to_owned(),
+            "--node".to_owned(),
+            format!("1=127.0.0.1:{}", layout.peer[&1]),
+        ];
+        args.extend_from_slice(&new_admin);
+        let out = cli().run(&args, Duration::from_secs(60));
+        let Ok(report) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
+            return false;
+        };
+        out.status.success()
+            && report["members"].as_array().is_some_and(|members| {
+                members.iter().all(|m| {
+                    m["status"]["peers"]
+                        .as_array()
+                        .is_some_and(|peers| peers.iter().all(|p| p["up"] == true))
+                })
+            })
+    };
+    wait(
+        "every member linked to every other after the restart",
+        &all_linked,
+    );
+    let _ = cli().get_ts(&layout.endpoints(), 1);
+    for node in &mut nodes {
+        node.terminate();
+    }
+}

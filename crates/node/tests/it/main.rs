@@ -8,6 +8,7 @@
 mod admin_tls;
 mod amnesia;
 mod bad_config;
+mod client_tls;
 mod common;
 mod hand_over;
 mod library;

@@ -1,0 +1,173 @@
+//! TLS on the client port: `get-ts` and `seq` connect with `--tls-ca`; a
+//! plaintext client, a client that does not trust the port's CA, and (with
+//! `--client-tls-ca`) a client without a certificate are refused; a new
+//! certificate is served after SIGHUP without a restart.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::common::{Layout, ServeChild, cli};
+
+/// A test CA and certificates it signs.
+struct Ca {
+    pem: String,
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl Ca {
+    fn new(name: &str) -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let issuer =
+            rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
+                .unwrap();
+        Self {
+            pem: issuer.pem(),
+            issuer,
+        }
+    }
+
+    /// Writes this CA as `<stem>-ca.pem` and a certificate for 127.0.0.1
+    /// and `name` as `<stem>.pem` / `<stem>.key`; their paths.
+    fn write(&self, dir: &Path, stem: &str, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(vec![name.to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let ca = dir.join(format!("{stem}-ca.pem"));
+        let (cert_path, key_path) = (
+            dir.join(format!("{stem}.pem")),
+            dir.join(format!("{stem}.key")),
+        );
+        std::fs::write(&ca, &self.pem).unwrap();
+        // Written aside and renamed: a node never reads half a file.
+        let replace = |path: &Path, text: String| {
+            let aside = path.with_extension("tmp");
+            std::fs::write(&aside, text).unwrap();
+            std::fs::rename(&aside, path).unwrap();
+        };
+        replace(&cert_path, cert.pem());
+        replace(&key_path, key.serialize_pem());
+        (ca, cert_path, key_path)
+    }
+}
+
+fn path(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// `get-ts` against every node with `extra` flags, once (no retry).
+fn get_ts(layout: &Layout, extra: &[String]) -> std::process::Output {
+    let mut args = vec!["get-ts".to_owned()];
+    for endpoint in layout.endpoints() {
+        args.extend(["--endpoint".to_owned(), endpoint]);
+    }
+    args.extend_from_slice(extra);
+    cli().run(&args, Duration::from_secs(60))
+}
+
+/// Retries `get-ts` with `extra` until it succeeds (60 s at most).
+fn until_served(layout: &Layout, extra: &[String]) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = get_ts(layout, extra);
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        }
+        assert!(Instant::now() < deadline, "get-ts never succeeded: {out:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn the_client_port_serves_tls_refuses_strangers_and_reloads_its_certificate() {
+    let layout = Layout::new();
+    let dir = layout.root().join("tls");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (server_ca, client_ca) = (Ca::new("server CA"), Ca::new("client CA"));
+    let (ca, cert, key) = server_ca.write(&dir, "server", "localhost");
+    let (clients_ca, client_cert, client_key) = client_ca.write(&dir, "client", "client");
+    let mut nodes: Vec<ServeChild> = (1..=3)
+        .map(|id| {
+            let mut args = layout.args(id);
+            args.extend([
+                "--client-tls-cert".to_owned(),
+                path(&cert),
+                "--client-tls-key".to_owned(),
+                path(&key),
+                "--client-tls-ca".to_owned(),
+                path(&clients_ca),
+                // Only SIGHUP reloads: the test decides when.
+                "--tls-reload-secs".to_owned(),
+                "0".to_owned(),
+            ]);
+            cli().spawn(&args, &layout.log(&format!("node-{id}")))
+        })
+        .collect();
+    let trusted = |ca: &Path| {
+        vec![
+            "--tls-ca".to_owned(),
+            path(ca),
+            "--tls-cert".to_owned(),
+            path(&client_cert),
+            "--tls-key".to_owned(),
+            path(&client_key),
+        ]
+    };
+    let first = until_served(&layout, &trusted(&ca));
+
+    // Plaintext, an untrusted server CA, and no client certificate: refused.
+    assert!(
+        !get_ts(&layout, &[]).status.success(),
+        "plaintext was served"
+    );
+    assert!(
+        !get_ts(&layout, &trusted(&clients_ca)).status.success(),
+        "a client that does not trust the port's CA was served"
+    );
+    assert!(
+        !get_ts(&layout, &["--tls-ca".to_owned(), path(&ca)])
+            .status
+            .success(),
+        "a client without a certificate was served"
+    );
+
+    // A new certificate from another CA, served after SIGHUP. (The write
+    // replaces `server-ca.pem` too: keep the old CA aside.)
+    let ca = {
+        let old = dir.join("old-server-ca.pem");
+        std::fs::copy(&ca, &old).unwrap();
+        old
+    };
+    let renewed_ca = Ca::new("renewed server CA");
+    let (new_ca, _, _) = renewed_ca.write(&dir, "server", "localhost");
+    // Before the signal the old certificate is still served.
+    assert!(!get_ts(&layout, &trusted(&new_ca)).status.success());
+    for node in &nodes {
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &node.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let second = until_served(&layout, &trusted(&new_ca));
+    assert!(second > first, "{second} after {first}");
+    assert!(
+        !get_ts(&layout, &trusted(&ca)).status.success(),
+        "the old certificate is still served after SIGHUP"
+    );
+    for node in &mut nodes {
+        node.terminate();
+    }
+}
