@@ -18,6 +18,7 @@ use std::time::Duration;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
+use tsoracle_consensus::ConsensusError;
 use tsoracle_driver_paxos::{
     ChangeError, ChangeFailure, ChangeRequest, HandOverError, PaxosDriver, PaxosHighWaterHost,
     Role, StandaloneHost,
@@ -40,8 +41,9 @@ pub mod proto {
 use proto::paxos_admin_client::PaxosAdminClient;
 use proto::paxos_admin_server::{PaxosAdmin, PaxosAdminServer};
 use proto::{
-    ChangeRequest as WireChange, Member as WireMember, MembersReply, MembersRequest,
-    MoveLeaderReply, MoveLeaderRequest, PeerLink as WirePeerLink, StatusReply, StatusRequest,
+    ChangeRequest as WireChange, ExportReply, ExportRequest, Member as WireMember, MembersReply,
+    MembersRequest, MoveLeaderReply, MoveLeaderRequest, PeerLink as WirePeerLink, StatusReply,
+    StatusRequest,
 };
 
 /// How long a change waits for the next configuration unless told.
@@ -242,6 +244,35 @@ fn millis(value: u128) -> u64 {
 
 #[tonic::async_trait]
 impl PaxosAdmin for AdminService {
+    async fn export(
+        &self,
+        request: Request<ExportRequest>,
+    ) -> Result<Response<ExportReply>, Status> {
+        self.check_cluster(&request)?;
+        self.check_admin(&request)?;
+        let document =
+            crate::export::export(&self.cluster_id, self.node_id, &self.host, &self.driver)
+                .await
+                .map_err(|err| match err {
+                    ConsensusError::NotLeader { .. } | ConsensusError::Fenced { .. } => {
+                        Status::failed_precondition(format!(
+                            "node {} does not lead; export from the leader: {err}",
+                            self.node_id
+                        ))
+                    }
+                    other => Status::unavailable(other.to_string()),
+                })?;
+        tracing::info!(
+            high_water = document.high_water,
+            dense_keys = document.dense.len(),
+            leases = document.leases.len(),
+            "state exported"
+        );
+        let document = serde_json::to_vec_pretty(&document)
+            .map_err(|err| Status::internal(err.to_string()))?;
+        Ok(Response::new(ExportReply { document }))
+    }
+
     async fn status(
         &self,
         request: Request<StatusRequest>,

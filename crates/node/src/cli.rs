@@ -73,6 +73,12 @@ enum Command {
         #[command(subcommand)]
         command: MemberCommand,
     },
+    /// Write the cluster's state (high-water, dense counters, leases) at a
+    /// linearized point to a versioned JSON file, from the leader (a
+    /// quorum is needed; with mutual TLS, the admin certificate). Start a
+    /// new cluster above it with `serve --restore-from FILE` on every
+    /// founding node. See docs/operations.md, "Disaster recovery".
+    Export(Box<crate::export_cmd::ExportArgs>),
     /// Take a block of a dense sequence and print its first value.
     Seq {
         /// A node's client address, HOST:PORT (repeat for several).
@@ -143,6 +149,10 @@ async fn run(command: Command) -> Result<(), Error> {
                     problems.join("; ")
                 )))
             }
+        }
+        Command::Export(args) => {
+            let text = crate::export_cmd::run(*args).await?;
+            write!(std::io::stdout(), "{text}").map_err(|err| Error::runtime("stdout", err))
         }
         Command::Member { command } => {
             let text = command.run().await?;

@@ -193,6 +193,13 @@ pub(crate) struct ServeArgs {
     /// 30; 0: only on SIGHUP).
     #[arg(long, value_name = "SECONDS", env = "TSORACLE_PAXOS_TLS_RELOAD_SECS")]
     pub(crate) tls_reload_secs: Option<u64>,
+    /// An export of another cluster (`tsoracle-paxos export`) to start
+    /// above: before serving, the node waits until its cluster's state
+    /// holds the export's high-water, dense counters and leases (the node
+    /// that leads writes them). Give it to every founding node of the new
+    /// cluster with --initial-cluster-state new; harmless on later starts.
+    #[arg(long, value_name = "FILE", env = "TSORACLE_PAXOS_RESTORE_FROM")]
+    pub(crate) restore_from: Option<PathBuf>,
     /// `new` on the very first start of a new cluster's founding nodes: an
     /// empty data directory is then initialized. `existing` (the default):
     /// the data directory must hold this node's state, and an empty one is
@@ -286,6 +293,7 @@ struct FileConfig {
     client_drain_ms: Option<u64>,
     client_tls: Option<FileClientTls>,
     tls_reload_secs: Option<u64>,
+    restore_from: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -382,6 +390,8 @@ pub struct NodeConfig {
     /// How often certificate files are checked for a change (`None`: only
     /// on SIGHUP).
     pub tls_reload_every: Option<Duration>,
+    /// An export to restore before serving (`serve --restore-from`).
+    pub restore_from: Option<PathBuf>,
 }
 
 /// The driver settings a node may override (`None`: the driver's default).
@@ -560,6 +570,7 @@ impl ServeArgs {
                 0 => None,
                 secs => Some(Duration::from_secs(secs)),
             },
+            restore_from: self.restore_from.clone().or(file.restore_from),
         };
         config.check()?;
         Ok(config)
@@ -602,6 +613,7 @@ impl NodeConfig {
             client_drain: DEFAULT_CLIENT_DRAIN,
             client_tls: None,
             tls_reload_every: Some(Duration::from_secs(DEFAULT_TLS_RELOAD_SECS)),
+            restore_from: None,
         }
     }
 

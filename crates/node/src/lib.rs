@@ -62,6 +62,8 @@ mod client_tls;
 mod config;
 mod disk;
 mod error;
+mod export;
+mod export_cmd;
 mod health;
 mod http;
 mod member_cmd;

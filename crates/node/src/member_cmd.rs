@@ -195,7 +195,7 @@ pub(crate) struct Admin {
     pub(crate) cluster_id: String,
     pub(crate) targets: Vec<AdminTarget>,
     pub(crate) tls: Option<TlsMaterial>,
-    wait: Duration,
+    pub(crate) wait: Duration,
 }
 
 impl Admin {
@@ -237,7 +237,7 @@ impl Admin {
 
     /// The targets to ask for a change: the leader first (only it proposes
     /// one; the answering node names it), then the `--node`s in order.
-    async fn leader_first(&self) -> Vec<AdminTarget> {
+    pub(crate) async fn leader_first(&self) -> Vec<AdminTarget> {
         let mut order = Vec::new();
         if let Ok((_, reply)) = self.ask_members().await
             && let Some(leader) = reply.members.iter().find(|m| m.id == reply.leader)

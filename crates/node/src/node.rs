@@ -346,6 +346,13 @@ async fn launch(
         }
         None => None,
     };
+    // An export to restore is read and checked now, before anything is
+    // written.
+    let restore = config
+        .restore_from
+        .as_deref()
+        .map(crate::export::Document::read)
+        .transpose()?;
     // The HTTP port (metrics, health) is bound with the others, before
     // anything is written.
     let http = match config.metrics_listen {
@@ -511,6 +518,11 @@ async fn launch(
         let task = crate::http::serve(listener, Arc::clone(&observer), metrics, stopped);
         (stop, task)
     });
+    if let Some(document) = &restore {
+        // Before the server exists: its first leadership reads the
+        // restored high-water, and no client is served below the export.
+        crate::export::restore(document, &host, &driver).await?;
+    }
     let mut server = tsoracle_server::Server::builder()
         .consensus_driver(Arc::clone(&driver) as Arc<dyn ConsensusDriver>);
     if let Some(ahead) = config.window_ahead {

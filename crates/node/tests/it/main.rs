@@ -10,6 +10,7 @@ mod amnesia;
 mod bad_config;
 mod client_tls;
 mod common;
+mod export;
 mod hand_over;
 mod library;
 mod membership;

@@ -1,0 +1,365 @@
+//! State export and restore: the disaster-recovery path from one cluster
+//! to a new one.
+//!
+//! [`export`] runs on the old cluster's leader: a linearized read (the
+//! driver's barrier through the log, `load_high_water`), then the lease set
+//! and every dense counter of the state applied past it. Everything the
+//! cluster acknowledged before the export began is in the document.
+//!
+//! [`restore`] runs on each founding node of the new cluster, started with
+//! `serve --restore-from FILE`, before its client service exists: the node
+//! that leads raises the high-water to the export's (and to every lease's
+//! bound), each dense counter to the exported value, and writes the lease
+//! set if the new cluster has none; every node waits until its applied
+//! state holds all of it. Only then does the node serve, so no timestamp or
+//! dense block of the old cluster is handed out again, provided the old
+//! cluster served nothing after the export (stop its clients, or the
+//! cluster, first).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tsoracle_consensus::ConsensusDriver;
+use tsoracle_core::{LeaseRecord, SeqKey};
+use tsoracle_driver_paxos::{PaxosDriver, PaxosHighWaterHost, Role, StandaloneHost};
+
+use crate::error::Error;
+
+/// The `format` of an export document.
+pub(crate) const FORMAT: &str = "tsoracle-paxos-export";
+
+/// The version of the document layout this build writes and reads.
+pub(crate) const VERSION: u32 = 1;
+
+/// How often a restoring node looks again.
+const RESTORE_POLL: Duration = Duration::from_millis(100);
+
+/// How often a waiting restore says what it waits for.
+const RESTORE_REPORT: Duration = Duration::from_secs(5);
+
+/// What a restore must reach: each dense key's value, and the lease set.
+type Targets = (Vec<(SeqKey, u64)>, Vec<LeaseRecord>);
+
+/// The exported state, as written to the file (JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Document {
+    /// Always [`FORMAT`].
+    pub(crate) format: String,
+    /// The layout version ([`VERSION`]).
+    pub(crate) version: u32,
+    /// The cluster it was exported from.
+    pub(crate) cluster_id: String,
+    /// The leader that exported it.
+    pub(crate) exported_by: u64,
+    /// When, in milliseconds since the Unix epoch (the exporter's clock).
+    pub(crate) exported_at_unix_ms: u64,
+    /// The leader's decided log index after its barrier.
+    pub(crate) decided_index: u64,
+    /// The replicated high-water.
+    pub(crate) high_water: u64,
+    /// Each dense key's next value (the next block starts there).
+    pub(crate) dense: BTreeMap<String, u64>,
+    /// The live lease set.
+    pub(crate) leases: Vec<ExportedLease>,
+}
+
+/// A lease record, field for field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ExportedLease {
+    pub(crate) lease_id: u64,
+    /// The holder key, hex.
+    pub(crate) holder: String,
+    pub(crate) holder_epoch: u64,
+    pub(crate) ttl_ms: u64,
+    pub(crate) ts_upper_bound: u64,
+    pub(crate) expires_at_ms: u64,
+    pub(crate) superseded: bool,
+}
+
+impl ExportedLease {
+    fn of(record: &LeaseRecord) -> Self {
+        Self {
+            lease_id: record.lease_id,
+            holder: record.holder.iter().map(|b| format!("{b:02x}")).collect(),
+            holder_epoch: record.holder_epoch,
+            ttl_ms: record.ttl_ms,
+            ts_upper_bound: record.ts_upper_bound,
+            expires_at_ms: record.expires_at_ms,
+            superseded: record.superseded,
+        }
+    }
+
+    fn record(&self) -> Result<LeaseRecord, String> {
+        if !self.holder.len().is_multiple_of(2) {
+            return Err(format!("lease {}: holder is not hex", self.lease_id));
+        }
+        let holder = (0..self.holder.len())
+            .step_by(2)
+            .map(|at| u8::from_str_radix(&self.holder[at..at + 2], 16))
+            .collect::<Result<Vec<u8>, _>>()
+            .map_err(|_| format!("lease {}: holder is not hex", self.lease_id))?;
+        Ok(LeaseRecord {
+            lease_id: self.lease_id,
+            holder,
+            holder_epoch: self.holder_epoch,
+            ttl_ms: self.ttl_ms,
+            ts_upper_bound: self.ts_upper_bound,
+            expires_at_ms: self.expires_at_ms,
+            superseded: self.superseded,
+        })
+    }
+}
+
+impl Document {
+    /// Reads and checks an export file.
+    pub(crate) fn read(path: &Path) -> Result<Self, Error> {
+        let bad = |why: String| Error::Config(format!("the export file {}: {why}", path.display()));
+        let text = std::fs::read(path).map_err(|err| bad(format!("cannot read it: {err}")))?;
+        let document: Self =
+            serde_json::from_slice(&text).map_err(|err| bad(format!("not an export: {err}")))?;
+        if document.format != FORMAT {
+            return Err(bad(format!(
+                "format {:?}, expected {FORMAT:?}",
+                document.format
+            )));
+        }
+        if document.version != VERSION {
+            return Err(bad(format!(
+                "layout version {}, this build reads version {VERSION}",
+                document.version
+            )));
+        }
+        document.targets().map_err(bad)?;
+        Ok(document)
+    }
+
+    /// The high-water the new cluster must reach: the export's, and every
+    /// lease's bound (a holder may stamp up to it).
+    pub(crate) fn high_water_floor(&self) -> u64 {
+        self.leases
+            .iter()
+            .map(|lease| lease.ts_upper_bound)
+            .fold(self.high_water, u64::max)
+    }
+
+    /// The dense keys and the values they must reach, and the lease set.
+    fn targets(&self) -> Result<Targets, String> {
+        let dense = self
+            .dense
+            .iter()
+            .map(|(key, value)| {
+                SeqKey::try_new(key.clone())
+                    .map(|key| (key, *value))
+                    .map_err(|err| format!("dense key {key:?}: {err}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let leases = self
+            .leases
+            .iter()
+            .map(ExportedLease::record)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((dense, leases))
+    }
+}
+
+/// The state of this node's cluster at a linearized point. Only the leader
+/// can: a follower answers `NotLeader`.
+pub(crate) async fn export(
+    cluster_id: &str,
+    node_id: u64,
+    host: &StandaloneHost,
+    driver: &PaxosDriver<StandaloneHost>,
+) -> Result<Document, tsoracle_consensus::ConsensusError> {
+    // The barrier: every write acknowledged before now is applied here
+    // once it returns.
+    let high_water = driver.load_high_water().await?;
+    let leases = driver.load_leases().await?;
+    let mut dense = BTreeMap::new();
+    let mut applied_high_water = 0;
+    host.read_state(&mut |state| {
+        applied_high_water = state.high_water();
+        dense = state
+            .dense_entries()
+            .map(|(key, value)| (key.as_str().to_owned(), value))
+            .collect();
+    });
+    Ok(Document {
+        format: FORMAT.to_owned(),
+        version: VERSION,
+        cluster_id: cluster_id.to_owned(),
+        exported_by: node_id,
+        exported_at_unix_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| {
+                u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+            }),
+        decided_index: u64::try_from(host.status().borrow().decided_idx).unwrap_or(u64::MAX),
+        high_water: high_water.max(applied_high_water),
+        dense,
+        leases: leases.iter().map(ExportedLease::of).collect(),
+    })
+}
+
+/// What the applied state still lacks of `document`: the high-water, and
+/// the dense keys below their exported value with their shortfall.
+fn shortfall(
+    host: &StandaloneHost,
+    floor: u64,
+    dense: &[(SeqKey, u64)],
+) -> (bool, Vec<(SeqKey, u64)>) {
+    let mut high_water_short = false;
+    let mut keys = Vec::new();
+    host.read_state(&mut |state| {
+        high_water_short = state.high_water() < floor;
+        keys = dense
+            .iter()
+            .filter_map(|(key, target)| {
+                let now = state.dense_value(key);
+                (now < *target).then(|| (key.clone(), target - now))
+            })
+            .collect();
+    });
+    (high_water_short, keys)
+}
+
+/// Raises this node's cluster to `document` (see the module docs) and
+/// returns once this node's applied state holds all of it.
+pub(crate) async fn restore(
+    document: &Document,
+    host: &Arc<StandaloneHost>,
+    driver: &Arc<PaxosDriver<StandaloneHost>>,
+) -> Result<(), Error> {
+    let (dense, leases) = document.targets().map_err(Error::Config)?;
+    let floor = document.high_water_floor();
+    let started = Instant::now();
+    let mut reported = Instant::now();
+    tracing::info!(
+        from = %document.cluster_id,
+        high_water = floor,
+        dense_keys = dense.len(),
+        leases = leases.len(),
+        "restoring the exported state before serving"
+    );
+    loop {
+        let (high_water_short, keys) = shortfall(host, floor, &dense);
+        if !high_water_short && keys.is_empty() {
+            break;
+        }
+        if let Role::Leader(term) = driver.role() {
+            let epoch = term.epoch();
+            // Errors here are a leadership that moved or a quorum that is
+            // not there yet: look again.
+            if let Err(err) = raise(driver, epoch, floor, &keys, &leases).await {
+                tracing::debug!(%err, "restore step not done; retrying");
+            }
+        }
+        if reported.elapsed() >= RESTORE_REPORT {
+            tracing::info!(
+                waited = ?started.elapsed(),
+                high_water_short,
+                dense_keys_short = keys.len(),
+                "waiting for the exported state to be restored (every founding node needs \
+                 --restore-from; the one that leads writes it)"
+            );
+            reported = Instant::now();
+        }
+        tokio::time::sleep(RESTORE_POLL).await;
+    }
+    tracing::info!(elapsed = ?started.elapsed(), "the exported state is restored");
+    Ok(())
+}
+
+/// One leader's attempt: the high-water, each short dense key, and the
+/// lease set when the new cluster has none.
+async fn raise(
+    driver: &PaxosDriver<StandaloneHost>,
+    epoch: tsoracle_core::Epoch,
+    floor: u64,
+    keys: &[(SeqKey, u64)],
+    leases: &[LeaseRecord],
+) -> Result<(), tsoracle_consensus::ConsensusError> {
+    driver.persist_high_water(floor, epoch).await?;
+    for (key, short) in keys {
+        // A fetch-add of at most u32::MAX at a time.
+        let step = u32::try_from(*short).unwrap_or(u32::MAX);
+        driver.advance_dense(key, step, epoch).await?;
+    }
+    if !leases.is_empty() && driver.load_leases().await?.is_empty() {
+        driver.persist_leases(leases, epoch).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn document() -> Document {
+        Document {
+            format: FORMAT.to_owned(),
+            version: VERSION,
+            cluster_id: "old".to_owned(),
+            exported_by: 1,
+            exported_at_unix_ms: 1,
+            decided_index: 10,
+            high_water: 1000,
+            dense: BTreeMap::from([("orders".to_owned(), 42)]),
+            leases: vec![ExportedLease {
+                lease_id: 7,
+                holder: "0aff".to_owned(),
+                holder_epoch: 1,
+                ttl_ms: 100,
+                ts_upper_bound: 1500,
+                expires_at_ms: 2000,
+                superseded: false,
+            }],
+        }
+    }
+
+    #[test]
+    fn a_document_round_trips_and_its_floor_covers_every_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("export.json");
+        std::fs::write(&path, serde_json::to_vec(&document()).unwrap()).unwrap();
+        let read = Document::read(&path).unwrap();
+        assert_eq!(read, document());
+        assert_eq!(read.high_water_floor(), 1500);
+        let (dense, leases) = read.targets().unwrap();
+        assert_eq!(dense[0].1, 42);
+        assert_eq!(leases[0].holder, vec![0x0a, 0xff]);
+    }
+
+    #[test]
+    fn another_format_version_or_a_bad_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("export.json");
+        let refused = |document: &Document| {
+            std::fs::write(&path, serde_json::to_vec(document).unwrap()).unwrap();
+            Document::read(&path).unwrap_err().to_string()
+        };
+        let mut other = document();
+        other.version = 2;
+        assert!(refused(&other).contains("layout version 2"));
+        let mut other = document();
+        other.format = "something".to_owned();
+        assert!(refused(&other).contains("format"));
+        let mut other = document();
+        other.dense.insert(String::new(), 1);
+        assert!(refused(&other).contains("dense key"));
+        let mut other = document();
+        other.leases[0].holder = "zz".to_owned();
+        assert!(refused(&other).contains("holder is not hex"));
+        std::fs::write(&path, b"{}").unwrap();
+        assert!(
+            Document::read(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("not an export")
+        );
+    }
+}
