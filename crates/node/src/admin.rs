@@ -250,19 +250,26 @@ impl PaxosAdmin for AdminService {
     ) -> Result<Response<ExportReply>, Status> {
         self.check_cluster(&request)?;
         self.check_admin(&request)?;
-        let document =
-            crate::export::export(&self.cluster_id, self.node_id, &self.host, &self.driver)
-                .await
-                .map_err(|err| match err {
-                    ConsensusError::NotLeader { .. } | ConsensusError::Fenced { .. } => {
-                        Status::failed_precondition(format!(
-                            "node {} does not lead; export from the leader: {err}",
-                            self.node_id
-                        ))
-                    }
-                    other => Status::unavailable(other.to_string()),
-                })?;
+        let local = request.get_ref().local;
+        let document = crate::export::export(
+            &self.cluster_id,
+            self.node_id,
+            &self.host,
+            &self.driver,
+            local,
+        )
+        .await
+        .map_err(|err| match err {
+            ConsensusError::NotLeader { .. } | ConsensusError::Fenced { .. } => {
+                Status::failed_precondition(format!(
+                    "node {} does not lead; export from the leader: {err}",
+                    self.node_id
+                ))
+            }
+            other => Status::unavailable(other.to_string()),
+        })?;
         tracing::info!(
+            local,
             high_water = document.high_water,
             dense_keys = document.dense.len(),
             leases = document.leases.len(),

@@ -4,7 +4,11 @@
 //! [`export`] runs on the old cluster's leader: a linearized read (the
 //! driver's barrier through the log, `load_high_water`), then the lease set
 //! and every dense counter of the state applied past it. Everything the
-//! cluster acknowledged before the export began is in the document.
+//! cluster acknowledged before the export began is in the document. A
+//! cluster that lost its quorum cannot do that; `export --local` reads one
+//! survivor's applied state instead (marked `linearized: false`), which may
+//! miss what the lost majority decided, so the operator adds margins
+//! ([`Document::add_margins`]).
 //!
 //! [`restore`] runs on each founding node of the new cluster, started with
 //! `serve --restore-from FILE`, before its client service exists: the node
@@ -57,8 +61,17 @@ pub(crate) struct Document {
     pub(crate) exported_by: u64,
     /// When, in milliseconds since the Unix epoch (the exporter's clock).
     pub(crate) exported_at_unix_ms: u64,
-    /// The leader's decided log index after its barrier.
+    /// Whether it was read after a barrier through the log on the leader
+    /// (`false`: one node's own applied state, `export --local`).
+    pub(crate) linearized: bool,
+    /// The exporting node's decided log index when it read the state.
     pub(crate) decided_index: u64,
+    /// Milliseconds `export --add-ms` added to the high-water (included in
+    /// `high_water`).
+    pub(crate) added_ms: u64,
+    /// Values `export --add-dense` added to every dense counter (included
+    /// in `dense`).
+    pub(crate) added_dense: u64,
     /// The replicated high-water.
     pub(crate) high_water: u64,
     /// Each dense key's next value (the next block starts there).
@@ -116,6 +129,18 @@ impl ExportedLease {
 }
 
 impl Document {
+    /// Adds `ms` to the high-water and `dense` to every dense counter:
+    /// room for what the old cluster may have handed out beyond what the
+    /// export saw (`export --local`), recorded in the document.
+    pub(crate) fn add_margins(&mut self, ms: u64, dense: u64) {
+        self.high_water = self.high_water.saturating_add(ms);
+        self.added_ms = self.added_ms.saturating_add(ms);
+        for value in self.dense.values_mut() {
+            *value = value.saturating_add(dense);
+        }
+        self.added_dense = self.added_dense.saturating_add(dense);
+    }
+
     /// Reads and checks an export file.
     pub(crate) fn read(path: &Path) -> Result<Self, Error> {
         let bad = |why: String| Error::Config(format!("the export file {}: {why}", path.display()));
@@ -167,27 +192,43 @@ impl Document {
     }
 }
 
-/// The state of this node's cluster at a linearized point. Only the leader
-/// can: a follower answers `NotLeader`.
+/// The state of this node's cluster at a linearized point (only the
+/// leader can: a follower answers `NotLeader`), or with `local` this
+/// node's own applied state, without the barrier.
 pub(crate) async fn export(
     cluster_id: &str,
     node_id: u64,
     host: &StandaloneHost,
     driver: &PaxosDriver<StandaloneHost>,
+    local: bool,
 ) -> Result<Document, tsoracle_consensus::ConsensusError> {
     // The barrier: every write acknowledged before now is applied here
     // once it returns.
-    let high_water = driver.load_high_water().await?;
-    let leases = driver.load_leases().await?;
+    let (high_water, leases) = if local {
+        (0, None)
+    } else {
+        (
+            driver.load_high_water().await?,
+            Some(driver.load_leases().await?),
+        )
+    };
     let mut dense = BTreeMap::new();
     let mut applied_high_water = 0;
+    let mut applied_leases = Vec::new();
     host.read_state(&mut |state| {
         applied_high_water = state.high_water();
+        applied_leases = state
+            .leases()
+            .iter()
+            .cloned()
+            .map(LeaseRecord::from)
+            .collect();
         dense = state
             .dense_entries()
             .map(|(key, value)| (key.as_str().to_owned(), value))
             .collect();
     });
+    let leases = leases.unwrap_or(applied_leases);
     Ok(Document {
         format: FORMAT.to_owned(),
         version: VERSION,
@@ -198,7 +239,10 @@ pub(crate) async fn export(
             .map_or(0, |since| {
                 u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
             }),
+        linearized: !local,
         decided_index: u64::try_from(host.status().borrow().decided_idx).unwrap_or(u64::MAX),
+        added_ms: 0,
+        added_dense: 0,
         high_water: high_water.max(applied_high_water),
         dense,
         leases: leases.iter().map(ExportedLease::of).collect(),
@@ -306,7 +350,10 @@ mod tests {
             cluster_id: "old".to_owned(),
             exported_by: 1,
             exported_at_unix_ms: 1,
+            linearized: true,
             decided_index: 10,
+            added_ms: 0,
+            added_dense: 0,
             high_water: 1000,
             dense: BTreeMap::from([("orders".to_owned(), 42)]),
             leases: vec![ExportedLease {
@@ -332,6 +379,17 @@ mod tests {
         let (dense, leases) = read.targets().unwrap();
         assert_eq!(dense[0].1, 42);
         assert_eq!(leases[0].holder, vec![0x0a, 0xff]);
+    }
+
+    #[test]
+    fn margins_raise_the_high_water_and_every_counter_and_are_recorded() {
+        let mut margined = document();
+        margined.add_margins(60_000, 1_000);
+        assert_eq!(margined.high_water, 61_000);
+        assert_eq!(margined.dense["orders"], 1_042);
+        assert_eq!((margined.added_ms, margined.added_dense), (60_000, 1_000));
+        // The lease bound is below the raised high-water now.
+        assert_eq!(margined.high_water_floor(), 61_000);
     }
 
     #[test]

@@ -26,6 +26,20 @@ pub(crate) struct ExportArgs {
     /// Replace an existing file.
     #[arg(long)]
     force: bool,
+    /// Export the first answering node's own applied state, without the
+    /// barrier through the log: for a cluster that lost its quorum. NOT
+    /// linearized: it may miss what the lost majority decided; add margins
+    /// (--add-ms, --add-dense). See docs/operations.md, "Lose quorum".
+    #[arg(long)]
+    local: bool,
+    /// Milliseconds to add to the exported high-water (the new cluster's
+    /// timestamps start above it).
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    add_ms: u64,
+    /// A number to add to every exported dense counter (the new cluster's
+    /// blocks start above it).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    add_dense: u64,
 }
 
 /// Runs `export`; returns what to print.
@@ -38,11 +52,21 @@ pub(crate) async fn run(args: ExportArgs) -> Result<String, Error> {
     }
     let admin = Admin::new(args.admin)?;
     let mut failures = Vec::new();
-    for target in admin.leader_first().await {
+    let targets = if args.local {
+        // The node named first that answers: one survivor's own state.
+        admin.targets.clone()
+    } else {
+        admin.leader_first().await
+    };
+    for target in targets {
         let answer = async {
             let mut client = connect(&target, admin.tls.as_ref()).await?;
             client
-                .export(request(&admin.cluster_id, ExportRequest {}, admin.wait)?)
+                .export(request(
+                    &admin.cluster_id,
+                    ExportRequest { local: args.local },
+                    admin.wait,
+                )?)
                 .await
                 .map(Response::into_inner)
                 .map_err(|status| {
@@ -58,19 +82,27 @@ pub(crate) async fn run(args: ExportArgs) -> Result<String, Error> {
         .await;
         match answer {
             Ok(reply) => {
-                let document: Document =
+                let mut document: Document =
                     serde_json::from_slice(&reply.document).map_err(|err| {
                         Error::Client(format!(
                             "node {} sent no export document: {err}",
                             target.node
                         ))
                     })?;
-                write_atomically(&args.out, &reply.document)?;
+                document.add_margins(args.add_ms, args.add_dense);
+                let bytes = serde_json::to_vec_pretty(&document)
+                    .map_err(|err| Error::runtime("JSON", err))?;
+                write_atomically(&args.out, &bytes)?;
                 return Ok(format!(
-                    "exported cluster {:?} from node {} at decided index {}: high-water {}, {} \
-                     dense keys, {} leases -> {}\n",
+                    "exported cluster {:?} from node {} ({}) at decided index {}: high-water {}, \
+                     {} dense keys, {} leases -> {}\n",
                     document.cluster_id,
                     document.exported_by,
+                    if document.linearized {
+                        "linearized"
+                    } else {
+                        "this node's own state, NOT linearized"
+                    },
                     document.decided_index,
                     document.high_water,
                     document.dense.len(),

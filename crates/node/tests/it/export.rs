@@ -91,3 +91,61 @@ fn a_cluster_restored_from_an_export_repeats_no_timestamp_and_no_block() {
         node.terminate();
     }
 }
+
+/// With its quorum lost, the cluster cannot export at a linearized point;
+/// `export --local` takes the survivor's own state with margins, marked
+/// not linearized, and a new cluster restored from it starts above
+/// everything the old one handed out.
+#[test]
+fn a_survivor_of_a_lost_quorum_exports_its_own_state_with_margins() {
+    let old = Layout::new();
+    let mut nodes = start(&old, &[]);
+    let before = cli().get_ts(&old.endpoints(), 10);
+    let block = cli().seq(&old.endpoints(), "orders", 10);
+    // Two of three gone for good.
+    for mut node in nodes.drain(1..) {
+        node.kill().unwrap();
+        node.wait().unwrap();
+    }
+    let file = old.root().join("survivor.json");
+    let export = |extra: &[&str]| {
+        let mut args: Vec<String> = ["export", "--cluster-id", "it", "--wait-secs", "3", "--out"]
+            .map(str::to_owned)
+            .to_vec();
+        args.push(file.display().to_string());
+        args.extend(["--node".to_owned(), format!("1=127.0.0.1:{}", old.peer[&1])]);
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        cli().run(&args, Duration::from_secs(60))
+    };
+    let refused = export(&[]);
+    assert!(
+        !refused.status.success(),
+        "a linearized export without a quorum"
+    );
+    let out = export(&["--local", "--add-ms", "60000", "--add-dense", "1000"]);
+    assert!(out.status.success(), "local export failed: {out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("NOT linearized"));
+    let document: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(document["linearized"], false, "{document}");
+    assert_eq!(document["added_dense"], 1000, "{document}");
+    let high_water = document["high_water"].as_u64().unwrap();
+    nodes.remove(0).terminate();
+
+    let new = Layout::new();
+    let mut nodes = start(
+        &new,
+        &["--restore-from".to_owned(), file.display().to_string()],
+    );
+    let after = cli().get_ts(&new.endpoints(), 5);
+    assert!(after.iter().all(|ts| ts >> LOGICAL_BITS > high_water));
+    assert!(after[0] > *before.iter().max().unwrap());
+    let next = cli().seq(&new.endpoints(), "orders", 10);
+    assert!(
+        next >= block + 10 + 1000,
+        "orders at {next} after {block}+10"
+    );
+    for node in &mut nodes {
+        node.terminate();
+    }
+}
