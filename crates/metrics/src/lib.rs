@@ -1,10 +1,11 @@
-//! The gauges a `tsoracle-paxos serve --metrics-listen` node samples, and
-//! the one reader of Prometheus text pages in this workspace.
+//! Every metric name the toolkit, the driver and the `tsoracle-paxos` node
+//! record, and the one reader of Prometheus text pages in this workspace.
 //!
-//! The node exports these names; `tsoracle-paxos status`, the test kit's
-//! process clusters and `cargo xtask bench` read them back with [`parse`].
-//! No dependencies, so the tooling that reads a page (xtask among it) does
-//! not compile the node.
+//! One list, so the code that records a series, the tooling that reads it
+//! back (the test kit's process clusters, `cargo xtask bench`) and the
+//! table in `docs/operations.md` name the same ones. No dependencies, so
+//! the tooling that reads a page (xtask among it) does not compile the
+//! node.
 //!
 //! ```
 //! use tsoracle_paxos_metrics::{DECIDED, ROLE, parse};
@@ -118,6 +119,27 @@ pub fn parse(page: &str) -> BTreeMap<String, f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every name this crate defines is in the metrics table of the
+    /// runbook (so the table cannot fall behind the code).
+    #[test]
+    fn every_series_is_documented() {
+        let manifest = env!("CARGO_MANIFEST_DIR");
+        let source = include_str!("lib.rs");
+        let docs = std::fs::read_to_string(format!("{manifest}/../../docs/operations.md")).unwrap();
+        let names: Vec<&str> = source
+            .lines()
+            .filter(|line| line.starts_with("pub const ") && line.contains(": &str = \""))
+            .filter_map(|line| line.split('"').nth(1))
+            .collect();
+        assert!(names.len() > 20, "{names:?}");
+        for name in names {
+            assert!(
+                docs.contains(&format!("`{name}")),
+                "{name} is not in docs/operations.md's metrics table"
+            );
+        }
+    }
 
     #[test]
     fn samples_are_read_and_comments_skipped() {

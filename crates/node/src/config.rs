@@ -138,7 +138,7 @@ pub(crate) struct ServeArgs {
     )]
     pub(crate) node_ordinal: Option<u64>,
     /// Bound on each driver call (a write, a lease, a dense block), in
-    /// milliseconds (default 3000): a call that cannot finish in time
+    /// milliseconds (default 2000): a call that cannot finish in time
     /// (quorum lost, leader changing) answers "unavailable" and the client
     /// retries.
     #[arg(long, value_name = "MS", env = "TSORACLE_PAXOS_REQUEST_TIMEOUT_MS")]

@@ -16,4 +16,5 @@ mod library;
 mod membership;
 mod replace;
 mod restart;
+mod settings;
 mod status;
