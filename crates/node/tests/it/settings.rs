@@ -136,3 +136,29 @@ fn the_packaging_names_only_settings_that_exist() {
     let line = refusal(&["serve", "--config", example.to_str().unwrap()], &[]);
     assert!(line.to_lowercase().contains("tls"), "{line}");
 }
+
+/// The systemd unit passes `systemd-analyze verify` with this binary as its
+/// `ExecStart` (where systemd's tools are installed, as on the CI machine;
+/// elsewhere the test says so and checks nothing).
+#[test]
+fn the_systemd_unit_verifies() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let present = std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !present {
+        eprintln!("systemd-analyze is not installed: the unit was not verified");
+        return;
+    }
+    let out = std::process::Command::new(root.join("deploy/systemd/verify.sh"))
+        .arg(env!("CARGO_BIN_EXE_tsoracle-paxos"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "verify.sh failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
