@@ -62,9 +62,12 @@ pub const TRANSFER_BYTES_SKIPPED: &str = "tsoracle_paxos_peer_transfer_bytes_ski
 /// seconds (what a client's write waits for).
 pub const PROPOSAL_SECONDS: &str = "tsoracle_paxos_proposal_seconds";
 /// Histogram: on the leader, from the round that appended proposals to the
-/// round that saw them decided, in seconds.
+/// round that saw them decided, in seconds. (Recorded by the toolkit, which
+/// names it in `tsoracle_paxos_toolkit::telemetry`: the node's tests check
+/// that both say the same.)
 pub const COMMIT_SECONDS: &str = "tsoracle_paxos_commit_seconds";
 /// Histogram: one synced storage write (a round's WAL sync), in seconds.
+/// (Recorded by the toolkit, as [`COMMIT_SECONDS`].)
 pub const FSYNC_SECONDS: &str = "tsoracle_paxos_fsync_seconds";
 /// Counter: times this node stopped serving as leader because its lease
 /// ran out before a majority granted a new round.

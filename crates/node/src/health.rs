@@ -7,10 +7,12 @@
 //!   milliseconds and applies decided entries in its rounds, so a stalled
 //!   thread is a stalled apply path too. A supervisor restarts a node that
 //!   stays not live.
-//! - Ready (`/readyz`, gRPC health `SERVING`): this node serves (it leads
-//!   under a live lease), or it follows a leader to which it granted a
-//!   lease round less than a lease ago, so that leader's lease is live as
-//!   far as this node can tell. A load balancer sends clients only to
+//! - Ready (`/readyz`, gRPC health `SERVING`): its client service runs (not
+//!   before it started, e.g. while it restores an export, nor once a
+//!   shutdown closed it), and this node serves (it leads under a live
+//!   lease) or follows a leader to which it granted a lease round less than
+//!   a lease ago, so that leader's lease is live as far as this node can
+//!   tell. A load balancer sends clients only to
 //!   ready nodes; a node that is not ready answers "not leader" or
 //!   "unavailable".
 
@@ -62,6 +64,8 @@ pub(crate) enum Leadership {
 /// What the readiness decision needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Standing {
+    /// Whether the client service takes calls.
+    pub(crate) client_serving: bool,
     pub(crate) leadership: Leadership,
     /// How long ago this node last granted the leader it follows a lease
     /// round (`None`: never, since this configuration started here).
@@ -72,6 +76,12 @@ pub(crate) struct Standing {
 
 /// `Ok` with what the node does when ready, `Err` with why not.
 pub(crate) fn readiness(standing: &Standing) -> Result<String, String> {
+    if !standing.client_serving {
+        return Err(
+            "the client service is not serving (starting, restoring an export, or stopping)"
+                .to_owned(),
+        );
+    }
     match standing.leadership {
         Leadership::Serving => Ok("leader: serving under a live lease".to_owned()),
         Leadership::Following { leader } => match standing.granted_leader_ago {
@@ -132,6 +142,7 @@ mod tests {
     fn a_leader_is_ready_and_a_follower_only_while_its_leaders_lease_is_live() {
         let lease = ms(150);
         let standing = |leadership, granted_leader_ago| Standing {
+            client_serving: true,
             leadership,
             granted_leader_ago,
             lease,
@@ -142,5 +153,11 @@ mod tests {
         assert!(readiness(&standing(following, Some(ms(150)))).is_err());
         assert!(readiness(&standing(following, None)).is_err());
         assert!(readiness(&standing(Leadership::Unknown, Some(ms(1)))).is_err());
+        // Not before the client service takes calls, whatever the lease.
+        let starting = Standing {
+            client_serving: false,
+            ..standing(Leadership::Serving, None)
+        };
+        assert!(readiness(&starting).unwrap_err().contains("client service"));
     }
 }

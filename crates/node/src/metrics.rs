@@ -11,6 +11,7 @@
 //! and the tooling read back the same ones; docs/operations.md lists every
 //! series.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -82,6 +83,9 @@ pub(crate) struct Observer {
     election_timeout: Duration,
     /// The consensus thread's round count when it last moved, and when.
     progress: Mutex<(u64, Instant)>,
+    /// Whether the client service takes calls (set once it runs, cleared
+    /// when a shutdown closes it).
+    client_serving: AtomicBool,
 }
 
 impl Observer {
@@ -99,7 +103,13 @@ impl Observer {
                 .election_timeout()
                 .unwrap_or(timing.lease.saturating_mul(2)),
             progress: Mutex::new((rounds, Instant::now())),
+            client_serving: AtomicBool::new(false),
         }
+    }
+
+    /// Records whether the client service takes calls.
+    pub(crate) fn set_client_serving(&self, serving: bool) {
+        self.client_serving.store(serving, Ordering::Release);
     }
 
     /// The consensus thread's vitals now.
@@ -137,6 +147,7 @@ impl Observer {
             _ => None,
         };
         Standing {
+            client_serving: self.client_serving.load(Ordering::Acquire),
             leadership,
             granted_leader_ago,
             lease: self.lease,
@@ -262,5 +273,22 @@ fn record(observer: &Observer, outbound: &TransportStats, inbound: &TransportSta
         if let Some(rtt) = link.and_then(|link| link.round_trip) {
             gauge!(PEER_ROUND_TRIP, "peer" => peer).set(rtt.as_secs_f64());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The toolkit records two series under names of its own (it may not
+    /// depend on the metrics crate): they are the names documented.
+    #[test]
+    fn the_toolkit_records_the_documented_names() {
+        assert_eq!(
+            tsoracle_paxos_toolkit::telemetry::COMMIT_SECONDS,
+            tsoracle_paxos_metrics::COMMIT_SECONDS
+        );
+        assert_eq!(
+            tsoracle_paxos_toolkit::telemetry::FSYNC_SECONDS,
+            tsoracle_paxos_metrics::FSYNC_SECONDS
+        );
     }
 }

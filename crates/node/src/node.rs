@@ -80,6 +80,9 @@ impl Listeners {
 /// [`Node::failure`] resolves once the node can no longer serve, which is
 /// what `serve` exits non-zero on.
 pub struct Node {
+    /// What health, status and metrics read; told when the client service
+    /// starts and stops.
+    observer: Arc<Observer>,
     host: Arc<StandaloneHost>,
     driver: Arc<PaxosDriver<StandaloneHost>>,
     peers: ServerHandle,
@@ -237,6 +240,7 @@ impl Node {
     /// stopped.
     pub async fn shutdown(self) -> Result<(), Error> {
         let Self {
+            observer,
             host,
             driver,
             peers,
@@ -261,7 +265,9 @@ impl Node {
                 Err(err) => tracing::warn!(%err, "leadership not handed over; the cluster elects"),
             }
         }
-        // Close the gate first: no reply is served from here on.
+        // Close the gate first: no reply is served from here on (and the
+        // node is no longer ready).
+        observer.set_client_serving(false);
         let _ = client_stop.send(());
         drop(watch);
         if let Some(mut service) = client_service
@@ -576,7 +582,11 @@ async fn launch(
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
         }
     };
+    // Ready from now on (as far as the lease says): the client service
+    // takes calls.
+    observer.set_client_serving(true);
     Ok(Node {
+        observer,
         host,
         driver,
         peers,

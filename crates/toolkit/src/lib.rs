@@ -146,6 +146,7 @@ pub mod runner;
 mod send_order;
 pub mod sink;
 pub mod storage;
+pub mod telemetry;
 
 /// The OmniPaxos every crate of this workspace runs: 0.2.4 with four fixes
 /// (delta-snapshot sync, a stale `PrepareReq`, and two on the StopSign's

@@ -984,7 +984,7 @@ where
                 break;
             }
             self.commits.pop_front();
-            metrics::histogram!(tsoracle_paxos_metrics::COMMIT_SECONDS)
+            metrics::histogram!(crate::telemetry::COMMIT_SECONDS)
                 .record(at.elapsed().as_secs_f64());
         }
     }

@@ -603,8 +603,7 @@ impl Durability for RocksdbGroupCommit {
 
 /// One synced write's latency (a synced batch, or the round's WAL sync).
 fn record_fsync(started: std::time::Instant) {
-    metrics::histogram!(tsoracle_paxos_metrics::FSYNC_SECONDS)
-        .record(started.elapsed().as_secs_f64());
+    metrics::histogram!(crate::telemetry::FSYNC_SECONDS).record(started.elapsed().as_secs_f64());
 }
 
 fn log_range(m: &Meta) -> LogRange {
