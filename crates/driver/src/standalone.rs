@@ -461,6 +461,15 @@ where
         self.core.status()
     }
 
+    /// Rounds the current configuration's consensus thread has run (read
+    /// from the runner itself: [`Self::status`] is published only when
+    /// something besides the round count changed, so on an idle follower
+    /// its count stands still while the thread runs).
+    #[must_use]
+    pub fn rounds(&self) -> u64 {
+        self.core.runner().status().borrow().rounds
+    }
+
     /// What the consensus thread of the current configuration last heard
     /// from each peer, on the node's lease clock ([`Self::lease_clock`]).
     #[must_use]

@@ -126,8 +126,9 @@ impl AdminService {
         };
         if !certificate_names(leaf, ADMIN_DNS_NAME) {
             return Err(Status::permission_denied(format!(
-                "membership changes and leader moves need a client certificate that names \
-                 {ADMIN_DNS_NAME:?} (signed by the cluster CA); a node certificate is not enough"
+                "membership changes, leader moves and exports need a client certificate that \
+                 names {ADMIN_DNS_NAME:?} (signed by the cluster CA); a node certificate is not \
+                 enough"
             )));
         }
         Ok(())

@@ -101,8 +101,17 @@ pub(crate) struct ServeArgs {
     /// `serve` refuses such an address unless this is set (or
     /// `insecure_peer_plaintext = true` in the file); a WARN is logged at
     /// start-up when it is.
-    #[arg(long, env = "TSORACLE_PAXOS_INSECURE_PEER_PLAINTEXT")]
-    pub(crate) insecure_peer_plaintext: bool,
+    /// `--insecure-peer-plaintext` alone means true; the variable takes
+    /// `true` or `false` (and `false` overrides the file).
+    #[arg(
+        long,
+        env = "TSORACLE_PAXOS_INSECURE_PEER_PLAINTEXT",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub(crate) insecure_peer_plaintext: Option<bool>,
     /// Stop serving and exit (non-zero) when the data directory's
     /// filesystem has less than this many MiB free, and refuse to start
     /// below it (default 64). Checked every 100 ms: a full disk otherwise
@@ -161,32 +170,19 @@ pub(crate) struct ServeArgs {
     /// milliseconds (default 10000).
     #[arg(long, value_name = "MS", env = "TSORACLE_PAXOS_CLIENT_DRAIN_MS")]
     pub(crate) client_drain_ms: Option<u64>,
-    /// PEM certificate chain of the client port: with --client-tls-key,
-    /// clients connect with TLS. Reloaded on SIGHUP and when the file
-    /// changes (checked every --tls-reload-secs).
-    #[arg(
-        long,
-        value_name = "FILE",
-        requires = "client_tls_key",
-        env = "TSORACLE_PAXOS_CLIENT_TLS_CERT"
-    )]
+    /// PEM certificate chain of the client port: with a key, clients
+    /// connect with TLS. Reloaded on SIGHUP and when the file changes
+    /// (checked every --tls-reload-secs). Each of the three client TLS
+    /// settings comes from its flag (or variable), else from the file's
+    /// [client_tls].
+    #[arg(long, value_name = "FILE", env = "TSORACLE_PAXOS_CLIENT_TLS_CERT")]
     pub(crate) client_tls_cert: Option<PathBuf>,
     /// PEM private key of the client port's certificate.
-    #[arg(
-        long,
-        value_name = "FILE",
-        requires = "client_tls_cert",
-        env = "TSORACLE_PAXOS_CLIENT_TLS_KEY"
-    )]
+    #[arg(long, value_name = "FILE", env = "TSORACLE_PAXOS_CLIENT_TLS_KEY")]
     pub(crate) client_tls_key: Option<PathBuf>,
     /// PEM CA file: when set, the client port requires client certificates
-    /// signed by it (mutual TLS). Needs --client-tls-cert.
-    #[arg(
-        long,
-        value_name = "FILE",
-        requires = "client_tls_cert",
-        env = "TSORACLE_PAXOS_CLIENT_TLS_CA"
-    )]
+    /// signed by it (mutual TLS). Needs the port's certificate and key.
+    #[arg(long, value_name = "FILE", env = "TSORACLE_PAXOS_CLIENT_TLS_CA")]
     pub(crate) client_tls_ca: Option<PathBuf>,
     /// How often the node checks its certificate and key files (peer and
     /// client ports) for a change and reloads them, in seconds (default
@@ -485,18 +481,26 @@ impl ServeArgs {
                 .node_id
                 .or(file.node_ordinal.map(|ordinal| ordinal.saturating_add(1))),
         };
-        let client_tls = match (&self.client_tls_cert, &self.client_tls_key, file.client_tls) {
-            (Some(cert), Some(key), _) => Some(ClientTlsFiles {
-                cert: cert.clone(),
-                key: key.clone(),
-                ca: self.client_tls_ca.clone(),
-            }),
-            (_, _, Some(tls)) => Some(ClientTlsFiles {
-                cert: tls.cert,
-                key: tls.key,
-                ca: self.client_tls_ca.clone().or(tls.ca),
-            }),
-            _ => None,
+        // Each of the three from the flag (or its variable), else the file.
+        let (file_cert, file_key, file_ca) = match file.client_tls {
+            Some(tls) => (Some(tls.cert), Some(tls.key), tls.ca),
+            None => (None, None, None),
+        };
+        let client_tls = match (
+            self.client_tls_cert.clone().or(file_cert),
+            self.client_tls_key.clone().or(file_key),
+            self.client_tls_ca.clone().or(file_ca),
+        ) {
+            (Some(cert), Some(key), ca) => Some(ClientTlsFiles { cert, key, ca }),
+            (None, None, None) => None,
+            _ => {
+                return Err(Error::Config(
+                    "the client port's TLS needs both a certificate and a key \
+                     (--client-tls-cert and --client-tls-key, or [client_tls] cert and key); \
+                     a client CA (--client-tls-ca) needs them too"
+                        .to_owned(),
+                ));
+            }
         };
         let millis =
             |flag: Option<u64>, file: Option<u64>| flag.or(file).map(Duration::from_millis);
@@ -530,8 +534,10 @@ impl ServeArgs {
                 Some(n) => NonZeroU64::new(n),
             },
             tls,
-            insecure_peer_plaintext: self.insecure_peer_plaintext
-                || file.insecure_peer_plaintext.unwrap_or(false),
+            insecure_peer_plaintext: self
+                .insecure_peer_plaintext
+                .or(file.insecure_peer_plaintext)
+                .unwrap_or(false),
             window_ahead: millis(self.window_ahead_ms, file.window_ahead_ms),
             min_free_disk: self
                 .min_free_disk_mib
@@ -866,6 +872,45 @@ client = "h2:7001"
         assert_eq!(config.peer_addresses(), vec![(2, "h2:6001".to_owned())]);
     }
 
+    /// Each client TLS setting comes from its flag, else from the file: a
+    /// certificate given by flag keeps the file's client CA (mutual TLS is
+    /// never dropped by a partial override), and a false
+    /// `insecure_peer_plaintext` flag overrides a true one in the file.
+    #[test]
+    fn client_tls_and_booleans_merge_setting_by_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "insecure_peer_plaintext = true\n[client_tls]\ncert = \"/f.pem\"\nkey = \"/f.key\"\nca = \"/clients.pem\"\n",
+        )
+        .unwrap();
+        let mut a = args();
+        a.config = Some(path.clone());
+        a.client_tls_cert = Some("/flag.pem".into());
+        a.client_tls_key = Some("/flag.key".into());
+        let config = a.resolve().unwrap();
+        assert_eq!(
+            config.client_tls,
+            Some(ClientTlsFiles {
+                cert: "/flag.pem".into(),
+                key: "/flag.key".into(),
+                ca: Some("/clients.pem".into()),
+            })
+        );
+        assert!(config.insecure_peer_plaintext, "the file's true stands");
+        a.insecure_peer_plaintext = Some(false);
+        assert!(
+            !a.resolve().unwrap().insecure_peer_plaintext,
+            "the flag's false wins"
+        );
+        // A client CA without a certificate and key anywhere is refused.
+        let mut b = args();
+        b.client_tls_ca = Some("/clients.pem".into());
+        let err = b.resolve().unwrap_err().to_string();
+        assert!(err.contains("needs both a certificate and a key"), "{err}");
+    }
+
     #[test]
     fn bad_configurations_say_what_is_wrong() {
         type Change = Box<dyn Fn(&mut ServeArgs)>;
@@ -955,7 +1000,7 @@ client = "h2:7001"
 
             // The flag, or the file key, accepts it.
             let mut flagged = reachable(addr);
-            flagged.insecure_peer_plaintext = true;
+            flagged.insecure_peer_plaintext = Some(true);
             assert!(flagged.resolve().unwrap().insecure_peer_plaintext);
 
             let dir = tempfile::tempdir().unwrap();

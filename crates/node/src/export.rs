@@ -249,17 +249,33 @@ pub(crate) async fn export(
     })
 }
 
-/// What the applied state still lacks of `document`: the high-water, and
-/// the dense keys below their exported value with their shortfall.
+/// What the applied state still lacks of the export: whether the
+/// high-water is short, the dense keys below their exported value with
+/// their shortfall, and whether the lease set is missing.
+struct Shortfall {
+    high_water: bool,
+    keys: Vec<(SeqKey, u64)>,
+    leases: bool,
+}
+
+impl Shortfall {
+    fn none(&self) -> bool {
+        !self.high_water && self.keys.is_empty() && !self.leases
+    }
+}
+
 fn shortfall(
     host: &StandaloneHost,
     floor: u64,
     dense: &[(SeqKey, u64)],
-) -> (bool, Vec<(SeqKey, u64)>) {
-    let mut high_water_short = false;
+    leases: &[LeaseRecord],
+) -> Shortfall {
+    let mut high_water = false;
+    let mut leases_missing = false;
     let mut keys = Vec::new();
     host.read_state(&mut |state| {
-        high_water_short = state.high_water() < floor;
+        high_water = state.high_water() < floor;
+        leases_missing = !leases.is_empty() && state.leases().is_empty();
         keys = dense
             .iter()
             .filter_map(|(key, target)| {
@@ -268,7 +284,26 @@ fn shortfall(
             })
             .collect();
     });
-    (high_water_short, keys)
+    Shortfall {
+        high_water,
+        keys,
+        leases: leases_missing,
+    }
+}
+
+/// Whether a failed restore step can never succeed (retrying would only
+/// hang the start).
+fn permanent(error: &tsoracle_consensus::ConsensusError) -> bool {
+    use tsoracle_consensus::ConsensusError as E;
+    matches!(
+        error,
+        E::PermanentDriver(_)
+            | E::SeqKeyCardinalityExceeded { .. }
+            | E::SeqOverflow
+            | E::AdvanceOutOfRange(_)
+            | E::DenseUnsupported
+            | E::LeasesUnsupported
+    )
 }
 
 /// Raises this node's cluster to `document` (see the module docs) and
@@ -289,25 +324,38 @@ pub(crate) async fn restore(
         leases = leases.len(),
         "restoring the exported state before serving"
     );
+    let mut last_error = None;
     loop {
-        let (high_water_short, keys) = shortfall(host, floor, &dense);
-        if !high_water_short && keys.is_empty() {
+        // Judged only on a state rebuilt up to what this node knows is
+        // decided (a restart replays its log first): a leader that raised
+        // on a state still being rebuilt would add the counts twice.
+        let caught_up = host.applied_idx() >= host.status().borrow().decided_idx;
+        let short = shortfall(host, floor, &dense, &leases);
+        if caught_up && short.none() {
             break;
         }
-        if let Role::Leader(term) = driver.role() {
-            let epoch = term.epoch();
-            // Errors here are a leadership that moved or a quorum that is
-            // not there yet: look again.
-            if let Err(err) = raise(driver, epoch, floor, &keys, &leases).await {
-                tracing::debug!(%err, "restore step not done; retrying");
+        if caught_up && let Role::Leader(term) = driver.role() {
+            match raise(driver, term.epoch(), floor, &short, &leases).await {
+                Ok(()) => {}
+                Err(err) if permanent(&err) => {
+                    return Err(Error::Config(format!(
+                        "the export cannot be restored into this cluster: {err} (a dense key \
+                         cap, --dense-key-cap, below the export's key count is one cause)"
+                    )));
+                }
+                // A leadership that moved or a quorum not there yet: look
+                // again, and say it in the next report.
+                Err(err) => last_error = Some(err.to_string()),
             }
         }
         if reported.elapsed() >= RESTORE_REPORT {
-            tracing::info!(
+            tracing::warn!(
                 waited = ?started.elapsed(),
-                high_water_short,
-                dense_keys_short = keys.len(),
-                "waiting for the exported state to be restored (every founding node needs \
+                high_water_short = short.high_water,
+                dense_keys_short = short.keys.len(),
+                leases_missing = short.leases,
+                last_error = last_error.as_deref().unwrap_or("none"),
+                "still waiting for the exported state to be restored (every founding node needs \
                  --restore-from; the one that leads writes it)"
             );
             reported = Instant::now();
@@ -324,16 +372,19 @@ async fn raise(
     driver: &PaxosDriver<StandaloneHost>,
     epoch: tsoracle_core::Epoch,
     floor: u64,
-    keys: &[(SeqKey, u64)],
+    short: &Shortfall,
     leases: &[LeaseRecord],
 ) -> Result<(), tsoracle_consensus::ConsensusError> {
-    driver.persist_high_water(floor, epoch).await?;
-    for (key, short) in keys {
-        // A fetch-add of at most u32::MAX at a time.
-        let step = u32::try_from(*short).unwrap_or(u32::MAX);
+    if short.high_water {
+        driver.persist_high_water(floor, epoch).await?;
+    }
+    for (key, missing) in &short.keys {
+        // A fetch-add of at most u32::MAX at a time; the next look adds
+        // the rest.
+        let step = u32::try_from(*missing).unwrap_or(u32::MAX);
         driver.advance_dense(key, step, epoch).await?;
     }
-    if !leases.is_empty() && driver.load_leases().await?.is_empty() {
+    if short.leases && driver.load_leases().await?.is_empty() {
         driver.persist_leases(leases, epoch).await?;
     }
     Ok(())

@@ -12,7 +12,7 @@
 //! series.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use metrics::{counter, gauge};
@@ -47,12 +47,18 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 const HEALTH_SERVICES: [&str; 2] = ["", "tsoracle.v1.TsoService"];
 
 /// The process's Prometheus recorder: installed by the first node that
-/// serves metrics, shared by any other node of the same process.
-static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
+/// serves metrics, shared by any other node of the same process. The lock
+/// makes the install once-only when two nodes start together.
+static RECORDER: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
+
+/// How often the sampler runs the recorder's upkeep (it drains histogram
+/// samples into their buckets; without it they pile up between scrapes).
+const UPKEEP_EVERY: u32 = 20;
 
 /// The process's Prometheus recorder, installed on first use.
 pub(crate) fn recorder() -> Result<PrometheusHandle, Error> {
-    if let Some(handle) = RECORDER.get() {
+    let mut installed = RECORDER.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(handle) = installed.as_ref() {
         return Ok(handle.clone());
     }
     let handle = PrometheusBuilder::new()
@@ -60,10 +66,8 @@ pub(crate) fn recorder() -> Result<PrometheusHandle, Error> {
         .map_err(|err| Error::runtime("the metrics recorder", err))?
         .install_recorder()
         .map_err(|err| Error::runtime("the metrics recorder", err))?;
-    // Two nodes of one process racing here: the loser's recorder was
-    // refused above (only one can be installed), so the stored one is the
-    // installed one.
-    Ok(RECORDER.get_or_init(|| handle).clone())
+    *installed = Some(handle.clone());
+    Ok(handle)
 }
 
 /// This build's version and commit, as `--version` prints them.
@@ -94,7 +98,7 @@ impl Observer {
         driver: Arc<PaxosDriver<StandaloneHost>>,
         timing: &Timing,
     ) -> Self {
-        let rounds = host.status().borrow().rounds;
+        let rounds = host.rounds();
         Self {
             host,
             driver,
@@ -114,11 +118,14 @@ impl Observer {
 
     /// The consensus thread's vitals now.
     pub(crate) fn vitals(&self) -> Vitals {
-        let (rounds, failed, stopped) = {
+        let (failed, stopped) = {
             let status = self.host.status();
             let status = status.borrow();
-            (status.rounds, status.failed.clone(), status.stopped)
+            (status.failed.clone(), status.stopped)
         };
+        // From the runner itself: the followed status does not move on
+        // rounds alone.
+        let rounds = self.host.rounds();
         let mut progress = self.progress.lock().unwrap_or_else(PoisonError::into_inner);
         if progress.0 != rounds {
             *progress = (rounds, Instant::now());
@@ -171,15 +178,18 @@ impl Observer {
 }
 
 /// Samples the node every 250 ms until aborted: the gauges and counters
-/// (when `metrics` is on) and the gRPC health service's status.
+/// and the recorder's upkeep (with a recorder) and the gRPC health
+/// service's status.
 pub(crate) fn sample(
     observer: Arc<Observer>,
     health: HealthReporter,
-    metrics: bool,
+    recorder: Option<PrometheusHandle>,
     outbound: Arc<TransportStats>,
     inbound: Arc<TransportStats>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
+        let metrics = recorder.is_some();
+        let mut samples = 0u32;
         if metrics {
             gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "commit" => env!("TSORACLE_PAXOS_COMMIT"))
                 .set(1.0);
@@ -200,6 +210,12 @@ pub(crate) fn sample(
                     health.set_service_status(service, status).await;
                 }
                 serving = Some(status);
+            }
+            samples = samples.wrapping_add(1);
+            if let Some(recorder) = &recorder
+                && samples.is_multiple_of(UPKEEP_EVERY)
+            {
+                recorder.run_upkeep();
             }
             if metrics {
                 gauge!(LIVE).set(f64::from(u8::from(live)));

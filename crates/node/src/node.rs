@@ -33,13 +33,11 @@ use tsoracle_paxos_toolkit::{Error as ToolkitError, RunnerStatus};
 use crate::admin::{AdminService, AdminTarget, membership_of};
 use crate::config::{InitialClusterState, NodeConfig};
 use crate::error::Error;
+use crate::http::{HttpServer, ObserverCell};
 use crate::metrics::Observer;
 use crate::next::{Asked, NodeNext};
 use crate::record::{ConfigRecord, db_dir};
 use crate::reload::Reloadable;
-
-/// How long [`Node::shutdown`] lets the HTTP port finish its requests.
-const HTTP_DRAIN: Duration = Duration::from_secs(2);
 
 /// How long a node that a change removed keeps answering its peers.
 const LEAVE_GRACE: Duration = Duration::from_secs(5);
@@ -91,8 +89,8 @@ pub struct Node {
     client_stop: oneshot::Sender<()>,
     watch: tsoracle_server::WatchGuard,
     sampler: JoinHandle<()>,
-    /// The HTTP port's stop and task, when it serves.
-    http: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+    /// The HTTP port, when it serves.
+    http: Option<HttpServer>,
     /// The client port's TLS accept loop and certificate reloader.
     background: Vec<JoinHandle<()>>,
     client_addr: SocketAddr,
@@ -285,11 +283,8 @@ impl Node {
         for task in background {
             task.abort();
         }
-        if let Some((stop, mut task)) = http {
-            let _ = stop.send(());
-            if tokio::time::timeout(HTTP_DRAIN, &mut task).await.is_err() {
-                task.abort();
-            }
+        if let Some(http) = http {
+            http.shutdown().await;
         }
         driver.shutdown().await;
         if let Err(err) = peers.shutdown().await {
@@ -361,11 +356,16 @@ async fn launch(
         .transpose()?;
     // The HTTP port (metrics, health) is bound with the others, before
     // anything is written.
+    // It serves from now on (live, not ready) so that a long start (a join,
+    // a restore) does not look dead to a supervisor.
+    let observer_cell: ObserverCell = Arc::default();
     let http = match config.metrics_listen {
-        Some(addr) => Some((
-            bind(addr, "the HTTP port (metrics, health)")?,
-            crate::metrics::recorder()?,
-        )),
+        Some(addr) => {
+            let listener = bind(addr, "the HTTP port (metrics, health)")?;
+            let recorder = crate::metrics::recorder()?;
+            let server = HttpServer::serve(listener, Arc::clone(&observer_cell), recorder.clone());
+            Some((server, recorder))
+        }
         None => None,
     };
 
@@ -515,15 +515,13 @@ async fn launch(
     let sampler = crate::metrics::sample(
         Arc::clone(&observer),
         health_reporter,
-        http.is_some(),
+        http.as_ref().map(|(_, recorder)| recorder.clone()),
         Arc::clone(&outbound),
         inbound,
     );
-    let http = http.map(|(listener, metrics)| {
-        let (stop, stopped) = oneshot::channel();
-        let task = crate::http::serve(listener, Arc::clone(&observer), metrics, stopped);
-        (stop, task)
-    });
+    let http = http.map(|(server, _)| server);
+    // The HTTP port answers for the running node from now on.
+    let _ = observer_cell.set(Arc::clone(&observer));
     if let Some(document) = &restore {
         // Before the server exists: its first leadership reads the
         // restored high-water, and no client is served below the export.

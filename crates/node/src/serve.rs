@@ -11,6 +11,14 @@ use crate::node::Node;
 /// shuts it down in order ([`Node::shutdown`]): client service, driver,
 /// peer service, consensus thread (last sync).
 pub async fn serve(config: NodeConfig) -> Result<(), Error> {
+    // SIGHUP's default action ends the process. A supervisor's reload
+    // (systemd's ExecReload) may come while the node still starts (a join
+    // or a restore can wait for minutes): from here on the signal is
+    // caught (tokio keeps a handler installed once registered), and once
+    // the node runs it reloads the certificates.
+    if let Err(err) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        tracing::warn!(%err, "no SIGHUP handler: a SIGHUP during start-up would end the process");
+    }
     // A joining node may wait minutes for its `member add`: a signal
     // meanwhile ends the start (nothing was written before admission).
     let mut node = tokio::select! {

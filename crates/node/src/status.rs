@@ -83,7 +83,9 @@ struct Report {
 /// Runs `status`: what to print, and the problems that make it fail.
 pub(crate) async fn run(args: StatusArgs) -> Result<(String, Vec<String>), Error> {
     let json = args.json;
-    let admin = Admin::new(args.admin)?;
+    let mut admin = Admin::new(args.admin)?;
+    // A frozen member must not hold the command for the change deadline.
+    admin.wait = admin.wait.min(ASK_WAIT);
     let mut targets = match admin.ask_members().await {
         Ok((_, reply)) => reply
             .members

@@ -2,7 +2,9 @@
 //! asked anew for every connection: a certificate reloaded meanwhile is
 //! served from the next handshake on, without a restart. Handshakes run on
 //! their own tasks (a slow or failed one costs only itself), bounded in
-//! number and in time.
+//! number and in time: a connection that arrives while every handshake
+//! slot is taken is closed at once rather than queued, so idle sockets can
+//! delay nobody's handshake by more than their own timeout.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,12 +16,13 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 
-/// How long a client may take to finish its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to finish its TLS handshake (a peer or an
+/// admin client on a LAN takes milliseconds).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Handshakes in progress at once, at most (more connections wait in the
-/// listen backlog).
-const MAX_HANDSHAKES: usize = 256;
+/// Handshakes in progress at once, at most (a connection beyond it is
+/// closed: the client retries).
+const MAX_HANDSHAKES: usize = 1024;
 
 /// Connections handed to the server but not yet taken by it.
 const ACCEPTED_QUEUE: usize = 64;
@@ -56,9 +59,15 @@ pub fn tls_incoming(
                     continue;
                 }
             };
-            let Ok(permit) = Arc::clone(&handshakes).acquire_owned().await else {
-                return;
+            let Ok(permit) = Arc::clone(&handshakes).try_acquire_owned() else {
+                tracing::debug!(%peer, "TLS listener: every handshake slot is taken; closed");
+                continue;
             };
+            // As TcpIncoming does for plaintext: small gRPC frames must not
+            // wait for Nagle.
+            if let Err(err) = socket.set_nodelay(true) {
+                tracing::debug!(%peer, %err, "TLS listener: cannot set TCP_NODELAY");
+            }
             let acceptor = TlsAcceptor::from(source());
             let tx = tx.clone();
             tokio::spawn(async move {

@@ -128,6 +128,13 @@ fn readiness_follows_the_lease_and_liveness_the_consensus_thread() {
         wait_for(layout.metrics[&id], "/livez", 200);
         wait_for(layout.metrics[&id], "/readyz", 200);
     }
+    // Idle for longer than the stall limit (5 s): followers, which propose
+    // nothing, are still live (their consensus thread still runs rounds).
+    std::thread::sleep(Duration::from_secs(6));
+    for id in 1..=3 {
+        let (code, body) = get(layout.metrics[&id], "/livez");
+        assert_eq!(code, 200, "node {id} idle: {body}");
+    }
     let leader = (1..=3)
         .find(|id| get(layout.metrics[id], "/readyz").1.contains("leader"))
         .expect("no node's /readyz says it leads");
@@ -256,4 +263,45 @@ fn status_reports_every_member_and_fails_with_one_down() {
     for node in nodes.values_mut() {
         node.terminate();
     }
+}
+
+/// A node that is still starting (here: waiting to be admitted, its peers
+/// down) answers `/livez` (its process runs) and not `/readyz`, and a
+/// SIGHUP meanwhile (a supervisor's reload) does not end it; SIGTERM
+/// stops it cleanly.
+#[test]
+fn a_node_still_starting_is_live_not_ready_and_survives_sighup() {
+    let layout = Layout::new();
+    let mut args = layout.rejoin_args(1);
+    args.extend([
+        "--initial-cluster-state".to_owned(),
+        "join".to_owned(),
+        "--metrics-listen".to_owned(),
+        format!("127.0.0.1:{}", layout.metrics[&1]),
+    ]);
+    let mut node = cli().spawn(&args, &layout.log("joining"));
+    let body = {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", layout.metrics[&1]))
+            {
+                drop(stream.flush());
+                break wait_for(layout.metrics[&1], "/livez", 200);
+            }
+            assert!(Instant::now() < deadline, "the HTTP port never opened");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    assert!(body.contains("starting"), "{body}");
+    let (code, body) = get(layout.metrics[&1], "/readyz");
+    assert_eq!(code, 503, "{body}");
+    signal(&node, "HUP");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        node.try_wait().unwrap().is_none(),
+        "SIGHUP ended a starting node:\n{}",
+        node.log_tail()
+    );
+    assert_eq!(get(layout.metrics[&1], "/livez").0, 200);
+    node.terminate();
 }
