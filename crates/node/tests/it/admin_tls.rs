@@ -9,30 +9,16 @@ use std::time::Duration;
 
 use tsoracle_paxos_testkit::process::free_port;
 
-use crate::common::{Layout, ServeChild, cli};
+use crate::common::{Layout, ServeChild, TestCa, cli, signal};
 
 struct Pki {
-    ca_pem: String,
-    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    ca: TestCa,
 }
 
 impl Pki {
     fn new() -> Self {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "admin test CA");
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let issuer =
-            rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
-                .unwrap();
         Self {
-            ca_pem: issuer.pem(),
-            issuer,
+            ca: TestCa::new("admin test CA"),
         }
     }
 
@@ -40,17 +26,11 @@ impl Pki {
     /// `ca.pem` under `dir`; the three TLS flags. Every file is written
     /// before any node starts: a node reading one mid-write fails to start.
     fn files(&self, dir: &Path, stem: &str, name: &str) -> Vec<String> {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
-        params.extended_key_usages = vec![
-            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let (cert, key) = self.ca.issue(&[name]);
         let path = |file: &str| -> PathBuf { dir.join(file) };
-        std::fs::write(path("ca.pem"), &self.ca_pem).unwrap();
-        std::fs::write(path(&format!("{stem}.pem")), cert.pem()).unwrap();
-        std::fs::write(path(&format!("{stem}.key")), key.serialize_pem()).unwrap();
+        std::fs::write(path("ca.pem"), &self.ca.pem).unwrap();
+        std::fs::write(path(&format!("{stem}.pem")), cert).unwrap();
+        std::fs::write(path(&format!("{stem}.key")), key).unwrap();
         let flag = |flag: &str, file: String| [flag.to_owned(), path(&file).display().to_string()];
         [
             flag("--tls-ca", "ca.pem".to_owned()),
@@ -198,11 +178,7 @@ fn rotated_peer_certificates_are_used_after_sighup_without_a_restart() {
     let new_admin = new.files(&new_dir, "admin", "tsoracle-admin");
     assert!(!listed(&new_admin), "the new CA was trusted before SIGHUP");
     for node in &nodes {
-        let status = std::process::Command::new("kill")
-            .args(["-HUP", &node.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        signal(node, "HUP");
     }
     wait("the new admin certificate lists members", &|| {
         listed(&new_admin)

@@ -6,59 +6,34 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::common::{Layout, ServeChild, cli};
+use crate::common::{Layout, ServeChild, TestCa, cli, signal};
 
 /// A test CA and certificates it signs.
-struct Ca {
-    pem: String,
-    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
-}
+struct Ca(TestCa);
 
 impl Ca {
     fn new(name: &str) -> Self {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let issuer =
-            rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
-                .unwrap();
-        Self {
-            pem: issuer.pem(),
-            issuer,
-        }
+        Self(TestCa::new(name))
     }
 
     /// Writes this CA as `<stem>-ca.pem` and a certificate for 127.0.0.1
     /// and `name` as `<stem>.pem` / `<stem>.key`; their paths.
     fn write(&self, dir: &Path, stem: &str, name: &str) -> (PathBuf, PathBuf, PathBuf) {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params =
-            rcgen::CertificateParams::new(vec![name.to_owned(), "127.0.0.1".to_owned()]).unwrap();
-        params.extended_key_usages = vec![
-            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let (cert, key) = self.0.issue(&[name, "127.0.0.1"]);
         let ca = dir.join(format!("{stem}-ca.pem"));
         let (cert_path, key_path) = (
             dir.join(format!("{stem}.pem")),
             dir.join(format!("{stem}.key")),
         );
-        std::fs::write(&ca, &self.pem).unwrap();
+        std::fs::write(&ca, &self.0.pem).unwrap();
         // Written aside and renamed: a node never reads half a file.
         let replace = |path: &Path, text: String| {
             let aside = path.with_extension("tmp");
             std::fs::write(&aside, text).unwrap();
             std::fs::rename(&aside, path).unwrap();
         };
-        replace(&cert_path, cert.pem());
-        replace(&key_path, key.serialize_pem());
+        replace(&cert_path, cert);
+        replace(&key_path, key);
         (ca, cert_path, key_path)
     }
 }
@@ -155,11 +130,7 @@ fn the_client_port_serves_tls_refuses_strangers_and_reloads_its_certificate() {
     // Before the signal the old certificate is still served.
     assert!(!get_ts(&layout, &trusted(&new_ca)).status.success());
     for node in &nodes {
-        let status = std::process::Command::new("kill")
-            .args(["-HUP", &node.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        signal(node, "HUP");
     }
     let second = until_served(&layout, &trusted(&new_ca));
     assert!(second > first, "{second} after {first}");

@@ -64,3 +64,53 @@ pub(crate) fn founding_three(
     cli.get_ts(&layout.endpoints(), 1);
     nodes
 }
+
+/// Sends signal `name` (`STOP`, `CONT`, `HUP`...) to `node`.
+pub(crate) fn signal(node: &ServeChild, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &node.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} failed");
+}
+
+/// A test certificate authority.
+pub(crate) struct TestCa {
+    /// Its certificate, PEM.
+    pub(crate) pem: String,
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    pub(crate) fn new(name: &str) -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let issuer =
+            rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
+                .unwrap();
+        Self {
+            pem: issuer.pem(),
+            issuer,
+        }
+    }
+
+    /// A certificate for `names` (server and client use) and its key, PEM.
+    pub(crate) fn issue(&self, names: &[&str]) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let mut params = rcgen::CertificateParams::new(names).unwrap();
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}

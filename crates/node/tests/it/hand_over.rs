@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{Layout, ServeChild, cli, founding_three};
+use crate::common::{Layout, cli, founding_three, signal};
 
 fn member(layout: &Layout, command: &str, extra: &[&str]) -> std::process::Output {
     let mut args: Vec<String> = ["member", command, "--cluster-id", "it", "--wait-secs", "30"]
@@ -94,14 +94,6 @@ fn a_leader_hands_over_on_sigterm_and_on_request() {
     for node in nodes.values_mut() {
         node.terminate();
     }
-}
-
-fn signal(node: &ServeChild, name: &str) {
-    let status = std::process::Command::new("kill")
-        .args([&format!("-{name}"), &node.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{name} failed");
 }
 
 /// A planned stop of the leader while a follower is frozen (SIGSTOP): the

@@ -10,7 +10,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::common::{Layout, ServeChild, cli, founding_three};
+use crate::common::{Layout, cli, founding_three, signal};
 
 /// `GET path` on `port`: the status code and the body.
 fn get(port: u16, path: &str) -> (u16, String) {
@@ -106,14 +106,6 @@ fn status(layout: &Layout, json: bool) -> std::process::Output {
         args.push("--json".to_owned());
     }
     cli().run(&args, Duration::from_secs(60))
-}
-
-fn signal(node: &ServeChild, name: &str) {
-    let status = std::process::Command::new("kill")
-        .args([&format!("-{name}"), &node.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{name} failed");
 }
 
 /// Every node is live and ready once the cluster serves; the leader's
