@@ -3,9 +3,11 @@
 //!
 //! ```text
 //! tsoracle-paxos serve --config node.toml          # run a node
-//! tsoracle-paxos status --metrics 10.0.0.1:9101    # each node's role, indices, lag
+//! tsoracle-paxos status --cluster-id prod-tso --node 1=10.0.0.1:6001   # every member
 //! tsoracle-paxos get-ts --endpoint 10.0.0.1:7001   # one timestamp
 //! tsoracle-paxos seq --endpoint 10.0.0.1:7001 --key orders --count 10
+//! tsoracle-paxos member list --cluster-id prod-tso --node 1=10.0.0.1:6001
+//! tsoracle-paxos export --cluster-id prod-tso --node 1=10.0.0.1:6001 --out state.json
 //! ```
 //!
 //! The command line lives in the library (`tsoracle_paxos::cli`); the demo,
