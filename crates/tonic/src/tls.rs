@@ -118,6 +118,14 @@ impl TlsMaterial {
                 expected: node_dns_name(node),
             });
         }
+        // A start takes its files as they are (a handshake tells what is
+        // wrong); a reload must not swap a working certificate for one the
+        // peers would refuse.
+        chains_to_its_ca(&fresh.loaded()).map_err(|reason| Error::TlsPem {
+            what: CERT,
+            origin: files.cert.display().to_string(),
+            reason,
+        })?;
         let loaded = Arc::clone(&fresh.loaded());
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = loaded;
         Ok(())
@@ -221,6 +229,39 @@ impl TlsMaterial {
             .identity(Identity::from_pem(&loaded.cert_pem, &loaded.key_pem))
             .domain_name(node_dns_name(peer))
     }
+}
+
+/// Whether the certificate chains to the CA and is valid now, for server
+/// and for client authentication (a node's certificate serves both).
+fn chains_to_its_ca(loaded: &Loaded) -> Result<(), String> {
+    let parse = |pem: &[u8]| {
+        CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|err| err.to_string())
+    };
+    let roots = parse(&loaded.ca_pem)?;
+    let anchors = roots
+        .iter()
+        .map(|root| webpki::anchor_from_trusted_cert(root).map(|anchor| anchor.to_owned()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| format!("the CA: {err}"))?;
+    let chain = parse(&loaded.cert_pem)?;
+    let intermediates = chain.get(1..).unwrap_or_default();
+    let leaf = webpki::EndEntityCert::try_from(&loaded.leaf).map_err(|err| err.to_string())?;
+    let algorithms = rustls::crypto::ring::default_provider()
+        .signature_verification_algorithms
+        .all;
+    let now = rustls_pki_types::UnixTime::now();
+    for usage in [
+        webpki::KeyUsage::server_auth(),
+        webpki::KeyUsage::client_auth(),
+    ] {
+        leaf.verify_for_usage(algorithms, &anchors, intermediates, now, usage, None, None)
+            .map_err(|err| {
+                format!("does not chain to the CA, or is not valid now, for server and client use: {err:?}")
+            })?;
+    }
+    Ok(())
 }
 
 /// The files' modification times, in the order CA, certificate, key.

@@ -171,6 +171,19 @@ fn rotated_peer_certificates_are_used_after_sighup_without_a_restart() {
         listed(&old_admin)
     });
 
+    // A certificate of a stray CA put in node 1's place is refused by the
+    // reload: node 1 keeps its working one.
+    let stray = Pki::new();
+    let (cert, key) = stray.ca.issue(&["node-1"]);
+    std::fs::write(certs.join("node-1.pem"), cert).unwrap();
+    std::fs::write(certs.join("node-1.key"), key).unwrap();
+    signal(&nodes[0], "HUP");
+    wait("node 1 refuses the stray certificate", &|| {
+        std::fs::read_to_string(layout.log("node-1"))
+            .is_ok_and(|log| log.contains("was not reloaded") && log.contains("does not chain"))
+    });
+    assert!(listed(&old_admin), "node 1 dropped its working certificate");
+
     // The new files replace the old ones in place.
     for id in 1..=3 {
         new.files(&certs, &format!("node-{id}"), &format!("node-{id}"));
