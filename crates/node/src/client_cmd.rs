@@ -13,9 +13,10 @@ use crate::error::Error;
 /// How long a client command may take to connect to one endpoint.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// TLS to the client port.
+/// TLS to the client port: the `--tls-*` flags of `get-ts`, `seq` and the
+/// test kit's `bench`.
 #[derive(Debug, Clone, Default, Args)]
-pub(crate) struct ClientTlsArgs {
+pub struct ClientTlsArgs {
     /// PEM CA that signed the nodes' client port certificates: connect
     /// with TLS (without it, plaintext).
     #[arg(long = "tls-ca", value_name = "FILE", env = "TSORACLE_PAXOS_CLIENT_CA")]
@@ -58,32 +59,44 @@ impl ClientTlsArgs {
     }
 }
 
+impl ClientTlsArgs {
+    /// A client builder for `endpoints`, over TLS when `--tls-ca` was
+    /// given (leader hints are dialled with TLS too).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Tls`] when a file cannot be read.
+    pub fn client_builder(&self, endpoints: Vec<String>) -> Result<ClientBuilder, Error> {
+        let mut builder = ClientBuilder::endpoints(endpoints);
+        if let Some(config) = self.config()? {
+            builder = builder.channel_connector(move |endpoint: &str| {
+                // Leader hints name the host and port; any scheme becomes https.
+                let address = endpoint
+                    .trim_start_matches("https://")
+                    .trim_start_matches("http://")
+                    .to_owned();
+                let config = config.clone();
+                async move {
+                    let channel = Endpoint::from_shared(format!("https://{address}"))?
+                        .connect_timeout(CONNECT_TIMEOUT)
+                        .tls_config(config)?
+                        .connect()
+                        .await?;
+                    Ok(channel)
+                }
+            });
+        }
+        Ok(builder)
+    }
+}
+
 async fn connect(endpoints: &[String], tls: &ClientTlsArgs) -> Result<Client, Error> {
     if endpoints.is_empty() {
         return Err(Error::Config(
             "give at least one --endpoint HOST:PORT".to_owned(),
         ));
     }
-    let mut builder = ClientBuilder::endpoints(endpoints.to_vec());
-    if let Some(config) = tls.config()? {
-        builder = builder.channel_connector(move |endpoint: &str| {
-            // Leader hints name the host and port; any scheme becomes https.
-            let address = endpoint
-                .trim_start_matches("https://")
-                .trim_start_matches("http://")
-                .to_owned();
-            let config = config.clone();
-            async move {
-                let channel = Endpoint::from_shared(format!("https://{address}"))?
-                    .connect_timeout(CONNECT_TIMEOUT)
-                    .tls_config(config)?
-                    .connect()
-                    .await?;
-                Ok(channel)
-            }
-        });
-    }
-    builder
+    tls.client_builder(endpoints.to_vec())?
         .build()
         .await
         .map_err(|err| Error::Client(format!("cannot connect to {endpoints:?}: {err}")))

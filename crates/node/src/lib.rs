@@ -75,6 +75,7 @@ mod reload;
 mod serve;
 mod status;
 
+pub use client_cmd::ClientTlsArgs;
 pub use config::{ClientTlsFiles, DriverSettings, InitialClusterState, NodeConfig, member};
 pub use error::Error;
 pub use node::{Listeners, Node};

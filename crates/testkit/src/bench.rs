@@ -16,7 +16,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
-use tsoracle_client::ClientBuilder;
 
 use crate::error::Error;
 use crate::fill::Fill;
@@ -62,6 +61,8 @@ pub(crate) struct BenchArgs {
     /// throughput dip around an event.
     #[arg(long, value_name = "MS")]
     series_ms: Option<u64>,
+    #[command(flatten)]
+    tls: tsoracle_paxos::ClientTlsArgs,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -83,7 +84,9 @@ pub(crate) async fn run(args: BenchArgs) -> Result<String, Error> {
         ));
     }
     let client = Arc::new(
-        ClientBuilder::endpoints(args.endpoints.clone())
+        args.tls
+            .client_builder(args.endpoints.clone())
+            .map_err(|err| Error::Config(err.to_string()))?
             .build()
             .await
             .map_err(|err| Error::Client(format!("cannot connect: {err}")))?,
