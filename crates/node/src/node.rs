@@ -42,6 +42,16 @@ use crate::reload::Reloadable;
 /// How long a node that a change removed keeps answering its peers.
 const LEAVE_GRACE: Duration = Duration::from_secs(5);
 
+/// A task stopped when its owner drops it (a start that fails or is
+/// cancelled half way leaves nothing running).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The client service task: tonic's server over the gated routes.
 type ClientService = JoinHandle<Result<(), tonic::transport::Error>>;
 
@@ -88,11 +98,11 @@ pub struct Node {
     client_service: Option<ClientService>,
     client_stop: oneshot::Sender<()>,
     watch: tsoracle_server::WatchGuard,
-    sampler: JoinHandle<()>,
+    sampler: AbortOnDrop,
     /// The HTTP port, when it serves.
     http: Option<HttpServer>,
     /// The client port's TLS accept loop and certificate reloader.
-    background: Vec<JoinHandle<()>>,
+    background: Vec<AbortOnDrop>,
     client_addr: SocketAddr,
     peer_addr: SocketAddr,
     incarnation: u64,
@@ -279,10 +289,8 @@ impl Node {
                 Err(_) => service.abort(),
             }
         }
-        sampler.abort();
-        for task in background {
-            task.abort();
-        }
+        drop(sampler);
+        drop(background);
         if let Some(http) = http {
             http.shutdown().await;
         }
@@ -512,20 +520,30 @@ async fn launch(
     // The standard gRPC health service on the client port: SERVING while
     // the node is live and ready (`crate::health`).
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    let sampler = crate::metrics::sample(
+    let sampler = AbortOnDrop(crate::metrics::sample(
         Arc::clone(&observer),
         health_reporter,
         http.as_ref().map(|(_, recorder)| recorder.clone()),
         Arc::clone(&outbound),
         inbound,
-    );
+    ));
     let http = http.map(|(server, _)| server);
     // The HTTP port answers for the running node from now on.
     let _ = observer_cell.set(Arc::clone(&observer));
     if let Some(document) = &restore {
         // Before the server exists: its first leadership reads the
         // restored high-water, and no client is served below the export.
-        crate::export::restore(document, &host, &driver).await?;
+        if let Err(err) = crate::export::restore(document, &host, &driver).await {
+            // Nothing of this start may go on running (a library caller
+            // gets the error back): stop it in the shutdown order.
+            drop(sampler);
+            driver.shutdown().await;
+            if let Err(err) = peers.shutdown().await {
+                tracing::warn!(%err, "peer service shutdown");
+            }
+            let _ = host.shutdown().await;
+            return Err(err);
+        }
     }
     let mut server = tsoracle_server::Server::builder()
         .consensus_driver(Arc::clone(&driver) as Arc<dyn ConsensusDriver>);
@@ -563,7 +581,10 @@ async fn launch(
         peer: tls.clone().map(|tls| (tls, config.node_id)),
         client: client_tls.as_ref().map(|(cert, _)| Arc::clone(cert)),
     };
-    background.push(crate::reload::spawn(reloadable, config.tls_reload_every));
+    background.push(AbortOnDrop(crate::reload::spawn(
+        reloadable,
+        config.tls_reload_every,
+    )));
     let client_service = match client_tls {
         Some((_, server_config)) => {
             // The resolver behind this configuration serves the reloaded
@@ -572,7 +593,7 @@ async fn launch(
                 client_listener,
                 Arc::new(move || Arc::clone(&server_config)),
             );
-            background.push(accept);
+            background.push(AbortOnDrop(accept));
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
         }
         None => {

@@ -71,8 +71,12 @@ pub fn tls_incoming(
             let acceptor = TlsAcceptor::from(source());
             let tx = tx.clone();
             tokio::spawn(async move {
-                let _permit = permit;
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
+                let handshake =
+                    tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await;
+                // The slot is the handshake's only: a server slow to take
+                // finished connections must not hold it.
+                drop(permit);
+                match handshake {
                     Ok(Ok(stream)) => {
                         let _ = tx.send(Ok(stream)).await;
                     }

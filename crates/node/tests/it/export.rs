@@ -87,6 +87,15 @@ fn a_cluster_restored_from_an_export_repeats_no_timestamp_and_no_block() {
         next >= other + 5,
         "invoices block at {next} after {other}+5"
     );
+    // A restart with the flag still set finds the export in its state and
+    // serves again, adding nothing.
+    nodes[0].terminate();
+    let mut args = new.rejoin_args(1);
+    args.extend(["--restore-from".to_owned(), file.display().to_string()]);
+    nodes[0] = cli().spawn(&args, &new.log("node-1-again"));
+    let _ = cli().get_ts(&[new.endpoint(1)], 1);
+    let again = cli().seq(&new.endpoints(), "invoices", 5);
+    assert_eq!(again, next + 5, "the restart raised the counter again");
     for node in &mut nodes {
         node.terminate();
     }
