@@ -24,9 +24,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .into(),
         );
     }
+    // `status --json` prints the replies as they came.
+    let serialize = "#[derive(serde::Serialize)]";
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        .type_attribute(".tsoracle.paxos.admin.v1.StatusReply", serialize)
+        .type_attribute(".tsoracle.paxos.admin.v1.PeerLink", serialize)
         .compile_protos(&["proto/admin.proto"], &["proto"])?;
     Ok(())
 }

@@ -175,28 +175,15 @@ impl AdminService {
             .read_state(&mut |state| high_water = state.high_water());
         let live = self.observer.live();
         let ready = self.observer.ready();
-        let now = self.host.lease_clock().map(|clock| clock.now());
-        let links = self.host.links().snapshot();
-        let timeout = self.observer.election_timeout();
-        let ids: Vec<u64> = match self.host.membership() {
-            Some(list) => list.members().iter().map(|m| m.id).collect(),
-            None => self.host.member_list().iter().map(|m| m.id).collect(),
-        };
-        let peers = ids
+        let peers = self
+            .observer
+            .peers()
             .into_iter()
-            .filter(|id| *id != self.node_id)
-            .map(|id| {
-                let link = links.get(&id).copied().unwrap_or_default();
-                let heard_ago = match (now, link.last_heard) {
-                    (Some(now), Some(at)) => Some(now.saturating_sub(at)),
-                    _ => None,
-                };
-                WirePeerLink {
-                    id,
-                    up: heard_ago.is_some_and(|ago| ago < timeout),
-                    last_heard_ms: heard_ago.map(|ago| millis(ago.as_millis())),
-                    round_trip_us: link.round_trip.map(|rtt| millis(rtt.as_micros())),
-                }
+            .map(|link| WirePeerLink {
+                id: link.id,
+                up: link.up,
+                last_heard_ms: link.heard_ago.map(|ago| millis(ago.as_millis())),
+                round_trip_us: link.round_trip.map(|rtt| millis(rtt.as_micros())),
             })
             .collect();
         let (live, live_detail) = verdict(live);

@@ -78,6 +78,16 @@ pub(crate) const VERSION: &str = concat!(
     ")"
 );
 
+/// One peer's link as this node sees it now ([`Observer::peers`]).
+pub(crate) struct PeerView {
+    pub(crate) id: u64,
+    pub(crate) up: bool,
+    /// Since a message of it last reached the consensus loop.
+    pub(crate) heard_ago: Option<Duration>,
+    /// Send-to-grant time of its last lease round (on a leader).
+    pub(crate) round_trip: Option<Duration>,
+}
+
 /// What liveness, readiness and the sampler read of one node.
 pub(crate) struct Observer {
     host: Arc<StandaloneHost>,
@@ -161,9 +171,32 @@ impl Observer {
         }
     }
 
-    /// A peer not heard from for this long is down.
-    pub(crate) fn election_timeout(&self) -> Duration {
-        self.election_timeout
+    /// Every other member of the current configuration and its link: up
+    /// while a message of it reached the consensus loop within an election
+    /// timeout (what the metrics and `Status` report).
+    pub(crate) fn peers(&self) -> Vec<PeerView> {
+        let now = self.host.lease_clock().map(|clock| clock.now());
+        let links = self.host.links().snapshot();
+        let me = self.host.node_id();
+        let ids: Vec<u64> = match self.host.membership() {
+            Some(list) => list.members().iter().map(|m| m.id).collect(),
+            None => self.host.member_list().iter().map(|m| m.id).collect(),
+        };
+        ids.into_iter()
+            .filter(|id| *id != me)
+            .map(|id| {
+                let link = links.get(&id).copied().unwrap_or_default();
+                let heard_ago = now
+                    .zip(link.last_heard)
+                    .map(|(now, at)| now.saturating_sub(at));
+                PeerView {
+                    id,
+                    up: heard_ago.is_some_and(|ago| ago < self.election_timeout),
+                    heard_ago,
+                    round_trip: link.round_trip,
+                }
+            })
+            .collect()
     }
 
     /// [`health::liveness`] now.
@@ -263,30 +296,13 @@ fn record(observer: &Observer, outbound: &TransportStats, inbound: &TransportSta
     counter!(TRANSFERS_IN).absolute(inbound.transfers_in());
     counter!(TRANSFERS_FAILED_IN).absolute(inbound.transfers_failed_in());
     counter!(TRANSFER_BYTES_SKIPPED).absolute(outbound.transfer_bytes_skipped());
-    // Each peer's link: up while heard within an election timeout.
-    let Some(clock) = host.lease_clock() else {
-        return;
-    };
-    let now = clock.now();
-    let timeout = observer.election_timeout();
-    let links = host.links().snapshot();
-    let me = host.node_id();
-    let members: Vec<u64> = match host.membership() {
-        Some(list) => list.members().iter().map(|m| m.id).collect(),
-        None => host.member_list().iter().map(|m| m.id).collect(),
-    };
-    for id in members.into_iter().filter(|id| *id != me) {
-        let peer = id.to_string();
-        let link = links.get(&id).copied();
-        let heard_ago = link
-            .and_then(|link| link.last_heard)
-            .map(|at| now.saturating_sub(at));
-        let up = heard_ago.is_some_and(|ago| ago < timeout);
-        gauge!(PEER_UP, "peer" => peer.clone()).set(f64::from(u8::from(up)));
-        if let Some(ago) = heard_ago {
+    for link in observer.peers() {
+        let peer = link.id.to_string();
+        gauge!(PEER_UP, "peer" => peer.clone()).set(f64::from(u8::from(link.up)));
+        if let Some(ago) = link.heard_ago {
             gauge!(PEER_LAST_HEARD, "peer" => peer.clone()).set(ago.as_secs_f64());
         }
-        if let Some(rtt) = link.and_then(|link| link.round_trip) {
+        if let Some(rtt) = link.round_trip {
             gauge!(PEER_ROUND_TRIP, "peer" => peer).set(rtt.as_secs_f64());
         }
     }

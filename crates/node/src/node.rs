@@ -294,18 +294,30 @@ impl Node {
         if let Some(http) = http {
             http.shutdown().await;
         }
-        driver.shutdown().await;
-        if let Err(err) = peers.shutdown().await {
-            tracing::warn!(%err, "peer service shutdown");
-        }
-        match host.shutdown().await {
+        match stop_consensus(&driver, peers, &host).await {
             // A failed consensus thread is already the outcome.
-            Err(err) if !failed => return Err(Error::runtime("consensus", err)),
+            Err(err) if !failed => return Err(err),
             _ => {}
         }
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The end of every stop, in order: the driver, the peer service, then the
+/// consensus thread after its last sync (its error, if it failed).
+async fn stop_consensus(
+    driver: &PaxosDriver<StandaloneHost>,
+    peers: ServerHandle,
+    host: &StandaloneHost,
+) -> Result<(), Error> {
+    driver.shutdown().await;
+    if let Err(err) = peers.shutdown().await {
+        tracing::warn!(%err, "peer service shutdown");
+    }
+    host.shutdown()
+        .await
+        .map_err(|err| Error::runtime("consensus", err))
 }
 
 /// The checks that need no file and no socket.
@@ -537,11 +549,7 @@ async fn launch(
             // Nothing of this start may go on running (a library caller
             // gets the error back): stop it in the shutdown order.
             drop(sampler);
-            driver.shutdown().await;
-            if let Err(err) = peers.shutdown().await {
-                tracing::warn!(%err, "peer service shutdown");
-            }
-            let _ = host.shutdown().await;
+            let _ = stop_consensus(&driver, peers, &host).await;
             return Err(err);
         }
     }

@@ -34,42 +34,13 @@ pub(crate) struct StatusArgs {
 struct MemberView {
     id: u64,
     peer_address: String,
-    /// `None` when it did not answer.
-    status: Option<NodeView>,
+    /// How far its decided index trails the furthest member's (`None`
+    /// when it did not answer).
+    lag: Option<u64>,
+    /// Its own view, as it answered (`None` when it did not).
+    status: Option<StatusReply>,
     /// Why it did not answer.
     error: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-struct NodeView {
-    role: String,
-    leader: u64,
-    ballot: u32,
-    ballot_node: u64,
-    configuration: u32,
-    decided: u64,
-    applied: u64,
-    compacted: u64,
-    /// How far its decided index trails the furthest member's.
-    lag: u64,
-    high_water: u64,
-    pending: u64,
-    instance: String,
-    incarnation: u64,
-    live: bool,
-    live_detail: String,
-    ready: bool,
-    ready_detail: String,
-    peers: Vec<LinkView>,
-    version: String,
-}
-
-#[derive(Debug, Serialize)]
-struct LinkView {
-    id: u64,
-    up: bool,
-    last_heard_ms: Option<u64>,
-    round_trip_us: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -112,12 +83,14 @@ pub(crate) async fn run(args: StatusArgs) -> Result<(String, Vec<String>), Error
             Ok(reply) => MemberView {
                 id: target.node,
                 peer_address: target.address.clone(),
-                status: Some(view(reply)),
+                lag: None,
+                status: Some(reply),
                 error: None,
             },
             Err(err) => MemberView {
                 id: target.node,
                 peer_address: target.address.clone(),
+                lag: None,
                 status: None,
                 error: Some(err.to_string()),
             },
@@ -129,9 +102,10 @@ pub(crate) async fn run(args: StatusArgs) -> Result<(String, Vec<String>), Error
         .max()
         .unwrap_or(0);
     for member in &mut members {
-        if let Some(status) = member.status.as_mut() {
-            status.lag = furthest.saturating_sub(status.decided);
-        }
+        member.lag = member
+            .status
+            .as_ref()
+            .map(|status| furthest.saturating_sub(status.decided));
     }
     let report = Report {
         cluster_id: admin.cluster_id.clone(),
@@ -170,39 +144,6 @@ async fn ask(admin: &Admin, target: &AdminTarget) -> Result<StatusReply, Error> 
             target.node, target.address
         ))
     })?
-}
-
-fn view(reply: StatusReply) -> NodeView {
-    NodeView {
-        role: reply.role,
-        leader: reply.leader,
-        ballot: reply.ballot,
-        ballot_node: reply.ballot_node,
-        configuration: reply.configuration,
-        decided: reply.decided,
-        applied: reply.applied,
-        compacted: reply.compacted,
-        lag: 0,
-        high_water: reply.high_water,
-        pending: reply.pending,
-        instance: reply.instance,
-        incarnation: reply.incarnation,
-        live: reply.live,
-        live_detail: reply.live_detail,
-        ready: reply.ready,
-        ready_detail: reply.ready_detail,
-        peers: reply
-            .peers
-            .into_iter()
-            .map(|p| LinkView {
-                id: p.id,
-                up: p.up,
-                last_heard_ms: p.last_heard_ms,
-                round_trip_us: p.round_trip_us,
-            })
-            .collect(),
-        version: reply.version,
-    }
 }
 
 /// What makes `status` fail: a member that did not answer, no leader, or
@@ -280,7 +221,7 @@ fn table(report: &Report) -> String {
             s.configuration,
             s.decided,
             s.applied,
-            s.lag,
+            member.lag.unwrap_or_default(),
             s.high_water,
             if s.live { "yes" } else { "NO" },
             if s.ready { "yes" } else { "NO" },

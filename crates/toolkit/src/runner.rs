@@ -786,7 +786,8 @@ where
         // from no earlier than the request's arrival, a request round from
         // no later than its sending (both conservative).
         let now = self.lease.as_ref().map(|lease| lease.clock.now());
-        let started = Instant::now();
+        // The commit latency runs from here, for a round with proposals.
+        let started = (!round.proposals.is_empty()).then(Instant::now);
         let mut refused = 0u64;
         let mut heard: Vec<NodeId> = Vec::new();
         for message in round.inbound {
@@ -872,7 +873,7 @@ where
             appended |= result.is_ok();
             replies.push((reply, result));
         }
-        self.track_commits(appended, started);
+        self.track_commits(started.filter(|_| appended));
         for request in round.admin {
             match request {
                 Admin::Reconfigure {
@@ -954,15 +955,16 @@ where
     }
 
     /// While this node leads: remembers where a round that appended
-    /// proposals ended the log, for its commit latency. Otherwise forgets
+    /// proposals (`appended_at`: when it started) ended the log, for its
+    /// commit latency. Otherwise forgets
     /// every such round (another leader decides them, or nobody does).
-    fn track_commits(&mut self, appended: bool, started: Instant) {
+    fn track_commits(&mut self, appended_at: Option<Instant>) {
         let me = self.omnipaxos.get_pid();
         if self.omnipaxos.get_current_leader() != Some((me, true)) {
             self.commits.clear();
             return;
         }
-        if appended {
+        if let Some(started) = appended_at {
             if self.commits.len() >= MAX_COMMITS_TRACKED {
                 self.commits.pop_front();
             }

@@ -2,6 +2,7 @@
 //! started above it with `serve --restore-from` hands out no timestamp and
 //! no dense block of the old one again.
 
+use std::path::Path;
 use std::time::Duration;
 
 use crate::common::{Layout, ServeChild, cli};
@@ -19,6 +20,20 @@ fn start(layout: &Layout, extra: &[String]) -> Vec<ServeChild> {
         .collect()
 }
 
+/// `export` of the cluster `layout` runs, asking node `node`, into `file`.
+fn export(layout: &Layout, file: &Path, node: u64, extra: &[&str]) -> std::process::Output {
+    let mut args: Vec<String> = ["export", "--cluster-id", "it", "--out"]
+        .map(str::to_owned)
+        .to_vec();
+    args.push(file.display().to_string());
+    args.extend([
+        "--node".to_owned(),
+        format!("{node}=127.0.0.1:{}", layout.peer[&node]),
+    ]);
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    cli().run(&args, Duration::from_secs(60))
+}
+
 #[test]
 fn a_cluster_restored_from_an_export_repeats_no_timestamp_and_no_block() {
     let old = Layout::new();
@@ -33,15 +48,7 @@ fn a_cluster_restored_from_an_export_repeats_no_timestamp_and_no_block() {
     }
     let other = cli().seq(&old.endpoints(), "invoices", 5);
     let file = old.root().join("export.json");
-    let export = |extra: &[&str]| {
-        let mut args: Vec<String> = ["export", "--cluster-id", "it", "--out"]
-            .map(str::to_owned)
-            .to_vec();
-        args.push(file.display().to_string());
-        args.extend(["--node".to_owned(), format!("2=127.0.0.1:{}", old.peer[&2])]);
-        args.extend(extra.iter().map(|s| (*s).to_owned()));
-        cli().run(&args, Duration::from_secs(60))
-    };
+    let export = |extra: &[&str]| export(&old, &file, 2, extra);
     let out = export(&[]);
     assert!(out.status.success(), "export failed: {out:?}");
     // An existing file is kept unless told.
@@ -117,15 +124,7 @@ fn a_survivor_of_a_lost_quorum_exports_its_own_state_with_margins() {
         node.wait().unwrap();
     }
     let file = old.root().join("survivor.json");
-    let export = |extra: &[&str]| {
-        let mut args: Vec<String> = ["export", "--cluster-id", "it", "--wait-secs", "3", "--out"]
-            .map(str::to_owned)
-            .to_vec();
-        args.push(file.display().to_string());
-        args.extend(["--node".to_owned(), format!("1=127.0.0.1:{}", old.peer[&1])]);
-        args.extend(extra.iter().map(|s| (*s).to_owned()));
-        cli().run(&args, Duration::from_secs(60))
-    };
+    let export = |extra: &[&str]| export(&old, &file, 1, &[&["--wait-secs", "3"], extra].concat());
     let refused = export(&[]);
     assert!(
         !refused.status.success(),

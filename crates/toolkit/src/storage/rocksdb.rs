@@ -485,11 +485,13 @@ where
         } else {
             &self.write_options
         };
-        let started = std::time::Instant::now();
+        // Only a synced write is an fsync to time (a deferred one is the
+        // round's WAL sync, timed in `commit_round`).
+        let started = (!deferred).then(std::time::Instant::now);
         self.db
             .write_opt(batch, write_options)
             .map_err(rocks("write"))?;
-        if !deferred {
+        if let Some(started) = started {
             record_fsync(started);
         }
         // Only now, with the batch durable, does the cache move.
