@@ -5,7 +5,7 @@
 //! from given arguments, so another binary (the test kit's) can embed it.
 
 use std::ffi::OsString;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -32,7 +32,13 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
     /// Log line format.
-    #[arg(long, value_enum, default_value = "text", global = true)]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "text",
+        global = true,
+        env = "TSORACLE_PAXOS_LOG_FORMAT"
+    )]
     log_format: LogFormat,
 }
 
@@ -177,10 +183,15 @@ fn fail(err: &Error) -> ExitCode {
 }
 
 /// Logs to stderr in `format`, filtered by `RUST_LOG` (default `info`).
+/// Text lines are coloured only on a terminal: a journal, a container's log
+/// or a file gets plain text (and `NO_COLOR` turns colour off everywhere).
 pub fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     // `try_init`: a binary that embeds this command line may have set up
     // logging already; its subscriber then stays.

@@ -85,18 +85,7 @@ impl CommandLine {
     /// to `log`.
     #[must_use]
     pub fn spawn(&self, args: &[String], log: &Path) -> ServeChild {
-        let log_file = must(std::fs::File::create(log), "creating a node log");
-        let child = must(
-            self.command(args)
-                .stdout(Stdio::null())
-                .stderr(log_file)
-                .spawn(),
-            "starting a node",
-        );
-        ServeChild {
-            child,
-            log: log.to_path_buf(),
-        }
+        ServeChild::spawn(self.command(args), log)
     }
 
     /// Runs `args` to completion within `within` and returns its output;
@@ -200,6 +189,21 @@ pub struct ServeChild {
 }
 
 impl ServeChild {
+    /// Starts `command` (e.g. [`CommandLine::command`] with environment
+    /// variables added) in the background; its stderr goes to `log`.
+    #[must_use]
+    pub fn spawn(mut command: Command, log: &Path) -> Self {
+        let log_file = must(std::fs::File::create(log), "creating a node log");
+        let child = must(
+            command.stdout(Stdio::null()).stderr(log_file).spawn(),
+            "starting a node",
+        );
+        Self {
+            child,
+            log: log.to_path_buf(),
+        }
+    }
+
     /// Sends SIGTERM and waits (at most 30 s) for a clean exit; fails the
     /// test on a non-zero exit or a node that does not stop.
     pub fn terminate(&mut self) {
@@ -410,24 +414,34 @@ pub fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     out
 }
 
-/// The samples of the metrics page on `127.0.0.1:port` (`GET /metrics`
-/// over plain HTTP/1.0, with short deadlines), keyed by `name` or
-/// `name{labels}`; `None` when nothing answers.
+/// `GET path` on `127.0.0.1:port` over plain HTTP/1.0, with short
+/// deadlines: the status code and the body; `None` when nothing answers.
 #[must_use]
-pub fn metrics(port: u16) -> Option<BTreeMap<String, f64>> {
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let fetch = || -> std::io::Result<String> {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(300))?;
         stream.set_read_timeout(Some(Duration::from_secs(2)))?;
         stream.set_write_timeout(Some(Duration::from_secs(1)))?;
-        stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+        stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())?;
         let mut page = String::new();
         stream.read_to_string(&mut page)?;
         Ok(page)
     };
-    fetch()
-        .ok()
-        .map(|page| tsoracle_paxos_metrics::parse(&page))
+    let page = fetch().ok()?;
+    let code = page.split_whitespace().nth(1)?.parse().ok()?;
+    let body = page
+        .split_once("\r\n\r\n")
+        .map_or_else(String::new, |(_, body)| body.to_owned());
+    Some((code, body))
+}
+
+/// The samples of the metrics page on `127.0.0.1:port` (`GET /metrics`,
+/// see [`http_get`]), keyed by `name` or `name{labels}`; `None` when
+/// nothing answers.
+#[must_use]
+pub fn metrics(port: u16) -> Option<BTreeMap<String, f64>> {
+    http_get(port, "/metrics").map(|(_, page)| tsoracle_paxos_metrics::parse(&page))
 }
 
 #[cfg(test)]

@@ -4,9 +4,11 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::common::cli;
+use tsoracle_paxos_testkit::process::ServeChild;
+
+use crate::common::{Layout, cli};
 
 /// `serve` with `args` and `env`, expected to be refused; its error line.
 fn refusal(args: &[&str], env: &[(&str, &str)]) -> String {
@@ -78,6 +80,44 @@ fn a_flag_wins_over_its_variable_which_wins_over_the_file() {
         &[("TSORACLE_PAXOS_NODE_ORDINAL", "4")],
     );
     assert!(line.contains("this node's id 5"), "{line}");
+}
+
+/// A node's log in a file (a journal, a container log) is plain text, with
+/// no terminal colour codes; `TSORACLE_PAXOS_LOG_FORMAT=json` makes every
+/// line a JSON object.
+#[test]
+fn logs_in_a_file_are_plain_text_or_json_lines() {
+    for format in ["text", "json"] {
+        let layout = Layout::new();
+        let log = layout.log(&format!("node-1-{format}"));
+        let mut command = cli().command(&layout.args(1));
+        command.env("TSORACLE_PAXOS_LOG_FORMAT", format);
+        let mut node = ServeChild::spawn(command, &log);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !std::fs::read_to_string(&log).is_ok_and(|text| text.contains("storage opened")) {
+            assert!(
+                Instant::now() < deadline,
+                "no \"storage opened\" line in 30 s:\n{}",
+                node.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        node.terminate();
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            !text.contains('\u{1b}'),
+            "{format} log has terminal escapes:\n{text}"
+        );
+        for line in text.lines() {
+            let parsed = serde_json::from_str::<serde_json::Value>(line);
+            if format == "json" {
+                let object = parsed.unwrap_or_else(|err| panic!("{line:?}: {err}"));
+                assert!(object.get("level").is_some(), "{line}");
+            } else {
+                assert!(parsed.is_err(), "a JSON line in the text log: {line}");
+            }
+        }
+    }
 }
 
 /// Every `TSORACLE_PAXOS_*` variable that the packaging and the docs name is

@@ -3,36 +3,19 @@
 //! admin service (table and JSON, failing with a member down), and the
 //! metrics page's conventions.
 
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+use tsoracle_paxos_testkit::process::http_get;
+
 use crate::common::{Layout, cli, founding_three, signal};
 
 /// `GET path` on `port`: the status code and the body.
 fn get(port: u16, path: &str) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
-        .unwrap();
-    let mut page = String::new();
-    stream.read_to_string(&mut page).unwrap();
-    let code = page
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    let body = page
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    (code, body)
+    http_get(port, path).unwrap_or_else(|| panic!("nothing answers GET {path} on port {port}"))
 }
 
 /// Waits (30 s at most) until `GET path` on `port` answers `code`; the body.
@@ -275,9 +258,7 @@ fn a_node_still_starting_is_live_not_ready_and_survives_sighup() {
     let body = {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", layout.metrics[&1]))
-            {
-                drop(stream.flush());
+            if http_get(layout.metrics[&1], "/livez").is_some() {
                 break wait_for(layout.metrics[&1], "/livez", 200);
             }
             assert!(Instant::now() < deadline, "the HTTP port never opened");
