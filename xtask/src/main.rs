@@ -8,6 +8,7 @@ mod chaos;
 mod cmd;
 mod env;
 mod fuzz;
+mod image;
 mod layering;
 mod outside;
 mod sim;
@@ -38,7 +39,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Everything CI checks: fmt, clippy, layering, tests, docs, cargo-deny.
+    /// Everything CI checks: fmt, clippy, layering, tests, simulation,
+    /// examples, the container image (where podman runs), docs, cargo-deny.
     Ci,
     /// Run the workspace tests (nextest when installed, then doctests).
     Test {
@@ -73,6 +75,12 @@ enum Command {
     Examples,
     /// Prepare the build environment (protoc, libclang) and print what was set.
     Env,
+    /// Build deploy/Dockerfile's runtime stage around the node binary of the
+    /// tests' build, with podman, and run it as a three-node cluster (user,
+    /// readiness, timestamps, clean SIGTERM, restart from its volumes).
+    /// Skipped, saying why, where podman, debootstrap or root is missing or
+    /// the host is not Debian.
+    Image,
     /// Run a benchmark in release mode. Without a suite: the driver
     /// comparison (this driver against the file and openraft drivers), which
     /// writes target/bench/report.json, docs/benchmarks.md and
@@ -142,6 +150,13 @@ fn main() -> Result<()> {
                 .args(args)
                 .run(&build_env)?;
         }
+        Command::Image => {
+            let bins = cmd::build_with_tests(
+                "build the workspace as the tests do (tsoracle-paxos; shared with `ci`)",
+                &build_env,
+            )?;
+            image::check(&bins)?;
+        }
         Command::Chaos(args) => chaos::run(&build_env, &args)?,
         Command::Bench {
             suite,
@@ -192,13 +207,13 @@ fn ci(build_env: &env::BuildEnv) -> Result<()> {
     // One build for the tests, the simulation, the examples (and the demo,
     // which builds the same): `cargo run -p` would resolve each package's
     // features alone and compile their dependencies again.
-    let built =
-        cmd::build_with_tests("build (the tests' build, shared with `demo`)", build_env)?.dir;
+    let built = cmd::build_with_tests("build (the tests' build, shared with `demo`)", build_env)?;
     test(build_env, &[])?;
-    sim::run_built(build_env, &sim::SimArgs::ci(), &built)?;
+    sim::run_built(build_env, &sim::SimArgs::ci(), &built.dir)?;
     for example in EXAMPLES {
-        Step::new(format!("example {example}"), built.join(example)).run(build_env)?;
+        Step::new(format!("example {example}"), built.dir.join(example)).run(build_env)?;
     }
+    image::check(&built)?;
     outside::check(build_env)?;
     Step::new("rustdoc (warnings denied)", "cargo")
         .args(["doc", "--workspace", "--no-deps", "--all-features"])
