@@ -1,114 +1,119 @@
-//! TLS on the client port, with a certificate that reloads without a
-//! restart: the acceptor asks [`ReloadingCert`] for the current
-//! certificate at every handshake, and [`ReloadingCert::reload`] swaps it
-//! (on SIGHUP, or when the files change). A reload that fails keeps the
-//! certificate in use and says why. Connections are accepted by the peer
+//! TLS on the client port, reloaded without a restart: the acceptor asks
+//! [`ClientTls`] for the current rustls configuration at every handshake,
+//! and [`ClientTls::reload`] builds a new one from the files (on SIGHUP, or
+//! when a file changes): the certificate, its key and, with mutual TLS, the
+//! CA that client certificates must chain to. A reload that fails keeps the
+//! configuration in use and says why. Connections are accepted by the peer
 //! transport's `tls_incoming`, as the peer port's.
-//!
-//! With a client CA the port requires client certificates signed by it
-//! (mutual TLS); the CA itself is read once, at start.
 
+use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::SystemTime;
 
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
-use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
-use rustls::sign::CertifiedKey;
+use rustls::server::WebPkiClientVerifier;
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::ClientTlsFiles;
 use crate::error::Error;
 
-/// The client port's certificate, swapped by [`reload`](Self::reload).
-pub(crate) struct ReloadingCert {
+/// The modification times of the certificate, key and CA files.
+type Stamps = [Option<SystemTime>; 3];
+
+/// The client port's TLS configuration, swapped by [`reload`](Self::reload).
+pub(crate) struct ClientTls {
     files: ClientTlsFiles,
-    current: RwLock<Arc<CertifiedKey>>,
+    current: RwLock<Arc<ServerConfig>>,
     /// The files' modification times at the last load.
-    loaded: Mutex<(Option<SystemTime>, Option<SystemTime>)>,
+    loaded: Mutex<Stamps>,
     provider: Arc<CryptoProvider>,
 }
 
-impl std::fmt::Debug for ReloadingCert {
+impl std::fmt::Debug for ClientTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReloadingCert")
+        f.debug_struct("ClientTls")
             .field("files", &self.files)
             .finish_non_exhaustive()
     }
 }
 
-impl ReloadingCert {
-    /// Loads `files` (refused when unreadable, malformed, or when the key
-    /// does not match the certificate).
+impl ClientTls {
+    /// Loads `files` (refused when unreadable, malformed, when the key does
+    /// not match the certificate, or when the CA holds no usable
+    /// certificate).
     pub(crate) fn load(files: &ClientTlsFiles) -> Result<Arc<Self>, Error> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let stamps = stamps(files);
-        let key = certified_key(files, &provider)?;
+        let config = server_config(files, &provider)?;
         Ok(Arc::new(Self {
             files: files.clone(),
-            current: RwLock::new(Arc::new(key)),
+            current: RwLock::new(config),
             loaded: Mutex::new(stamps),
             provider,
         }))
     }
 
-    /// Reads the files again and, if they make a valid certificate, serves
-    /// it from the next handshake on.
+    /// Reads the files again and, if they make a valid configuration, uses
+    /// it from the next handshake on (connections already open keep theirs).
     pub(crate) fn reload(&self) -> Result<(), Error> {
         let stamps = stamps(&self.files);
-        let key = certified_key(&self.files, &self.provider)?;
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(key);
+        let config = server_config(&self.files, &self.provider)?;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = config;
         *self.loaded.lock().unwrap_or_else(PoisonError::into_inner) = stamps;
         Ok(())
     }
 
-    /// Whether the certificate or key file changed since the last load.
+    /// Whether the certificate, key or CA file changed since the last load.
     pub(crate) fn changed(&self) -> bool {
         *self.loaded.lock().unwrap_or_else(PoisonError::into_inner) != stamps(&self.files)
     }
 
-    /// The TLS server configuration of the port: HTTP/2 only, this
-    /// certificate, and client certificates when a CA is configured.
-    pub(crate) fn server_config(self: &Arc<Self>) -> Result<Arc<ServerConfig>, Error> {
-        let tls = |err: rustls::Error| Error::Tls(format!("the client port's TLS: {err}"));
-        let builder = ServerConfig::builder_with_provider(Arc::clone(&self.provider))
-            .with_safe_default_protocol_versions()
-            .map_err(tls)?;
-        let builder = match &self.files.ca {
-            Some(ca) => {
-                let mut roots = rustls::RootCertStore::empty();
-                for cert in read_certs(ca, "client CA")? {
-                    roots.add(cert).map_err(tls)?;
-                }
-                let verifier = WebPkiClientVerifier::builder_with_provider(
-                    Arc::new(roots),
-                    Arc::clone(&self.provider),
-                )
-                .build()
-                .map_err(|err| Error::Tls(format!("the client CA {}: {err}", ca.display())))?;
-                builder.with_client_cert_verifier(verifier)
+    /// The configuration for the next handshake.
+    pub(crate) fn server_config(&self) -> Arc<ServerConfig> {
+        Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// The TLS server configuration of the port: HTTP/2 only, the certificate,
+/// and client certificates when a CA is configured.
+fn server_config(
+    files: &ClientTlsFiles,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<ServerConfig>, Error> {
+    let tls = |err: rustls::Error| Error::Tls(format!("the client port's TLS: {err}"));
+    let key = certified_key(files, provider)?;
+    let builder = ServerConfig::builder_with_provider(Arc::clone(provider))
+        .with_safe_default_protocol_versions()
+        .map_err(tls)?;
+    let builder = match &files.ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in read_certs(ca, "client CA")? {
+                roots.add(cert).map_err(tls)?;
             }
-            None => builder.with_no_client_auth(),
-        };
-        let mut config =
-            builder.with_cert_resolver(Arc::clone(self) as Arc<dyn ResolvesServerCert>);
-        config.alpn_protocols = vec![b"h2".to_vec()];
-        Ok(Arc::new(config))
-    }
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider))
+                    .build()
+                    .map_err(|err| Error::Tls(format!("the client CA {}: {err}", ca.display())))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(key)));
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
 }
 
-impl ResolvesServerCert for ReloadingCert {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(Arc::clone(
-            &self.current.read().unwrap_or_else(PoisonError::into_inner),
-        ))
-    }
-}
-
-fn stamps(files: &ClientTlsFiles) -> (Option<SystemTime>, Option<SystemTime>) {
-    let modified = |path: &std::path::Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    (modified(&files.cert), modified(&files.key))
+fn stamps(files: &ClientTlsFiles) -> Stamps {
+    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    [
+        modified(&files.cert),
+        modified(&files.key),
+        files.ca.as_deref().and_then(modified),
+    ]
 }
 
 fn read_certs(path: &std::path::Path, what: &str) -> Result<Vec<CertificateDer<'static>>, Error> {

@@ -360,11 +360,7 @@ async fn launch(
     // The client port's certificate (and client CA), refused here like any
     // other bad file, before anything is written.
     let client_tls = match &config.client_tls {
-        Some(files) => {
-            let cert = crate::client_tls::ReloadingCert::load(files)?;
-            let server_config = cert.server_config()?;
-            Some((cert, server_config))
-        }
+        Some(files) => Some(crate::client_tls::ClientTls::load(files)?),
         None => None,
     };
     // An export to restore is read and checked now, before anything is
@@ -587,19 +583,18 @@ async fn launch(
     let mut background = Vec::new();
     let reloadable = Reloadable {
         peer: tls.clone().map(|tls| (tls, config.node_id)),
-        client: client_tls.as_ref().map(|(cert, _)| Arc::clone(cert)),
+        client: client_tls.as_ref().map(Arc::clone),
     };
     background.push(AbortOnDrop(crate::reload::spawn(
         reloadable,
         config.tls_reload_every,
     )));
     let client_service = match client_tls {
-        Some((_, server_config)) => {
-            // The resolver behind this configuration serves the reloaded
-            // certificate: the configuration itself never changes.
+        Some(client_tls) => {
+            // Each handshake takes the configuration of the last reload.
             let (incoming, accept) = tls_incoming(
                 client_listener,
-                Arc::new(move || Arc::clone(&server_config)),
+                Arc::new(move || client_tls.server_config()),
             );
             background.push(AbortOnDrop(accept));
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))

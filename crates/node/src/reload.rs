@@ -1,7 +1,7 @@
 //! Reloads TLS material without a restart, for both ports: the peer port's
 //! (the node's certificate, key and cluster CA: inbound handshakes, new
 //! outbound links and admin calls use the new files) and the client
-//! port's certificate. On SIGHUP, and when a file changed (checked every
+//! port's (its certificate, key and client CA). On SIGHUP, and when a file changed (checked every
 //! `--tls-reload-secs`). A reload that fails keeps the material in use and
 //! logs why; the next signal or change tries again.
 
@@ -12,14 +12,14 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinHandle;
 use tsoracle_paxos_tonic::TlsMaterial;
 
-use crate::client_tls::ReloadingCert;
+use crate::client_tls::ClientTls;
 
 /// What a node can reload.
 pub(crate) struct Reloadable {
     /// The peer port's material and the node id its certificate must name.
     pub(crate) peer: Option<(TlsMaterial, u64)>,
-    /// The client port's certificate.
-    pub(crate) client: Option<Arc<ReloadingCert>>,
+    /// The client port's certificate, key and client CA.
+    pub(crate) client: Option<Arc<ClientTls>>,
 }
 
 impl Reloadable {
@@ -39,11 +39,11 @@ impl Reloadable {
     fn reload_client(&self, why: &str) {
         if let Some(cert) = &self.client {
             match cert.reload() {
-                Ok(()) => tracing::info!(why, "reloaded the client port's certificate"),
+                Ok(()) => tracing::info!(why, "reloaded the client port's TLS files"),
                 Err(err) => tracing::warn!(
                     why,
                     %err,
-                    "the client port's certificate was not reloaded; the previous one stays in use"
+                    "the client port's TLS files were not reloaded; the previous ones stay in use"
                 ),
             }
         }

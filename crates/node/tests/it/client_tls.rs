@@ -1,7 +1,8 @@
 //! TLS on the client port: `get-ts` and `seq` connect with `--tls-ca`; a
 //! plaintext client, a client that does not trust the port's CA, and (with
 //! `--client-tls-ca`) a client without a certificate are refused; a new
-//! certificate is served after SIGHUP without a restart.
+//! certificate, and a new client CA, are used after SIGHUP without a
+//! restart.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -137,6 +138,35 @@ fn the_client_port_serves_tls_refuses_strangers_and_reloads_its_certificate() {
     assert!(
         !get_ts(&layout, &trusted(&ca)).status.success(),
         "the old certificate is still served after SIGHUP"
+    );
+
+    // A new client CA: its clients are refused until SIGHUP, then served,
+    // and a client of the old client CA is refused from then on.
+    let (old_client_cert, old_client_key) =
+        (dir.join("old-client.pem"), dir.join("old-client.key"));
+    std::fs::copy(&client_cert, &old_client_cert).unwrap();
+    std::fs::copy(&client_key, &old_client_key).unwrap();
+    let old_client = vec![
+        "--tls-ca".to_owned(),
+        path(&new_ca),
+        "--tls-cert".to_owned(),
+        path(&old_client_cert),
+        "--tls-key".to_owned(),
+        path(&old_client_key),
+    ];
+    Ca::new("renewed client CA").write(&dir, "client", "client");
+    assert!(
+        !get_ts(&layout, &trusted(&new_ca)).status.success(),
+        "a client of a client CA not yet loaded was served"
+    );
+    for node in &nodes {
+        signal(node, "HUP");
+    }
+    let third = until_served(&layout, &trusted(&new_ca));
+    assert!(third > second, "{third} after {second}");
+    assert!(
+        !get_ts(&layout, &old_client).status.success(),
+        "a client of the replaced client CA is still served after SIGHUP"
     );
     for node in &mut nodes {
         node.terminate();
