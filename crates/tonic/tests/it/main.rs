@@ -10,6 +10,7 @@
 // is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod accept;
 mod cluster;
 mod common;
 mod frames;
