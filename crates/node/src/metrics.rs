@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use metrics::{counter, gauge};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
 use tokio::task::JoinHandle;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -27,6 +28,7 @@ use tsoracle_paxos_metrics::{
     ROLE, STOP_SIGN_REFUSED, TRANSFER_BYTES_SKIPPED, TRANSFERS_FAILED_IN, TRANSFERS_IN,
 };
 use tsoracle_paxos_tonic::TransportStats;
+use tsoracle_paxos_toolkit::sink::InboxStats;
 
 use crate::error::Error;
 use crate::health::{self, Leadership, Standing, Vitals};
@@ -41,6 +43,9 @@ const LATENCY_BUCKETS: &[f64] = &[
 
 /// How often the sampler runs.
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+
+/// How long a gauge stays on the page once nothing sets it.
+const GAUGE_IDLE: Duration = Duration::from_secs(10);
 
 /// The gRPC health service names the node reports: the server as a whole
 /// (`""`) and the tsoracle service.
@@ -64,6 +69,9 @@ pub(crate) fn recorder() -> Result<PrometheusHandle, Error> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)
         .map_err(|err| Error::runtime("the metrics recorder", err))?
+        // The sampler sets every gauge every 250 ms; one it stopped setting
+        // (a peer a membership change removed) leaves the page.
+        .idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE))
         .install_recorder()
         .map_err(|err| Error::runtime("the metrics recorder", err))?;
     *installed = Some(handle.clone());
@@ -223,10 +231,7 @@ pub(crate) fn sample(
     tokio::spawn(async move {
         let metrics = recorder.is_some();
         let mut samples = 0u32;
-        if metrics {
-            gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "commit" => env!("TSORACLE_PAXOS_COMMIT"))
-                .set(1.0);
-        }
+        let mut inbox_totals = InboxTotals::default();
         let mut every = tokio::time::interval(SAMPLE_EVERY);
         let mut serving = None;
         loop {
@@ -251,15 +256,54 @@ pub(crate) fn sample(
                 recorder.run_upkeep();
             }
             if metrics {
+                gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "commit" => env!("TSORACLE_PAXOS_COMMIT"))
+                    .set(1.0);
                 gauge!(LIVE).set(f64::from(u8::from(live)));
                 gauge!(READY).set(f64::from(u8::from(ready)));
-                record(&observer, &outbound, &inbound);
+                record(&observer, &outbound, &inbound, &mut inbox_totals);
             }
         }
     })
 }
 
-fn record(observer: &Observer, outbound: &TransportStats, inbound: &TransportStats) {
+/// The inbox refusals counted so far, followed across inboxes: each
+/// membership change starts a new inbox whose counters start at zero, and
+/// the metrics must go on from the old totals.
+#[derive(Default)]
+struct InboxTotals {
+    /// The inbox last read and its counts then.
+    last: Option<(Arc<InboxStats>, InboxCounts)>,
+}
+
+/// The inbox counters the metrics carry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct InboxCounts {
+    impostor: u64,
+    stop_sign: u64,
+}
+
+impl InboxTotals {
+    /// What the inbox of `stats` counted since the last call, `now` being
+    /// its counts: all of them when it is another inbox than last time.
+    fn since_last(&mut self, stats: Arc<InboxStats>, now: InboxCounts) -> InboxCounts {
+        let before = match &self.last {
+            Some((last, counts)) if Arc::ptr_eq(last, &stats) => *counts,
+            _ => InboxCounts::default(),
+        };
+        self.last = Some((stats, now));
+        InboxCounts {
+            impostor: now.impostor.saturating_sub(before.impostor),
+            stop_sign: now.stop_sign.saturating_sub(before.stop_sign),
+        }
+    }
+}
+
+fn record(
+    observer: &Observer,
+    outbound: &TransportStats,
+    inbound: &TransportStats,
+    inbox_totals: &mut InboxTotals,
+) {
     let (host, driver) = (&observer.host, &observer.driver);
     let (role, ballot, leader) = match driver.role() {
         Role::Leader(term) => (2.0, term.ballot().n, term.leader()),
@@ -282,11 +326,18 @@ fn record(observer: &Observer, outbound: &TransportStats, inbound: &TransportSta
     gauge!(REGISTERED).set(registered as f64);
     gauge!(RECORDED_MEMBERS).set(members as f64);
     gauge!(PENDING).set(host.pending() as f64);
-    // Counters: the transport's and the inbox's own totals since start.
-    counter!(IMPOSTOR_REFUSED).absolute(host.inbox().stats().impostor());
+    // Counters: the transport's totals since start, and what the inboxes
+    // counted since the last sample.
+    let stats = host.inbox().shared_stats();
+    let now = InboxCounts {
+        impostor: stats.impostor(),
+        stop_sign: stats.stop_sign(),
+    };
+    let refused = inbox_totals.since_last(stats, now);
+    counter!(IMPOSTOR_REFUSED).increment(refused.impostor);
     // Above zero: some peer tried to end the configuration (dropped at
     // the inbox; see `carries_stop_sign`).
-    counter!(STOP_SIGN_REFUSED).absolute(host.inbox().stats().stop_sign());
+    counter!(STOP_SIGN_REFUSED).increment(refused.stop_sign);
     counter!(tsoracle_paxos_metrics::PEER_REFUSED).absolute(inbound.total_refusals());
     counter!(tsoracle_paxos_metrics::PEER_DROPPED).absolute(outbound.total_drops());
     counter!(tsoracle_paxos_metrics::PEER_RECONNECTS).absolute(outbound.reconnects());
@@ -310,6 +361,44 @@ fn record(observer: &Observer, outbound: &TransportStats, inbound: &TransportSta
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use tsoracle_paxos_toolkit::sink::InboxStats;
+
+    use super::{InboxCounts, InboxTotals};
+
+    /// A new inbox (after a membership change) counts from zero: its
+    /// counts add to the totals instead of being lost until they pass the
+    /// old inbox's.
+    #[test]
+    fn refusals_of_a_new_inbox_add_to_the_old_ones() {
+        let mut totals = InboxTotals::default();
+        let counts = |impostor, stop_sign| InboxCounts {
+            impostor,
+            stop_sign,
+        };
+        let first = Arc::new(InboxStats::default());
+        assert_eq!(
+            totals.since_last(Arc::clone(&first), counts(3, 0)),
+            counts(3, 0)
+        );
+        assert_eq!(
+            totals.since_last(Arc::clone(&first), counts(4, 0)),
+            counts(1, 0)
+        );
+        assert_eq!(
+            totals.since_last(Arc::clone(&first), counts(4, 0)),
+            counts(0, 0)
+        );
+        // A new inbox at (1, 1): below the old one's 4, and still counted.
+        let second = Arc::new(InboxStats::default());
+        assert_eq!(
+            totals.since_last(Arc::clone(&second), counts(1, 1)),
+            counts(1, 1)
+        );
+        assert_eq!(totals.since_last(second, counts(2, 1)), counts(1, 0));
+    }
+
     /// The toolkit records two series under names of its own (it may not
     /// depend on the metrics crate): they are the names documented.
     #[test]

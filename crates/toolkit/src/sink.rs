@@ -284,6 +284,14 @@ impl<T: Entry + 'static> Inbox<T> {
         &self.stats
     }
 
+    /// The counters, shared: a holder can tell this inbox's counters from
+    /// another's (`Arc::ptr_eq`), e.g. across a membership change, which
+    /// starts a new inbox whose counters start at zero.
+    #[must_use]
+    pub fn shared_stats(&self) -> Arc<InboxStats> {
+        Arc::clone(&self.stats)
+    }
+
     /// Queues `message`, sent by a peer presenting `instance`, without
     /// waiting; a full queue drops it (Paxos resends).
     pub fn try_deliver(

@@ -5,7 +5,7 @@
 //! Every answer is checked: timestamps rise per client, no dense block is
 //! handed out twice, and the load never stops for long.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -257,6 +257,32 @@ fn a_follower_then_the_leader_are_replaced_under_load() {
         .collect();
     let after = cli().get_ts(&endpoints, 1);
     assert_eq!(after.len(), 1);
+
+    // A founding survivor's metrics page drops the removed peers' series
+    // (the gauges nobody sets any more leave it) and shows the new ones.
+    let founder = survivors.iter().copied().find(|&id| id <= 3).unwrap();
+    let page_peers = || -> BTreeSet<String> {
+        tsoracle_paxos_testkit::process::metrics(layout.metrics[&founder])
+            .unwrap_or_default()
+            .keys()
+            .filter_map(|key| key.split_once("{peer=\"").map(|(_, rest)| rest))
+            .filter_map(|rest| rest.split_once('"').map(|(peer, _)| peer.to_owned()))
+            .collect()
+    };
+    let expected: BTreeSet<String> = survivors
+        .iter()
+        .filter(|&&id| id != founder)
+        .map(u64::to_string)
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while page_peers() != expected {
+        assert!(
+            Instant::now() < deadline,
+            "node {founder}'s page names peers {:?}, not {expected:?}",
+            page_peers()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 
     // Restarts boot the recorded configuration: every survivor stopped
     // (SIGTERM) and started again with the flags it had (a founding node's
