@@ -19,17 +19,22 @@ pub async fn serve(config: NodeConfig) -> Result<(), Error> {
     if let Err(err) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         tracing::warn!(%err, "no SIGHUP handler: a SIGHUP during start-up would end the process");
     }
+    // SIGTERM and SIGINT are caught from here on, before the start's first
+    // step: a future registers its handler only when first polled, and the
+    // start's first poll opens the storage before anything else runs, so a
+    // SIGTERM then would take the default action and kill the process.
+    let mut signals = ShutdownSignals::new();
     // A joining node may wait minutes for its `member add`: a signal
     // meanwhile ends the start (nothing was written before admission).
     let mut node = tokio::select! {
         node = Node::start(config) => node?,
-        signal = shutdown_signal() => {
+        signal = signals.recv() => {
             tracing::info!(signal, "stopped before the node started");
             return Ok(());
         }
     };
     let outcome = tokio::select! {
-        signal = shutdown_signal() => {
+        signal = signals.recv() => {
             tracing::info!(signal, "shutting down");
             Ok(())
         }
@@ -53,18 +58,45 @@ pub async fn serve(config: NodeConfig) -> Result<(), Error> {
 }
 
 /// Resolves with the name of the first SIGTERM or SIGINT (also how the
-/// test kit's runs notice Ctrl-C).
+/// test kit's runs notice Ctrl-C). The handlers are installed when this is
+/// first polled; [`serve`] installs them before its start instead.
 pub async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers the node can only be killed; run until then.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+    ShutdownSignals::new().recv().await
+}
+
+/// SIGTERM and SIGINT, caught from [`new`](Self::new) on (tokio keeps a
+/// handler installed once registered).
+struct ShutdownSignals {
+    /// `None` when the handlers could not be installed: the node can then
+    /// only be killed.
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl ShutdownSignals {
+    fn new() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => Self {
+                streams: Some((term, int)),
+            },
+            (Err(err), _) | (_, Err(err)) => {
+                tracing::warn!(%err, "no SIGTERM/SIGINT handler: the node can only be killed");
+                Self { streams: None }
+            }
+        }
+    }
+
+    /// The name of the next SIGTERM or SIGINT.
+    async fn recv(&mut self) -> &'static str {
+        let Some((term, int)) = self.streams.as_mut() else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
     }
 }
