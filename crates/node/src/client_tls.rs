@@ -8,7 +8,6 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::SystemTime;
 
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
@@ -16,18 +15,19 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tsoracle_paxos_tonic::{FileStamp, file_stamp};
 
 use crate::config::ClientTlsFiles;
 use crate::error::Error;
 
-/// The modification times of the certificate, key and CA files.
-type Stamps = [Option<SystemTime>; 3];
+/// The stamps of the certificate, key and CA files.
+type Stamps = [Option<FileStamp>; 3];
 
 /// The client port's TLS configuration, swapped by [`reload`](Self::reload).
 pub(crate) struct ClientTls {
     files: ClientTlsFiles,
     current: RwLock<Arc<ServerConfig>>,
-    /// The files' modification times at the last load.
+    /// The files' stamps at the last load.
     loaded: Mutex<Stamps>,
     provider: Arc<CryptoProvider>,
 }
@@ -108,15 +108,14 @@ fn server_config(
 }
 
 fn stamps(files: &ClientTlsFiles) -> Stamps {
-    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
     [
-        modified(&files.cert),
-        modified(&files.key),
-        files.ca.as_deref().and_then(modified),
+        file_stamp(&files.cert),
+        file_stamp(&files.key),
+        files.ca.as_deref().and_then(file_stamp),
     ]
 }
 
-fn read_certs(path: &std::path::Path, what: &str) -> Result<Vec<CertificateDer<'static>>, Error> {
+fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, Error> {
     let pem = std::fs::read(path)
         .map_err(|err| Error::Tls(format!("cannot read the {what} {}: {err}", path.display())))?;
     let certs = CertificateDer::pem_slice_iter(&pem)

@@ -59,8 +59,8 @@ struct Loaded {
     /// The peer server's rustls configuration: this certificate, and
     /// client certificates of the CA required.
     server: Arc<rustls::ServerConfig>,
-    /// The files' modification times when read.
-    stamps: Vec<Option<SystemTime>>,
+    /// The files' stamps when read.
+    stamps: Vec<Option<FileStamp>>,
 }
 
 impl std::fmt::Debug for TlsMaterial {
@@ -264,12 +264,38 @@ fn chains_to_its_ca(loaded: &Loaded) -> Result<(), String> {
     Ok(())
 }
 
-/// The files' modification times, in the order CA, certificate, key.
-fn stamps(files: &TlsFiles) -> Vec<Option<SystemTime>> {
+/// The files' stamps, in the order CA, certificate, key.
+fn stamps(files: &TlsFiles) -> Vec<Option<FileStamp>> {
     [&files.ca, &files.cert, &files.key]
         .iter()
-        .map(|path| std::fs::metadata(path).and_then(|m| m.modified()).ok())
+        .map(|path| file_stamp(path))
         .collect()
+}
+
+/// What tells one version of a file from another without reading it: its
+/// modification and status-change times, inode and length. A file replaced
+/// by one with the same modification time (`cp -p`, an unpacked archive, a
+/// tool that keeps times) still differs in its inode or change time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStamp {
+    modified: Option<SystemTime>,
+    changed: (i64, i64),
+    inode: u64,
+    len: u64,
+}
+
+/// The stamp of the file at `path` (following links, so a Kubernetes
+/// Secret's symlink swap is seen); `None` when it cannot be read.
+#[must_use]
+pub fn file_stamp(path: &Path) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = std::fs::metadata(path).ok()?;
+    Some(FileStamp {
+        modified: metadata.modified().ok(),
+        changed: (metadata.ctime(), metadata.ctime_nsec()),
+        inode: metadata.ino(),
+        len: metadata.len(),
+    })
 }
 
 /// A rustls server configuration (ring) presenting `chain` and `key`,
