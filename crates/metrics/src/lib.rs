@@ -66,6 +66,13 @@ pub const PROPOSAL_SECONDS: &str = "tsoracle_paxos_proposal_seconds";
 /// names it in `tsoracle_paxos_toolkit::telemetry`: the node's tests check
 /// that both say the same.)
 pub const COMMIT_SECONDS: &str = "tsoracle_paxos_commit_seconds";
+/// Counter: connections a TLS port (peer or client) closed before their
+/// handshake because the handshake slots were taken, labelled `listener`
+/// and `reason` (`address`: that source address held its share; `total`:
+/// every slot). (Recorded by the peer transport's accept loop, which names
+/// it in `tsoracle_paxos_tonic::accept`: the node's tests check that both
+/// say the same.)
+pub const TLS_HANDSHAKES_REFUSED: &str = "tsoracle_paxos_tls_handshakes_refused_total";
 /// Histogram: one synced storage write (a round's WAL sync), in seconds.
 /// (Recorded by the toolkit, as [`COMMIT_SECONDS`].)
 pub const FSYNC_SECONDS: &str = "tsoracle_paxos_fsync_seconds";

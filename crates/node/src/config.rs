@@ -11,6 +11,7 @@ use clap::Args;
 use serde::Deserialize;
 use tsoracle_core::PeerEndpoint;
 use tsoracle_driver_paxos::{DriverConfig, Member, Timing};
+use tsoracle_paxos_tonic::accept::HandshakeLimits;
 use tsoracle_paxos_tonic::{DEFAULT_MAX_CHUNKED_MESSAGE_BYTES, DEFAULT_MAX_FRAME_BYTES, TlsFiles};
 use tsoracle_paxos_toolkit::config::MAX_NODE_ID;
 
@@ -182,13 +183,24 @@ pub(crate) struct ServeArgs {
     pub(crate) client_tls_key: Option<PathBuf>,
     /// PEM CA file: when set, the client port requires client certificates
     /// signed by it (mutual TLS). Needs the port's certificate and key.
+    /// Reloaded with them (SIGHUP, or a change seen by --tls-reload-secs).
     #[arg(long, value_name = "FILE", env = "TSORACLE_PAXOS_CLIENT_TLS_CA")]
     pub(crate) client_tls_ca: Option<PathBuf>,
-    /// How often the node checks its certificate and key files (peer and
-    /// client ports) for a change and reloads them, in seconds (default
-    /// 30; 0: only on SIGHUP).
+    /// How often the node checks the TLS files of both ports (certificates,
+    /// keys and CAs) for a change and reloads them, in seconds (default 30;
+    /// 0: only on SIGHUP).
     #[arg(long, value_name = "SECONDS", env = "TSORACLE_PAXOS_TLS_RELOAD_SECS")]
     pub(crate) tls_reload_secs: Option<u64>,
+    /// TLS handshakes one source address may have in progress at once on
+    /// each TLS port (an IPv6 address counts by its /64; default 32 of
+    /// 1,024 in all; 0: no cap per address). Raise it when many clients
+    /// reach the client port through one address (a NAT, a TCP proxy).
+    #[arg(
+        long,
+        value_name = "N",
+        env = "TSORACLE_PAXOS_TLS_HANDSHAKES_PER_ADDRESS"
+    )]
+    pub(crate) tls_handshakes_per_address: Option<u32>,
     /// An export of another cluster (`tsoracle-paxos export`) to start
     /// above: before serving, the node waits until its cluster's state
     /// holds the export's high-water, dense counters and leases (the node
@@ -289,6 +301,7 @@ struct FileConfig {
     client_drain_ms: Option<u64>,
     client_tls: Option<FileClientTls>,
     tls_reload_secs: Option<u64>,
+    tls_handshakes_per_address: Option<u32>,
     restore_from: Option<PathBuf>,
 }
 
@@ -386,6 +399,9 @@ pub struct NodeConfig {
     /// How often certificate files are checked for a change (`None`: only
     /// on SIGHUP).
     pub tls_reload_every: Option<Duration>,
+    /// TLS handshakes one source address may have in progress at once on
+    /// each TLS port (0: no cap per address).
+    pub tls_handshakes_per_address: u32,
     /// An export to restore before serving (`serve --restore-from`).
     pub restore_from: Option<PathBuf>,
 }
@@ -420,6 +436,12 @@ pub(crate) const DEFAULT_CLIENT_DRAIN: Duration = Duration::from_secs(10);
 
 /// How often certificate files are checked unless told.
 const DEFAULT_TLS_RELOAD_SECS: u64 = 30;
+
+/// TLS handshakes in progress per source address unless told: the
+/// transport's default.
+fn default_tls_handshakes_per_address() -> u32 {
+    u32::try_from(HandshakeLimits::default().per_address).unwrap_or(u32::MAX)
+}
 
 impl ServeArgs {
     /// Reads `--config` (if any), applies the flags over it, and checks the
@@ -576,6 +598,10 @@ impl ServeArgs {
                 0 => None,
                 secs => Some(Duration::from_secs(secs)),
             },
+            tls_handshakes_per_address: self
+                .tls_handshakes_per_address
+                .or(file.tls_handshakes_per_address)
+                .unwrap_or_else(default_tls_handshakes_per_address),
             restore_from: self.restore_from.clone().or(file.restore_from),
         };
         config.check()?;
@@ -619,7 +645,16 @@ impl NodeConfig {
             client_drain: DEFAULT_CLIENT_DRAIN,
             client_tls: None,
             tls_reload_every: Some(Duration::from_secs(DEFAULT_TLS_RELOAD_SECS)),
+            tls_handshakes_per_address: default_tls_handshakes_per_address(),
             restore_from: None,
+        }
+    }
+
+    /// The bounds of TLS handshakes in progress on both TLS ports.
+    pub(crate) fn handshake_limits(&self) -> HandshakeLimits {
+        HandshakeLimits {
+            per_address: usize::try_from(self.tls_handshakes_per_address).unwrap_or(usize::MAX),
+            ..HandshakeLimits::default()
         }
     }
 

@@ -12,7 +12,7 @@
 //! series.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use metrics::{counter, gauge};
@@ -267,12 +267,13 @@ pub(crate) fn sample(
 }
 
 /// The inbox refusals counted so far, followed across inboxes: each
-/// membership change starts a new inbox whose counters start at zero, and
-/// the metrics must go on from the old totals.
+/// membership change starts a new inbox whose counters start at zero, while
+/// the old one may still count (its configuration's peer service stays on
+/// the port). Every inbox seen and still alive adds what it counted since
+/// the last sample.
 #[derive(Default)]
 struct InboxTotals {
-    /// The inbox last read and its counts then.
-    last: Option<(Arc<InboxStats>, InboxCounts)>,
+    seen: Vec<(Weak<InboxStats>, InboxCounts)>,
 }
 
 /// The inbox counters the metrics carry.
@@ -282,19 +283,44 @@ struct InboxCounts {
     stop_sign: u64,
 }
 
-impl InboxTotals {
-    /// What the inbox of `stats` counted since the last call, `now` being
-    /// its counts: all of them when it is another inbox than last time.
-    fn since_last(&mut self, stats: Arc<InboxStats>, now: InboxCounts) -> InboxCounts {
-        let before = match &self.last {
-            Some((last, counts)) if Arc::ptr_eq(last, &stats) => *counts,
-            _ => InboxCounts::default(),
-        };
-        self.last = Some((stats, now));
-        InboxCounts {
-            impostor: now.impostor.saturating_sub(before.impostor),
-            stop_sign: now.stop_sign.saturating_sub(before.stop_sign),
+impl InboxCounts {
+    fn of(stats: &InboxStats) -> Self {
+        Self {
+            impostor: stats.impostor(),
+            stop_sign: stats.stop_sign(),
         }
+    }
+}
+
+impl InboxTotals {
+    /// What every inbox seen so far (`current` included) counted since the
+    /// last call, each read with `read`; inboxes dropped since are
+    /// forgotten.
+    fn since_last(
+        &mut self,
+        current: &Arc<InboxStats>,
+        read: impl Fn(&InboxStats) -> InboxCounts,
+    ) -> InboxCounts {
+        let known = self.seen.iter().any(|(seen, _)| {
+            seen.upgrade()
+                .is_some_and(|seen| Arc::ptr_eq(&seen, current))
+        });
+        if !known {
+            self.seen
+                .push((Arc::downgrade(current), InboxCounts::default()));
+        }
+        let mut added = InboxCounts::default();
+        self.seen.retain_mut(|(seen, last)| {
+            let Some(stats) = seen.upgrade() else {
+                return false;
+            };
+            let now = read(&stats);
+            added.impostor += now.impostor.saturating_sub(last.impostor);
+            added.stop_sign += now.stop_sign.saturating_sub(last.stop_sign);
+            *last = now;
+            true
+        });
+        added
     }
 }
 
@@ -328,12 +354,7 @@ fn record(
     gauge!(PENDING).set(host.pending() as f64);
     // Counters: the transport's totals since start, and what the inboxes
     // counted since the last sample.
-    let stats = host.inbox().shared_stats();
-    let now = InboxCounts {
-        impostor: stats.impostor(),
-        stop_sign: stats.stop_sign(),
-    };
-    let refused = inbox_totals.since_last(stats, now);
+    let refused = inbox_totals.since_last(&host.inbox().shared_stats(), InboxCounts::of);
     counter!(IMPOSTOR_REFUSED).increment(refused.impostor);
     // Above zero: some peer tried to end the configuration (dropped at
     // the inbox; see `carries_stop_sign`).
@@ -361,6 +382,8 @@ fn record(
 
 #[cfg(test)]
 mod tests {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
     use std::sync::Arc;
 
     use tsoracle_paxos_toolkit::sink::InboxStats;
@@ -370,33 +393,49 @@ mod tests {
     /// A new inbox (after a membership change) counts from zero: its
     /// counts add to the totals instead of being lost until they pass the
     /// old inbox's.
+    /// A new inbox (after a membership change) counts from zero, and the
+    /// old one may go on counting: both add to the totals.
     #[test]
-    fn refusals_of_a_new_inbox_add_to_the_old_ones() {
-        let mut totals = InboxTotals::default();
+    fn refusals_of_every_live_inbox_add_up() {
         let counts = |impostor, stop_sign| InboxCounts {
             impostor,
             stop_sign,
         };
+        // The test's counts per inbox, by address.
+        let values: RefCell<HashMap<usize, InboxCounts>> = RefCell::default();
+        let set = |stats: &Arc<InboxStats>, value| {
+            values
+                .borrow_mut()
+                .insert(Arc::as_ptr(stats) as usize, value);
+        };
+        let read = |stats: &InboxStats| values.borrow()[&(std::ptr::from_ref(stats) as usize)];
+        let mut totals = InboxTotals::default();
         let first = Arc::new(InboxStats::default());
-        assert_eq!(
-            totals.since_last(Arc::clone(&first), counts(3, 0)),
-            counts(3, 0)
-        );
-        assert_eq!(
-            totals.since_last(Arc::clone(&first), counts(4, 0)),
-            counts(1, 0)
-        );
-        assert_eq!(
-            totals.since_last(Arc::clone(&first), counts(4, 0)),
-            counts(0, 0)
-        );
-        // A new inbox at (1, 1): below the old one's 4, and still counted.
+        set(&first, counts(3, 0));
+        assert_eq!(totals.since_last(&first, read), counts(3, 0));
+        set(&first, counts(4, 0));
+        assert_eq!(totals.since_last(&first, read), counts(1, 0));
+        assert_eq!(totals.since_last(&first, read), counts(0, 0));
+        // A new inbox at (1, 1), below the old one's 4: counted; the old
+        // one, still alive, counts one more StopSign: counted too.
         let second = Arc::new(InboxStats::default());
+        set(&second, counts(1, 1));
+        set(&first, counts(4, 1));
+        assert_eq!(totals.since_last(&second, read), counts(1, 2));
+        // The old inbox gone: forgotten, the new one goes on.
+        drop(first);
+        set(&second, counts(2, 1));
+        assert_eq!(totals.since_last(&second, read), counts(1, 0));
+        assert_eq!(totals.seen.len(), 1);
+    }
+
+    /// The TLS accept loop's counter is the name documented.
+    #[test]
+    fn the_transport_records_the_documented_handshake_counter() {
         assert_eq!(
-            totals.since_last(Arc::clone(&second), counts(1, 1)),
-            counts(1, 1)
+            tsoracle_paxos_tonic::accept::HANDSHAKES_REFUSED,
+            tsoracle_paxos_metrics::TLS_HANDSHAKES_REFUSED
         );
-        assert_eq!(totals.since_last(second, counts(2, 1)), counts(1, 0));
     }
 
     /// The toolkit records two series under names of its own (it may not

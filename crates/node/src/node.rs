@@ -22,7 +22,7 @@ use tsoracle_driver_paxos::{
 };
 use tsoracle_paxos_reply_gate::ReplyGateLayer;
 use tsoracle_paxos_state::{MemberRecord, Membership, PaxosEntry, SnapshotPolicy};
-use tsoracle_paxos_tonic::accept::tls_incoming;
+use tsoracle_paxos_tonic::accept::tls_incoming_with;
 use tsoracle_paxos_tonic::{
     PeerRouter, PeerService, ServerHandle, TlsMaterial, TonicSink, TransportConfig, TransportStats,
     serve_with,
@@ -433,6 +433,7 @@ async fn launch(
     // Transfers spool on the data disk (anonymous files), not in memory
     // and not on a small /tmp.
     transport.spool_dir = Some(spool_dir(&config.data_dir)?);
+    transport.handshakes = config.handshake_limits();
     let peer_addresses: Vec<(u64, String)> = members
         .iter()
         .filter(|m| m.id != config.node_id)
@@ -592,9 +593,10 @@ async fn launch(
     let client_service = match client_tls {
         Some(client_tls) => {
             // Each handshake takes the configuration of the last reload.
-            let (incoming, accept) = tls_incoming(
+            let (incoming, accept) = tls_incoming_with(
                 client_listener,
                 Arc::new(move || client_tls.server_config()),
+                config.handshake_limits(),
             );
             background.push(AbortOnDrop(accept));
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))

@@ -8,9 +8,9 @@
 //! their own timeout, and one address cannot take every slot.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
@@ -28,7 +28,8 @@ pub struct HandshakeLimits {
     /// In progress at once, from all addresses.
     pub total: usize,
     /// In progress at once from one source address (a client that opens
-    /// sockets and never speaks fills only its own share).
+    /// sockets and never speaks fills only its own share); 0: no cap per
+    /// address. An IPv6 address counts by its /64 (one host's network).
     pub per_address: usize,
     /// How long a client may take to finish its handshake.
     pub timeout: Duration,
@@ -74,8 +75,18 @@ pub fn tls_incoming_with(
     limits: HandshakeLimits,
 ) -> (TlsIncoming, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(ACCEPTED_QUEUE);
-    let handshakes = Arc::new(Semaphore::new(limits.total));
+    let handshakes = Arc::new(Semaphore::new(
+        limits.total.clamp(1, Semaphore::MAX_PERMITS),
+    ));
+    let per_address_limit = match limits.per_address {
+        0 => usize::MAX,
+        n => n,
+    };
     let per_address = Arc::new(Mutex::new(HashMap::new()));
+    let listener_address = listener
+        .local_addr()
+        .map_or_else(|_| "unknown".to_owned(), |addr| addr.to_string());
+    let mut refusals = Refusals::new(listener_address);
     let task = tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -91,13 +102,14 @@ pub fn tls_incoming_with(
                     continue;
                 }
             };
-            let Some(address_slot) = AddressSlot::take(&per_address, peer.ip(), limits.per_address)
+            let Some(address_slot) =
+                AddressSlot::take(&per_address, source_key(peer.ip()), per_address_limit)
             else {
-                tracing::debug!(%peer, "TLS listener: this address's handshake slots are taken; closed");
+                refusals.count(Refusal::Address, peer.ip());
                 continue;
             };
             let Ok(permit) = Arc::clone(&handshakes).try_acquire_owned() else {
-                tracing::debug!(%peer, "TLS listener: every handshake slot is taken; closed");
+                refusals.count(Refusal::Total, peer.ip());
                 continue;
             };
             // As TcpIncoming does for plaintext: small gRPC frames must not
@@ -124,6 +136,91 @@ pub fn tls_incoming_with(
         }
     });
     (ReceiverStream::new(rx), task)
+}
+
+/// Why a connection was closed before its handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    /// Its address held its share of the handshake slots.
+    Address,
+    /// Every handshake slot was taken.
+    Total,
+}
+
+impl Refusal {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Address => "address",
+            Self::Total => "total",
+        }
+    }
+}
+
+/// The counter of connections a TLS listener closed before their handshake,
+/// labelled `listener` (its address) and `reason` (`address`: that source
+/// address held its share of the slots; `total`: every slot was taken).
+pub const HANDSHAKES_REFUSED: &str = "tsoracle_paxos_tls_handshakes_refused_total";
+
+/// How often refused handshakes are reported in the log, at most.
+const REFUSAL_WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Counts refused connections ([`HANDSHAKES_REFUSED`]) and warns about
+/// them at most once per [`REFUSAL_WARN_EVERY`]: a flood costs one log line
+/// per interval, and legitimate clients refused (many behind one address)
+/// are seen.
+struct Refusals {
+    listener: String,
+    since_warning: u64,
+    last_warning: Option<Instant>,
+}
+
+impl Refusals {
+    fn new(listener: String) -> Self {
+        Self {
+            listener,
+            since_warning: 0,
+            last_warning: None,
+        }
+    }
+
+    fn count(&mut self, refusal: Refusal, from: IpAddr) {
+        metrics::counter!(
+            HANDSHAKES_REFUSED,
+            "listener" => self.listener.clone(),
+            "reason" => refusal.label()
+        )
+        .increment(1);
+        self.since_warning += 1;
+        let due = self
+            .last_warning
+            .is_none_or(|at| at.elapsed() >= REFUSAL_WARN_EVERY);
+        if due {
+            tracing::warn!(
+                listener = %self.listener,
+                reason = refusal.label(),
+                last_from = %from,
+                refused = self.since_warning,
+                "TLS listener: connections closed before their handshake, their slots being \
+                 taken (see --tls-handshakes-per-address; repeated at most every 10 s)"
+            );
+            self.since_warning = 0;
+            self.last_warning = Some(Instant::now());
+        }
+    }
+}
+
+/// The address a connection's handshakes count against: the address
+/// itself, or for IPv6 its /64 (a host or site usually holds a whole /64
+/// and could otherwise open connections from as many addresses as it
+/// likes); an IPv4-mapped IPv6 address counts as its IPv4 address.
+fn source_key(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1_u128 << 64) - 1))),
+        },
+    }
 }
 
 /// Handshakes in progress per source address.
@@ -181,5 +278,18 @@ mod tests {
         let third = AddressSlot::take(&counts, one, 2).unwrap();
         drop((second, third, other));
         assert!(counts.lock().unwrap().is_empty(), "nothing left behind");
+    }
+
+    #[test]
+    fn an_ipv6_source_counts_by_its_64_and_a_mapped_ipv4_as_ipv4() {
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(source_key(a), source_key(b));
+        assert_ne!(source_key(a), source_key(c));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(source_key(mapped), IpAddr::from([192, 0, 2, 7]));
+        let v4 = IpAddr::from([192, 0, 2, 7]);
+        assert_eq!(source_key(v4), v4);
     }
 }

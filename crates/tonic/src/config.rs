@@ -9,6 +9,7 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use omnipaxos::util::NodeId;
 use tsoracle_paxos_toolkit::InstanceId;
 
+use crate::accept::HandshakeLimits;
 use crate::error::Error;
 
 /// The version of the link protocol (metadata keys and frame format) this
@@ -111,6 +112,8 @@ pub struct TransportConfig {
     /// How long a server shutdown waits for open links to close before it
     /// drops their connections.
     pub shutdown_grace: Duration,
+    /// Bounds of the TLS handshakes in progress on the peer port.
+    pub handshakes: HandshakeLimits,
 }
 
 impl TransportConfig {
@@ -118,7 +121,8 @@ impl TransportConfig {
     /// (as transfers), transfers spooled in the system's temporary
     /// directory, 1024 batches per
     /// peer queue, 1 s connect timeout, 5 s send timeout, backoff from 50 ms
-    /// to 2 s, 1 s keep-alive, 1 s shutdown grace.
+    /// to 2 s, 1 s keep-alive, 1 s shutdown grace, and the default bounds of
+    /// TLS handshakes in progress.
     pub fn new(
         cluster_id: impl Into<String>,
         node_id: NodeId,
@@ -141,6 +145,7 @@ impl TransportConfig {
             backoff_max: Duration::from_secs(2),
             keepalive: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(1),
+            handshakes: HandshakeLimits::default(),
         }
     }
 

@@ -150,5 +150,5 @@ pub use router::PeerRouter;
 pub use server::{PeerService, ServerHandle, serve, serve_with};
 pub use sink::TonicSink;
 pub use stats::{DropReason, RefusalReason, TransportStats};
-pub use tls::{TlsFiles, TlsMaterial};
+pub use tls::{FileStamp, TlsFiles, TlsMaterial, file_stamp};
 pub use transfer::{BODY_FORMAT, HEAD_FORMAT};

@@ -18,7 +18,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::{Code, Request, Response, Status, Streaming};
 use tsoracle_paxos_toolkit::{Inbox, InstanceId, Refusal};
 
-use crate::accept::tls_incoming;
+use crate::accept::tls_incoming_with;
 use crate::config::{PROTOCOL_VERSION, TransportConfig, metadata};
 use crate::error::Error;
 use crate::frame::{FrameKind, decode_frame, kind};
@@ -694,7 +694,11 @@ where
         // a reloaded certificate is served without a restart.
         Some(tls) => {
             let tls = tls.clone();
-            let (incoming, accept) = tls_incoming(listener, Arc::new(move || tls.server_config()));
+            let (incoming, accept) = tls_incoming_with(
+                listener,
+                Arc::new(move || tls.server_config()),
+                config.handshakes,
+            );
             let task = runtime.spawn(router.serve_with_incoming_shutdown(incoming, stopped));
             (task, Some(accept))
         }
