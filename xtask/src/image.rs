@@ -15,8 +15,16 @@
 //! - started again, they serve from the state their volumes kept: above
 //!   every timestamp handed out before.
 //!
-//! Where podman, debootstrap or root is missing, or the host is not Debian,
-//! it says which and skips; after that, every failure fails it.
+//! Where podman, debootstrap or root is missing, the host is not Debian, or
+//! debootstrap cannot reach the Debian archive (only its first run needs
+//! it), it says which and skips; with `XTASK_REQUIRE_IMAGE=1` a
+//! skip fails instead (for a CI host that must check the image). After
+//! that, every failure fails it.
+//!
+//! The images and containers it makes are named after this process and
+//! labelled `tsoracle-paxos-ci`; they are removed when it ends, and a run
+//! first removes what a killed run left (the base image stays: it is made
+//! once per machine).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -28,10 +36,10 @@ use tsoracle_paxos_testkit::process::{CommandLine, free_port, http_get};
 
 use crate::cmd::{Bins, Step};
 
-/// The image this step builds (a local name: nothing is pushed).
-const IMAGE: &str = "localhost/tsoracle-paxos:ci";
-/// The image holding the binary at `/out/tsoracle-paxos` (`BINARY_IMAGE`).
-const BINARY_IMAGE: &str = "localhost/tsoracle-paxos-ci/binary:latest";
+/// The label on every image and container this step makes, but the base.
+const LABEL: &str = "tsoracle-paxos-ci";
+/// Set to 1: a skip fails the step.
+const REQUIRE: &str = "XTASK_REQUIRE_IMAGE";
 /// The uid and gid the Dockerfile gives the node.
 const NODE_UID: &str = "10001";
 /// How long a node may take to become ready, and a client call to answer.
@@ -43,23 +51,57 @@ pub(crate) fn check(bins: &Bins) -> Result<()> {
         "",
     )
     .run_fn(|| {
+        let skip = |Skip(why)| {
+            if std::env::var_os(REQUIRE).is_some_and(|value| value == "1") {
+                bail!("the image cannot be checked here ({REQUIRE}=1): {why}");
+            }
+            eprintln!("  skipped: {why}");
+            Ok(())
+        };
         let podman = match Podman::detect() {
             Ok(podman) => podman,
-            Err(Skip(why)) => {
-                eprintln!("  skipped: {why}");
-                return Ok(());
-            }
+            Err(why) => return skip(why),
         };
+        podman.remove_leftovers();
         let base = match podman.base()? {
             Ok(base) => base,
-            Err(Skip(why)) => {
-                eprintln!("  skipped: {why}");
-                return Ok(());
-            }
+            Err(why) => return skip(why),
         };
-        podman.build(&base, &bins.node)?;
-        podman.run_cluster(&bins.node)
+        let images = Images::new(&podman);
+        podman.build(&base, &bins.node, &images)?;
+        podman.run_cluster(&bins.node, &images)
     })
+}
+
+/// This run's two images (named after the process), removed on drop.
+struct Images<'a> {
+    podman: &'a Podman,
+    /// The image of `deploy/Dockerfile` this run builds.
+    node: String,
+    /// The image holding the binary at `/out/tsoracle-paxos` (`BINARY_IMAGE`).
+    binary: String,
+}
+
+impl<'a> Images<'a> {
+    fn new(podman: &'a Podman) -> Self {
+        let pid = std::process::id();
+        Self {
+            podman,
+            node: format!("localhost/tsoracle-paxos-ci/node:{pid}"),
+            binary: format!("localhost/tsoracle-paxos-ci/binary:{pid}"),
+        }
+    }
+}
+
+impl Drop for Images<'_> {
+    fn drop(&mut self) {
+        if let Err(err) =
+            self.podman
+                .quiet(&["rmi", "--force", "--ignore", &self.node, &self.binary])
+        {
+            eprintln!("  could not remove the images: {err:#}");
+        }
+    }
 }
 
 /// Why the step cannot run on this machine.
@@ -109,6 +151,8 @@ impl Podman {
             )));
         };
         let tag = format!("localhost/tsoracle-paxos-ci/debian:{release}");
+        // The archive is the only network this step needs; a machine that
+        // cannot reach it cannot make the base, which is a skip.
         if self.quiet(&["image", "exists", &tag]).is_ok() {
             eprintln!("  base image {tag} (made earlier on this machine)");
             return Ok(Ok(tag));
@@ -124,10 +168,15 @@ impl Podman {
         eprintln!("  making the base image {tag} with debootstrap (once per machine)");
         let dir = tempfile::tempdir().context("a directory for the base's root")?;
         let rootfs = dir.path().join("rootfs");
-        run(Command::new("debootstrap")
+        if let Err(err) = run(Command::new("debootstrap")
             .args(["--variant=minbase", &release])
             .arg(&rootfs))
-        .context("debootstrap")?;
+        {
+            return Ok(Err(Skip(format!(
+                "debootstrap could not make the base (does this machine reach the Debian \
+                 archive?): {err:#}"
+            ))));
+        }
         let tarball = dir.path().join("rootfs.tar");
         run(Command::new("tar")
             .arg("-C")
@@ -140,8 +189,38 @@ impl Podman {
         Ok(Ok(tag))
     }
 
-    /// Builds [`IMAGE`] from `deploy/Dockerfile`, its binary from `node`.
-    fn build(&self, base: &str, node: &Path) -> Result<()> {
+    /// Removes the containers and images a killed run left behind.
+    fn remove_leftovers(&self) {
+        let filter = format!("label={LABEL}");
+        let listed = |args: &[&str]| -> Vec<String> {
+            self.quiet(args)
+                .map(|out| out.split_whitespace().map(str::to_owned).collect())
+                .unwrap_or_default()
+        };
+        let containers = listed(&["ps", "--all", "--quiet", "--filter", &filter]);
+        if !containers.is_empty() {
+            eprintln!(
+                "  removing {} container(s) an earlier run left",
+                containers.len()
+            );
+            let refs: Vec<&str> = containers.iter().map(String::as_str).collect();
+            if let Err(err) = self.quiet(&[&["rm", "--force", "--volumes"][..], &refs].concat()) {
+                eprintln!("  could not remove them: {err:#}");
+            }
+        }
+        let images = listed(&["images", "--quiet", "--filter", &filter]);
+        if !images.is_empty() {
+            eprintln!("  removing {} image(s) an earlier run left", images.len());
+            let refs: Vec<&str> = images.iter().map(String::as_str).collect();
+            if let Err(err) = self.quiet(&[&["rmi", "--force", "--ignore"][..], &refs].concat()) {
+                eprintln!("  could not remove them: {err:#}");
+            }
+        }
+    }
+
+    /// Builds `images.node` from `deploy/Dockerfile`, its binary (in
+    /// `images.binary`) from `node`.
+    fn build(&self, base: &str, node: &Path, images: &Images<'_>) -> Result<()> {
         let context = tempfile::tempdir().context("a build context for the binary")?;
         let out = context.path().join("out");
         std::fs::create_dir(&out).context("creating the binary's directory")?;
@@ -156,22 +235,25 @@ impl Podman {
         let containerfile = context.path().join("Containerfile");
         std::fs::write(
             &containerfile,
-            "FROM scratch\nCOPY out/tsoracle-paxos /out/tsoracle-paxos\n",
+            format!("FROM scratch\nLABEL {LABEL}=1\nCOPY out/tsoracle-paxos /out/tsoracle-paxos\n"),
         )
         .context("writing the binary's Containerfile")?;
-        eprintln!("  building {BINARY_IMAGE} (the node binary alone)");
+        eprintln!("  building {} (the node binary alone)", images.binary);
+        // --layers=false: no intermediate image per instruction, so
+        // removing the tag removes everything the build made.
         self.quiet(&[
             "build",
             "--quiet",
+            "--layers=false",
             "-f",
             &path_str(&containerfile)?,
             "-t",
-            BINARY_IMAGE,
+            &images.binary,
             &path_str(context.path())?,
         ])?;
         let root = crate::bench::workspace_root();
-        eprintln!("  building {IMAGE} from deploy/Dockerfile");
-        let mut args: Vec<String> = vec!["build".to_owned()];
+        eprintln!("  building {} from deploy/Dockerfile", images.node);
+        let mut args: Vec<String> = vec!["build".to_owned(), "--layers=false".to_owned()];
         args.extend(self.common.iter().cloned());
         args.extend(
             [
@@ -180,18 +262,26 @@ impl Podman {
                 "--ignorefile",
                 "deploy/Dockerfile.dockerignore",
                 "--build-arg",
-                &format!("BINARY_IMAGE={BINARY_IMAGE}"),
+                &format!("BINARY_IMAGE={}", images.binary),
                 "--build-arg",
                 &format!("RUNTIME_IMAGE={base}"),
+                "--label",
+                &format!("{LABEL}=1"),
                 "-t",
-                IMAGE,
+                &images.node,
                 ".",
             ]
             .map(str::to_owned),
         );
         run(Command::new("podman").args(&args).current_dir(&root))
             .context("podman build -f deploy/Dockerfile")?;
-        let user = self.quiet(&["image", "inspect", "--format", "{{.Config.User}}", IMAGE])?;
+        let user = self.quiet(&[
+            "image",
+            "inspect",
+            "--format",
+            "{{.Config.User}}",
+            &images.node,
+        ])?;
         ensure!(
             user.trim() == format!("{NODE_UID}:{NODE_UID}"),
             "the image runs as {:?}, not {NODE_UID}:{NODE_UID}",
@@ -200,16 +290,18 @@ impl Podman {
         Ok(())
     }
 
-    /// Runs three containers of [`IMAGE`] as one cluster and checks them.
-    fn run_cluster(&self, node: &Path) -> Result<()> {
-        let cluster = Containers::create(self)?;
+    /// Runs three containers of `images.node` as one cluster and checks
+    /// them.
+    fn run_cluster(&self, node: &Path, images: &Images<'_>) -> Result<()> {
+        let cluster = Containers::create(self, &images.node)?;
         let client = CommandLine::new(node, &[]);
         cluster.wait_ready()?;
         for name in cluster.names() {
             let uids = cluster.process_uids(&name)?;
             ensure!(
-                uids.iter().all(|uid| uid == NODE_UID),
-                "{name}'s node runs with uids {uids:?}, not {NODE_UID}"
+                uids.len() == 4 && uids.iter().all(|uid| uid == NODE_UID),
+                "{name}'s node runs with uids {uids:?} (real, effective, saved, filesystem), \
+                 not {NODE_UID}"
             );
         }
         let before = cluster.get_ts(&client, 3)?;
@@ -251,7 +343,8 @@ impl Podman {
     }
 }
 
-/// Three containers of one cluster; removed, with their volumes, on drop.
+/// Three containers of one cluster; removed, with their volumes, on drop
+/// (a killed run's are removed by the next run: they carry [`LABEL`]).
 struct Containers<'a> {
     podman: &'a Podman,
     /// Container name -> the port of its `/metrics`, `/livez`, `/readyz`.
@@ -260,7 +353,7 @@ struct Containers<'a> {
 }
 
 impl<'a> Containers<'a> {
-    fn create(podman: &'a Podman) -> Result<Self> {
+    fn create(podman: &'a Podman, image: &str) -> Result<Self> {
         let ids = 1..=3_u64;
         let ports: Vec<(u64, u16, u16, u16)> = ids
             .map(|id| (id, free_port(), free_port(), free_port()))
@@ -290,15 +383,17 @@ impl<'a> Containers<'a> {
                 format!("TSORACLE_PAXOS_PEERS={peers}"),
                 "TSORACLE_PAXOS_INITIAL_CLUSTER_STATE=new".to_owned(),
             ];
-            let mut args: Vec<String> = ["run", "--detach", "--network", "host", "--name"]
+            let mut args: Vec<String> = ["run", "--detach", "--network", "host", "--label"]
                 .map(str::to_owned)
                 .to_vec();
+            args.push(format!("{LABEL}=1"));
+            args.push("--name".to_owned());
             args.push(name.clone());
             args.extend(podman.common.iter().cloned());
             for pair in env {
                 args.extend(["--env".to_owned(), pair]);
             }
-            args.push(IMAGE.to_owned());
+            args.push(image.to_owned());
             // Registered before it starts, so a failed start is removed too.
             cluster.http.insert(name, http);
             cluster.client_endpoints.push(format!("127.0.0.1:{client}"));

@@ -414,15 +414,16 @@ pub fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     out
 }
 
-/// `GET path` on `127.0.0.1:port` over plain HTTP/1.0, with short
+/// `GET path` on `127.0.0.1:port` over plain HTTP/1.0, with bounded
 /// deadlines: the status code and the body; `None` when nothing answers.
 #[must_use]
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let fetch = || -> std::io::Result<String> {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(300))?;
-        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-        stream.set_write_timeout(Some(Duration::from_secs(1)))?;
+        // Generous: a loaded 2-core machine may take a while to answer.
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(2)))?;
         stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())?;
         let mut page = String::new();
         stream.read_to_string(&mut page)?;

@@ -345,3 +345,36 @@ pub fn certificate_names(cert: &CertificateDer<'_>, name: &str) -> bool {
         .and_then(|cert| cert.verify_is_valid_for_subject_name(&name))
         .is_ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file replaced by another with the same modification time and
+    /// length (`cp -p` of a renewed certificate) has another stamp.
+    #[test]
+    fn a_file_replaced_with_the_same_modification_time_has_another_stamp() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cert.pem");
+        std::fs::write(&path, "old certificate").unwrap();
+        let before = file_stamp(&path).unwrap();
+        let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let aside = dir.path().join("cert.pem.new");
+        std::fs::write(&aside, "new certificate").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&aside)
+            .unwrap()
+            .set_modified(modified)
+            .unwrap();
+        std::fs::rename(&aside, &path).unwrap();
+        let after = file_stamp(&path).unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().modified().unwrap(),
+            modified
+        );
+        assert_ne!(before, after);
+        assert_eq!(file_stamp(&path), Some(after), "a stamp is stable");
+        assert_eq!(file_stamp(&dir.path().join("missing")), None);
+    }
+}
