@@ -41,6 +41,20 @@ const LATENCY_BUCKETS: &[f64] = &[
     1.0, 2.5, 5.0, 10.0,
 ];
 
+/// tsoracle-server's latency histograms (in seconds), by their recorded
+/// names (the page shows them with `_` for `.`).
+const SERVER_LATENCIES: &[&str] = &[
+    "tsoracle.leader_transition.fence_latency",
+    "tsoracle.window.extension_latency",
+];
+
+/// tsoracle-server's histogram of keys per `get_seq_batch` call.
+const SERVER_BATCH_KEYS: &str = "tsoracle.get_seq.batch.keys";
+
+/// Bucket bounds of the keys per batch call (the server's default cap is
+/// 128 keys).
+const BATCH_KEY_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0];
+
 /// How often the sampler runs.
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 
@@ -66,8 +80,22 @@ pub(crate) fn recorder() -> Result<PrometheusHandle, Error> {
     if let Some(handle) = installed.as_ref() {
         return Ok(handle.clone());
     }
-    let handle = PrometheusBuilder::new()
+    let mut builder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)
+        .map_err(|err| Error::runtime("the metrics recorder", err))?;
+    // tsoracle-server's own histograms: two latencies in seconds and the
+    // keys per batch call; buckets for them too, so every histogram on the
+    // page sums across nodes.
+    for name in SERVER_LATENCIES {
+        builder = builder
+            .set_buckets_for_metric(Matcher::Full((*name).to_owned()), LATENCY_BUCKETS)
+            .map_err(|err| Error::runtime("the metrics recorder", err))?;
+    }
+    let handle = builder
+        .set_buckets_for_metric(
+            Matcher::Full(SERVER_BATCH_KEYS.to_owned()),
+            BATCH_KEY_BUCKETS,
+        )
         .map_err(|err| Error::runtime("the metrics recorder", err))?
         // The sampler sets every gauge every 250 ms; one it stopped setting
         // (a peer a membership change removed) leaves the page.

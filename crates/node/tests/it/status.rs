@@ -210,6 +210,8 @@ fn status_reports_every_member_and_fails_with_one_down() {
         "# TYPE tsoracle_paxos_proposal_seconds histogram",
         "# TYPE tsoracle_paxos_commit_seconds histogram",
         "tsoracle_paxos_peer_round_trip_seconds{peer=",
+        // tsoracle-server's own, with buckets too.
+        "tsoracle_leader_transition_fence_latency_bucket{le=",
     ] {
         assert!(
             page.contains(expected),
