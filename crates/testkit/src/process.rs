@@ -228,6 +228,21 @@ impl ServeChild {
         }
     }
 
+    /// Waits until the node's log holds `text` (polling every
+    /// millisecond, so a test can act right after the line); fails the
+    /// test after `within`.
+    pub fn wait_for_log(&self, text: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !std::fs::read_to_string(&self.log).is_ok_and(|log| log.contains(text)) {
+            assert!(
+                Instant::now() < deadline,
+                "no {text:?} in the node's log after {within:?}:\n{}",
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// The last lines of the node's log, for a failure message.
     #[must_use]
     pub fn log_tail(&self) -> String {

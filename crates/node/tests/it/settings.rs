@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tsoracle_paxos_testkit::process::ServeChild;
 
@@ -93,15 +93,7 @@ fn logs_in_a_file_are_plain_text_or_json_lines() {
         let mut command = cli().command(&layout.args(1));
         command.env("TSORACLE_PAXOS_LOG_FORMAT", format);
         let mut node = ServeChild::spawn(command, &log);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !std::fs::read_to_string(&log).is_ok_and(|text| text.contains("storage opened")) {
-            assert!(
-                Instant::now() < deadline,
-                "no \"storage opened\" line in 30 s:\n{}",
-                node.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        node.wait_for_log("storage opened", Duration::from_secs(30));
         node.terminate();
         let text = std::fs::read_to_string(&log).unwrap();
         assert!(

@@ -290,17 +290,8 @@ fn a_node_still_starting_is_live_not_ready_and_survives_sighup() {
 fn a_sigterm_during_the_start_stops_the_node_cleanly() {
     for attempt in 0..10 {
         let layout = Layout::new();
-        let log = layout.log(&format!("node-1-{attempt}"));
-        let mut node = cli().spawn(&layout.args(1), &log);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !std::fs::read_to_string(&log).is_ok_and(|text| text.contains("storage opened")) {
-            assert!(
-                Instant::now() < deadline,
-                "no \"storage opened\" line in 30 s:\n{}",
-                node.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        let mut node = cli().spawn(&layout.args(1), &layout.log(&format!("node-1-{attempt}")));
+        node.wait_for_log("storage opened", Duration::from_secs(30));
         // Fails the test on any exit but a clean one.
         node.terminate();
     }
