@@ -42,6 +42,14 @@ const LABEL: &str = "tsoracle-paxos-ci";
 const REQUIRE: &str = "XTASK_REQUIRE_IMAGE";
 /// The uid and gid the Dockerfile gives the node.
 const NODE_UID: &str = "10001";
+/// What debootstrap prints when the Debian archive cannot be reached.
+const ARCHIVE_UNREACHABLE: &[&str] = &[
+    "Failed getting release file",
+    "Temporary failure resolving",
+    "Could not resolve",
+    "Connection refused",
+    "Network is unreachable",
+];
 /// How long a node may take to become ready, and a client call to answer.
 const READY_WITHIN: Duration = Duration::from_secs(60);
 
@@ -172,10 +180,15 @@ impl Podman {
             .args(["--variant=minbase", &release])
             .arg(&rootfs))
         {
-            return Ok(Err(Skip(format!(
-                "debootstrap could not make the base (does this machine reach the Debian \
-                 archive?): {err:#}"
-            ))));
+            // Unreachable archive: a skip; any other failure (a full disk,
+            // a broken debootstrap) fails the step.
+            let text = format!("{err:#}");
+            if ARCHIVE_UNREACHABLE.iter().any(|sign| text.contains(sign)) {
+                return Ok(Err(Skip(format!(
+                    "debootstrap cannot reach the Debian archive: {text}"
+                ))));
+            }
+            return Err(err.context("debootstrap"));
         }
         let tarball = dir.path().join("rootfs.tar");
         run(Command::new("tar")
@@ -192,25 +205,38 @@ impl Podman {
     /// Removes the containers and images a killed run left behind.
     fn remove_leftovers(&self) {
         let filter = format!("label={LABEL}");
+        // Names and tags carry the pid of the run that made them: only a
+        // dead run's are left over (another checkout's run may be going).
+        let dead = |name: &str| {
+            run_pid(name).is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+        };
         let listed = |args: &[&str]| -> Vec<String> {
             self.quiet(args)
-                .map(|out| out.split_whitespace().map(str::to_owned).collect())
+                .map(|out| {
+                    out.split_whitespace()
+                        .filter(|name| dead(name))
+                        .map(str::to_owned)
+                        .collect()
+                })
                 .unwrap_or_default()
         };
-        let containers = listed(&["ps", "--all", "--quiet", "--filter", &filter]);
+        let containers = listed(&["ps", "--all", "--format", "{{.Names}}", "--filter", &filter]);
         if !containers.is_empty() {
-            eprintln!(
-                "  removing {} container(s) an earlier run left",
-                containers.len()
-            );
+            eprintln!("  removing {containers:?}, left by a run that ended");
             let refs: Vec<&str> = containers.iter().map(String::as_str).collect();
             if let Err(err) = self.quiet(&[&["rm", "--force", "--volumes"][..], &refs].concat()) {
                 eprintln!("  could not remove them: {err:#}");
             }
         }
-        let images = listed(&["images", "--quiet", "--filter", &filter]);
+        let images = listed(&[
+            "images",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+            "--filter",
+            &filter,
+        ]);
         if !images.is_empty() {
-            eprintln!("  removing {} image(s) an earlier run left", images.len());
+            eprintln!("  removing {images:?}, left by a run that ended");
             let refs: Vec<&str> = images.iter().map(String::as_str).collect();
             if let Err(err) = self.quiet(&[&["rmi", "--force", "--ignore"][..], &refs].concat()) {
                 eprintln!("  could not remove them: {err:#}");
@@ -538,6 +564,20 @@ fn run(command: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// The pid of the run that made a container (`tsoracle-paxos-ci-<pid>-<id>`)
+/// or an image (`localhost/tsoracle-paxos-ci/<what>:<pid>`); `None` for
+/// any other name (left alone).
+fn run_pid(name: &str) -> Option<u32> {
+    if let Some(rest) = name.strip_prefix("tsoracle-paxos-ci-") {
+        return rest.split_once('-')?.0.parse().ok();
+    }
+    let (repository, tag) = name.rsplit_once(':')?;
+    repository
+        .starts_with("localhost/tsoracle-paxos-ci/")
+        .then(|| tag.parse().ok())
+        .flatten()
+}
+
 fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
@@ -584,6 +624,17 @@ mod tests {
     fn a_missing_program_is_not_on_the_path() {
         assert!(on_path("sh"));
         assert!(!on_path("no-such-program-tsoracle-paxos"));
+    }
+
+    #[test]
+    fn a_leftover_is_known_by_the_pid_in_its_name() {
+        assert_eq!(run_pid("tsoracle-paxos-ci-4242-3"), Some(4242));
+        assert_eq!(run_pid("localhost/tsoracle-paxos-ci/node:4242"), Some(4242));
+        assert_eq!(run_pid("localhost/tsoracle-paxos-ci/binary:17"), Some(17));
+        // The base image, and anything not ours, is left alone.
+        assert_eq!(run_pid("localhost/tsoracle-paxos-ci/debian:bookworm"), None);
+        assert_eq!(run_pid("localhost/other:4242"), None);
+        assert_eq!(run_pid("tsoracle-paxos-ci-x-3"), None);
     }
 
     #[test]

@@ -192,8 +192,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "SECONDS", env = "TSORACLE_PAXOS_TLS_RELOAD_SECS")]
     pub(crate) tls_reload_secs: Option<u64>,
     /// TLS handshakes one source address may have in progress at once on
-    /// each TLS port (an IPv6 address counts by its /64; default 32 of
-    /// 1,024 in all; 0: no cap per address). Raise it when many clients
+    /// each TLS port (default 32 of 1,024 in all; 0: no cap per address). Raise it when many clients
     /// reach the client port through one address (a NAT, a TCP proxy).
     #[arg(
         long,

@@ -418,9 +418,6 @@ mod tests {
 
     use super::{InboxCounts, InboxTotals};
 
-    /// A new inbox (after a membership change) counts from zero: its
-    /// counts add to the totals instead of being lost until they pass the
-    /// old inbox's.
     /// A new inbox (after a membership change) counts from zero, and the
     /// old one may go on counting: both add to the totals.
     #[test]

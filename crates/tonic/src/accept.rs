@@ -8,7 +8,7 @@
 //! their own timeout, and one address cannot take every slot.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -29,7 +29,7 @@ pub struct HandshakeLimits {
     pub total: usize,
     /// In progress at once from one source address (a client that opens
     /// sockets and never speaks fills only its own share); 0: no cap per
-    /// address. An IPv6 address counts by its /64 (one host's network).
+    /// address.
     pub per_address: usize,
     /// How long a client may take to finish its handshake.
     pub timeout: Duration,
@@ -87,6 +87,11 @@ pub fn tls_incoming_with(
         .local_addr()
         .map_or_else(|_| "unknown".to_owned(), |addr| addr.to_string());
     let mut refusals = Refusals::new(listener_address);
+    // Both series exist from the start, at zero: a first burst of
+    // refusals is then an increase a rate or an alert sees.
+    for reason in [Refusal::Address, Refusal::Total] {
+        refusals.counter(reason).increment(0);
+    }
     let task = tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -183,25 +188,40 @@ impl Refusals {
         }
     }
 
-    fn count(&mut self, refusal: Refusal, from: IpAddr) {
+    fn counter(&self, refusal: Refusal) -> metrics::Counter {
         metrics::counter!(
             HANDSHAKES_REFUSED,
             "listener" => self.listener.clone(),
             "reason" => refusal.label()
         )
-        .increment(1);
+    }
+
+    fn count(&mut self, refusal: Refusal, from: IpAddr) {
+        self.counter(refusal).increment(1);
         self.since_warning += 1;
         let due = self
             .last_warning
             .is_none_or(|at| at.elapsed() >= REFUSAL_WARN_EVERY);
         if due {
+            let hint = match refusal {
+                Refusal::Address => {
+                    "one source address held its share of the handshake slots: many clients \
+                     behind one address need a larger share (HandshakeLimits::per_address; the \
+                     node's --tls-handshakes-per-address)"
+                }
+                Refusal::Total => {
+                    "every handshake slot was taken: connections that do not finish their \
+                     handshake hold a slot until its timeout"
+                }
+            };
             tracing::warn!(
                 listener = %self.listener,
-                reason = refusal.label(),
+                last_reason = refusal.label(),
                 last_from = %from,
                 refused = self.since_warning,
-                "TLS listener: connections closed before their handshake, their slots being \
-                 taken (see --tls-handshakes-per-address; repeated at most every 10 s)"
+                hint,
+                "TLS listener: connections closed before their handshake (this warning repeats \
+                 at most every 10 s; the counter has every one)"
             );
             self.since_warning = 0;
             self.last_warning = Some(Instant::now());
@@ -210,16 +230,13 @@ impl Refusals {
 }
 
 /// The address a connection's handshakes count against: the address
-/// itself, or for IPv6 its /64 (a host or site usually holds a whole /64
-/// and could otherwise open connections from as many addresses as it
-/// likes); an IPv4-mapped IPv6 address counts as its IPv4 address.
+/// itself, an IPv4-mapped IPv6 address as its IPv4 address (a dual-stack
+/// listener sees IPv4 clients so). Not a whole IPv6 /64: that is usually a
+/// subnet of many hosts, which would share one share.
 fn source_key(address: IpAddr) -> IpAddr {
     match address {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
         IpAddr::V4(_) => address,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1_u128 << 64) - 1))),
-        },
     }
 }
 
@@ -281,12 +298,11 @@ mod tests {
     }
 
     #[test]
-    fn an_ipv6_source_counts_by_its_64_and_a_mapped_ipv4_as_ipv4() {
+    fn a_source_counts_by_its_address_and_a_mapped_ipv4_as_ipv4() {
         let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
         let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
-        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-        assert_eq!(source_key(a), source_key(b));
-        assert_ne!(source_key(a), source_key(c));
+        assert_eq!(source_key(a), a);
+        assert_ne!(source_key(a), source_key(b));
         let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
         assert_eq!(source_key(mapped), IpAddr::from([192, 0, 2, 7]));
         let v4 = IpAddr::from([192, 0, 2, 7]);

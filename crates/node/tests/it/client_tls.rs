@@ -7,7 +7,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::common::{Layout, ServeChild, TestCa, cli, signal};
+use tsoracle_paxos_metrics::TLS_HANDSHAKES_REFUSED as HANDSHAKES;
+use tsoracle_paxos_testkit::process::metrics;
+
+use crate::common::{Layout, ServeChild, TestCa, cli, signal, with_metrics};
 
 /// A test CA and certificates it signs.
 struct Ca(TestCa);
@@ -168,6 +171,72 @@ fn the_client_port_serves_tls_refuses_strangers_and_reloads_its_certificate() {
         !get_ts(&layout, &old_client).status.success(),
         "a client of the replaced client CA is still served after SIGHUP"
     );
+    for node in &mut nodes {
+        node.terminate();
+    }
+}
+
+/// `--tls-handshakes-per-address` (here from its environment variable)
+/// reaches the client port: with 1, an idle socket from 127.0.0.1 holds
+/// that address's only handshake slot, so a TLS client from there is
+/// refused, and counted, until the idle socket goes.
+#[test]
+fn the_client_port_caps_handshakes_per_address() {
+    let layout = Layout::new();
+    let dir = layout.root().join("tls");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ca, cert, key) = Ca::new("server CA").write(&dir, "server", "localhost");
+    let mut nodes: Vec<ServeChild> = (1..=3)
+        .map(|id| {
+            let mut args = with_metrics(&layout, layout.args(id), id);
+            args.extend([
+                "--client-tls-cert".to_owned(),
+                path(&cert),
+                "--client-tls-key".to_owned(),
+                path(&key),
+            ]);
+            let mut command = cli().command(&args);
+            command.env("TSORACLE_PAXOS_TLS_HANDSHAKES_PER_ADDRESS", "1");
+            ServeChild::spawn(command, &layout.log(&format!("node-{id}")))
+        })
+        .collect();
+    let trusted = vec!["--tls-ca".to_owned(), path(&ca)];
+    until_served(&layout, &trusted);
+
+    let client_port = layout.client[&1];
+    let one_node = |extra: &[String]| {
+        let mut args = vec![
+            "get-ts".to_owned(),
+            "--endpoint".to_owned(),
+            format!("127.0.0.1:{client_port}"),
+        ];
+        args.extend_from_slice(extra);
+        cli().run(&args, Duration::from_secs(60))
+    };
+    let idle = std::net::TcpStream::connect(("127.0.0.1", client_port)).unwrap();
+    // The accept loop takes the idle socket before the client's.
+    std::thread::sleep(Duration::from_millis(200));
+    let out = one_node(&trusted);
+    assert!(
+        !out.status.success(),
+        "a second handshake from 127.0.0.1 was served: {out:?}"
+    );
+    let refused =
+        format!("{HANDSHAKES}{{listener=\"127.0.0.1:{client_port}\",reason=\"address\"}}");
+    let counted = metrics(layout.metrics[&1])
+        .and_then(|page| page.get(&refused).copied())
+        .unwrap_or(0.0);
+    assert!(counted >= 1.0, "{refused} reads {counted}");
+
+    drop(idle);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !one_node(&trusted).status.success() {
+        assert!(
+            Instant::now() < deadline,
+            "the slot never came back after the idle socket closed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     for node in &mut nodes {
         node.terminate();
     }

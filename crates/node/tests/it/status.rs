@@ -205,18 +205,30 @@ fn status_reports_every_member_and_fails_with_one_down() {
         .unwrap()["id"]
         .as_u64()
         .unwrap();
-    let (_, page) = get(layout.metrics[&leader], "/metrics");
-    for expected in [
+    // Retried a little: a sample (250 ms) may not have run yet.
+    let expected = [
         "# TYPE tsoracle_paxos_proposal_seconds histogram",
         "# TYPE tsoracle_paxos_commit_seconds histogram",
         "tsoracle_paxos_peer_round_trip_seconds{peer=",
         // tsoracle-server's own, with buckets too.
         "tsoracle_leader_transition_fence_latency_bucket{le=",
-    ] {
+    ];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, page) = get(layout.metrics[&leader], "/metrics");
+        let missing: Vec<&str> = expected
+            .iter()
+            .copied()
+            .filter(|line| !page.contains(line))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
         assert!(
-            page.contains(expected),
-            "no {expected:?} on the leader:\n{page}"
+            Instant::now() < deadline,
+            "no {missing:?} on the leader:\n{page}"
         );
+        std::thread::sleep(Duration::from_millis(200));
     }
 
     // A member down: status says so and fails.
