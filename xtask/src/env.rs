@@ -136,16 +136,16 @@ fn install_libclang() -> Result<PathBuf> {
 }
 
 /// Effective uid 0, read from procfs so xtask needs no libc bindings.
-fn running_as_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix("Uid:"))
-                .and_then(|uids| uids.split_whitespace().nth(1).map(|euid| euid == "0"))
-        })
-        .unwrap_or(false)
+pub(crate) fn running_as_root() -> bool {
+    process_uids("self").is_some_and(|uids| uids.get(1).is_some_and(|euid| euid == "0"))
+}
+
+/// The real, effective, saved and filesystem uids of process `pid`
+/// (`self`: this one), from its `/proc/<pid>/status`.
+pub(crate) fn process_uids(pid: &str) -> Option<Vec<String>> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let uids = status.lines().find_map(|line| line.strip_prefix("Uid:"))?;
+    Some(uids.split_whitespace().map(str::to_owned).collect())
 }
 
 #[cfg(test)]

@@ -170,7 +170,7 @@ impl Podman {
                 "no {tag} yet, and debootstrap, which makes it, is not installed"
             ))));
         }
-        if !is_root() {
+        if !crate::env::running_as_root() {
             return Ok(Err(Skip("debootstrap needs root".to_owned())));
         }
         eprintln!("  making the base image {tag} with debootstrap (once per machine)");
@@ -471,13 +471,8 @@ impl<'a> Containers<'a> {
         let pid = self
             .podman
             .quiet(&["inspect", "--format", "{{.State.Pid}}", name])?;
-        let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim()))
-            .with_context(|| format!("reading the status of {name}'s process {}", pid.trim()))?;
-        let uids = status
-            .lines()
-            .find_map(|line| line.strip_prefix("Uid:"))
-            .with_context(|| format!("no Uid line for {name}'s process"))?;
-        Ok(uids.split_whitespace().map(str::to_owned).collect())
+        crate::env::process_uids(pid.trim())
+            .with_context(|| format!("no uids readable for {name}'s process {}", pid.trim()))
     }
 
     /// `count` timestamps from the host's client, through every endpoint.
@@ -581,13 +576,6 @@ fn run_pid(name: &str) -> Option<u32> {
 fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "0")
 }
 
 /// The host's Debian release name, or `None` on another system.
